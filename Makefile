@@ -1,0 +1,57 @@
+# make demo / make test bootstrap everything on a machine with only Python 3.11, pip and apt.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgekit-installed
+DEVICES := .devices
+PY36 ?= $(firstword $(wildcard /root/.pyenv/versions/3.6.15/bin/python $(shell command -v python3.6 2>/dev/null)))
+PY310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10.13/bin/python $(shell command -v python3.10 2>/dev/null)))
+
+.PHONY: demo test venv system-deps device-venvs bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# System packages the tests talk to for real (an OpenSSH server on 127.0.0.1).
+system-deps:
+	@if [ ! -x /usr/sbin/sshd ]; then \
+	  echo "installing openssh-server (apt)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	fi
+
+# The devices' own software: Jetson Nano's Python 3.6 (numpy 1.19.5 + onnxruntime 1.10.0)
+# and OpenVINO 2022.3.1 (the NCS2-era API) on Python 3.10. Missing interpreters are reported
+# loudly by the tests that need them.
+device-venvs: $(DEVICES)/py36/.ok $(DEVICES)/ov2022/.ok
+
+$(DEVICES)/py36/.ok:
+	@if [ -n "$(PY36)" ]; then \
+	  $(PY36) -m venv $(DEVICES)/py36 && \
+	  $(DEVICES)/py36/bin/python -m pip install -q 'pip==21.3.1' && \
+	  $(DEVICES)/py36/bin/python -m pip install -q numpy==1.19.5 onnxruntime==1.10.0 && touch $@; \
+	else echo "WARNING: no Python 3.6 interpreter found: Jetson-Nano-Python tests will fail loudly"; fi
+
+$(DEVICES)/ov2022/.ok:
+	@if [ -n "$(PY310)" ]; then \
+	  $(PY310) -m venv $(DEVICES)/ov2022 && \
+	  $(DEVICES)/ov2022/bin/python -m pip install -q --upgrade pip && \
+	  $(DEVICES)/ov2022/bin/python -m pip install -q 'numpy<2' openvino==2022.3.1 && touch $@; \
+	else echo "WARNING: no Python 3.10 interpreter found: OpenVINO 2022.3 tests will fail loudly"; fi
+
+demo: $(STAMP)
+	$(BIN)/edgekit demo
+
+test: $(STAMP) system-deps device-venvs
+	$(BIN)/python -m pytest -q
+
+# Slow benchmarks (MNIST, minutes each); results go to BENCHMARKS.md by hand with their commands.
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) $(DEVICES)

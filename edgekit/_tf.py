@@ -1,0 +1,67 @@
+"""The one place edgekit imports TensorFlow, always with Keras 2 (``tf_keras``).
+
+tensorflow-model-optimization only works with Keras 2, so ``TF_USE_LEGACY_KERAS=1`` must be
+set before tensorflow is first imported; every host module calls :func:`keras` instead of
+importing tensorflow itself.
+"""
+import os
+
+from edgekit.errors import MissingDependency
+
+_INSTALL = "pip install 'edgekit[compress]' (tensorflow, tf-keras, tensorflow-model-optimization, tf2onnx)"
+
+
+def _env():
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def tf():
+    """Import and return tensorflow (Keras 2 mode)."""
+    _env()
+    import warnings
+    warnings.filterwarnings("ignore", message=".*HDF5 file.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        import tensorflow
+    except ImportError:
+        raise MissingDependency("tensorflow is not installed: " + _INSTALL) from None
+    try:
+        import absl.logging
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+def keras():
+    """Import and return ``tf_keras`` (Keras 2), the Keras edgekit builds models with."""
+    tf()
+    try:
+        import tf_keras
+    except ImportError:
+        raise MissingDependency("tf-keras is not installed: " + _INSTALL) from None
+    return tf_keras
+
+
+def tfmot():
+    """Import and return tensorflow_model_optimization (needs tf_keras)."""
+    keras()
+    try:
+        import tensorflow_model_optimization
+    except ImportError:
+        raise MissingDependency("tensorflow-model-optimization is not installed: " + _INSTALL) from None
+    return tensorflow_model_optimization
+
+
+def set_seed(seed):
+    """Seed python, numpy and tensorflow for repeatable training."""
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed)
+    tf().random.set_seed(seed)

@@ -1,0 +1,208 @@
+"""The artifact directory: model files plus ``manifest.json`` (CONTRACT.md).
+
+Every stage reads and writes one. Writing is atomic: a new artifact is staged in a
+temporary sibling directory and renamed into place; files added to an existing artifact
+(exports) are written to temp names and renamed, then the manifest is replaced last.
+A later stage never guesses: it reads the manifest, and refuses an artifact whose files no
+longer match the sha256 recorded ("artifact modified since it was written").
+
+Example::
+
+    with staging("out/model", force=False) as tmp:
+        model.save(tmp / "model.h5")
+        write_manifest(tmp, manifest)     # fills files[*].bytes/sha256
+    art = Artifact.open("out/model")
+"""
+import contextlib
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgekit import __version__
+from edgekit.data import dir_sha256, file_sha256
+from edgekit.errors import EdgekitError
+
+MANIFEST = "manifest.json"
+
+
+def new_manifest(kind, method, params, source, input_spec, classes, metrics=None):
+    """A manifest skeleton with the fields CONTRACT.md requires."""
+    return {
+        "edgekit_version": __version__,
+        "kind": kind,
+        "method": {"name": method, "params": dict(params or {})},
+        "source": dict(source or {}),
+        "input": dict(input_spec or {}),
+        "classes": list(classes or []),
+        "metrics": dict(metrics or {}),
+        "files": {},
+    }
+
+
+def describe_file(path, fmt, precision, **extra):
+    """A ``files`` entry: format, precision, bytes, sha256 (+ any extra keys)."""
+    path = Path(path)
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        digest = dir_sha256(path)
+    else:
+        size = path.stat().st_size
+        digest = file_sha256(path)
+    entry = {"format": fmt, "precision": precision, "bytes": int(size), "sha256": digest}
+    entry.update(extra)
+    return entry
+
+
+@contextlib.contextmanager
+def staging(out_dir, force=False):
+    """Yield a temp dir next to ``out_dir``; on success it is renamed to ``out_dir``.
+
+    ``out_dir`` existing is refused unless ``force`` (then it is replaced only at the end).
+    On any exception the temp dir is removed and nothing is left behind.
+    """
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
+    tmp = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(parent)))
+    try:
+        yield tmp
+        if not (tmp / MANIFEST).is_file():
+            raise RuntimeError("staged artifact has no manifest: write_manifest() was not called")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=".{}.old-".format(out.name), dir=str(parent)))
+            os.rename(out, old / "x")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(directory, manifest):
+    """Write ``manifest.json`` atomically into ``directory``."""
+    directory = Path(directory)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=str(directory))
+    with os.fdopen(fd, "w") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, directory / MANIFEST)
+
+
+class Artifact:
+    """An artifact directory and its manifest."""
+
+    def __init__(self, path, manifest):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path, verify=True):
+        """Open an artifact dir; refuse a missing/corrupt manifest or modified files."""
+        path = Path(path)
+        if not path.exists():
+            raise EdgekitError("artifact {} does not exist".format(path))
+        if not path.is_dir():
+            raise EdgekitError("{} is not an artifact directory (expected a folder with {})"
+                               .format(path, MANIFEST))
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise EdgekitError("{} has no {}: not an edgekit artifact".format(path, MANIFEST))
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EdgekitError("{}: manifest is not valid JSON ({})".format(mpath, exc)) from None
+        if not isinstance(manifest, dict) or "files" not in manifest or "kind" not in manifest:
+            raise EdgekitError("{}: not an edgekit manifest (no kind/files)".format(mpath))
+        art = cls(path, manifest)
+        if verify:
+            art.verify()
+        return art
+
+    def verify(self):
+        """Check every listed file exists and matches its recorded sha256."""
+        for name, entry in self.manifest["files"].items():
+            p = self.path / name
+            if not p.exists():
+                raise EdgekitError("artifact modified since it was written: {} is missing".format(p))
+            digest = dir_sha256(p) if p.is_dir() else file_sha256(p)
+            if digest != entry.get("sha256"):
+                raise EdgekitError("artifact modified since it was written: {} no longer "
+                                   "matches its sha256 in the manifest".format(p))
+
+    # -- lookups --------------------------------------------------------------
+    @property
+    def kind(self):
+        return self.manifest["kind"]
+
+    @property
+    def method(self):
+        return self.manifest["method"]["name"]
+
+    @property
+    def files(self):
+        return self.manifest["files"]
+
+    def file(self, name):
+        return self.path / name
+
+    def find(self, fmt, precision=None, **match):
+        """Names of files with this format (and precision / extra keys), in manifest order."""
+        out = []
+        for name, e in self.files.items():
+            if e.get("format") != fmt:
+                continue
+            if precision is not None and e.get("precision") != precision:
+                continue
+            if any(e.get(k) != v for k, v in match.items()):
+                continue
+            out.append(name)
+        return out
+
+    def keras_path(self):
+        """Path of the artifact's Keras model (refuses if it has none)."""
+        names = self.find("keras")
+        if not names:
+            raise EdgekitError("{} holds no Keras model (it is a {} artifact)".format(
+                self.path, self.kind))
+        return self.path / names[0]
+
+    # -- in-place additions (exports) ------------------------------------------
+    def add_files(self, staged, entries, manifest_updates=None):
+        """Move files from ``staged`` dir into the artifact and record them, atomically-ish.
+
+        Each file is renamed into place (same filesystem), then the manifest is replaced.
+        ``entries`` maps file name -> files entry; ``manifest_updates`` is deep-merged.
+        """
+        staged = Path(staged)
+        manifest = copy.deepcopy(self.manifest)
+        for name in entries:
+            src, dst = staged / name, self.path / name
+            if dst.is_dir():
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+        manifest["files"].update(entries)
+        _merge(manifest, manifest_updates or {})
+        write_manifest(self.path, manifest)
+        self.manifest = manifest
+
+    def staging_dir(self):
+        """A temp dir inside the artifact (same filesystem) for files about to be added."""
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=str(self.path)))
+
+
+def _merge(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v

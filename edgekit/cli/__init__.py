@@ -1,0 +1,93 @@
+"""The ``edgekit`` command line: thin commands over the library (parse -> call -> print).
+
+Each command lives in its own module under ``edgekit.cli`` and imports heavy libraries
+(tensorflow, openvino) only inside its function, so ``edgekit --help`` stays fast.
+An :class:`~edgekit.errors.EdgekitError` becomes one ``error: …`` line on stderr and its exit
+code (1 user error, 2 missing dependency/hardware); bugs keep their tracebacks.
+"""
+import importlib
+import sys
+
+import click
+import typer
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+# command name -> "module:function". A plain dict, the one registry of CLI verbs.
+COMMANDS = {
+    "doctor": "edgekit.cli.doctor:doctor",
+    "train": "edgekit.cli.train:train",
+    "eval": "edgekit.cli.eval:eval_cmd",
+    "compress": "edgekit.cli.compress:compress",
+    "export": "edgekit.cli.export:export",
+    "bench": "edgekit.cli.bench:bench",
+    "deploy": "edgekit.cli.deploy:deploy",
+    "report": "edgekit.cli.report:report",
+    "demo": "edgekit.cli.demo:demo",
+}
+
+app = typer.Typer(
+    name="edgekit",
+    help="Shrink a trained CNN (prune, int8, distill, k-NN slicing), export it to "
+         "ONNX/TFLite/OpenVINO, and benchmark it on laptop CPU, NCS2 and Jetson Nano.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        print("edgekit " + __version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """edgekit: compress, export, bench and deploy CNNs for edge targets."""
+
+
+def _register():
+    for name, target in COMMANDS.items():
+        module, func = target.split(":")
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:  # a command module not written yet on this branch
+                continue
+            raise
+        app.command(name)(fn)
+
+
+_register()
+
+
+def fail(message, code=1):
+    """Print one ``error:`` line and exit (for use inside commands)."""
+    print("error: " + message, file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv=None):
+    """Console entry point."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="edgekit")
+    except EdgekitError as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except click.UsageError as exc:
+        print("error: {}".format(exc.format_message()), file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,37 @@
+"""Small helpers shared by CLI commands: the console, tables, JSON output."""
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def table(title, columns, rows):
+    """Build a rich table from column names and row tuples (values str()-ed)."""
+    t = Table(title=title, show_lines=False)
+    for c in columns:
+        t.add_column(str(c))
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    return t
+
+
+def print_json(obj, path=None):
+    """Write ``obj`` as JSON to ``path`` (atomic) or stdout."""
+    text = json.dumps(obj, indent=2, default=str)
+    if path is None or str(path) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        from edgekit.util import atomic_write_text
+        atomic_write_text(path, text + "\n")
+
+
+def pct(x):
+    return "-" if x is None else "{:.2f}%".format(100.0 * x)
+
+
+def kib(n):
+    return "-" if n is None else "{:,.1f} KiB".format(n / 1024.0)

@@ -1,0 +1,25 @@
+"""``edgekit eval``: test-split accuracy of an artifact."""
+from pathlib import Path
+
+import typer
+
+from edgekit.cli.common import console, pct, print_json
+
+
+def eval_cmd(
+    artifact: Path = typer.Argument(..., help="Artifact directory."),
+    data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
+    runtime: str = typer.Option(None, "--runtime", help="keras or a runtime (default: what the artifact holds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+):
+    """Measure an artifact's accuracy on the data set's test split.
+
+    Example: edgekit eval out/seed --data mnist:../shared/datasets/mnist
+    """
+    from edgekit.models import evaluate
+    results = evaluate(artifact, data, runtime=runtime)
+    if as_json:
+        print_json({"artifact": str(artifact), "data": data, "accuracy": results})
+    else:
+        for rt, acc in results.items():
+            console.print("{}: test accuracy {} ({})".format(artifact, pct(acc), rt))

@@ -1,0 +1,281 @@
+"""Dataset loaders for every ``--data`` spec, all returning one :class:`Dataset`.
+
+Specs (CONTRACT.md): ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist:DIR`` (the four
+IDX files, gzipped or not; Fashion-MNIST too), ``folder:DIR`` (one sub-folder per class),
+``npz:FILE`` (arrays ``x``, ``y``, optional ``x_test``, ``y_test``, ``classes``).
+
+Images come back as float32 NHWC normalised as ``x = (raw * scale - mean) / std``; that
+normalisation is recorded (:attr:`Dataset.norm`) in every manifest so every runner
+preprocesses identically. The validation split is carved from training data with a fixed
+seed (stratified); the test split is the data set's own (MNIST's 10,000) or a fixed, seeded
+20% otherwise. Tuning uses validation, accuracy is reported on test.
+
+Example::
+
+    ds = load_data("mnist:../shared/datasets/mnist")
+    ds.x_train.shape   # (54000, 28, 28, 1)
+"""
+import gzip
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+SPLIT_SEED = 20240601
+VAL_FRACTION = 0.1
+TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff"}
+
+
+class Dataset:
+    """Train / validation / test arrays plus class names and the normalisation used."""
+
+    def __init__(self, spec, x_train, y_train, x_val, y_val, x_test, y_test, classes, norm):
+        self.spec = spec
+        self.x_train, self.y_train = x_train, y_train
+        self.x_val, self.y_val = x_val, y_val
+        self.x_test, self.y_test = x_test, y_test
+        self.classes = [str(c) for c in classes]
+        self.norm = norm
+
+    @property
+    def input_shape(self):
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    def input_spec(self):
+        """The manifest's ``input`` entry for models trained on this data."""
+        return {"shape": [None, *self.input_shape], "dtype": "float32", "layout": "NHWC",
+                "scale": self.norm["scale"], "mean": self.norm["mean"], "std": self.norm["std"]}
+
+    def fingerprint(self):
+        """sha256 over the test and train arrays: what ``source.data_sha256`` records."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def __repr__(self):
+        return "Dataset({!r}: train {}, val {}, test {}, {} classes, input {})".format(
+            self.spec, len(self.x_train), len(self.x_val), len(self.x_test),
+            self.num_classes, self.input_shape)
+
+
+def load_data(spec, val_fraction=VAL_FRACTION):
+    """Load a dataset from a ``--data`` spec string."""
+    spec = str(spec)
+    kind, _, arg = spec.partition(":")
+    if kind == "digits" and not arg:
+        raw = _digits()
+    elif kind in LOADERS and arg:
+        raw = LOADERS[kind](Path(arg).expanduser())
+    else:
+        raise EdgekitError(
+            "unknown data spec {!r}: use digits, mnist:DIR, folder:DIR or npz:FILE".format(spec))
+    x_tr, y_tr, x_te, y_te, classes, scale = raw
+    x_tr, x_te = _nhwc(x_tr, "training"), _nhwc(x_te, "test")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise EdgekitError("train images {} and test images {} differ in shape".format(
+            x_tr.shape[1:], x_te.shape[1:]))
+    y_tr, y_te = np.asarray(y_tr).astype(np.int64).ravel(), np.asarray(y_te).astype(np.int64).ravel()
+    if len(y_tr) != len(x_tr) or len(y_te) != len(x_te):
+        raise EdgekitError("{}: number of labels does not match number of images".format(spec))
+    n_cls = len(classes)
+    if n_cls < 2:
+        raise EdgekitError("{}: need at least 2 classes, found {}".format(spec, n_cls))
+    for name, y in (("training", y_tr), ("test", y_te)):
+        if y.size and (y.min() < 0 or y.max() >= n_cls):
+            raise EdgekitError("{}: {} labels must be in 0..{}".format(spec, name, n_cls - 1))
+    tr_idx, va_idx = _stratified_split(y_tr, val_fraction, SPLIT_SEED)
+    norm = {"scale": float(scale), "mean": [0.0], "std": [1.0]}
+    f = np.float32(scale)
+    return Dataset(spec,
+                   x_tr[tr_idx].astype(np.float32) * f, y_tr[tr_idx],
+                   x_tr[va_idx].astype(np.float32) * f, y_tr[va_idx],
+                   x_te.astype(np.float32) * f, y_te, classes, norm)
+
+
+def normalize(raw, norm):
+    """Apply a manifest's normalisation to raw pixel values (what runners do on device)."""
+    x = np.asarray(raw, dtype=np.float32) * np.float32(norm.get("scale", 1.0))
+    mean = np.asarray(norm.get("mean", [0.0]), dtype=np.float32)
+    std = np.asarray(norm.get("std", [1.0]), dtype=np.float32)
+    return (x - mean) / std
+
+
+# -- loaders: each returns (x_train, y_train, x_test, y_test, classes, scale) -------------
+
+def _digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = d.images.astype(np.float32)  # values 0..16
+    y = d.target
+    tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
+    return x[tr], y[tr], x[te], y[te], [str(c) for c in range(10)], 1.0 / 16.0
+
+
+def _mnist(folder):
+    if not folder.is_dir():
+        raise EdgekitError("mnist data folder {} does not exist".format(folder))
+    found = {}
+    for role, pattern in (("x_train", "train-images"), ("y_train", "train-labels"),
+                          ("x_test", "t10k-images"), ("y_test", "t10k-labels")):
+        matches = sorted(p for p in folder.iterdir() if p.name.startswith(pattern)
+                         and "idx" in p.name)
+        if not matches:
+            raise EdgekitError("{}: missing the {}-idx… file (expected the four MNIST IDX files)"
+                               .format(folder, pattern))
+        found[role] = read_idx(matches[0])
+    for role in ("x_train", "x_test"):
+        if found[role].ndim != 3:
+            raise EdgekitError("{}: {} IDX file must hold images (3 dims), got {} dims".format(
+                folder, role, found[role].ndim))
+    return (found["x_train"], found["y_train"], found["x_test"], found["y_test"],
+            [str(c) for c in range(10)], 1.0 / 255.0)
+
+
+def read_idx(path):
+    """Read an IDX file (optionally gzipped); bad magic or short payload -> EdgekitError."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise EdgekitError("{}: cannot read IDX file ({})".format(path, exc)) from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise EdgekitError("{}: not an IDX file of unsigned bytes (bad magic number)".format(path))
+    ndim = data[3]
+    if ndim < 1 or ndim > 4 or len(data) < 4 + 4 * ndim:
+        raise EdgekitError("{}: bad IDX header".format(path))
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    need = int(np.prod(dims))
+    payload = data[4 + 4 * ndim:]
+    if len(payload) < need:
+        raise EdgekitError("{}: truncated IDX file ({} of {} bytes of payload)".format(
+            path, len(payload), need))
+    return np.frombuffer(payload[:need], dtype=np.uint8).reshape(dims)
+
+
+def _folder(folder):
+    if not folder.is_dir():
+        raise EdgekitError("image folder {} does not exist".format(folder))
+    from PIL import Image, UnidentifiedImageError
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if len(class_dirs) < 2:
+        raise EdgekitError("{}: need one sub-folder per class and at least 2 classes, found {}"
+                           .format(folder, len(class_dirs)))
+    xs, ys, shape = [], [], None
+    for label, d in enumerate(class_dirs):
+        files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+        bad = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if bad:
+            raise EdgekitError("{}: not an image file: {} (only PNG/JPEG/BMP images allowed)"
+                               .format(d, bad[0]))
+        if not files:
+            raise EdgekitError("{}: class folder has no images".format(d))
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    im = im.convert("L") if im.mode in ("L", "1", "P", "LA", "I;16") else im.convert("RGB")
+                    a = np.asarray(im)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise EdgekitError("{}: cannot read image ({})".format(p, exc)) from None
+            if shape is None:
+                shape = a.shape
+            elif a.shape != shape:
+                raise EdgekitError("{}: image size {} differs from the first image's {}".format(
+                    p, a.shape, shape))
+            xs.append(a)
+            ys.append(label)
+    x, y = np.stack(xs), np.asarray(ys)
+    tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
+    return x[tr], y[tr], x[te], y[te], [d.name for d in class_dirs], 1.0 / 255.0
+
+
+def _npz(path):
+    if not path.is_file():
+        raise EdgekitError("npz file {} does not exist".format(path))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile/ValueError/OSError: all mean "not a valid npz"
+        raise EdgekitError("{}: not a readable .npz file ({})".format(path, exc)) from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise EdgekitError("{}: the npz has no array {!r} (needs x (N,H,W[,C]) and y (N,))"
+                               .format(path, key))
+    x, y = arrays["x"], arrays["y"].astype(np.int64).ravel()
+    if x.ndim not in (3, 4):
+        raise EdgekitError("{}: x must be (N,H,W) or (N,H,W,C), got shape {}".format(path, x.shape))
+    if "x_test" in arrays and "y_test" in arrays:
+        x_tr, y_tr, x_te, y_te = x, y, arrays["x_test"], arrays["y_test"].astype(np.int64).ravel()
+    else:
+        tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
+        x_tr, y_tr, x_te, y_te = x[tr], y[tr], x[te], y[te]
+    if "classes" in arrays:
+        classes = [str(c) for c in arrays["classes"]]
+    else:
+        classes = [str(c) for c in range(int(max(y_tr.max(), y_te.max())) + 1)]
+    scale = 1.0 / 255.0 if x.dtype == np.uint8 or x.max() > 1.5 else 1.0
+    return x_tr, y_tr, x_te, y_te, classes, scale
+
+
+LOADERS = {"mnist": _mnist, "folder": _folder, "npz": _npz}
+
+
+def _nhwc(x, what):
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise EdgekitError("{} images must be (N,H,W) or (N,H,W,C), got shape {}".format(
+            what, x.shape))
+    return x
+
+
+def _stratified_split(y, fraction, seed):
+    """Indices (keep, held_out) with ``fraction`` of each class held out, seeded."""
+    rng = np.random.RandomState(seed)
+    keep, held = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        if len(idx) > 1:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = 0
+        held.extend(idx[:k])
+        keep.extend(idx[k:])
+    return np.sort(np.asarray(keep, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+def file_sha256(path, chunk=1 << 20):
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def dir_sha256(path):
+    """sha256 over a directory's files (relative names + contents), for SavedModel dirs."""
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            h.update(os.path.relpath(p, path).encode())
+            h.update(file_sha256(p).encode())
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Exporters: Keras -> ONNX / TFLite / OpenVINO IR, each followed by a parity check."""

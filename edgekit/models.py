@@ -1,0 +1,249 @@
+"""Reference CNNs, model loading/saving, size and cost figures, ``train`` and ``evaluate``.
+
+``seed-mnist-cnn`` is the Keras MNIST example CNN the seed talk used (1,199,882 params on
+28x28x1; its two conv layers hold 18,816); ``tiny`` is a small CNN for fast tests. Input
+size follows the data (8x8 digits work).
+
+Example::
+
+    art = train("seed-mnist-cnn", "mnist:../shared/datasets/mnist", "out/seed", epochs=12)
+    print(art.manifest["metrics"]["accuracy"])
+"""
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
+from edgekit.data import dir_sha256, file_sha256, load_data
+from edgekit.errors import EdgekitError
+
+MODEL_FILE = "model.h5"
+
+
+def seed_mnist_cnn(input_shape, num_classes):
+    """Keras' mnist_cnn example: Conv32-Conv64-MaxPool-Dropout-Dense128-Dropout-Dense."""
+    from edgekit._tf import keras
+    k = keras()
+    L = k.layers
+    return k.Sequential([
+        L.InputLayer(input_shape=input_shape, name="input"),
+        L.Conv2D(32, 3, activation="relu", name="conv1"),
+        L.Conv2D(64, 3, activation="relu", name="conv2"),
+        L.MaxPooling2D(2, name="pool1"),
+        L.Dropout(0.25, name="drop1"),
+        L.Flatten(name="flatten"),
+        L.Dense(128, activation="relu", name="fc1"),
+        L.Dropout(0.5, name="drop2"),
+        L.Dense(num_classes, name="logits"),
+    ], name="seed_mnist_cnn")
+
+
+def tiny_cnn(input_shape, num_classes):
+    """A small CNN for fast tests: Conv8-Pool-Conv16-Pool(if room)-Dense."""
+    from edgekit._tf import keras
+    k = keras()
+    L = k.layers
+    layers = [L.InputLayer(input_shape=input_shape, name="input"),
+              L.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+              L.MaxPooling2D(2, name="pool1"),
+              L.Conv2D(16, 3, padding="same", activation="relu", name="conv2")]
+    if min(input_shape[:2]) >= 8:
+        layers.append(L.MaxPooling2D(2, name="pool2"))
+    layers += [L.Flatten(name="flatten"), L.Dense(num_classes, name="logits")]
+    return k.Sequential(layers, name="tiny_cnn")
+
+
+# architecture name -> builder(input_shape, num_classes). A plain dict.
+ARCHS = {
+    "seed-mnist-cnn": seed_mnist_cnn,
+    "tiny": tiny_cnn,
+}
+
+
+def build(arch, input_shape, num_classes):
+    if arch not in ARCHS:
+        raise EdgekitError("unknown architecture {!r}; choose one of: {}".format(
+            arch, ", ".join(sorted(ARCHS))))
+    return ARCHS[arch](tuple(input_shape), int(num_classes))
+
+
+def load_model(path):
+    """Load a Keras model from an artifact dir, ``.h5``/``.keras`` file or SavedModel dir."""
+    from edgekit._tf import keras
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError("model {} does not exist".format(path))
+    if path.is_dir() and (path / "manifest.json").exists():
+        path = Artifact.open(path).keras_path()
+    elif path.is_dir() and not (path / "saved_model.pb").exists():
+        raise EdgekitError("{} is neither an edgekit artifact nor a SavedModel directory".format(path))
+    elif path.suffix == ".onnx":
+        raise EdgekitError("{} is an ONNX model: this step needs the Keras model "
+                           "(.h5 or SavedModel)".format(path))
+    k = keras()
+    try:
+        return k.models.load_model(str(path), compile=False,
+                                   custom_objects=_custom_objects())
+    except Exception as exc:  # h5py/OSError/ValueError: a corrupt or foreign file
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise EdgekitError("cannot load model {}: {} (is it a Keras .h5 / SavedModel?)".format(
+            path, msg)) from None
+
+
+def _custom_objects():
+    """Layers edgekit adds (k-NN head and others register here)."""
+    return {}
+
+
+def model_sha256(path):
+    path = Path(path)
+    if path.is_dir():
+        if (path / "manifest.json").exists():
+            art = Artifact.open(path, verify=False)
+            keras = art.find("keras")
+            if keras:
+                return art.files[keras[0]]["sha256"]
+        return dir_sha256(path)
+    return file_sha256(path)
+
+
+def count_params(model):
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+def count_nonzero_params(model):
+    return int(sum(int(np.count_nonzero(w)) for w in model.get_weights()))
+
+
+def count_macs(model):
+    """Multiply-accumulates of one inference for Conv2D / DepthwiseConv2D / Dense layers."""
+    total = 0
+    for layer in _flat_layers(model):
+        cls = type(layer).__name__
+        if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense"):
+            out = layer.output_shape
+            if isinstance(out, list):
+                out = out[0]
+            w = layer.get_weights()
+            if not w:
+                continue
+            kernel = w[0]
+            if cls == "Dense":
+                total += int(np.prod(kernel.shape))
+            elif cls == "Conv2D":
+                total += int(np.prod(out[1:3])) * int(np.prod(kernel.shape))
+            elif cls == "DepthwiseConv2D":
+                total += int(np.prod(out[1:3])) * int(np.prod(kernel.shape))
+            else:  # separable: depthwise + pointwise
+                total += int(np.prod(out[1:3])) * (int(np.prod(w[0].shape)) + int(np.prod(w[1].shape)))
+    return total
+
+
+def _flat_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _flat_layers(layer)
+        else:
+            yield layer
+
+
+def keras_predict(model, x, batch_size=256):
+    """Class ids predicted by a Keras model."""
+    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=1)
+
+
+def keras_accuracy(model, x, y, batch_size=256):
+    return float(np.mean(keras_predict(model, x, batch_size) == y))
+
+
+def check_model_fits(model, data):
+    """Refuse a dataset whose image shape or class count does not fit the model."""
+    want = tuple(model.input_shape[1:])
+    if want != data.input_shape:
+        raise EdgekitError("the model expects input {} but {} has images of shape {}".format(
+            want, data.spec, data.input_shape))
+    n_out = model.output_shape[-1]
+    if n_out != data.num_classes:
+        raise EdgekitError("the model has {} outputs but {} has {} classes".format(
+            n_out, data.spec, data.num_classes))
+
+
+def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=()):
+    """Compile (Adam, sparse CE on logits) and fit on the train split, validating on val."""
+    from edgekit._tf import keras
+    k = keras()
+    model.compile(optimizer=k.optimizers.Adam(lr),
+                  loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+              epochs=epochs, batch_size=batch_size, verbose=1 if progress else 0,
+              callbacks=list(callbacks))
+    return model
+
+
+def model_metrics(model, data, file_path):
+    """The manifest metrics of a Keras model: test accuracy, params, MACs, bytes on disk."""
+    return {
+        "accuracy": keras_accuracy(model, data.x_test, data.y_test),
+        "val_accuracy": keras_accuracy(model, data.x_val, data.y_val),
+        "params": count_params(model),
+        "macs": count_macs(model),
+        "bytes": int(Path(file_path).stat().st_size),
+    }
+
+
+def save_keras_artifact(model, out, data, method, params, source, force=False, extra_metrics=None,
+                        extra_files=None):
+    """Save a Keras model as an artifact dir (atomic) and return the opened Artifact."""
+    with staging(out, force=force) as tmp:
+        model.save(str(tmp / MODEL_FILE), include_optimizer=False)
+        metrics = model_metrics(model, data, tmp / MODEL_FILE)
+        metrics.update(extra_metrics or {})
+        manifest = new_manifest("model" if method == "train" else "compressed", method, params,
+                                source, data.input_spec(), data.classes, metrics)
+        manifest["files"][MODEL_FILE] = describe_file(tmp / MODEL_FILE, "keras", "fp32")
+        for name, entry in (extra_files or {}).items():
+            manifest["files"][name] = entry
+        write_manifest(tmp, manifest)
+    return Artifact.open(out)
+
+
+def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=False,
+          progress=True):
+    """Train a reference CNN on ``data`` and write it as an artifact to ``out``."""
+    from edgekit._tf import set_seed
+    ds = data if hasattr(data, "x_train") else load_data(data)
+    if epochs < 1:
+        raise EdgekitError("--epochs must be >= 1")
+    if Path(out).exists() and not force:
+        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
+    set_seed(seed)
+    model = build(arch, ds.input_shape, ds.num_classes)
+    fit(model, ds, epochs, batch_size=batch_size, lr=lr, progress=progress)
+    params = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr}
+    source = {"model_sha256": None, "data": ds.spec, "data_sha256": ds.fingerprint()}
+    return save_keras_artifact(model, out, ds, "train", params, source, force=force)
+
+
+def evaluate(artifact, data, runtime=None):
+    """Test-split accuracy of an artifact: its Keras model, or an exported file via a runner."""
+    art = Artifact.open(artifact)
+    ds = data if hasattr(data, "x_train") else load_data(data)
+    results = {}
+    if art.find("keras") and runtime in (None, "keras"):
+        model = load_model(art.path)
+        check_model_fits(model, ds)
+        results["keras"] = keras_accuracy(model, ds.x_test, ds.y_test)
+    if runtime not in (None, "keras") or not results:
+        from edgekit.runtime import RUNTIME_FORMATS, open_runner
+        from edgekit.runtime.bench import accuracy
+        names = [runtime] if runtime else list(RUNTIME_FORMATS)
+        for rt in names:
+            files = art.find(RUNTIME_FORMATS[rt])
+            if not files:
+                continue
+            with open_runner(rt, art.file(files[0])) as r:
+                results[rt] = accuracy(r, ds.x_test, ds.y_test)
+    if not results:
+        raise EdgekitError("{} holds no model edgekit can evaluate here".format(art.path))
+    return results

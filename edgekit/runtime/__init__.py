@@ -1,0 +1,45 @@
+"""What runs on a device: numpy plus ONE inference runtime per runner, never tensorflow.
+
+Python 3.6 syntax (the Jetson Nano's Python). Every backend follows one contract
+(:class:`edgekit.runtime.base.Runner`: load / infer / close, a context manager).
+
+Example::
+
+    from edgekit.runtime import open_runner
+    with open_runner("onnxruntime", "model.onnx") as r:
+        outputs = r.infer(x)          # {output name: ndarray}
+"""
+import importlib
+
+from edgekit.runtime.errors import EdgekitError, MissingDependency
+
+# runtime name -> (module, class). A plain dict: the single registry of runners.
+RUNNERS = {
+    "onnxruntime": ("edgekit.runtime.ort", "OrtRunner"),
+}
+
+# which model file format each runtime consumes
+RUNTIME_FORMATS = {
+    "onnxruntime": "onnx",
+}
+
+
+def runner_class(name):
+    """Return the runner class registered under ``name`` (imports its module lazily)."""
+    if name not in RUNNERS:
+        raise EdgekitError(
+            "unknown runtime {!r}; choose one of: {}".format(name, ", ".join(sorted(RUNNERS)))
+        )
+    module, cls = RUNNERS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_runner(name, path, **options):
+    """Create and load the runner ``name`` for the model file at ``path``."""
+    runner = runner_class(name)(path, **options)
+    runner.load()
+    return runner
+
+
+__all__ = ["RUNNERS", "RUNTIME_FORMATS", "runner_class", "open_runner", "EdgekitError",
+           "MissingDependency"]

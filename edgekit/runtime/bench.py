@@ -1,0 +1,140 @@
+"""One benchmark protocol for every runner, on host and device alike (Python 3.6, numpy only).
+
+Protocol: cold start = load + first inference, timed separately; then warm-up by count
+and/or seconds; then timed iterations by count and/or seconds (``time.perf_counter``);
+accuracy on the labelled set measured by the same runner. Results follow CONTRACT.md.
+
+Example::
+
+    runner = OrtRunner("model.onnx")
+    result = measure(runner, x_test, y_test, batch=1, warmup=20, iterations=200)
+"""
+import datetime
+import socket
+import sys
+import time
+
+import numpy as np
+
+from edgekit.runtime.base import classes_from_outputs
+from edgekit.runtime.errors import EdgekitError
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def latency_stats(samples_ms):
+    """Summary statistics of latency samples in ms: mean/std/min/p50/p90/p95/p99/max.
+
+    Percentiles use linear interpolation (numpy's default), std is the population std.
+    """
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise EdgekitError("no latency samples to summarise")
+    stats = {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min())}
+    for p in PERCENTILES:
+        stats["p{}".format(p)] = float(np.percentile(a, p))
+    stats["max"] = float(a.max())
+    return stats
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process in MiB (Linux ru_maxrss is in KiB)."""
+    try:
+        import resource
+    except ImportError:  # not on Linux/macOS
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.platform == "darwin":
+        rss /= 1024.0
+    return rss / 1024.0
+
+
+def accuracy(runner, x, y, batch=64):
+    """Top-1 accuracy of ``runner`` on (x, y), batching when the model allows it."""
+    if x is None or y is None or len(x) == 0:
+        return None
+    static = runner.input_shape and isinstance(runner.input_shape[0], int) \
+        and runner.input_shape[0] > 0
+    step = runner.input_shape[0] if static else batch
+    correct = 0
+    n = (len(x) // step) * step if static else len(x)
+    if n == 0:
+        return None
+    for i in range(0, n, step):
+        pred = classes_from_outputs(runner.infer(x[i:i + step]))
+        correct += int(np.sum(pred == np.asarray(y[i:i + step])))
+    return correct / float(n)
+
+
+def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_seconds=0.0,
+            duration=0.0, eval_samples=None, progress=None):
+    """Benchmark ``runner`` (not yet loaded, or loaded: cold start is measured only if not).
+
+    ``iterations`` and ``duration`` (seconds): timing stops when BOTH minimums are met.
+    ``progress(done, total)`` is called now and then if given.
+    Returns the results dict of CONTRACT.md (without target/host stamping beyond ``host``).
+    """
+    if iterations < 1 and duration <= 0:
+        raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
+    if batch < 1:
+        raise EdgekitError("--batch must be >= 1")
+    x = np.asarray(x)
+    if len(x) < batch:
+        reps = int(np.ceil(batch / float(len(x))))
+        x = np.concatenate([x] * reps)
+    sample = x[:batch]
+
+    cold_ms = None
+    if not runner.loaded:
+        start = time.perf_counter()
+        runner.load()
+        runner.infer(sample)
+        cold_ms = (time.perf_counter() - start) * 1e3
+    else:
+        runner.infer(sample)
+
+    t_end = time.perf_counter() + warmup_seconds
+    done = 0
+    while done < warmup or time.perf_counter() < t_end:
+        runner.infer(sample)
+        done += 1
+
+    samples = []
+    start_all = time.perf_counter()
+    t_end = start_all + duration
+    i = 0
+    n = len(x)
+    while len(samples) < iterations or time.perf_counter() < t_end:
+        lo = (i * batch) % max(1, n - batch + 1)
+        xb = x[lo:lo + batch]
+        t0 = time.perf_counter()
+        runner.infer(xb)
+        samples.append((time.perf_counter() - t0) * 1e3)
+        i += 1
+        if progress is not None and i % 50 == 0:
+            progress(len(samples), iterations)
+    total_s = time.perf_counter() - start_all
+
+    acc = None
+    if y is not None:
+        xs, ys = x[:len(y)], np.asarray(y)
+        if eval_samples:
+            xs, ys = xs[:eval_samples], ys[:eval_samples]
+        acc = accuracy(runner, xs, ys)
+
+    info = runner.describe()
+    return {
+        "runtime": info["runtime"],
+        "runtime_version": info["runtime_version"],
+        "device": info["device"],
+        "batch": int(batch),
+        "iterations": len(samples),
+        "warmup": int(done),
+        "cold_start_ms": cold_ms,
+        "latency_ms": latency_stats(samples),
+        "throughput_ips": float(len(samples) * batch / total_s) if total_s > 0 else None,
+        "peak_rss_mb": peak_rss_mb(),
+        "accuracy": acc,
+        "host": socket.gethostname(),
+        "timestamp": datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
+    }

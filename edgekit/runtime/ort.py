@@ -1,0 +1,61 @@
+"""onnxruntime runner (CPU by default). Needs only numpy + onnxruntime; Python 3.6 syntax.
+
+Example::
+
+    with OrtRunner("model.onnx", threads=1) as r:
+        scores = r.infer(x)["logits"]
+"""
+from edgekit.runtime.base import Runner
+from edgekit.runtime.errors import EdgekitError, MissingDependency
+
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
+
+
+class OrtRunner(Runner):
+    """Runs an ONNX file with onnxruntime. Options: ``threads`` (intra-op), ``providers``."""
+
+    name = "onnxruntime"
+
+    def _load(self):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependency("onnxruntime is not installed: pip install onnxruntime")
+        self._ort = ort
+        so = ort.SessionOptions()
+        threads = self.options.get("threads")
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        providers = self.options.get("providers") or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(self.path, sess_options=so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise EdgekitError("onnxruntime cannot load {}: {}".format(
+                self.path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = [d if isinstance(d, int) else None for d in inp.shape]
+        self.input_dtype = _DTYPES.get(inp.type, "float32")
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, x):
+        return self.session.run(self.output_names, {self.input_name: x})
+
+    def _close(self):
+        self.session = None
+
+    def version(self):
+        try:
+            import onnxruntime as ort
+            return ort.__version__
+        except ImportError:
+            return "missing"
