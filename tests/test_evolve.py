@@ -1,0 +1,180 @@
+"""Evolutionary kernel optimisation (issue 5): improvement, exact resume, Dask == local, bad input.
+
+Small and real: the `tiny` CNN trained on digits (conftest), its conv trunk up to pool2,
+pycma / the PSO on a few generations, a real dask.distributed LocalCluster.
+"""
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError
+
+KW = dict(ref_samples=300, val_samples=143, progress=False, k=5)
+
+
+@pytest.fixture(scope="module")
+def trunk_and_data(tiny_artifact, digits):
+    from edgekit.compress.evolve import slice_trunk
+    from edgekit.models import load_model
+    trunk = slice_trunk(load_model(tiny_artifact.path), "pool2")
+    return trunk, digits
+
+
+def _perturbed(trunk, scale=1.5, seed=0):
+    """A copy of the trunk with big Gaussian noise added to every conv kernel."""
+    from edgekit._tf import keras
+    clone = keras().models.clone_model(trunk)
+    rng = np.random.default_rng(seed)
+    new = []
+    for w in trunk.get_weights():
+        new.append(w + scale * np.std(w) * rng.standard_normal(w.shape).astype(np.float32)
+                   if w.ndim == 4 else w.copy())
+    clone.set_weights(new)
+    return clone
+
+
+def _run(trunk, ds, **kw):
+    from edgekit.compress.evolve import evolve_trunk
+    from edgekit._tf import keras
+    clone = keras().models.clone_model(trunk)
+    clone.set_weights(trunk.get_weights())
+    args = dict(KW)
+    args.update(kw)
+    return evolve_trunk(clone, ds.x_train, ds.y_train, ds.x_val, ds.y_val, **args)
+
+
+def _weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def _same_weights(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _strip_time(log):
+    return [{k: v for k, v in r.items() if k != "elapsed"} for r in log["generations"]]
+
+
+@pytest.mark.parametrize("method", ["cma", "pso"])
+def test_fitness_improves_on_perturbed_trunk(trunk_and_data, method, tmp_path):
+    trunk, ds = trunk_and_data
+    noisy = _perturbed(trunk)
+    before = _weights(noisy)
+    evolved, log = _run(noisy, ds, method=method, strategy="serial", generations=8, population=10,
+                        seed=1, checkpoint=tmp_path / "ck")
+    gens = log["generations"]
+    assert len(gens) == 8 and log["generations_run"] == 8
+    so_far = [r["best_so_far"] for r in gens]
+    assert so_far == sorted(so_far), "best-so-far must never decrease"
+    assert log["fitness_after"]["fitness"] > log["fitness_before"]["fitness"]
+    assert log["fitness_after"]["accuracy"] >= log["fitness_before"]["accuracy"]
+    assert log["evaluations"] == 1 + 8 * 10
+    assert not _same_weights(before, _weights(evolved)), "best weights must be written into the trunk"
+    # the logbook is JSON and names its plot: a real PNG
+    json.dumps(log)
+    png = open(log["plot_png"], "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert json.loads((tmp_path / "ck" / "logbook.json").read_text())["evaluations"] == log["evaluations"]
+    # the evolved trunk's own fitness (recomputed from the model) equals the logbook's
+    from edgekit.compress.evolve import _subsample
+    from edgekit.compress.evolve_fitness import KnnFitness, trunk_spec
+    spec, w = trunk_spec(evolved)
+    xr, yr = _subsample(ds.x_train, ds.y_train, KW["ref_samples"], 1, "r")
+    xv, yv = _subsample(ds.x_val, ds.y_val, KW["val_samples"], 2, "v")
+    f = KnnFitness(spec, xr, yr, xv, yv, k=KW["k"]).evaluate(w[None, :])[0]
+    assert f == pytest.approx(log["fitness_after"]["fitness"], abs=1e-9)
+
+
+@pytest.mark.parametrize("method,strategy", [("cma", "parallel"), ("pso", "serial")])
+def test_resume_equals_uninterrupted(trunk_and_data, tmp_path, method, strategy):
+    from edgekit.compress.evolve import EvolutionInterrupted
+    trunk, ds = trunk_and_data
+    noisy = _perturbed(trunk, seed=3)
+    common = dict(method=method, strategy=strategy, generations=6, population=6, seed=7, groups=2)
+    full, log_full = _run(noisy, ds, checkpoint=tmp_path / "a", **common)
+
+    def kill_at_3(rec):
+        if rec["gen"] == 3:
+            raise EvolutionInterrupted("simulated kill")
+    with pytest.raises(EvolutionInterrupted):
+        _run(noisy, ds, checkpoint=tmp_path / "b", callback=kill_at_3, **common)
+    # scramble the global RNGs as a fresh process would have them
+    np.random.seed(12345)
+    resumed, log_res = _run(noisy, ds, checkpoint=tmp_path / "b", **common)
+    assert _same_weights(_weights(full), _weights(resumed))
+    assert log_res["fitness_after"] == log_full["fitness_after"]
+    assert _strip_time(log_res) == _strip_time(log_full)
+    assert log_res["evaluations"] == log_full["evaluations"]
+
+
+def test_checkpoint_from_other_data_or_settings_is_refused(trunk_and_data, tmp_path):
+    trunk, ds = trunk_and_data
+    common = dict(method="cma", strategy="serial", generations=2, population=4, seed=0,
+                  checkpoint=tmp_path / "ck")
+    _run(trunk, ds, **common)
+    from edgekit.compress.evolve import evolve_trunk
+    with pytest.raises(EdgekitError, match="another model or data set"):
+        evolve_trunk(trunk, ds.x_train, ds.y_train, ds.x_val[::-1].copy(), ds.y_val[::-1].copy(),
+                     **dict(KW, **common))
+    with pytest.raises(EdgekitError, match="another model or data set"):
+        _run(_perturbed(trunk), ds, **common)
+    with pytest.raises(EdgekitError, match="other settings.*method='cma' not 'pso'"):
+        _run(trunk, ds, **dict(common, method="pso"))
+
+
+def test_dask_executor_equals_local(trunk_and_data):
+    distributed = pytest.importorskip("distributed")
+    trunk, ds = trunk_and_data
+    noisy = _perturbed(trunk, seed=5)
+    common = dict(method="cma", strategy="parallel", generations=3, population=6, seed=2, groups=2)
+    local, log_local = _run(noisy, ds, **common)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://")
+        remote, log_dask = _run(noisy, ds, executor=address, **common)
+    assert log_dask["params"]["executor"] == address
+    assert _same_weights(_weights(local), _weights(remote))
+    assert _strip_time(log_dask) == _strip_time(log_local)
+
+
+def test_unreachable_dask_address_fails_fast(trunk_and_data):
+    trunk, ds = trunk_and_data
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    t = time.time()
+    with pytest.raises(EdgekitError, match="cannot reach the Dask scheduler"):
+        _run(trunk, ds, executor="dask://127.0.0.1:{}".format(port), generations=1, dask_timeout=2)
+    assert time.time() - t < 30
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(method="ga"), "unknown optimiser 'ga'"),
+    (dict(strategy="diagonal"), "unknown strategy 'diagonal'"),
+    (dict(population=1), "population must be an integer >= 2"),
+    (dict(generations=0), "generations must be"),
+    (dict(init="zeros"), "unknown init"),
+    (dict(executor="ray://x:1"), "unknown executor"),
+    (dict(executor="dask://nohostport"), "is not valid"),
+    (dict(time_budget=0), "time budget must be > 0"),
+])
+def test_bad_input(trunk_and_data, kw, msg):
+    trunk, ds = trunk_and_data
+    with pytest.raises(EdgekitError, match=msg):
+        _run(trunk, ds, **kw)
+
+
+def test_time_budget_stops_cleanly_and_keeps_start(trunk_and_data):
+    trunk, ds = trunk_and_data
+    before = _weights(trunk)
+    t = time.time()
+    evolved, log = _run(trunk, ds, method="pso", generations=10 ** 6, population=4, time_budget=3)
+    assert time.time() - t < 20
+    assert log["stopped"] == "time_budget" and 0 < log["generations_run"] < 10 ** 6
+    assert log["fitness_after"]["fitness"] >= log["fitness_before"]["fitness"]
+    if log["fitness_after"]["fitness"] == log["fitness_before"]["fitness"]:
+        assert _same_weights(before, _weights(evolved))
