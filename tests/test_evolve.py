@@ -178,3 +178,20 @@ def test_time_budget_stops_cleanly_and_keeps_start(trunk_and_data):
     assert log["fitness_after"]["fitness"] >= log["fitness_before"]["fitness"]
     if log["fitness_after"]["fitness"] == log["fitness_before"]["fitness"]:
         assert _same_weights(before, _weights(evolved))
+
+
+def test_standalone_wrapper_writes_out_dir(tiny_artifact, digits, tmp_path):
+    from edgekit.compress.evolve import evolve
+    res = evolve(tiny_artifact.path, digits, cut="pool2", out=tmp_path / "evo", method="pso",
+                 strategy="parallel", generations=2, population=4, groups=2, progress=False,
+                 ref_samples=300, val_samples=143, k=5, test_ref_samples=500)
+    log = res["logbook"]
+    assert 0.5 < res["test_accuracy_before"] <= 1.0 and 0.5 < res["test_accuracy_after"] <= 1.0
+    assert log["test_accuracy_after"] == res["test_accuracy_after"]
+    assert sorted(p.name for p in (tmp_path / "evo").iterdir()) == ["convergence.png", "logbook.json", "trunk.h5"]
+    saved = json.loads((tmp_path / "evo" / "logbook.json").read_text())
+    assert saved["plot_png"] == "convergence.png" and saved["evaluations"] == log["evaluations"]
+    with pytest.raises(EdgekitError, match="already exists"):
+        evolve(tiny_artifact.path, digits, cut="pool2", out=tmp_path / "evo", generations=1, progress=False)
+    with pytest.raises(EdgekitError, match="no layer 'nope'"):
+        evolve(tiny_artifact.path, digits, cut="nope", generations=1, progress=False)

@@ -208,7 +208,8 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
     split. Returns a dict with the logbook, the evolved trunk and k-NN test accuracy (``k``
     neighbours among ``test_ref_samples`` training images) before and after. With ``out`` the
     evolved trunk is saved as ``out/trunk.h5`` with ``out/logbook.json`` and
-    ``out/convergence.png`` (written to a temp dir, then renamed).
+    ``out/convergence.png`` (a plain folder, not an artifact: knn-slice puts these into its
+    artifact; written to a temp dir, then renamed).
 
     Example::
 
@@ -216,6 +217,8 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
     """
     from edgekit.data import load_data
     from edgekit.models import load_model
+    if out and Path(out).exists() and not force:
+        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
     ds = data if hasattr(data, "x_train") else load_data(data)
     full = model if hasattr(model, "layers") else load_model(model)
     trunk = slice_trunk(full, cut)
@@ -229,16 +232,28 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
     log["test_protocol"] = {"k": k, "reference": "{} seeded training images".format(
         min(test_ref_samples, len(ds.x_train))), "test": len(ds.x_test)}
     if out:
-        from edgekit.artifact import staging, write_manifest
-        import shutil
-        with staging(out, force=force) as tmp:
-            trunk.save(str(tmp / "trunk.h5"), include_optimizer=False)
-            shutil.copyfile(log["plot_png"], tmp / PLOT_FILE)
-            (tmp / LOGBOOK_FILE).write_text(json.dumps(dict(log, plot_png=PLOT_FILE), indent=1))
-            write_manifest(tmp, {"kind": "evolve", "method": {"name": "evolve", "params": log["params"]},
-                                 "metrics": {"accuracy": after, "accuracy_before": before},
-                                 "files": {"trunk.h5": {"format": "keras"}}})
+        _write_out_dir(out, trunk, log, force)
     return {"trunk": trunk, "logbook": log, "test_accuracy_before": before, "test_accuracy_after": after}
+
+
+def _write_out_dir(out, trunk, log, force):
+    """``out/{trunk.h5, logbook.json, convergence.png}``, staged in a temp dir then renamed."""
+    import shutil
+    out = Path(out)
+    if out.exists() and not force:
+        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(out.parent)))
+    try:
+        trunk.save(str(tmp / "trunk.h5"), include_optimizer=False)
+        shutil.copyfile(log["plot_png"], str(tmp / PLOT_FILE))
+        (tmp / LOGBOOK_FILE).write_text(json.dumps(dict(log, plot_png=PLOT_FILE), indent=1))
+        if out.exists():
+            shutil.rmtree(str(out))
+        os.rename(str(tmp), str(out))
+    except BaseException:
+        shutil.rmtree(str(tmp), ignore_errors=True)
+        raise
 
 
 def slice_trunk(model, cut):
@@ -568,7 +583,8 @@ def _load_checkpoint(directory, fp, config):
                            "arguments or use another --checkpoint dir".format(directory, ", ".join(
                                "{}={!r} not {!r}".format(key, state["config"].get(key), config[key])
                                for key in diff)))
-    # a finished run may be continued: with a new time budget or more generations (_run decides)
+    # a finished run may go on when asked for more generations; the time budget counts the
+    # elapsed time of all earlier calls, so the same call resumed stops where it would have
     state["done"], state["stopped"] = False, None
     return state
 
