@@ -1,0 +1,247 @@
+"""Trunk + feature reduction + k-NN head as ONE ONNX graph of default-domain ops (opset 13).
+
+The trunk is converted by :func:`edgekit.export.onnx.to_onnx`; this module appends:
+
+``[Transpose NHWC->NCHW, AveragePool|MaxPool]`` -> ``Flatten`` -> ``[MatMul W + Add b]`` (PCA,
+mean folded into the bias) -> L2 normalise (``Mul, ReduceSum, Max, Sqrt, Div``) ->
+squared distances ``||a||^2 - 2 a.P^T + ||p||^2`` (``MatMul, Mul, Sub, Add, Max``; ``||p||^2``
+computed in-graph from the stored prototypes) -> ``TopK`` (constant K, smallest) ->
+``Gather`` labels -> ``Equal`` with the class range + ``Cast`` (+ ``Div`` weights) +
+``ReduceSum`` -> votes ``scores`` (N, C) and ``ArgMax`` -> ``class_id`` (N,) int64.
+int8 prototypes are an int8 initializer followed by ``Cast`` and ``Mul`` by their scale.
+No ``ai.onnx.ml`` ops, no loops: onnxruntime, OpenVINO (2022.3 too) and TensorRT 8.2 parse it.
+:class:`FeatureReducer` is the numpy twin of the reduction part (same op order, float32).
+
+Example::
+
+    build_knn_graph(trunk, reducer, head, "model.onnx")
+"""
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+OPSET = 13
+ALLOWED_DOMAINS = ("", "ai.onnx")
+L2_EPS = 1e-12
+
+
+def parse_pool(pool):
+    """``None`` | ``"avg2"`` | ``"max3"`` | int (average) -> ``None`` or ``(mode, size)``."""
+    if pool in (None, "", "none", 0, 1):
+        return None
+    if isinstance(pool, (int, np.integer)):
+        return ("avg", int(pool))
+    s = str(pool).strip().lower()
+    for mode in ("avg", "max"):
+        if s.startswith(mode) and s[len(mode):].isdigit() and int(s[len(mode):]) >= 1:
+            return None if int(s[len(mode):]) == 1 else (mode, int(s[len(mode):]))
+    if s.isdigit():
+        return None if int(s) <= 1 else ("avg", int(s))
+    raise EdgekitError("--pool must be avgN, maxN or N (pool size), got {!r}".format(pool))
+
+
+def pool_name(pool):
+    p = parse_pool(pool)
+    return "none" if p is None else "{}{}".format(*p)
+
+
+class FeatureReducer:
+    """Pooling + flatten + optional PCA + L2 normalisation, in numpy float32.
+
+    ``fit(feature_maps)`` learns the PCA (sklearn, seeded); ``transform`` mirrors the graph.
+    """
+
+    def __init__(self, pool=None, dims=None, random_state=0):
+        self.pool = parse_pool(pool)
+        self.dims = dims
+        self.random_state = random_state
+        self.W = None
+        self.b = None
+
+    def pooled(self, fmap):
+        """(N,H,W,C) feature maps -> (N, D) flattened (C,h,w order when pooled)."""
+        f = np.asarray(fmap, np.float32)
+        if f.ndim == 2:
+            return f
+        if f.ndim != 4:
+            return f.reshape(len(f), -1)
+        if self.pool is None:
+            return f.reshape(len(f), -1)
+        mode, s = self.pool
+        n, h, w, c = f.shape
+        if s > h or s > w:
+            raise EdgekitError("pool size {} is larger than the {}x{} feature map at this cut"
+                               .format(s, h, w))
+        ho, wo = h // s, w // s
+        x = f.transpose(0, 3, 1, 2)[:, :, :ho * s, :wo * s].reshape(n, c, ho, s, wo, s)
+        x = x.max(axis=(3, 5)) if mode == "max" else x.mean(axis=(3, 5), dtype=np.float32)
+        return x.reshape(n, -1).astype(np.float32)
+
+    def in_dims(self, fmap_shape):
+        shape = tuple(fmap_shape)
+        if len(shape) != 3 or self.pool is None:
+            return int(np.prod(shape))
+        s = self.pool[1]
+        return int(shape[2] * (shape[0] // s) * (shape[1] // s))
+
+    def fit(self, fmap):
+        x = self.pooled(fmap)
+        if self.dims:
+            if self.dims > min(x.shape):
+                raise EdgekitError("--dims {} is larger than the {} features (or {} samples) "
+                                   "available at this cut".format(self.dims, x.shape[1], len(x)))
+            from sklearn.decomposition import PCA
+            pca = PCA(n_components=int(self.dims), random_state=self.random_state,
+                      svd_solver="randomized" if x.shape[1] > 500 else "full")
+            pca.fit(x.astype(np.float64))
+            self.W = pca.components_.T.astype(np.float32)             # (D, d)
+            self.b = (-(pca.mean_.astype(np.float32) @ self.W)).astype(np.float32)
+        return self
+
+    def transform(self, fmap):
+        x = self.pooled(fmap)
+        if self.W is not None:
+            x = x @ self.W + self.b
+        sq = np.sum(x * x, axis=1, keepdims=True, dtype=np.float32)
+        return (x / np.sqrt(np.maximum(sq, np.float32(L2_EPS)))).astype(np.float32)
+
+    def out_dims(self, fmap_shape):
+        return int(self.dims) if self.W is not None else self.in_dims(fmap_shape)
+
+    def storage_bytes(self):
+        return 0 if self.W is None else int(self.W.nbytes + self.b.nbytes)
+
+
+def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None):
+    """Write trunk + reducer + head as one ONNX file at ``path``; returns part byte counts.
+
+    ``trunk`` is the Keras sub-model up to the cut (converted with tf2onnx at opset 13)
+    unless ``trunk_onnx`` (an existing ONNX file of it) is given.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = Path(path)
+    if trunk_onnx is None:
+        from edgekit.export.onnx import to_onnx
+        tmp = path.with_name("." + path.name + ".trunk.onnx")
+        try:
+            to_onnx(trunk, tmp, opset=OPSET)
+            model = onnx.load(str(tmp))
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    else:
+        model = onnx.load(str(trunk_onnx))
+    g = model.graph
+    trunk_bytes = int(sum(len(t.raw_data) or _tensor_bytes(t) for t in g.initializer))
+    feat = g.output[0].name
+    del g.output[:]
+    nodes, inits = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr), "knn/" + name))
+        return "knn/" + name
+
+    def node(op, inputs, name, **attrs):
+        out = "knn/" + name
+        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    x = feat
+    if reducer.pool is not None:
+        mode, s = reducer.pool
+        x = node("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
+        x = node("AveragePool" if mode == "avg" else "MaxPool", [x], "pool",
+                 kernel_shape=[s, s], strides=[s, s])
+    x = node("Flatten", [x], "flat", axis=1)
+    reduction_bytes = 0
+    if reducer.W is not None:
+        x = node("MatMul", [x, const("pca_w", reducer.W)], "pca_mm")
+        x = node("Add", [x, const("pca_b", reducer.b)], "pca")
+        reduction_bytes = reducer.storage_bytes()
+    sq = node("ReduceSum", [node("Mul", [x, x], "x2"), const("axes1", np.array([1], np.int64))],
+              "xsq", keepdims=1)
+    nrm = node("Sqrt", [node("Max", [sq, const("l2eps", np.array(L2_EPS, np.float32))],
+                             "xsq_eps")], "xnorm")
+    a = node("Div", [x, nrm], "feat")
+
+    # prototypes, stored transposed (d, M)
+    if head.int8:
+        pq = const("protos_t_int8", np.ascontiguousarray(head.prototypes_int8_.T))
+        pt = node("Mul", [node("Cast", [pq], "protos_f", to=TensorProto.FLOAT),
+                          const("protos_scale", np.array(head.scale_, np.float32))], "protos_t")
+    else:
+        pt = const("protos_t", np.ascontiguousarray(head.prototypes_.T))
+    psq = node("ReduceSum", [node("Mul", [pt, pt], "p2"), const("axes0", np.array([0], np.int64))],
+               "psq", keepdims=1)                                          # (1, M)
+    asq = node("ReduceSum", [node("Mul", [a, a], "a2"), "knn/axes1"], "asq", keepdims=1)
+    ab = node("MatMul", [a, pt], "ab")
+    d = node("Add", [node("Sub", [asq, node("Mul", [ab, const("two", np.array(2.0, np.float32))],
+                                             "ab2")], "d0"), psq], "d1")
+    d = node("Max", [d, const("zero", np.array(0.0, np.float32))], "dist")
+    k = int(head.n_neighbors)
+    outs = ["knn/topk_d", "knn/topk_i"]
+    nodes.append(helper.make_node("TopK", [d, const("k", np.array([k], np.int64))], outs,
+                                  name="knn/topk", axis=1, largest=0, sorted=1))
+    n_cls = len(head.classes_)
+    ldtype = np.uint8 if n_cls <= 255 else np.int32
+    labels = const("labels", head.prototype_labels_.astype(ldtype))
+    if ldtype != np.int32:
+        labels = node("Cast", [labels], "labels_i32", to=TensorProto.INT32)
+    nl = node("Unsqueeze", [node("Gather", [labels, outs[1]], "nn_labels", axis=0),
+                            "knn/axes_last"], "nn_labels3")
+    const("axes_last", np.array([2], np.int64))
+    hit = node("Cast", [node("Equal", [nl, const("class_range", np.arange(n_cls, dtype=np.int32))],
+                             "hit_b")], "hit", to=TensorProto.FLOAT)      # (N, K, C)
+    if head.weights == "distance":
+        w = node("Div", [const("one", np.array(1.0, np.float32)),
+                         node("Add", [outs[0], const("deps", np.array(1e-6, np.float32))],
+                              "d_eps")], "w")
+        hit = node("Mul", [hit, node("Unsqueeze", [w, "knn/axes_last"], "w3")], "whit")
+    scores = node("ReduceSum", [hit, "knn/axes1"], "votes", keepdims=0)
+    nodes.append(helper.make_node("Identity", [scores], ["scores"], name="scores"))
+    nodes.append(helper.make_node("ArgMax", [scores], ["class_id"], name="class_id",
+                                  axis=1, keepdims=0))
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    g.output.extend([helper.make_tensor_value_info("class_id", TensorProto.INT64, [None]),
+                     helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, n_cls])])
+    del model.opset_import[:]
+    model.opset_import.extend([helper.make_opsetid("", OPSET)])
+    model.ir_version = 7
+    model.producer_name = "edgekit-knn-slice"
+    onnx.checker.check_model(model)
+    check_standard_ops(model)
+    path.write_bytes(model.SerializeToString())
+    head_init = [t for t in inits if t.name.startswith("knn/protos") or t.name == "knn/labels"]
+    return {"trunk_weights": trunk_bytes, "reduction": int(reduction_bytes),
+            "prototypes_labels": int(sum(_tensor_bytes(t) for t in head_init)),
+            "total": int(path.stat().st_size)}
+
+
+def _tensor_bytes(t):
+    from onnx import numpy_helper
+    return int(numpy_helper.to_array(t).nbytes)
+
+
+def check_standard_ops(model_or_path):
+    """Refuse non-default domains, opset > 13 or a TopK whose K is not a constant."""
+    import onnx
+    model = onnx.load(str(model_or_path)) if not hasattr(model_or_path, "graph") else model_or_path
+    for op in model.opset_import:
+        if op.domain not in ALLOWED_DOMAINS:
+            raise EdgekitError("graph imports non-default domain {!r}".format(op.domain))
+        if op.version > OPSET:
+            raise EdgekitError("graph opset {} > {}".format(op.version, OPSET))
+    consts = {t.name for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.domain not in ALLOWED_DOMAINS:
+            raise EdgekitError("graph uses {}::{}".format(n.domain, n.op_type))
+        if n.op_type in ("Loop", "Scan", "If"):
+            raise EdgekitError("graph uses control flow op {}".format(n.op_type))
+        if n.op_type == "TopK" and n.input[1] not in consts:
+            raise EdgekitError("TopK's K is not a constant initializer")
+    return True
