@@ -16,11 +16,15 @@ from edgekit.runtime.errors import EdgekitError, MissingDependency
 # runtime name -> (module, class). A plain dict: the single registry of runners.
 RUNNERS = {
     "onnxruntime": ("edgekit.runtime.ort", "OrtRunner"),
+    "openvino": ("edgekit.runtime.openvino", "OvRunner"),
+    "litert": ("edgekit.runtime.litert", "LiteRTRunner"),
 }
 
 # which model file format each runtime consumes
 RUNTIME_FORMATS = {
     "onnxruntime": "onnx",
+    "openvino": "openvino",
+    "litert": "tflite",
 }
 
 
