@@ -53,8 +53,9 @@ class FeatureReducer:
     ``fit(feature_maps)`` learns the PCA (sklearn, seeded); ``transform`` mirrors the graph.
     """
 
-    def __init__(self, pool=None, dims=None, random_state=0):
+    def __init__(self, pool=None, dims=None, random_state=0, int8=False):
         self.pool = parse_pool(pool)
+        self.int8 = int8
         self.dims = dims
         self.random_state = random_state
         self.W = None
@@ -97,6 +98,8 @@ class FeatureReducer:
                       svd_solver="randomized" if x.shape[1] > 500 else "full")
             pca.fit(x.astype(np.float64))
             self.W = pca.components_.T.astype(np.float32)             # (D, d)
+            if self.int8:
+                self.W = quantize_array(self.W, axis=1)
             self.b = (-(pca.mean_.astype(np.float32) @ self.W)).astype(np.float32)
         return self
 
@@ -111,14 +114,18 @@ class FeatureReducer:
         return int(self.dims) if self.W is not None else self.in_dims(fmap_shape)
 
     def storage_bytes(self):
-        return 0 if self.W is None else int(self.W.nbytes + self.b.nbytes)
+        if self.W is None:
+            return 0
+        return int(self.W.size * (1 if self.int8 else 4) + self.b.nbytes)
 
 
-def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None):
+def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=False):
     """Write trunk + reducer + head as one ONNX file at ``path``; returns part byte counts.
 
     ``trunk`` is the Keras sub-model up to the cut (converted with tf2onnx at opset 13)
-    unless ``trunk_onnx`` (an existing ONNX file of it) is given.
+    unless ``trunk_onnx`` (an existing ONNX file of it) is given. ``int8_weights``: trunk
+    kernels and the PCA matrix, already int8-exact (see :func:`quantize_keras_trunk` and
+    ``FeatureReducer(int8=True)``), are stored as int8 initializers + ``Cast`` + ``Mul``.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -136,7 +143,9 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None):
     else:
         model = onnx.load(str(trunk_onnx))
     g = model.graph
-    trunk_bytes = int(sum(len(t.raw_data) or _tensor_bytes(t) for t in g.initializer))
+    if int8_weights:
+        quantize_initializers(model)
+    trunk_bytes = int(sum(_tensor_bytes(t) for t in g.initializer))
     feat = g.output[0].name
     del g.output[:]
     nodes, inits = [], []
@@ -159,9 +168,17 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None):
     x = node("Flatten", [x], "flat", axis=1)
     reduction_bytes = 0
     if reducer.W is not None:
-        x = node("MatMul", [x, const("pca_w", reducer.W)], "pca_mm")
+        wq = int8_exact(reducer.W) if int8_weights else None
+        if wq is not None:
+            q, sc = wq
+            w = node("Mul", [node("Cast", [const("pca_w_int8", q)], "pca_w_f", to=TensorProto.FLOAT),
+                             const("pca_w_scale", sc)], "pca_w")
+            reduction_bytes = int(q.nbytes + sc.nbytes + reducer.b.nbytes)
+        else:
+            w = const("pca_w", reducer.W)
+            reduction_bytes = reducer.storage_bytes()
+        x = node("MatMul", [x, w], "pca_mm")
         x = node("Add", [x, const("pca_b", reducer.b)], "pca")
-        reduction_bytes = reducer.storage_bytes()
     sq = node("ReduceSum", [node("Mul", [x, x], "x2"), const("axes1", np.array([1], np.int64))],
               "xsq", keepdims=1)
     nrm = node("Sqrt", [node("Max", [sq, const("l2eps", np.array(L2_EPS, np.float32))],
@@ -220,6 +237,72 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None):
     return {"trunk_weights": trunk_bytes, "reduction": int(reduction_bytes),
             "prototypes_labels": int(sum(_tensor_bytes(t) for t in head_init)),
             "total": int(path.stat().st_size)}
+
+
+def int8_exact(w, min_size=256):
+    """``(q int8, scale float32 broadcastable)`` if ``w`` is exactly q*scale along one axis."""
+    w = np.asarray(w, np.float32)
+    if w.size < min_size or w.ndim == 0:
+        return None
+    for axis in reversed(range(w.ndim)):
+        other = tuple(a for a in range(w.ndim) if a != axis)
+        amax = np.max(np.abs(w), axis=other, keepdims=True)
+        sc = (amax / np.float32(127.0)).astype(np.float32)
+        sc[sc == 0] = 1.0
+        r = w / sc
+        if np.max(np.abs(r - np.round(r))) < 1e-2 and np.max(np.abs(r)) <= 127.5:
+            return np.round(r).astype(np.int8), sc
+    return None
+
+
+def quantize_array(w, axis=-1):
+    """Symmetric per-channel int8 (along ``axis``) of a float array: returns q*scale, float32."""
+    w = np.asarray(w, np.float32)
+    axis = axis % w.ndim
+    other = tuple(a for a in range(w.ndim) if a != axis)
+    sc = (np.max(np.abs(w), axis=other, keepdims=True) / np.float32(127.0)).astype(np.float32)
+    sc[sc == 0] = 1.0
+    return (np.clip(np.round(w / sc), -127, 127) * sc).astype(np.float32)
+
+
+def quantize_keras_trunk(trunk):
+    """A copy of a Keras trunk whose conv/dense kernels are int8-exact (per output channel)."""
+    from edgekit._tf import keras
+    clone = keras().models.clone_model(trunk)
+    weights = []
+    for layer in trunk.layers:
+        ws = layer.get_weights()
+        if type(layer).__name__ in ("Conv2D", "Dense", "DepthwiseConv2D") and ws:
+            axis = -2 if type(layer).__name__ == "DepthwiseConv2D" else -1
+            ws = [quantize_array(ws[0], axis)] + ws[1:]
+        weights.extend(ws)
+    clone.set_weights(weights)
+    return clone
+
+
+def quantize_initializers(model):
+    """Replace int8-exact float initializers by int8 + Cast + Mul (dequantised in-graph)."""
+    from onnx import TensorProto, helper, numpy_helper
+    g = model.graph
+    keep, new_nodes = [], []
+    for t in g.initializer:
+        arr = numpy_helper.to_array(t)
+        res = int8_exact(arr) if arr.dtype == np.float32 else None
+        if res is None:
+            keep.append(t)
+            continue
+        q, sc = res
+        keep.append(numpy_helper.from_array(q, t.name + "_int8"))
+        keep.append(numpy_helper.from_array(sc, t.name + "_scale"))
+        new_nodes.append(helper.make_node("Cast", [t.name + "_int8"], [t.name + "_f"],
+                                          to=TensorProto.FLOAT, name=t.name + "_cast"))
+        new_nodes.append(helper.make_node("Mul", [t.name + "_f", t.name + "_scale"], [t.name],
+                                          name=t.name + "_dequant"))
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = new_nodes + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 def _tensor_bytes(t):

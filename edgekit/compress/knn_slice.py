@@ -33,7 +33,7 @@ TRUNK_FILE = "trunk.h5"
 SWEEP_FILE = "sweep.json"
 OBJECTIVES = ("accuracy", "size", "latency")
 BLOCK_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
-                "AveragePooling2D")
+                "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
 BLOCK_TAIL = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU")
 K_GRID = (1, 3, 5, 7, 9)
 DIMS_GRID = (16, 32, 64)
@@ -102,10 +102,11 @@ def _subsample(y, n, seed=0):
     return np.sort(np.concatenate(idx))
 
 
-def _fit_pipeline(F_ref, y_ref, pool, dims, k, prototypes, reduction, int8, weights):
+def _fit_pipeline(F_ref, y_ref, pool, dims, k, prototypes, reduction, int8, weights,
+                  int8_weights=False):
     from edgekit.compress.knn_head import KnnHead
     from edgekit.compress.knn_onnx import FeatureReducer
-    reducer = FeatureReducer(pool, dims).fit(F_ref)
+    reducer = FeatureReducer(pool, dims, int8=int8_weights).fit(F_ref)
     red = reduction or ("kmeans" if prototypes else "all")
     head = KnnHead(n_neighbors=k, weights=weights, prototypes=prototypes if red == "kmeans" else None,
                    reduction=red, int8=int8).fit(reducer.transform(F_ref), y_ref)
@@ -129,8 +130,9 @@ def _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reducti
             ", ".join(OBJECTIVES), objective))
     for name, v in (("--k", k), ("--prototypes", prototypes), ("--dims", dims),
                     ("--max-bytes", max_bytes)):
-        if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
-            raise EdgekitError("{} must be an integer >= 1, got {!r}".format(name, v))
+        low = 0 if name == "--dims" else 1
+        if v is not None and (not isinstance(v, (int, np.integer)) or v < low):
+            raise EdgekitError("{} must be an integer >= {}, got {!r}".format(name, low, v))
     if min_accuracy is not None and not 0.0 <= float(min_accuracy) <= 1.0:
         raise EdgekitError("--min-accuracy must be in 0..1, got {!r}".format(min_accuracy))
     if reduction not in (None, "all", "kmeans", "cnn"):
@@ -142,12 +144,12 @@ def _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reducti
 def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, pool=None,
               objective="accuracy", max_bytes=None, min_accuracy=None, evolve=None, force=False,
               progress=True, int8=False, weights="uniform", reduction=None, sweep_samples=3000,
-              ref_samples=None, **evolve_params):
+              ref_samples=None, int8_weights=False, **evolve_params):
     """Slice ``model`` at ``cut``, fit a k-NN head, write ONE ONNX graph artifact to ``out``.
 
     ``model``: artifact dir, .h5 or SavedModel; ``data``: a spec or Dataset. ``pool``: None,
     ``avgN`` / ``maxN`` (N x N pooling before flattening). ``int8``: int8 prototypes.
-    ``ref_samples``: cap on the training vectors used as the reference set (seeded
+    ``dims=0``: no PCA (and no dims search). ``ref_samples``: cap on the training vectors used as the reference set (seeded
     subsample). ``evolve``: ``cma``/``pso`` to evolve the trunk weights first
     (``edgekit.compress.evolve.evolve_trunk``; ``evolve_params`` are passed on).
     Returns the written :class:`~edgekit.artifact.Artifact`.
@@ -161,7 +163,8 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     ds = data if hasattr(data, "x_train") else load_data(data)
     net = load_model(model)
     check_model_fits(net, ds)
-    from edgekit.compress.knn_onnx import build_knn_graph, parse_pool, pool_name
+    from edgekit.compress.knn_onnx import (build_knn_graph, parse_pool, pool_name,
+                                           quantize_keras_trunk)
     parse_pool(pool)
     say = _printer(progress)
 
@@ -188,6 +191,8 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             sw_idx = _subsample(y_ref, sweep_samples)
             for idx in cands:
                 trunk = _trunk(net, idx)
+                if int8_weights:
+                    trunk = quantize_keras_trunk(trunk)
                 Fr = _features(trunk, x_ref[sw_idx])
                 Fv = _features(trunk, ds.x_val)
                 kk = min(k or DEFAULT_K, len(sw_idx))
@@ -196,13 +201,13 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                 dd = None if dims is None else min(dims, len(sw_idx))
                 try:
                     reducer, head = _fit_pipeline(Fr, y_ref[sw_idx], pool, dd, kk, pp,
-                                                  reduction, int8, weights)
+                                                  reduction, int8, weights, int8_weights)
                 except EdgekitError as exc:
                     say("cut {}: skipped ({})".format(net.layers[idx].name, exc))
                     continue
                 acc = _val_acc(reducer, head, Fv, ds.y_val)
                 gpath = tmpdir / "cand{}.onnx".format(idx)
-                parts = build_knn_graph(trunk, reducer, head, gpath)
+                parts = build_knn_graph(trunk, reducer, head, gpath, int8_weights=int8_weights)
                 row = {"index": idx, "layer": net.layers[idx].name,
                        "feature_shape": list(trunk.output_shape[1:]),
                        "trunk_params": count_params(trunk), "val_accuracy": acc,
@@ -229,18 +234,21 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             trunk, logbook = evolve_trunk(trunk, x_ref, y_ref, ds.x_val, ds.y_val, evolve,
                                           strategy, progress=progress, k=k or DEFAULT_K,
                                           **evolve_params)
+        if int8_weights:
+            trunk = quantize_keras_trunk(trunk)
 
         # -- 3. reduction + head settings on the validation split ---------------------
         say("extracting features of {:,} reference / {:,} validation images".format(
             len(x_ref), len(ds.x_val)))
         F_ref, F_val = _features(trunk, x_ref), _features(trunk, ds.x_val)
         fshape = tuple(trunk.output_shape[1:])
-        trunk_bytes_est = _trunk_bytes(trunk, tmpdir)
+        trunk_bytes_est = _trunk_bytes(trunk, tmpdir, int8_weights)
         chosen_cfg, grid = choose_head(F_ref, y_ref, F_val, ds.y_val, fshape, pool, k, prototypes,
                                        dims, reduction, int8, weights, objective, max_bytes,
-                                       min_accuracy, trunk_bytes_est, say)
+                                       min_accuracy, trunk_bytes_est, say, int8_weights)
         reducer, head = _fit_pipeline(F_ref, y_ref, pool, chosen_cfg["dims"], chosen_cfg["k"],
-                                      chosen_cfg["prototypes"], reduction, int8, weights)
+                                      chosen_cfg["prototypes"], reduction, int8, weights,
+                                      int8_weights)
         val_acc = _val_acc(reducer, head, F_val, ds.y_val)
 
         # -- 4. export + measure ------------------------------------------------------
@@ -248,7 +256,8 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
         F_test = _features(trunk, ds.x_test)
         py_pred = head.predict_index(reducer.transform(F_test))
         with staging(out, force=force) as tmp:
-            parts = build_knn_graph(trunk, reducer, head, tmp / ONNX_FILE)
+            parts = build_knn_graph(trunk, reducer, head, tmp / ONNX_FILE,
+                                    int8_weights=int8_weights)
             if max_bytes is not None and parts["total"] > max_bytes:
                 raise EdgekitError("the engine is {:,} bytes, over --max-bytes {:,}: allow more "
                                    "bytes or pass --prototypes/--dims/--pool to shrink it".format(
@@ -267,6 +276,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                       "k": int(head.n_neighbors), "weights": weights,
                       "reduction": head.reduction, "prototypes_per_class": chosen_cfg["prototypes"],
                       "dims": chosen_cfg["dims"], "pool": pool_name(pool), "int8_prototypes": bool(int8),
+                      "int8_weights": bool(int8_weights),
                       "objective": objective, "max_bytes": max_bytes, "min_accuracy": min_accuracy,
                       "reference_samples": int(len(y_ref)), "evolve": evolve,
                       "evolve_params": {kk: _jsonable(v) for kk, v in evolve_params.items()}}
@@ -343,7 +353,7 @@ def pick_cut(sweep, objective, max_bytes=None, min_accuracy=None):
 
 
 def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, reduction, int8,
-                weights, objective, max_bytes, min_accuracy, trunk_bytes, say):
+                weights, objective, max_bytes, min_accuracy, trunk_bytes, say, int8_weights=False):
     """Choose dims, then prototypes, then k on the validation split (each only if not given).
 
     Rule per stage: candidates whose estimated bytes exceed ``max_bytes`` are dropped;
@@ -358,7 +368,8 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
 
     def est_bytes(d_out, n_protos):
         per = 1 if int8 else 4
-        red = 0 if d_out is None or d_out == in_dims else (in_dims * d_out + d_out) * 4
+        red = 0 if d_out is None or d_out == in_dims else \
+            in_dims * d_out * (1 if int8_weights else 4) + d_out * 4 * (2 if int8_weights else 1)
         return trunk_bytes + red + n_protos * (d_out or in_dims) * per + n_protos * label_itemsize(n_cls)
 
     from edgekit.compress.knn_onnx import FeatureReducer
@@ -372,7 +383,7 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
         if c["k"] > n_pro:
             return None
         reducer, head = _fit_pipeline(F_ref, y_ref, pool, c["dims"], c["k"], c["prototypes"],
-                                      reduction, int8, weights)
+                                      reduction, int8, weights, int8_weights)
         row = dict(c, stage=stage, val_accuracy=_val_acc(reducer, head, F_val, y_val),
                    est_bytes=int(est_bytes(c["dims"], head.n_prototypes_)))
         grid.append(row)
@@ -407,10 +418,16 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
     return cfg, grid
 
 
-def _trunk_bytes(trunk, tmpdir):
+def _trunk_bytes(trunk, tmpdir, int8_weights=False):
+    import onnx
+    from edgekit.compress.knn_onnx import quantize_initializers
     from edgekit.export.onnx import to_onnx
     p = Path(tmpdir) / "trunk_only.onnx"
     to_onnx(trunk, p, opset=13)
+    if int8_weights:
+        m = onnx.load(str(p))
+        quantize_initializers(m)
+        p.write_bytes(m.SerializeToString())
     return p.stat().st_size
 
 
