@@ -1,0 +1,38 @@
+"""``edgekit bench``: one benchmark protocol on every target and runtime."""
+from pathlib import Path
+
+import typer
+
+from edgekit.cli.common import console, table
+
+
+def bench(
+    artifact: Path = typer.Argument(..., help="Artifact directory (exported)."),
+    target: str = typer.Option("laptop-cpu", "--target", help="laptop-cpu | ncs2 | jetson-nano."),
+    runtime: str = typer.Option(None, "--runtime", help="onnxruntime | openvino | litert | tensorrt | all."),
+    batch: int = typer.Option(1, "--batch"),
+    warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations."),
+    iterations: int = typer.Option(100, "--iterations", help="Timed iterations (minimum)."),
+    duration: float = typer.Option(0.0, "--duration", help="Timed seconds (minimum)."),
+    threads: int = typer.Option(None, "--threads", help="Pin intra-op threads (recorded)."),
+    data: str = typer.Option(None, "--data", help="Accuracy data (default: the manifest's)."),
+    json_file: Path = typer.Option(None, "--json", help="Write results JSON here."),
+    device: str = typer.Option(None, "--device", help="OpenVINO device override (e.g. CPU)."),
+):
+    """Measure cold start, latency percentiles, throughput, peak RSS and accuracy.
+
+    Example: edgekit bench out/seed --target laptop-cpu --runtime all --json laptop.json
+    """
+    from edgekit.bench import bench as do_bench
+    results = do_bench(artifact, target, runtime=runtime, batch=batch, warmup=warmup,
+                       iterations=iterations, duration=duration, threads=threads, data=data,
+                       json_path=json_file, device=device)
+    rows = [(r["runtime"] + (" *" if r.get("fastest") else ""), r["file"], r["batch"],
+             "{:.3f}".format(r["latency_ms"]["p50"]), "{:.3f}".format(r["latency_ms"]["p99"]),
+             "{:.1f}".format(r["throughput_ips"]),
+             "-" if r["accuracy"] is None else "{:.2%}".format(r["accuracy"]))
+            for r in results]
+    console.print(table("bench {} on {}".format(artifact, target),
+                        ["runtime", "file", "batch", "p50 ms", "p99 ms", "ips", "accuracy"], rows))
+    if json_file:
+        console.print("results: {}".format(json_file))

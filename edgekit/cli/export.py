@@ -1,0 +1,36 @@
+"""``edgekit export``: write ONNX / TFLite / OpenVINO IR files, each checked for parity."""
+from pathlib import Path
+
+import typer
+
+from edgekit.cli.common import console, table
+
+
+def export(
+    artifact: Path = typer.Argument(..., help="Artifact directory."),
+    fmt: str = typer.Option("onnx", "--format", help="Comma list: onnx, tflite, openvino."),
+    target: str = typer.Option(None, "--target", help="laptop-cpu | jetson-nano | ncs2 (rules from targets/)."),
+    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default: the target's)."),
+    out: Path = typer.Option(None, "-o", "--out", help="Write a new artifact dir instead of adding to ARTIFACT."),
+    force: bool = typer.Option(False, "--force", help="Replace -o DIR if it exists."),
+    data: str = typer.Option(None, "--data", help="Parity data (default: the manifest's)."),
+    parity_samples: int = typer.Option(1000, "--parity-samples"),
+    batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic)."),
+):
+    """Export an artifact and check parity against the original; nothing written on failure.
+
+    Example: edgekit export out/seed --format onnx,tflite,openvino --target laptop-cpu
+    """
+    from edgekit.export import export as do_export
+    art = do_export(artifact, fmt, target=target, precision=precision, out=out, force=force,
+                    data=data, parity_samples=parity_samples, batch=batch)
+    rows = []
+    for name, e in art.files.items():
+        p = e.get("parity")
+        if p:
+            rows.append((name, e["format"], e["precision"], "{:,}".format(e["bytes"]),
+                         "{:.2%}".format(p["agreement"]),
+                         "-" if p.get("max_abs_diff") is None else "{:.2e}".format(p["max_abs_diff"]),
+                         "{:.2%}".format(p["accuracy_export"])))
+    console.print(table("exported into {}".format(art.path),
+                        ["file", "format", "precision", "bytes", "agreement", "max |diff|", "accuracy"], rows))

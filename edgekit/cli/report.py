@@ -1,0 +1,20 @@
+"""``edgekit report``: results JSON -> Markdown comparison + PNG plots."""
+from pathlib import Path
+from typing import List
+
+import typer
+
+from edgekit.cli.common import console
+
+
+def report(
+    results: List[Path] = typer.Argument(..., help="Results JSON files from edgekit bench/deploy."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
+):
+    """Compare benchmark results side by side (ratios vs the fastest) and plot them.
+
+    Example: edgekit report laptop.json ncs2.json -o report/
+    """
+    from edgekit.report import report as do_report
+    for p in do_report(results, out):
+        console.print("wrote {}".format(p))
