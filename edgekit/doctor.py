@@ -37,6 +37,11 @@ PACKAGES = {
     "tflite-runtime": ["tflite-runtime"],
     "tensorrt": ["tensorrt"],
     "pycuda": ["pycuda"],
+    "nncf": ["nncf"],
+    "paramiko": ["paramiko"],
+    "cma": ["cma"],
+    "deap": ["deap"],
+    "dask": ["distributed", "dask"],
 }
 
 INSTALL = {
@@ -53,6 +58,11 @@ INSTALL = {
     "tensorrt": "on the Jetson: flash JetPack 4.6.x (TensorRT 8.2.1), then "
                 "sudo apt-get install python3-libnvinfer",
     "pycuda": "on the Jetson: pip3 install pycuda (needs CUDA 10.2 from JetPack 4.6.x)",
+    "nncf": "pip install 'edgekit[openvino]'",
+    "paramiko": "pip install paramiko",
+    "cma": "pip install 'edgekit[evolve]'",
+    "deap": "pip install 'edgekit[evolve]'",
+    "dask": "pip install 'edgekit[evolve]'",
 }
 
 TEGRA_RELEASE = "/etc/nv_tegra_release"

@@ -209,8 +209,11 @@ def save_keras_artifact(model, out, data, method, params, source, force=False, e
 
 
 def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=False,
-          progress=True):
-    """Train a reference CNN on ``data`` and write it as an artifact to ``out``."""
+          progress=True, callbacks=()):
+    """Train a reference CNN on ``data`` and write it as an artifact to ``out``.
+
+    ``callbacks`` are extra Keras callbacks (e.g. a progress bar; pass ``progress=False``).
+    """
     from edgekit._tf import set_seed
     ds = data if hasattr(data, "x_train") else load_data(data)
     if epochs < 1:
@@ -219,7 +222,7 @@ def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=Fals
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
     set_seed(seed)
     model = build(arch, ds.input_shape, ds.num_classes)
-    fit(model, ds, epochs, batch_size=batch_size, lr=lr, progress=progress)
+    fit(model, ds, epochs, batch_size=batch_size, lr=lr, progress=progress, callbacks=callbacks)
     params = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr}
     source = {"model_sha256": None, "data": ds.spec, "data_sha256": ds.fingerprint()}
     return save_keras_artifact(model, out, ds, "train", params, source, force=force)

@@ -1,0 +1,398 @@
+"""``demo``: the whole pipeline on one data set, as a plain list of steps.
+
+data -> train the reference CNN (``seed-mnist-cnn``, input size follows the data) ->
+evaluate the saved artifact -> export ONNX -> check ONNX against Keras on the whole test
+split (top-1 agreement, max abs difference) -> benchmark on the laptop CPU with
+onnxruntime (:func:`edgekit.runtime.bench.measure`) -> Markdown + PNG report.
+
+Everything is written into a temporary sibling of ``out`` and renamed into place at the end,
+so a failed or interrupted demo leaves nothing behind. :data:`STEPS` is a plain list of
+functions ``step(run)``; steps that need an optional method module are wrapped with
+:func:`optional_step` so the demo still completes (the step is reported as skipped) when
+that module or its dependency is missing.
+
+Example::
+
+    summary = demo("digits", "demo-out")
+    summary["onnx"]["agreement"], summary["bench"]["latency_ms"]["p50"]
+"""
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, MissingDependency
+
+ARCH = "seed-mnist-cnn"
+# data spec kind -> (epochs, batch size). Measured: digits 30x32 -> ~98% test accuracy;
+# mnist 6x128 -> 99.13% (BENCHMARKS.md).
+DEFAULTS = {"digits": (30, 32), "mnist": (6, 128)}
+FALLBACK_DEFAULTS = (10, 64)
+SEED = 0
+WARMUP = 50
+ITERATIONS = 500
+
+
+class DemoRun(object):
+    """State shared by the steps: options, the staging dir, and the summary being built."""
+
+    def __init__(self, data, stage, out, epochs, batch_size, iterations, progress):
+        self.data = data
+        self.stage = Path(stage)          # where files are written now
+        self.out = Path(out)              # where they will be after the final rename
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.iterations = iterations
+        self.progress = progress          # a rich Progress or None
+        self.ds = None
+        self.art = None
+        self.onnx_name = None
+        self.summary = {"data": data, "arch": ARCH, "out": str(out), "steps": {},
+                        "skipped": {}, "files": {}}
+
+    def final(self, rel):
+        """Path a staged file will have once the demo completes."""
+        return str(self.out / rel)
+
+    def task(self, description, total):
+        if self.progress is None:
+            return None
+        return self.progress.add_task(description, total=total, info="")
+
+    def advance(self, task, n=1, **fields):
+        if self.progress is not None and task is not None:
+            self.progress.update(task, advance=n, **fields)
+
+
+# -- steps ------------------------------------------------------------------------------
+
+def load_dataset(run):
+    """Load ``--data`` and record its splits and normalisation."""
+    from edgekit.data import load_data
+    run.ds = ds = load_data(run.data)
+    run.summary["dataset"] = {
+        "spec": ds.spec, "train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test),
+        "input_shape": list(ds.input_shape), "classes": ds.num_classes, "norm": ds.norm}
+
+
+def train_model(run):
+    """Train seed-mnist-cnn on the train split (validation on val) into ``model/``."""
+    from edgekit.models import train
+    ds = run.ds
+    steps = int(np.ceil(len(ds.x_train) / float(run.batch_size)))
+    task = run.task("train {} ({} epochs)".format(ARCH, run.epochs), run.epochs * steps)
+    callbacks = [_keras_progress(run, task)] if task is not None else []
+    run.art = train(ARCH, ds, run.stage / "model", epochs=run.epochs, batch_size=run.batch_size,
+                    seed=SEED, progress=False, callbacks=callbacks)
+    m = run.art.manifest["metrics"]
+    run.summary["model"] = {"artifact": run.final("model"), "params": m["params"],
+                            "macs": m["macs"], "bytes": m["bytes"],
+                            "epochs": run.epochs, "batch_size": run.batch_size}
+    run.summary["files"]["artifact"] = run.final("model")
+
+
+def evaluate_model(run):
+    """Reload the saved artifact and measure its test accuracy (Keras)."""
+    from edgekit.models import evaluate
+    acc = evaluate(run.art.path, run.ds, runtime="keras")["keras"]
+    run.summary["keras"] = {"accuracy": acc, "val_accuracy": run.art.manifest["metrics"].get(
+        "val_accuracy")}
+
+
+def export_onnx(run):
+    """Export ONNX into the artifact (edgekit.export when present, else tf2onnx directly)."""
+    from edgekit.artifact import Artifact
+    try:
+        from edgekit.export import export
+    except ImportError:
+        export = None
+    task = run.task("export ONNX", None)
+    if export is not None:
+        run.art = export(run.art.path, ["onnx"], target="laptop-cpu", data=run.data)
+    else:
+        _export_onnx_direct(run.art)
+        run.art = Artifact.open(run.art.path)
+    names = [n for n in run.art.find("onnx") if run.art.files[n].get("inference", True)]
+    if not names:
+        raise EdgekitError("ONNX export wrote no ONNX file into {}".format(run.art.path))
+    run.onnx_name = names[0]
+    entry = run.art.files[run.onnx_name]
+    run.summary["files"]["onnx"] = run.final("model/" + run.onnx_name)
+    run.summary["onnx"] = {"file": run.onnx_name, "bytes": entry["bytes"],
+                           "opset": entry.get("opset")}
+    if task is not None:
+        run.progress.update(task, total=1, completed=1)
+
+
+def check_onnx(run):
+    """ONNX (onnxruntime) vs Keras on the whole test split: agreement and max abs diff."""
+    from edgekit.models import load_model
+    from edgekit.runtime import open_runner
+    ds = run.ds
+    model = load_model(run.art.path)
+    n, step = len(ds.x_test), 256
+    task = run.task("check ONNX vs Keras", n)
+    ref, got = [], []
+    with open_runner("onnxruntime", run.art.file(run.onnx_name)) as r:
+        for i in range(0, n, step):
+            xb = ds.x_test[i:i + step]
+            ref.append(model.predict(xb, batch_size=step, verbose=0))
+            got.append(np.asarray(list(r.infer(xb).values())[0]))
+            run.advance(task, len(xb))
+    ref, got = np.concatenate(ref), np.concatenate(got)
+    ref_cls, got_cls = np.argmax(ref, axis=1), np.argmax(got, axis=1)
+    run.summary["onnx"].update({
+        "samples": int(n),
+        "agreement": float(np.mean(ref_cls == got_cls)),
+        "max_abs_diff": float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))),
+        "accuracy": float(np.mean(got_cls == ds.y_test)),
+    })
+
+
+def bench_cpu(run):
+    """Benchmark the ONNX file on this CPU with onnxruntime (batch 1), write results JSON."""
+    from edgekit.runtime.bench import measure
+    from edgekit.runtime.ort import OrtRunner
+    from edgekit.util import atomic_write_text
+    ds = run.ds
+    task = run.task("bench laptop-cpu / onnxruntime", run.iterations)
+    runner = OrtRunner(str(run.art.file(run.onnx_name)))
+
+    def tick(done, total):
+        if task is not None:
+            run.progress.update(task, completed=min(done, total))
+    try:
+        res = measure(runner, ds.x_test, ds.y_test, batch=1, warmup=WARMUP,
+                      iterations=run.iterations, progress=tick)
+    finally:
+        runner.close()
+    if task is not None:
+        run.progress.update(task, completed=run.iterations)
+    entry = run.art.files[run.onnx_name]
+    res.update({"target": "laptop-cpu", "artifact": run.final("model"), "file": run.onnx_name,
+                "precision": entry.get("precision", "fp32"), "bytes": entry["bytes"],
+                "method": "train", "threads": None, "data": run.data})
+    rel = "results/laptop-cpu-onnxruntime.json"
+    atomic_write_text(run.stage / rel, json.dumps(res, indent=2) + "\n")
+    run.summary["bench"] = res
+    run.summary["files"]["results"] = [run.final(rel)]
+
+
+def write_report(run):
+    """Markdown + PNG report (edgekit.report when present, else a Markdown table)."""
+    from edgekit.util import atomic_write_text
+    results = [run.stage / str(Path(p).relative_to(run.out)) for p in run.summary["files"]["results"]]
+    try:
+        from edgekit.report import report
+    except ImportError:
+        report = None
+    rdir = run.stage / "report"
+    if report is not None:
+        written = report(results, rdir)
+    else:
+        rdir.mkdir(parents=True, exist_ok=True)
+        written = [rdir / "report.md"]
+        atomic_write_text(written[0], "# edgekit demo report\n\n" + summary_markdown(run.summary))
+    run.summary["files"]["report"] = [run.final(str(Path(p).relative_to(run.stage)))
+                                      for p in written]
+
+
+def optional_step(*modules):
+    """Wrap a step that needs optional modules: skipped (and reported) when one is missing.
+
+    ``modules`` are import names checked before the step runs; a MissingDependency raised by
+    the step itself also turns into a skip. Other errors still stop the demo.
+    """
+    def wrap(fn):
+        def step(run):
+            for mod in modules:
+                if not _module_available(mod):
+                    run.summary["skipped"][fn.__name__] = "module {} is not available".format(mod)
+                    return
+            try:
+                fn(run)
+            except MissingDependency as exc:
+                run.summary["skipped"][fn.__name__] = str(exc)
+        step.__name__ = fn.__name__
+        step.__doc__ = fn.__doc__
+        step.optional = True
+        return step
+    return wrap
+
+
+# The demo, in order. Later steps (compress, knn-slice, export-all-formats, bench-all-runtimes)
+# go before write_report, wrapped with optional_step("edgekit.compress.<method>", ...).
+STEPS = [load_dataset, train_model, evaluate_model, export_onnx, check_onnx, bench_cpu, write_report]
+
+
+# -- driver ------------------------------------------------------------------------------
+
+def demo_defaults(data):
+    """(epochs, batch size) the demo uses for a data spec."""
+    return DEFAULTS.get(str(data).partition(":")[0], FALLBACK_DEFAULTS)
+
+
+def demo(data="digits", out="demo-out", epochs=None, batch_size=None, iterations=ITERATIONS,
+         force=False, progress=True, console=None, steps=None):
+    """Run :data:`STEPS` on ``data``; write everything to ``out``; return the summary dict."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
+    d_epochs, d_batch = demo_defaults(data)
+    epochs = d_epochs if epochs is None else int(epochs)
+    batch_size = d_batch if batch_size is None else int(batch_size)
+    if epochs < 1:
+        raise EdgekitError("--epochs must be >= 1")
+    if batch_size < 1:
+        raise EdgekitError("--batch-size must be >= 1")
+    if iterations < 1:
+        raise EdgekitError("--iterations must be >= 1")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
+    stage = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(parent)))
+    bar = _progress(console) if progress else None
+    run = DemoRun(data, stage, out, epochs, batch_size, iterations, bar)
+    t_all = time.perf_counter()
+    try:
+        if bar is not None:
+            bar.start()
+        try:
+            for step in (STEPS if steps is None else steps):
+                t0 = time.perf_counter()
+                step(run)
+                run.summary["steps"][step.__name__] = round(time.perf_counter() - t0, 2)
+        finally:
+            if bar is not None:
+                bar.stop()
+        run.summary["total_s"] = round(time.perf_counter() - t_all, 2)
+        run.summary["files"]["summary"] = run.final("demo.json")
+        from edgekit.util import atomic_write_text
+        atomic_write_text(stage / "demo.json", json.dumps(run.summary, indent=2, default=str) + "\n")
+        _move_into_place(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return run.summary
+
+
+def summary_rows(s):
+    """(what, value) rows of the demo table, from a summary dict."""
+    rows = []
+    d = s.get("dataset")
+    if d:
+        rows.append(("data", "{}: {:,} train / {:,} val / {:,} test, {} images, {} classes".format(
+            d["spec"], d["train"], d["val"], d["test"], "x".join(str(v) for v in d["input_shape"]),
+            d["classes"])))
+    m = s.get("model")
+    if m:
+        rows.append(("model", "{}: {:,} params, {:,} MACs, {} (.h5), {} epochs x batch {}".format(
+            s["arch"], m["params"], m["macs"], _kib(m["bytes"]), m["epochs"], m["batch_size"])))
+    k = s.get("keras")
+    if k:
+        rows.append(("Keras test accuracy", _pct(k["accuracy"])))
+    o = s.get("onnx")
+    if o:
+        rows.append(("ONNX file", "{} (opset {}, {})".format(o["file"], o.get("opset"), _kib(o["bytes"]))))
+        if "agreement" in o:
+            rows.append(("ONNX test accuracy (onnxruntime)", _pct(o["accuracy"])))
+            rows.append(("ONNX vs Keras top-1 agreement", "{} of {:,} test images".format(
+                _pct(o["agreement"]), o["samples"])))
+            rows.append(("ONNX vs Keras max abs diff", "{:.2e}".format(o["max_abs_diff"])))
+    b = s.get("bench")
+    if b:
+        L = b["latency_ms"]
+        rows.append(("latency, laptop-cpu / onnxruntime {}".format(b["runtime_version"]),
+                     "p50 {:.3f} ms, mean {:.3f} ± {:.3f} ms, p99 {:.3f} ms (batch 1, {} runs)".format(
+                         L["p50"], L["mean"], L["std"], L["p99"], b["iterations"])))
+        rows.append(("throughput / cold start", "{:,.0f} img/s / {:.1f} ms".format(
+            b["throughput_ips"], b["cold_start_ms"] or 0.0)))
+        rows.append(("peak RSS", "{:.0f} MiB".format(b["peak_rss_mb"] or 0.0)))
+    for name, why in s.get("skipped", {}).items():
+        rows.append(("skipped: " + name, why))
+    if "total_s" in s:
+        rows.append(("time", "{:.0f} s ({})".format(s["total_s"], ", ".join(
+            "{} {:.0f}s".format(k, v) for k, v in s["steps"].items()))))
+    return rows
+
+
+def summary_markdown(s):
+    lines = ["| step | result |", "|---|---|"]
+    lines += ["| {} | {} |".format(a, b.replace("|", "/")) for a, b in summary_rows(s)]
+    return "\n".join(lines) + "\n"
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def _move_into_place(stage, out):
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=".{}.old-".format(out.name), dir=str(stage.parent)))
+        os.rename(str(out), str(old / "x"))
+        os.rename(str(stage), str(out))
+        shutil.rmtree(str(old), ignore_errors=True)
+    else:
+        os.rename(str(stage), str(out))
+
+
+def _module_available(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _progress(console):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"),
+                    console=console or Console(stderr=True), transient=False)
+
+
+def _keras_progress(run, task):
+    """A Keras callback advancing the rich task per batch and showing val accuracy per epoch."""
+    from edgekit._tf import keras
+    k = keras()
+    run.progress.update(task, info="")
+
+    class _Bar(k.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            run.advance(task)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            run.progress.update(task, info="epoch {} val_acc {:.4f}".format(
+                epoch + 1, logs.get("val_accuracy", float("nan"))))
+    return _Bar()
+
+
+def _export_onnx_direct(art):
+    from edgekit.artifact import describe_file
+    from edgekit.export.onnx import to_onnx
+    from edgekit.models import load_model
+    stage = art.staging_dir()
+    try:
+        info = to_onnx(load_model(art.path), stage / "model.onnx")
+        entry = describe_file(stage / "model.onnx", "onnx", "fp32", opset=info["opset"],
+                              input_name=info["input_name"], output_names=info["output_names"])
+        art.add_files(stage, {"model.onnx": entry})
+    finally:
+        shutil.rmtree(str(stage), ignore_errors=True)
+
+
+def _pct(x):
+    return "-" if x is None else "{:.2f}%".format(100.0 * x)
+
+
+def _kib(n):
+    return "-" if n is None else "{:,.1f} KiB".format(n / 1024.0)
