@@ -18,6 +18,7 @@ RUNNERS = {
     "onnxruntime": ("edgekit.runtime.ort", "OrtRunner"),
     "openvino": ("edgekit.runtime.openvino", "OvRunner"),
     "litert": ("edgekit.runtime.litert", "LiteRTRunner"),
+    "tensorrt": ("edgekit.runtime.tensorrt", "TrtRunner"),
 }
 
 # which model file format each runtime consumes
@@ -25,6 +26,7 @@ RUNTIME_FORMATS = {
     "onnxruntime": "onnx",
     "openvino": "openvino",
     "litert": "tflite",
+    "tensorrt": "onnx",
 }
 
 

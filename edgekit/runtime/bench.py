@@ -70,6 +70,9 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
             duration=0.0, eval_samples=None, progress=None):
     """Benchmark ``runner`` (not yet loaded, or loaded: cold start is measured only if not).
 
+    ``x`` is the input array, or a callable ``x(runner) -> array`` called once the runner is
+    loaded (outside the cold-start timing) for inputs that depend on the model's shape.
+
     ``iterations`` and ``duration`` (seconds): timing stops when BOTH minimums are met.
     ``progress(done, total)`` is called now and then if given.
     Returns the results dict of CONTRACT.md (without target/host stamping beyond ``host``).
@@ -78,20 +81,22 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
         raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
     if batch < 1:
         raise EdgekitError("--batch must be >= 1")
+    cold_ms = load_s = None
+    if not runner.loaded:
+        start = time.perf_counter()
+        runner.load()
+        load_s = time.perf_counter() - start
+    if callable(x):  # input made from the loaded model's shape (e.g. random data)
+        x = x(runner)
     x = np.asarray(x)
     if len(x) < batch:
         reps = int(np.ceil(batch / float(len(x))))
         x = np.concatenate([x] * reps)
     sample = x[:batch]
-
-    cold_ms = None
-    if not runner.loaded:
-        start = time.perf_counter()
-        runner.load()
-        runner.infer(sample)
-        cold_ms = (time.perf_counter() - start) * 1e3
-    else:
-        runner.infer(sample)
+    start = time.perf_counter()
+    runner.infer(sample)
+    if load_s is not None:
+        cold_ms = (load_s + time.perf_counter() - start) * 1e3
 
     t_end = time.perf_counter() + warmup_seconds
     done = 0

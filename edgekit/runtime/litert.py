@@ -1,7 +1,7 @@
 """LiteRT / TFLite runner: ``ai_edge_litert``, else ``tflite_runtime``, else ``tf.lite``.
 
 Handles int8-quantized inputs/outputs (scale, zero point). Python 3.6 syntax; tensorflow is
-only touched as the last fallback, inside ``_load``.
+only touched as an explicit last fallback (``allow_tf=True``), inside ``_load``.
 
 Example::
 
@@ -14,7 +14,9 @@ from edgekit.runtime.base import Runner
 from edgekit.runtime.errors import EdgekitError, MissingDependency
 
 
-def _interpreter_class():
+def _interpreter_class(allow_tf=False):
+    """(Interpreter class, version text): ai_edge_litert, else tflite_runtime, else — only when
+    ``allow_tf`` (host side, explicit) — tensorflow's tf.lite, which imports all of TensorFlow."""
     try:
         from ai_edge_litert.interpreter import Interpreter
         import ai_edge_litert
@@ -27,21 +29,24 @@ def _interpreter_class():
         return Interpreter, "tflite-runtime " + getattr(tflite_runtime, "__version__", "")
     except ImportError:
         pass
-    try:
-        import tensorflow as tf  # last resort: heavy, host only
-        return tf.lite.Interpreter, "tf.lite " + tf.__version__
-    except ImportError:
-        raise MissingDependency("no TFLite runtime: pip install ai-edge-litert "
-                                "(or tflite-runtime)")
+    if allow_tf:
+        try:
+            import tensorflow as tf  # explicit last resort: heavy, host only
+            return tf.lite.Interpreter, "tf.lite " + tf.__version__
+        except ImportError:
+            pass
+    raise MissingDependency("no TFLite runtime: pip install ai-edge-litert "
+                            "(or tflite-runtime)")
 
 
 class LiteRTRunner(Runner):
-    """Runs a .tflite file. Options: ``threads``."""
+    """Runs a .tflite file. Options: ``threads``; ``allow_tf`` (default False) lets it fall back
+    to TensorFlow's tf.lite when neither ai-edge-litert nor tflite-runtime is installed."""
 
     name = "litert"
 
     def _load(self):
-        cls, self._version = _interpreter_class()
+        cls, self._version = _interpreter_class(bool(self.options.get("allow_tf")))
         try:
             self.interp = cls(model_path=self.path, num_threads=self.options.get("threads"))
             self.interp.allocate_tensors()

@@ -8,6 +8,8 @@ Example::
     with OvRunner("openvino/model.xml", device="CPU") as r:
         r.infer(x)
 """
+import os
+
 from edgekit.runtime.base import Runner
 from edgekit.runtime.errors import EdgekitError, HardwareMissing, MissingDependency
 
@@ -17,19 +19,29 @@ NCS2_HELP = ("the NCS2 needs OpenVINO 2022.3 LTS with the MYRIAD plugin (the 202
 
 
 def _core():
+    """(Core instance, version string): ``openvino.Core`` (2023+) or ``openvino.runtime.Core``
+    (2022.3 LTS, the NCS2-era API; also where the MYRIAD plugin lives)."""
     try:
         import openvino as ov
-        core_cls = getattr(ov, "Core", None)
-        if core_cls is None:  # 2022.x: openvino.runtime only
-            from openvino.runtime import Core as core_cls
-        return core_cls(), getattr(ov, "__version__", None)
     except ImportError:
+        raise MissingDependency("openvino is not installed: pip install openvino "
+                                "(for the NCS2: OpenVINO 2022.3 LTS, see `--target ncs2`)")
+    core_cls = getattr(ov, "Core", None)
+    version = getattr(ov, "__version__", None)
+    if core_cls is None or version is None:  # 2022.x: everything under openvino.runtime
         try:
-            from openvino.runtime import Core, get_version
-            return Core(), get_version()
+            from openvino import runtime as ovr
         except ImportError:
-            raise MissingDependency("openvino is not installed: pip install openvino "
-                                    "(for the NCS2: OpenVINO 2022.3 LTS)")
+            raise MissingDependency("this openvino has neither openvino.Core nor "
+                                    "openvino.runtime.Core: pip install openvino")
+        core_cls = core_cls or ovr.Core
+        version = version or ovr.get_version()
+    return core_cls(), version
+
+
+def api_name(version):
+    """'2022.3' for the NCS2-era API (openvino.runtime), else 'current'."""
+    return "2022.3" if str(version).startswith("2022.") else "current"
 
 
 class OvRunner(Runner):
@@ -38,6 +50,8 @@ class OvRunner(Runner):
     name = "openvino"
 
     def _load(self):
+        if os.path.isdir(self.path):  # an exported IR folder: its model.xml
+            self.path = os.path.join(self.path, "model.xml")
         self.core, self._version = _core()
         self._device = self.options.get("device") or "CPU"
         if self._device not in self.core.available_devices:
@@ -47,6 +61,10 @@ class OvRunner(Runner):
                 raise HardwareMissing(msg + ": " + NCS2_HELP)
             raise HardwareMissing(msg)
         config = {"PERFORMANCE_HINT": "LATENCY"}
+        if self._device == "MYRIAD":  # the stick computes in FP16 (IR may be FP16 or FP32)
+            self.precision = "fp16"
+        else:
+            self.precision = self.options.get("precision") or "fp32"
         if self.options.get("threads") and self._device == "CPU":
             config["INFERENCE_NUM_THREADS"] = str(int(self.options["threads"]))
         try:
@@ -77,6 +95,11 @@ class OvRunner(Runner):
 
     def device(self):
         return getattr(self, "_device", None) or self.options.get("device") or "CPU"
+
+    def describe(self):
+        info = Runner.describe(self)
+        info["api"] = api_name(self.version())
+        return info
 
 
 def _name(output, index):
