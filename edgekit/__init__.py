@@ -17,6 +17,8 @@ _VERBS = {
     "train": "edgekit.models:train",
     "evaluate": "edgekit.models:evaluate",
     "Artifact": "edgekit.artifact:Artifact",
+    "bench": "edgekit.bench:bench",
+    "report": "edgekit.report:report",
 }
 
 
