@@ -215,6 +215,10 @@ def _npz(path):
     x, y = arrays["x"], arrays["y"].astype(np.int64).ravel()
     if x.ndim not in (3, 4):
         raise EdgekitError("{}: x must be (N,H,W) or (N,H,W,C), got shape {}".format(path, x.shape))
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise EdgekitError("{}: the npz has {} but not {}: give both x_test and y_test, or neither"
+                           .format(path, *(("x_test", "y_test") if "x_test" in arrays
+                                           else ("y_test", "x_test"))))
     if "x_test" in arrays and "y_test" in arrays:
         x_tr, y_tr, x_te, y_te = x, y, arrays["x_test"], arrays["y_test"].astype(np.int64).ravel()
     else:
