@@ -110,12 +110,23 @@ def test_candidate_cuts_skip_the_output(tiny_artifact):
     ({"cut": "99"}, "out of range"),
     ({"cut": "pool2", "k": 50, "prototypes": 2}, "larger than the prototype count"),
     ({"cut": "pool2", "prototypes": 500}, "larger than the smallest class"),
-    ({"cut": "auto", "max_bytes": 2000, "sweep_samples": 200}, "smallest reachable is"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_artifact, digits, tmp_path, kwargs,
                                                        match):
     out = tmp_path / "out"
     with pytest.raises(EdgekitError, match=match):
         knn_slice(tiny_artifact.path, digits, out, progress=False, **kwargs)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_cli_max_bytes_nothing_meets_exit_1(run_cli, tiny_artifact, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli("compress", tiny_artifact.path, "--method", "knn-slice", "--data",
+                           "digits", "-o", out, "--cut", "auto", "--prototypes", "2",
+                           "--max-bytes", "2000")
+    assert code == 1
+    line = [l for l in err.splitlines() if l.startswith("error:")]
+    assert line and "smallest reachable is" in line[0] and "--max-bytes" in line[0]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

@@ -15,9 +15,10 @@ def compress(
     cut: str = typer.Option(None, "--cut", help="knn-slice: layer NAME, INDEX or auto."),
     k: int = typer.Option(None, "--k", help="knn-slice: neighbours (default: chosen on validation)."),
     prototypes: int = typer.Option(None, "--prototypes", help="knn-slice: k-means prototypes per class."),
-    dims: int = typer.Option(None, "--dims", help="knn-slice: PCA dimensions."),
-    pool: int = typer.Option(None, "--pool", help="knn-slice: spatial pooling grid size."),
+    dims: int = typer.Option(None, "--dims", help="knn-slice: PCA dimensions (0: no PCA)."),
+    pool: str = typer.Option(None, "--pool", help="knn-slice: pooling window before the head: avgN | maxN | N (avg)."),
     int8: bool = typer.Option(None, "--int8/--no-int8", help="knn-slice: store prototypes as int8."),
+    int8_weights: bool = typer.Option(None, "--int8-weights", help="knn-slice: store trunk kernels and PCA as int8."),
     objective: str = typer.Option(None, "--objective", help="knn-slice --cut auto: accuracy | size | latency."),
     max_bytes: int = typer.Option(None, "--max-bytes", help="knn-slice --cut auto: size limit."),
     min_accuracy: float = typer.Option(None, "--min-accuracy", help="knn-slice --cut auto: accuracy floor (0-1)."),
@@ -37,7 +38,7 @@ def compress(
     """
     from edgekit.compress import compress as do_compress
     given = {"cut": cut, "k": k, "prototypes": prototypes, "dims": dims, "pool": pool,
-             "int8": int8, "objective": objective, "max_bytes": max_bytes,
+             "int8": int8, "int8_weights": int8_weights, "objective": objective, "max_bytes": max_bytes,
              "min_accuracy": min_accuracy, "evolve": evolve, "strategy": strategy,
              "generations": generations, "population": population, "time_budget": time_budget,
              "init": init, "seed": seed, "checkpoint": checkpoint, "executor": executor}
