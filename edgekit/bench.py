@@ -1,86 +1,147 @@
 """Host-side ``bench``: pick the artifact's file for a target/runtime and run the protocol.
 
-The protocol itself is :func:`edgekit.runtime.bench.measure` (shared with the device).
-``runtime="all"`` runs every laptop-cpu runtime the artifact has a file for and marks the
-fastest (lowest p50) with ``"fastest": true``.
+The protocol itself is :func:`edgekit.runtime.bench.measure` (shared with the device, where
+``python3 -m edgekit.runtime bench`` runs it). ``runtime="all"`` runs every laptop-cpu
+runtime installed here that the artifact has a file for, and marks the fastest (lowest p50)
+with ``"fastest": true``.
+
+* ``ncs2``: OpenVINO on device ``MYRIAD`` (FP16 IR preferred); no stick -> exit 2 with what
+  to install/attach. ``device="CPU"`` runs the same path on the CPU (results say so).
+* ``jetson-nano``: only on a Jetson (``/etc/nv_tegra_release``); elsewhere exit 2 pointing at
+  ``edgekit deploy --bench``, so no laptop number is ever labelled as a Nano's.
 
 Example::
 
     results = bench("out/seed", "laptop-cpu", runtime="all", iterations=200)
 """
 import json
+import os
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
 
 TARGET_DEVICE = {"ncs2": "MYRIAD", "laptop-cpu": "CPU", "jetson-nano": "GPU"}
+JETSON_MARKER = "/etc/nv_tegra_release"
+
+
+def _runnable(art, runtime, target):
+    """Names of inference files ``runtime`` can run for ``target``, best first."""
+    from edgekit.runtime import RUNTIME_FORMATS
+    fmts = [RUNTIME_FORMATS[runtime]]
+    if runtime == "openvino" and target == "ncs2":
+        fmts.append("onnx")  # OpenVINO reads ONNX too; the NCS2 target lists both
+    names = [n for f in fmts for n in art.find(f) if art.files[n].get("inference", True)]
+    if target == "ncs2":
+        names = sorted(names, key=lambda n: art.files[n].get("precision") != "fp16")
+    tagged = [n for n in names if art.files[n].get("target") == target]
+    return tagged + [n for n in names if n not in tagged]
 
 
 def pick_file(art, target, runtime):
     """(path, files entry) of the file ``runtime`` runs for ``target``, preferring exports
     made for that target; refuses with the export command to run."""
     from edgekit.runtime import RUNTIME_FORMATS
-    fmt = RUNTIME_FORMATS[runtime]
-    names = [n for n in art.find(fmt) if art.files[n].get("inference", True)]
-    if target == "ncs2":
-        names = [n for n in names if art.files[n].get("precision") == "fp16"] or names
-    tagged = [n for n in names if art.files[n].get("target") == target]
-    names = tagged or names
+    names = _runnable(art, runtime, target)
     if not names:
-        raise EdgekitError("{} has no {} file for {}: run `edgekit export {} --format {} "
-                           "--target {}`".format(art.path, fmt, runtime, art.path, fmt, target))
+        fmt = RUNTIME_FORMATS[runtime]
+        raise EdgekitError("{} has no {} file for {} on {}: run `edgekit export {} --format {} "
+                           "--target {}`".format(art.path, fmt, runtime, target, art.path, fmt,
+                                                 target))
     e = art.files[names[0]]
     p = art.file(names[0])
     return (p / e["entry"] if e.get("entry") else p), e
 
 
+def installed(runtime):
+    """True when ``runtime``'s Python package imports here (without loading a model)."""
+    mods = {"onnxruntime": ["onnxruntime"], "openvino": ["openvino"],
+            "litert": ["ai_edge_litert", "tflite_runtime"], "tensorrt": ["tensorrt"]}
+    import importlib.util
+    return any(importlib.util.find_spec(m) is not None for m in mods.get(runtime, [runtime]))
+
+
+def _check_target_hardware(target, runtimes, device):
+    if target == "jetson-nano" and not os.path.exists(JETSON_MARKER):
+        if "tensorrt" in runtimes:
+            from edgekit.runtime.tensorrt import import_tensorrt
+            import_tensorrt()  # MissingDependency with what to install, when absent
+        raise HardwareMissing(
+            "this machine is not a Jetson Nano (no {}): benchmark on the device with `edgekit "
+            "deploy ART --target jetson-nano --host USER@NANO --bench`".format(JETSON_MARKER))
+    if target == "ncs2" and (device or "MYRIAD") == "MYRIAD" and not installed("openvino"):
+        from edgekit.runtime.openvino import NCS2_HELP
+        raise MissingDependency("OpenVINO is not installed: " + NCS2_HELP)
+
+
 def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, iterations=100,
-          duration=0.0, threads=None, data=None, json_path=None, eval_samples=1000, device=None):
-    """Benchmark an artifact on ``target``; returns a list of results dicts (CONTRACT.md)."""
+          duration=0.0, threads=None, data=None, json_path=None, eval_samples=None, device=None,
+          warmup_seconds=0.0, progress=None):
+    """Benchmark an artifact on ``target``; returns a list of results dicts (CONTRACT.md).
+
+    ``runtime``: one of the target's runtimes, ``None`` (the first one the artifact has a
+    file for) or ``"all"``. ``data``: a data spec for accuracy (default: the manifest's).
+    ``eval_samples``: accuracy on the first N test samples (default: the whole test split).
+    """
     from edgekit.artifact import Artifact
-    from edgekit.data import load_data
     from edgekit.runtime import RUNNERS, runner_class
     from edgekit.runtime.bench import measure
     from edgekit.targets import load_target
 
     if iterations < 1 and duration <= 0:
         raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
+    if batch < 1:
+        raise EdgekitError("--batch must be >= 1")
     t = load_target(target)
     art = Artifact.open(artifact)
     if runtime in (None, "all"):
-        runtimes = [r for r in t["runtimes"] if r in RUNNERS]
+        cands = [r for r in t["runtimes"] if r in RUNNERS]
+        with_file = [r for r in cands if _runnable(art, r, target)]
+        if not with_file:
+            fmt = t["formats"][0]
+            raise EdgekitError("{} has no file any {} runtime can run ({}): run `edgekit export "
+                               "{} --format {} --target {}`".format(
+                                   art.path, target, "/".join(t["formats"]), art.path, fmt, target))
         if runtime is None:
-            runtimes = [r for r in runtimes if _has_file(art, r)][:1] or runtimes[:1]
+            runtimes = with_file[:1]
         else:
-            runtimes = [r for r in runtimes if _has_file(art, r)]
+            runtimes = [r for r in with_file if installed(r)]
             if not runtimes:
-                raise EdgekitError("{} has no file any {} runtime can run: run `edgekit export "
-                                   "{} --format onnx`".format(art.path, target, art.path))
+                raise MissingDependency("none of {} is installed here: pip install "
+                                        "'edgekit[all]'".format(", ".join(with_file)))
     else:
         if runtime not in t["runtimes"]:
             raise EdgekitError("target {} has no runtime {!r} (it has: {})".format(
                 target, runtime, ", ".join(t["runtimes"])))
         runtimes = [runtime]
-    if target == "jetson-nano" and "tensorrt" in runtimes:
-        raise_no_tensorrt()
-    ds = load_data(data or art.manifest["source"].get("data") or "digits")
+    _check_target_hardware(target, runtimes, device)
+    files = [pick_file(art, target, rt) for rt in runtimes]  # refuse before any work
+
+    from edgekit.data import load_data
+    spec = data or art.manifest.get("source", {}).get("data") or "digits"
+    ds = load_data(spec)
     results = []
-    for rt in runtimes:
-        if rt not in RUNNERS:
-            raise_no_tensorrt()
-        path, entry = pick_file(art, target, rt)
+    for rt, (path, entry) in zip(runtimes, files):
         opts = {"threads": threads} if threads else {}
         if rt == "openvino":
             opts["device"] = device or TARGET_DEVICE.get(target, "CPU")
+        if rt == "litert":
+            opts["allow_tf"] = True  # host side: tf.lite as the explicit last resort
+        if rt == "tensorrt":
+            opts.update({"batch": batch, "max_batch": max(64, batch)})
         runner = runner_class(rt)(path, **opts)
         try:
             res = measure(runner, ds.x_test, ds.y_test, batch=batch, warmup=warmup,
-                          iterations=iterations, duration=duration, eval_samples=eval_samples)
+                          warmup_seconds=warmup_seconds, iterations=iterations,
+                          duration=duration, eval_samples=eval_samples, progress=progress)
         finally:
             runner.close()
-        res.update({"target": target, "artifact": str(art.path), "file": path.name,
-                    "precision": entry.get("precision"), "bytes": entry.get("bytes"),
-                    "method": art.method, "threads": threads})
+        res.update({"target": target, "artifact": str(art.path), "file": path.name if not
+                    path.name == "model.xml" else "{}/{}".format(path.parent.name, path.name),
+                    "format": entry.get("format"),
+                    "precision": getattr(runner, "precision", None) or entry.get("precision"),
+                    "bytes": entry.get("bytes"), "method": art.method, "threads": threads,
+                    "data": spec, "test_samples": int(len(ds.y_test) if not eval_samples
+                                                      else min(eval_samples, len(ds.y_test)))})
         results.append(res)
     if len(results) > 1:
         best = min(results, key=lambda r: r["latency_ms"]["p50"])
@@ -94,19 +155,13 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
 
 
 def raise_no_tensorrt():
-    from edgekit.errors import MissingDependency
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise MissingDependency(
-            "TensorRT is not installed here: the jetson-nano target needs a Jetson Nano with "
-            "JetPack 4.6 (TensorRT 8.2); deploy with `edgekit deploy ART --target jetson-nano "
-            "--host USER@NANO --bench`") from None
+    """MissingDependency (exit 2) naming what the jetson-nano target needs."""
+    from edgekit.runtime.tensorrt import import_tensorrt
+    import_tensorrt()
 
 
-def _has_file(art, runtime):
-    from edgekit.runtime import RUNTIME_FORMATS
-    return bool([n for n in art.find(RUNTIME_FORMATS[runtime]) if art.files[n].get("inference", True)])
+RESULT_KEYS = {"target", "runtime", "runtime_version", "latency_ms", "batch", "iterations"}
+LATENCY_KEYS = {"mean", "std", "min", "p50", "p90", "p95", "p99", "max"}
 
 
 def load_results(paths):
@@ -118,12 +173,22 @@ def load_results(paths):
             obj = json.loads(p.read_text())
         except FileNotFoundError:
             raise EdgekitError("results file {} does not exist".format(p)) from None
+        except IsADirectoryError:
+            raise EdgekitError("{} is a directory, not an edgekit results file".format(p)) from None
         except (ValueError, UnicodeDecodeError):
             raise EdgekitError("{} is not an edgekit results file (not JSON)".format(p)) from None
         items = obj if isinstance(obj, list) else [obj]
+        if not items:
+            raise EdgekitError("{} is not an edgekit results file (empty list)".format(p))
         for r in items:
-            if not isinstance(r, dict) or not {"target", "runtime", "latency_ms"} <= set(r):
-                raise EdgekitError("{} is not an edgekit results file (needs target, runtime, "
-                                   "latency_ms)".format(p))
+            if not isinstance(r, dict) or not RESULT_KEYS <= set(r) \
+                    or not isinstance(r.get("latency_ms"), dict) \
+                    or not LATENCY_KEYS <= set(r["latency_ms"]):
+                raise EdgekitError("{} is not an edgekit results file (needs {} and latency_ms "
+                                   "with {}): make one with `edgekit bench ... --json FILE`".format(
+                                       p, ", ".join(sorted(RESULT_KEYS - {"latency_ms"})),
+                                       "/".join(sorted(LATENCY_KEYS))))
+            r = dict(r)
+            r["source_file"] = str(p)
             out.append(r)
     return out

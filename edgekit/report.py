@@ -1,5 +1,11 @@
 """``report``: results JSON files -> a Markdown comparison (with ratios) and PNG plots.
 
+Ratios, not just raw milliseconds: every row's p50 latency divided by the fastest row's
+(``x fastest``) and, with ``baseline=``, by a chosen row's (``x baseline``). Plots (matplotlib,
+Agg backend): ``latency.png`` — the latency distribution per target/runtime as box plots
+(box p25-p75, line p50, whiskers min..p99, dot max); ``accuracy_bytes.png`` — test accuracy
+against bytes on disk.
+
 Example::
 
     report(["laptop.json", "ncs2.json"], "report/")   # report/report.md, latency.png, accuracy_bytes.png
@@ -7,78 +13,138 @@ Example::
 from pathlib import Path
 
 from edgekit.bench import load_results
+from edgekit.errors import EdgekitError
 from edgekit.util import atomic_write_text
 
 
-def _label(r):
-    return "{} / {}{}".format(r["target"], r["runtime"],
-                              " ({})".format(r["precision"]) if r.get("precision") else "")
+def label(r):
+    """'target / runtime (precision)' (+ device when it is not the target's usual one)."""
+    text = "{} / {}".format(r["target"], r["runtime"])
+    if r.get("precision"):
+        text += " ({})".format(r["precision"])
+    if r.get("target") == "ncs2" and r.get("device") and r.get("device") != "MYRIAD":
+        text += " on {}".format(r["device"])
+    return text
 
 
-def markdown(results):
-    """A Markdown table: one row per result, p50 ratio vs the fastest, fastest marked."""
+def _unique_labels(results):
+    labels = [label(r) for r in results]
+    for i, lab in enumerate(labels):
+        if labels.count(lab) > 1:
+            extra = results[i].get("file") or results[i].get("source_file") or str(i)
+            labels[i] = "{} [{}]".format(lab, Path(str(extra)).name)
+    return labels
+
+
+def _baseline_index(results, labels, baseline):
+    if baseline is None:
+        return None
+    if isinstance(baseline, int):
+        if not 0 <= baseline < len(results):
+            raise EdgekitError("--baseline {} is out of range (0..{})".format(baseline, len(results) - 1))
+        return baseline
+    hits = [i for i, lab in enumerate(labels) if str(baseline).lower() in lab.lower()]
+    if not hits:
+        raise EdgekitError("--baseline {!r} matches no result (have: {})".format(
+            baseline, "; ".join(labels)))
+    return hits[0]
+
+
+def markdown(results, baseline=None):
+    """A Markdown table sorted by p50: ratios vs the fastest (and the baseline), fastest marked."""
+    labels = _unique_labels(results)
+    bi = _baseline_index(results, labels, baseline)
     best = min(r["latency_ms"]["p50"] for r in results)
-    lines = ["| target / runtime | file | device | batch | p50 ms | p95 ms | p99 ms | mean ± std ms "
-             "| throughput ips | cold start ms | accuracy | bytes | x fastest |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: r["latency_ms"]["p50"]):
-        L = r["latency_ms"]
-        star = " **fastest**" if L["p50"] == best else ""
-        lines.append("| {}{} | {} | {} | {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} ± {:.3f} | {} | {} | {} | {} | {:.2f}x |".format(
-            _label(r), star, r.get("file", ""), r.get("device", ""), r.get("batch"), L["p50"],
-            L["p95"], L["p99"], L["mean"], L["std"],
-            "{:.1f}".format(r["throughput_ips"]) if r.get("throughput_ips") else "-",
-            "{:.1f}".format(r["cold_start_ms"]) if r.get("cold_start_ms") is not None else "-",
-            "{:.2%}".format(r["accuracy"]) if r.get("accuracy") is not None else "-",
-            "{:,}".format(r["bytes"]) if r.get("bytes") else "-",
-            L["p50"] / best if best else 1.0))
-    hosts = sorted({"{} ({})".format(r.get("host", "?"), r.get("timestamp", "")) for r in results})
-    lines += ["", "Hosts: " + "; ".join(hosts),
-              "", "`x fastest` = p50 latency / the lowest p50 in this table."]
+    base = results[bi]["latency_ms"]["p50"] if bi is not None else None
+    cols = ["target / runtime", "file", "device", "batch", "threads", "p50 ms", "p95 ms", "p99 ms",
+            "mean ± std ms", "throughput /s", "cold start ms", "accuracy", "bytes", "x fastest"]
+    if bi is not None:
+        cols.append("x baseline")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    order = sorted(range(len(results)), key=lambda i: results[i]["latency_ms"]["p50"])
+    for i in order:
+        r, L = results[i], results[i]["latency_ms"]
+        name = labels[i] + (" **fastest**" if L["p50"] == best else "") + \
+            (" *(baseline)*" if i == bi else "")
+        cells = [name, str(r.get("file", "")), str(r.get("device", "")), str(r.get("batch")),
+                 str(r.get("threads") or "default"),
+                 "{:.3f}".format(L["p50"]), "{:.3f}".format(L["p95"]), "{:.3f}".format(L["p99"]),
+                 "{:.3f} ± {:.3f}".format(L["mean"], L["std"]),
+                 "{:.1f}".format(r["throughput_ips"]) if r.get("throughput_ips") else "-",
+                 "{:.1f}".format(r["cold_start_ms"]) if r.get("cold_start_ms") is not None else "-",
+                 "{:.2%}".format(r["accuracy"]) if r.get("accuracy") is not None else "-",
+                 "{:,}".format(r["bytes"]) if r.get("bytes") else "-",
+                 "{:.2f}x".format(L["p50"] / best if best else 1.0)]
+        if bi is not None:
+            cells.append("{:.2f}x".format(L["p50"] / base if base else 1.0))
+        lines.append("| " + " | ".join(cells) + " |")
+    hosts = sorted({"{} ({} {}, {})".format(r.get("host", "?"), r["runtime"],
+                                            r.get("runtime_version", "?"), r.get("timestamp", ""))
+                    for r in results})
+    lines += ["", "`x fastest` = p50 latency / the lowest p50 in this table (1.00x = fastest)" +
+              ("; `x baseline` = p50 / the baseline row's p50." if bi is not None else "."),
+              "", "Measured on: " + "; ".join(hosts)]
     return "\n".join(lines) + "\n"
 
 
 def plots(results, out_dir):
-    """latency.png (p50 bars with p5-p95-like whiskers from p50..p99) and accuracy_bytes.png."""
+    """Write latency.png (box plots per target/runtime) and accuracy_bytes.png; returns paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     out_dir = Path(out_dir)
-    labels = [_label(r) for r in results]
-    p50 = [r["latency_ms"]["p50"] for r in results]
-    lo = [r["latency_ms"]["p50"] - r["latency_ms"]["min"] for r in results]
-    hi = [r["latency_ms"]["p99"] - r["latency_ms"]["p50"] for r in results]
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(results) + 1.5))
-    ax.barh(labels, p50, xerr=[lo, hi], color="#4477aa", capsize=4)
-    ax.set_xlabel("latency ms (bar p50, whiskers min..p99)")
-    ax.set_title("edgekit bench: latency per target / runtime")
+    labels = _unique_labels(results)
+    stats = []
+    for r, lab in zip(results, labels):
+        L = r["latency_ms"]
+        stats.append({"label": lab, "med": L["p50"], "q1": L.get("p25", L["p50"]),
+                      "q3": L.get("p75", L["p50"]), "whislo": L["min"], "whishi": L["p99"],
+                      "fliers": [L["max"]], "mean": L["mean"]})
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(results) + 1.8))
+    ax.bxp(stats, vert=False, showmeans=True, showfliers=True)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per batch, ms (log): box p25-p75, line p50, whiskers min..p99, o max, ^ mean")
+    ax.set_title("edgekit bench: latency distribution per target / runtime")
     fig.tight_layout()
     files = [out_dir / "latency.png"]
-    fig.savefig(files[0], dpi=100)
+    fig.savefig(str(files[0]), dpi=100)
     plt.close(fig)
-    pts = [(r["bytes"], r["accuracy"], _label(r)) for r in results
+    pts = [(r["bytes"], r["accuracy"], lab) for r, lab in zip(results, labels)
            if r.get("bytes") and r.get("accuracy") is not None]
     if pts:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
         for b, a, lab in pts:
-            ax.scatter(b / 1024.0, 100 * a)
-            ax.annotate(lab, (b / 1024.0, 100 * a), fontsize=7)
+            ax.scatter(b / 1024.0, 100 * a, s=30)
+            ax.annotate(lab, (b / 1024.0, 100 * a), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_xlabel("model bytes on disk (KiB, log)")
+        ax.set_xlabel("bytes on disk (KiB, log)")
         ax.set_ylabel("test accuracy %")
         ax.set_title("accuracy vs bytes")
+        ax.grid(True, alpha=0.3)
         fig.tight_layout()
         files.append(out_dir / "accuracy_bytes.png")
-        fig.savefig(files[-1], dpi=100)
+        fig.savefig(str(files[-1]), dpi=100)
         plt.close(fig)
     return files
 
 
-def report(result_files, out_dir):
-    """Write ``report.md`` and PNG plots into ``out_dir``; returns the written paths."""
+def report(result_files, out_dir, baseline=None, title="edgekit benchmark report"):
+    """Write ``report.md`` and PNG plots into ``out_dir``; returns the written paths.
+
+    Refuses (EdgekitError) any input that is not an edgekit results JSON.
+    """
+    if not result_files:
+        raise EdgekitError("no results files given: pass one or more `edgekit bench --json` files")
     results = load_results(result_files)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EdgekitError("output {} exists and is not a directory".format(out))
     out.mkdir(parents=True, exist_ok=True)
+    body = markdown(results, baseline=baseline)
+    written = plots(results, out)
     md = out / "report.md"
-    atomic_write_text(md, "# edgekit benchmark report\n\n" + markdown(results))
-    return [md] + plots(results, out)
+    figs = "\n".join("![{}]({})".format(p.stem, p.name) for p in written)
+    sources = "\n".join("- `{}`".format(p) for p in dict.fromkeys(str(f) for f in result_files))
+    atomic_write_text(md, "# {}\n\n{}\n{}\n\nResults files:\n{}\n".format(title, body, figs, sources))
+    return [md] + written

@@ -10,11 +10,13 @@ from edgekit.cli.common import console
 def report(
     results: List[Path] = typer.Argument(..., help="Results JSON files from edgekit bench/deploy."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
+    baseline: str = typer.Option(None, "--baseline",
+                                 help="Row to compare against too (text in 'target / runtime')."),
 ):
     """Compare benchmark results side by side (ratios vs the fastest) and plot them.
 
     Example: edgekit report laptop.json ncs2.json -o report/
     """
     from edgekit.report import report as do_report
-    for p in do_report(results, out):
+    for p in do_report(results, out, baseline=baseline):
         console.print("wrote {}".format(p))
