@@ -1,0 +1,413 @@
+"""Runners on a small real model (ONNX, TFLite, OpenVINO IR), the statistics, bad input,
+the selftest, and the TensorRT runner's control flow (driven by a recorded fake: no GPU here)."""
+import time
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
+from edgekit.runtime import RUNNERS, RUNTIME_FORMATS, open_runner
+from edgekit.runtime.base import Runner
+from edgekit.runtime.bench import latency_stats, measure
+
+
+# -- model files made here, not by the exporter --------------------------------------------------
+@pytest.fixture(scope="module")
+def model_files(tiny_artifact, digits, tmp_path_factory):
+    """tiny CNN as ONNX (to_onnx), TFLite (tf.lite converter), OpenVINO IR (convert_model) +
+    the Keras reference scores on 64 test images."""
+    import openvino as ov
+    from edgekit._tf import tf
+    from edgekit.export.onnx import to_onnx
+    from edgekit.models import load_model
+    d = tmp_path_factory.mktemp("models")
+    model = load_model(tiny_artifact.path)
+    to_onnx(model, d / "tiny.onnx", opset=13)
+    (d / "tiny.tflite").write_bytes(tf().lite.TFLiteConverter.from_keras_model(model).convert())
+    ov.save_model(ov.convert_model(str(d / "tiny.onnx")), str(d / "ir" / "model.xml"),
+                  compress_to_fp16=False)
+    x = digits.x_test[:64]
+    return {"onnxruntime": d / "tiny.onnx", "litert": d / "tiny.tflite",
+            "openvino": d / "ir" / "model.xml", "x": x,
+            "ref": model.predict(x, verbose=0), "y": digits.y_test[:64]}
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "litert"])
+def test_cpu_runner_matches_keras_and_benchmarks(model_files, runtime):
+    x, ref = model_files["x"], model_files["ref"]
+    with open_runner(runtime, model_files[runtime]) as r:
+        got = list(r.infer(x).values())[0]
+        assert got.shape == ref.shape
+        assert np.max(np.abs(got - ref)) < 1e-4
+        assert (r.predict(x[:8]) == ref[:8].argmax(1)).all()
+        assert r.describe()["runtime"] == runtime
+    res = measure(RUNNERS_CLS(runtime)(model_files[runtime]), x, model_files["y"], batch=4,
+                  warmup=3, iterations=20)
+    assert res["iterations"] == 20 and res["batch"] == 4 and res["warmup"] == 3
+    assert res["cold_start_ms"] > 0 and res["latency_ms"]["min"] > 0
+    assert res["accuracy"] == pytest.approx(float(np.mean(ref.argmax(1) == model_files["y"])))
+
+
+def RUNNERS_CLS(name):
+    from edgekit.runtime import runner_class
+    return runner_class(name)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "litert"])
+def test_wrong_shape_and_dtype_are_refused(model_files, runtime):
+    x = model_files["x"]
+    with open_runner(runtime, model_files[runtime]) as r:
+        with pytest.raises(EdgekitError, match="input has shape"):
+            r.infer(x[:, :4])
+        with pytest.raises(EdgekitError, match="input has shape"):
+            r.infer(x[0])
+        with pytest.raises(EdgekitError, match="dtype"):
+            r.infer(np.zeros(x[:2].shape, dtype=np.complex64))
+        r.infer(x[:2].astype(np.float64))  # lossless-enough cast is accepted
+
+
+def test_registry_lists_every_runtime():
+    assert set(RUNNERS) == {"onnxruntime", "openvino", "litert", "tensorrt"}
+    assert RUNTIME_FORMATS == {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite",
+                               "tensorrt": "onnx"}
+
+
+# -- statistics -------------------------------------------------------------------------------
+def test_latency_stats_on_a_known_sample():
+    s = latency_stats([7, 1, 10, 3, 5, 2, 9, 4, 8, 6])  # 1..10 shuffled
+    assert s["min"] == 1 and s["max"] == 10 and s["mean"] == 5.5
+    assert s["p50"] == pytest.approx(5.5)
+    assert s["p90"] == pytest.approx(9.1)      # linear interpolation: 1 + 0.9 * 9
+    assert s["p95"] == pytest.approx(9.55)
+    assert s["p99"] == pytest.approx(9.91)
+    assert s["p25"] == pytest.approx(3.25) and s["p75"] == pytest.approx(7.75)
+    assert s["std"] == pytest.approx(np.sqrt(8.25))  # population std of 1..10
+    with pytest.raises(EdgekitError):
+        latency_stats([])
+
+
+class SleepRunner(Runner):
+    """A real runner whose inference takes a known time (sleep), to check the protocol."""
+    name = "sleep"
+
+    def _load(self):
+        time.sleep(0.05)
+        self.input_shape = [None, 3]
+        self.output_names = ["scores"]
+
+    def _infer(self, x):
+        time.sleep(self.options["ms"] / 1e3)
+        return [np.tile(np.eye(3, dtype=np.float32)[0], (len(x), 1))]
+
+
+def test_protocol_counts_times_and_accuracy():
+    x = np.zeros((10, 3), np.float32)
+    y = np.array([0] * 7 + [1] * 3)
+    res = measure(SleepRunner("-", ms=3), x, y, batch=2, warmup=4, iterations=15)
+    assert res["iterations"] == 15 and res["warmup"] == 4
+    assert res["cold_start_ms"] >= 50 + 3
+    assert 3 <= res["latency_ms"]["p50"] < 30
+    assert res["throughput_ips"] == pytest.approx(2 * 1e3 / res["latency_ms"]["mean"], rel=0.3)
+    assert res["accuracy"] == pytest.approx(0.7)
+    # duration: timing continues past the iteration minimum until the seconds are spent
+    t0 = time.perf_counter()
+    res = measure(SleepRunner("-", ms=2), x, None, iterations=1, duration=0.3, warmup=0,
+                  warmup_seconds=0.1)
+    assert time.perf_counter() - t0 >= 0.4
+    assert res["iterations"] >= 30 and res["warmup"] >= 10 and res["accuracy"] is None
+
+
+def test_iterations_zero_and_batch_zero_refused():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(EdgekitError, match="--iterations"):
+        measure(SleepRunner("-", ms=0), x, iterations=0)
+    with pytest.raises(EdgekitError, match="--batch"):
+        measure(SleepRunner("-", ms=0), x, batch=0)
+
+
+# -- selftest on this host ----------------------------------------------------------------------
+def test_selftest_host_runs_tiny_model_everywhere(capsys):
+    from edgekit.runtime.__main__ import TINY_ONNX, main, tiny_onnx_bytes
+    assert open(TINY_ONNX, "rb").read() == tiny_onnx_bytes()  # shipped copy is current
+    assert main(["selftest"]) == 0
+    out = capsys.readouterr().out
+    for name in ("onnxruntime", "openvino", "litert"):
+        assert "ok       " + name in out
+    assert "missing  tensorrt" in out
+    assert main(["selftest", "--runtime", "tensorrt"]) == 2
+
+
+def test_device_bench_entry_point_writes_results(tmp_path, capsys):
+    import json
+    from edgekit.runtime.__main__ import TINY_ONNX, TINY_X, main, tiny_expected
+    np.savez(tmp_path / "d.npz", x=np.repeat(TINY_X, 5, axis=0),
+             y=np.repeat(tiny_expected().argmax(1), 5))
+    rc = main(["bench", TINY_ONNX, "--runtime", "onnxruntime", "--iterations", "30", "--batch",
+               "2", "--npz", str(tmp_path / "d.npz"), "--threads", "1", "--json",
+               str(tmp_path / "r.json")])
+    assert rc == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["iterations"] == 30 and r["batch"] == 2 and r["accuracy"] == 1.0
+    assert r["threads"] == 1 and r["runtime"] == "onnxruntime"
+    assert main(["bench", TINY_ONNX, "--runtime", "onnxruntime", "--iterations", "0"]) == 1
+    assert "error: --iterations" in capsys.readouterr().err
+
+
+# -- NCS2 / TensorRT missing -----------------------------------------------------------------
+def test_openvino_myriad_absent_is_hardware_missing(model_files):
+    with pytest.raises(HardwareMissing) as e:
+        open_runner("openvino", model_files["openvino"], device="MYRIAD")
+    assert e.value.exit_code == 2
+    assert "2022.3" in str(e.value) and "03e7" in str(e.value)
+
+
+def test_tensorrt_absent_is_missing_dependency(tmp_path):
+    from edgekit.runtime.__main__ import TINY_ONNX
+    import importlib.util
+    assert importlib.util.find_spec("tensorrt") is None  # no TensorRT on this x86 VM
+    with pytest.raises(MissingDependency) as e:
+        open_runner("tensorrt", TINY_ONNX)
+    assert e.value.exit_code == 2 and "TensorRT" in str(e.value) and "JetPack" in str(e.value)
+
+
+# -- TensorRT control flow with a recorded fake (no numbers from it reach a report) -----------------
+class FakeTrt(object):
+    """Records the TensorRT calls the runner makes; 8.x or 10.x API surface by version."""
+
+    class Logger(object):
+        WARNING = 2
+
+        def __init__(self, level):
+            self.level = level
+
+    class NetworkDefinitionCreationFlag(object):
+        EXPLICIT_BATCH = 0
+
+    class BuilderFlag(object):
+        FP16 = "FP16"
+
+    class MemoryPoolType(object):
+        WORKSPACE = "WORKSPACE"
+
+    class TensorIOMode(object):
+        INPUT = "INPUT"
+        OUTPUT = "OUTPUT"
+
+    def __init__(self, version, parse_errors=()):
+        self.__version__ = version
+        self.major = int(version.split(".")[0])
+        self.calls = []
+        self.parse_errors = list(parse_errors)
+        self.W = np.arange(12, dtype=np.float32).reshape(4, 3)
+        fake = self
+
+        class Input(object):
+            name, shape = "x", (-1, 4)
+
+        class Network(object):
+            def get_input(self, i):
+                return Input()
+
+        class Parser(object):
+            def __init__(self, network, logger):
+                self.num_errors = len(fake.parse_errors)
+
+            def parse(self, data):
+                fake.calls.append(("parse", len(data)))
+                return not fake.parse_errors
+
+            def get_error(self, i):
+                return fake.parse_errors[i]
+
+        class Config(object):
+            def set_flag(self, flag):
+                fake.calls.append(("set_flag", flag))
+
+            def add_optimization_profile(self, p):
+                fake.calls.append(("profile", p.shapes))
+
+            def __setattr__(self, k, v):
+                fake.calls.append(("config." + k, v))
+
+        if self.major >= 10:
+            Config.set_memory_pool_limit = lambda self_, pool, n: fake.calls.append(
+                ("set_memory_pool_limit", pool, n))
+
+        class Profile(object):
+            def set_shape(self, name, mn, opt, mx):
+                self.shapes = (name, mn, opt, mx)
+
+        class Builder(object):
+            platform_has_fast_fp16 = True
+
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flag):
+                fake.calls.append(("create_network", flag))
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                fake.calls.append(("build",))
+                return b"ENGINE"
+
+        class Context(object):
+            def __init__(self):
+                self.shape, self.addr = None, {}
+
+            # 8.x
+            def set_binding_shape(self, i, shape):
+                fake.calls.append(("set_binding_shape", i, shape))
+                self.shape = shape
+
+            def get_binding_shape(self, i):
+                return (self.shape[0], 3)
+
+            def execute_async_v2(self, bindings, stream):
+                fake.calls.append(("execute_async_v2", len(bindings)))
+                fake.mem.run(bindings[0], bindings[1], self.shape, fake.W)
+                return True
+
+            # 10.x
+            def set_input_shape(self, name, shape):
+                fake.calls.append(("set_input_shape", name, shape))
+                self.shape = shape
+
+            def get_tensor_shape(self, name):
+                return (self.shape[0], 3)
+
+            def set_tensor_address(self, name, ptr):
+                self.addr[name] = ptr
+
+            def execute_async_v3(self, stream):
+                fake.calls.append(("execute_async_v3", sorted(self.addr)))
+                fake.mem.run(self.addr["x"], self.addr["y"], self.shape, fake.W)
+                return True
+
+        class Engine(object):
+            names = ["x", "y"]
+            num_bindings = num_io_tensors = 2
+
+            def create_execution_context(self):
+                return Context()
+
+            def get_binding_name(self, i):
+                return self.names[i]
+
+            def binding_is_input(self, i):
+                return i == 0
+
+            def get_binding_dtype(self, i):
+                return "float32"
+
+            def get_binding_shape(self, i):
+                return (-1, 4) if i == 0 else (-1, 3)
+
+            def get_tensor_name(self, i):
+                return self.names[i]
+
+            def get_tensor_mode(self, name):
+                return "INPUT" if name == "x" else "OUTPUT"
+
+            def get_tensor_dtype(self, name):
+                return "float32"
+
+            def get_tensor_shape(self, name):
+                return (-1, 4) if name == "x" else (-1, 3)
+
+        class TrtRuntime(object):
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, blob):
+                fake.calls.append(("deserialize", blob))
+                return Engine()
+
+        self.Builder, self.OnnxParser, self.Runtime = Builder, Parser, TrtRuntime
+
+    @staticmethod
+    def nptype(dtype):
+        return np.dtype(dtype).type
+
+
+class FakeCuda(object):
+    """Host-side stand-in for device memory: records copies; 'run' plays the engine."""
+
+    def __init__(self):
+        self.store, self.next = {}, 1000
+
+    def gpu_name(self):
+        return "NVIDIA Tegra X1"
+
+    def alloc(self, nbytes):
+        self.next += 1
+        return self.next
+
+    def ptr(self, mem):
+        return mem
+
+    def htod(self, mem, host):
+        self.store[mem] = host.copy()
+
+    def dtoh(self, host, mem):
+        host[...] = self.store[mem]
+
+    def stream_handle(self):
+        return 0
+
+    def sync(self):
+        pass
+
+    def free(self, mem):
+        self.store.pop(mem, None)
+
+    def run(self, src, dst, shape, W):
+        self.store[dst] = self.store[src].reshape(shape).dot(W)
+
+
+@pytest.mark.parametrize("version", ["8.2.1.8", "10.3.0.26"])
+def test_trt_control_flow_with_recorded_fake_builds_caches_and_binds(tmp_path, version):
+    from edgekit.runtime.__main__ import TINY_ONNX
+    from edgekit.runtime.tensorrt import TrtRunner
+    trt = FakeTrt(version)
+    trt.mem = FakeCuda()
+    opts = dict(trt_module=trt, cuda=trt.mem, cache_dir=str(tmp_path), max_batch=16)
+    with TrtRunner(TINY_ONNX, **opts) as r:
+        x = np.ones((3, 4), np.float32)
+        out = r.infer(x)["y"]
+        assert out.shape == (3, 3) and np.allclose(out, x.dot(trt.W))  # our buffer plumbing
+        assert r.input_shape == [None, 4] and r.describe()["precision"] == "fp16"
+        assert r.engine_cached is False
+        engine_file = r.engine_path
+    names = [c[0] for c in trt.calls]
+    assert ("set_flag", "FP16") in trt.calls and ("build",) in trt.calls
+    assert ("profile", ("x", (1, 4), (1, 4), (16, 4))) in trt.calls
+    if version.startswith("8."):
+        assert ("config.max_workspace_size", 256 << 20) in trt.calls
+        assert "set_memory_pool_limit" not in names
+        assert ("set_binding_shape", 0, (3, 4)) in trt.calls and "execute_async_v2" in names
+    else:
+        assert ("set_memory_pool_limit", "WORKSPACE", 256 << 20) in trt.calls
+        assert ("execute_async_v3", ["x", "y"]) in trt.calls and "execute_async_v2" not in names
+    # key: onnx sha256 + TensorRT version + GPU name
+    assert version in engine_file and "nvidia-tegra-x1" in engine_file
+    trt.calls[:] = []
+    with TrtRunner(TINY_ONNX, **opts) as r:  # second load: cached engine, no build
+        assert r.engine_cached is True
+    assert ("build",) not in trt.calls and ("deserialize", b"ENGINE") in trt.calls
+
+
+def test_trt_control_flow_with_recorded_fake_lists_parser_errors(tmp_path):
+    from edgekit.runtime.__main__ import TINY_ONNX
+    from edgekit.runtime.tensorrt import TrtRunner
+    trt = FakeTrt("8.2.1.8", parse_errors=["node 3 (NonZero): unsupported", "node 7: bad shape"])
+    with pytest.raises(EdgekitError) as e:
+        TrtRunner(TINY_ONNX, trt_module=trt, cuda=FakeCuda(), cache_dir=str(tmp_path)).load()
+    assert "NonZero" in str(e.value) and "node 7" in str(e.value)
+    assert not list(tmp_path.iterdir())  # nothing cached
