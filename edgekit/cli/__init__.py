@@ -72,6 +72,25 @@ def fail(message, code=1):
     raise SystemExit(code)
 
 
+# typer >= 0.20 vendors click as typer._click: catch its exceptions and click's alike.
+try:
+    from typer._click import exceptions as _tclick
+except ImportError:  # older typer: plain click
+    _tclick = None
+
+
+def _classes(*found):
+    return tuple(c for c in found if isinstance(c, type))
+
+
+_ABORTS = _classes(click.exceptions.Abort, getattr(typer, "Abort", None),
+                   getattr(_tclick, "Abort", None))
+_NO_ARGS = _classes(getattr(click.exceptions, "NoArgsIsHelpError", None),
+                    getattr(_tclick, "NoArgsIsHelpError", None))
+_CLICK_ERRORS = _classes(click.ClickException, getattr(_tclick, "ClickException", None))
+_EXITS = _classes(click.exceptions.Exit, getattr(typer, "Exit", None), getattr(_tclick, "Exit", None))
+
+
 def main(argv=None):
     """Console entry point."""
     try:
@@ -79,13 +98,16 @@ def main(argv=None):
     except EdgekitError as exc:
         print("error: {}".format(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORTS:
         print("error: aborted", file=sys.stderr)
         sys.exit(1)
-    except click.UsageError as exc:
+    except _NO_ARGS as exc:  # bare `edgekit` / `edgekit cmd` with required args: show help
+        print(exc.ctx.get_help() if exc.ctx is not None else "usage: edgekit --help")
+        sys.exit(0)
+    except _CLICK_ERRORS as exc:  # usage errors (missing option, bad value, no such command)
         print("error: {}".format(exc.format_message()), file=sys.stderr)
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
