@@ -8,14 +8,17 @@ from edgekit.cli.common import console, table
 
 def export(
     artifact: Path = typer.Argument(..., help="Artifact directory."),
-    fmt: str = typer.Option("onnx", "--format", help="Comma list: onnx, tflite, openvino."),
-    target: str = typer.Option(None, "--target", help="laptop-cpu | jetson-nano | ncs2 (rules from targets/)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="Comma list: onnx, tflite, openvino."),
+    target: str = typer.Option(None, "--target", help="laptop-cpu | jetson-nano | ncs2 (rules from targets/*.toml; default laptop-cpu)."),
     precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default: the target's)."),
     out: Path = typer.Option(None, "-o", "--out", help="Write a new artifact dir instead of adding to ARTIFACT."),
     force: bool = typer.Option(False, "--force", help="Replace -o DIR if it exists."),
-    data: str = typer.Option(None, "--data", help="Parity data (default: the manifest's)."),
-    parity_samples: int = typer.Option(1000, "--parity-samples"),
-    batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic)."),
+    data: str = typer.Option(None, "--data", help="Parity/calibration data spec (default: the manifest's)."),
+    parity_samples: int = typer.Option(1000, "--parity-samples", help="Test images for the parity check."),
+    calibration_samples: int = typer.Option(200, "--calibration-samples", help="Training images calibrating int8 TFLite."),
+    batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic; ncs2: 1)."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Force a dynamic batch dimension."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the target's; at most its max)."),
 ):
     """Export an artifact and check parity against the original; nothing written on failure.
 
@@ -23,14 +26,23 @@ def export(
     """
     from edgekit.export import export as do_export
     art = do_export(artifact, fmt, target=target, precision=precision, out=out, force=force,
-                    data=data, parity_samples=parity_samples, batch=batch)
+                    data=data, parity_samples=parity_samples, batch=batch,
+                    dynamic_batch=dynamic_batch, calibration_samples=calibration_samples,
+                    opset=opset)
+    tname = target or "laptop-cpu"
     rows = []
     for name, e in art.files.items():
         p = e.get("parity")
-        if p:
+        if p and e.get("target") == tname:
+            ov = e.get("ov2022")
             rows.append((name, e["format"], e["precision"], "{:,}".format(e["bytes"]),
                          "{:.2%}".format(p["agreement"]),
                          "-" if p.get("max_abs_diff") is None else "{:.2e}".format(p["max_abs_diff"]),
-                         "{:.2%}".format(p["accuracy_export"])))
-    console.print(table("exported into {}".format(art.path),
-                        ["file", "format", "precision", "bytes", "agreement", "max |diff|", "accuracy"], rows))
+                         "{:.2%}".format(p["accuracy_export"]),
+                         "-" if not ov else ("reads" if ov.get("readable") else
+                                             "no -> " + str(e.get("ncs2_fallback")))))
+    cols = ["file", "format", "precision", "bytes", "agreement", "max |diff|", "accuracy",
+            "OpenVINO 2022.3"]
+    if all(r[-1] == "-" for r in rows):
+        cols, rows = cols[:-1], [r[:-1] for r in rows]
+    console.print(table("exported into {} (target {})".format(art.path, tname), cols, rows))

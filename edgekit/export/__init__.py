@@ -2,14 +2,22 @@
 
 ``export(artifact, formats)`` writes the files into the artifact itself (so ``bench`` and
 ``deploy`` find them) or, with ``out=``, into a new artifact directory. Target rules come from
-``targets/*.toml`` (edgekit.targets): allowed formats and precisions, max opset, forbidden ops.
-Nothing is written unless every export passes parity.
+``targets/*.toml`` (:mod:`edgekit.targets`): allowed formats and precisions, opset, forbidden
+ops, static batch. Nothing is written unless every export passes parity.
+
+File names let several exports coexist: ``model.opset17.onnx``, ``model.opset13.b1.onnx``,
+``model.fp32.tflite``/``model.fp16.tflite``/``model.int8.tflite``,
+``openvino/model.fp16.xml`` + ``openvino/model.fp16.bin`` (opset/batch suffixes for IR
+made at a non-default opset or batch). Each files entry records format, precision, bytes,
+sha256, opset, input/output names, target(s) and the parity figures.
 
 Example::
 
     export("out/seed", ["onnx", "openvino"], target="ncs2")    # FP16 IR + ONNX opset 13
 """
+import copy
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,154 +26,352 @@ from edgekit.errors import EdgekitError
 
 FORMATS = ("onnx", "tflite", "openvino")
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
+DEFAULT_TARGET = "laptop-cpu"
 
 
-def export(artifact, formats=("onnx",), target=None, precision=None, out=None, force=False,
-           data=None, parity_samples=1000, batch=None, calibration_samples=200, opset=None):
-    """Export ``artifact`` to ``formats``; returns the (re)opened Artifact."""
-    from edgekit.artifact import Artifact, describe_file, staging, write_manifest
+def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=None, force=False,
+           data=None, parity_samples=1000, batch=None, dynamic_batch=False,
+           calibration_samples=200, opset=None, check_ov2022=None):
+    """Export ``artifact_dir`` to ``formats`` for ``target``; returns the (re)opened Artifact.
+
+    ``precision``: fp32|fp16|int8 (default: the target's). ``batch``: a static batch size
+    (default: dynamic, or the target's ``static_batch``); ``dynamic_batch`` forces dynamic.
+    ``data``: parity/calibration data spec (default: the manifest's ``source.data``).
+    ``check_ov2022``: run NCS2 exports in OpenVINO 2022.3 (default: when the target asks).
+    """
+    from edgekit.artifact import Artifact
     from edgekit.data import load_data
-    from edgekit.targets import check_onnx_model, check_precision, load_target
+    from edgekit.targets import check_format, check_precision, load_target
 
-    formats = _parse_formats(formats)
-    art = Artifact.open(artifact)
-    tname = target or "laptop-cpu"
-    t = load_target(tname)
-    precision = precision or t.get("default_precision", "fp32")
+    formats = parse_formats(formats)
+    t = load_target(target or DEFAULT_TARGET)
+    tname = t["name"]
+    precision = precision or t["default_precision"]
     check_precision(t, precision)
     for fmt in formats:
-        if fmt not in t["formats"]:
-            raise EdgekitError("target {} does not run {} (it runs: {})".format(
-                tname, fmt, ", ".join(t["formats"])))
+        check_format(t, fmt, precision)
+    if int(parity_samples) < 1:
+        raise EdgekitError("--parity-samples must be >= 1")
+    if batch is not None and dynamic_batch:
+        raise EdgekitError("give either --batch N or --dynamic-batch, not both")
+    if batch is not None and int(batch) < 1:
+        raise EdgekitError("--batch must be >= 1")
+    if batch is None and not dynamic_batch:
+        batch = t.get("static_batch")
+    opset = int(opset or t["default_opset"])
+    if opset > t["max_opset"]:
+        raise EdgekitError("opset {} is above {}'s max opset {}".format(opset, tname, t["max_opset"]))
     if out is not None and Path(out).exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
-    opset = int(opset or min(13, t["max_opset"]))
-    if opset > t["max_opset"]:
-        raise EdgekitError("opset {} is above {}'s max {}".format(opset, tname, t["max_opset"]))
+    if check_ov2022 is None:
+        check_ov2022 = bool(t.get("check_ov2022"))
 
-    ds = load_data(data or art.manifest["source"].get("data") or "digits")
-    x, y = ds.x_test[:parity_samples], ds.y_test[:parity_samples]
-    model, ref = _reference(art, x)
+    art = Artifact.open(artifact_dir)  # refuses no manifest / modified files
+    spec = data or art.manifest.get("source", {}).get("data") or "digits"
+    ds = load_data(spec)
+    n = min(int(parity_samples), len(ds.x_test))
+    x, y = ds.x_test[:n].astype(np.float32), ds.y_test[:n]
+    model, ref, src_onnx = _reference(art, x)
 
+    job = _Job(art, t, precision, opset, batch, model, ref, src_onnx, x, y)
     stage = art.staging_dir()
     try:
-        entries, parity = {}, {}
-        onnx_name = None
+        job.stage = stage
         if "onnx" in formats or "openvino" in formats:
-            onnx_name, entry = _onnx(art, model, stage, opset, batch, tname)
-            if onnx_name not in art.files or "onnx" in formats:
-                problems = check_onnx_model(stage / onnx_name if (stage / onnx_name).exists()
-                                            else art.file(onnx_name), t)
-                if problems:
-                    raise EdgekitError("{} cannot run this ONNX: {}".format(tname, "; ".join(problems)))
-            if (stage / onnx_name).exists():
-                entries[onnx_name] = entry
+            job.make_onnx(record="onnx" in formats)
         if "openvino" in formats:
-            from edgekit.export.openvino import to_openvino
-            src = stage / onnx_name if (stage / onnx_name).exists() else art.file(onnx_name)
-            ov_name = "openvino-{}".format(precision if precision != "int8" else "fp32")
-            ov_prec = "fp16" if precision == "fp16" else "fp32"
-            to_openvino(src, stage / ov_name, ov_prec)
-            entries[ov_name] = describe_file(stage / ov_name, "openvino", ov_prec, entry="model.xml",
-                                             target=tname)
-            if "onnx" not in formats and onnx_name in entries:
-                del entries[onnx_name]
-                (stage / onnx_name).unlink()
+            job.make_openvino()
         if "tflite" in formats:
-            if model is None:
-                raise EdgekitError("TFLite export needs the Keras model and {} has none (a k-NN "
-                                   "sliced artifact ships one ONNX graph: use onnx/openvino)".format(art.path))
-            from edgekit.export.tflite import to_tflite
-            name = "model.{}.tflite".format(precision)
-            to_tflite(model, stage / name, precision,
-                      representative=ds.x_train[:calibration_samples])
-            entries[name] = describe_file(stage / name, "tflite", precision, target=tname)
-        for name, entry in entries.items():
-            got = _run(stage / name, entry, x)
-            fig = compare_for(entry, ref, got, y)
-            entry["parity"] = fig
-            parity[name] = fig
-        from edgekit.export.parity import raise_on_failures
-        raise_on_failures(parity)
-        for e in entries.values():
-            e["parity"] = {k: v for k, v in e["parity"].items() if k != "failures"}
-        updates = {"exports": {name: {"target": tname, "precision": e["precision"]}
-                               for name, e in entries.items()}}
-        if out is None:
-            art.add_files(stage, entries, updates)
-            return art
-        with staging(out, force=force) as tmp:
-            import copy
-            manifest = copy.deepcopy(art.manifest)
-            manifest["kind"] = "export"
-            for name in list(manifest["files"]):
-                _copy(art.file(name), tmp / name)
-            for name in entries:
-                shutil.move(str(stage / name), str(tmp / name))
-            manifest["files"].update(entries)
-            manifest.setdefault("exports", {}).update(updates["exports"])
-            write_manifest(tmp, manifest)
-        return Artifact.open(out)
+            job.make_tflite(ds, calibration_samples)
+        job.run_parity()
+        if check_ov2022:
+            job.check_ncs2()
+        return job.write(out, force, spec)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def compare_for(entry, ref, got, y):
-    from edgekit.export.parity import compare
-    return compare(ref, got, y, entry["precision"] if entry["precision"] in ("fp16", "int8") else "fp32")
-
-
-def _parse_formats(formats):
+def parse_formats(formats):
+    """``"onnx,tflite"`` or a list -> validated list of unique formats."""
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = [str(f).strip().lower() for f in (formats or [])]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise EdgekitError("unknown export format {!r}; choose from: {}".format(
-            ",".join(bad) or "", ", ".join(FORMATS)))
+            ",".join(bad), ", ".join(FORMATS)))
     return list(dict.fromkeys(formats))
 
 
+class _Job:
+    """One export run: staged files, their entries and parity figures."""
+
+    def __init__(self, art, t, precision, opset, batch, model, ref, src_onnx, x, y):
+        self.art, self.t, self.precision, self.opset, self.batch = art, t, precision, opset, batch
+        self.model, self.ref, self.src_onnx, self.x, self.y = model, ref, src_onnx, x, y
+        self.entries = {}        # new file name -> files entry (file staged)
+        self.updates = {}        # existing file name -> entry keys to merge (no new file)
+        self.onnx_path = None    # the ONNX the IR is made from
+        self.onnx_name = None
+        self.onnx_entry = None
+        self.notes = []
+
+    # -- ONNX ---------------------------------------------------------------------------
+    def make_onnx(self, record):
+        from edgekit.artifact import describe_file
+        from edgekit.targets import check_onnx_model
+        t = self.t
+        if self.model is None:  # ONNX-only artifact (k-NN slice): the ONNX is the source
+            name = self.src_onnx
+            self.onnx_path, self.onnx_name = self.art.file(name), name
+            problems = check_onnx_model(self.onnx_path, t)
+            if problems:
+                raise EdgekitError("{} cannot run {}: {}".format(t["name"], name, "; ".join(problems)))
+            if record:
+                self.updates[name] = {"targets": _union(self.art.files[name], t["name"])}
+            return
+        from edgekit.export.onnx import onnx_name, to_onnx
+        name = onnx_name(self.opset, self.batch)
+        path = self.stage / name
+        info = to_onnx(self.model, path, opset=self.opset, batch=self.batch)
+        problems = check_onnx_model(path, t)
+        if problems:
+            raise EdgekitError("{} cannot run this ONNX: {}".format(t["name"], "; ".join(problems)))
+        entry = describe_file(path, "onnx", "fp32", opset=info["opset"],
+                              input_name=info["input_name"], output_names=info["output_names"],
+                              batch=self.batch, inference=True)
+        if self.precision != "fp32":  # weights stay fp32: the device runs them at this precision
+            entry["target_precision"] = self.precision
+        self.onnx_path, self.onnx_name, self.onnx_entry = path, name, entry
+        if record:
+            self._add(name, entry)
+
+    # -- OpenVINO -------------------------------------------------------------------------
+    def make_openvino(self):
+        from edgekit.artifact import describe_file
+        from edgekit.export.openvino import to_openvino
+        prec = self.precision
+        suffix = "" if self.opset == self.t["default_opset"] or self.model is None \
+            else ".opset{}".format(self.opset)
+        if self.batch is not None:
+            suffix += ".b{}".format(self.batch)
+        xml = "openvino/model.{}{}.xml".format(prec, suffix)
+        binf = xml[:-4] + ".bin"
+        to_openvino(self.onnx_path, self.stage / xml, fp16=(prec == "fp16"), batch=self.batch)
+        info = _ov_io(self.stage / xml)
+        entry = describe_file(self.stage / xml, "openvino", prec, weights=binf,
+                              opset=self.onnx_entry["opset"] if self.onnx_entry else
+                              self.art.files[self.onnx_name].get("opset"),
+                              from_onnx=self.onnx_name, batch=self.batch, inference=True, **info)
+        self._add(xml, entry)
+        self._add(binf, describe_file(self.stage / binf, "openvino", prec, role="weights",
+                                      of=xml, inference=False))
+
+    # -- TFLite -------------------------------------------------------------------------
+    def make_tflite(self, ds, calibration_samples):
+        if self.model is None:
+            raise EdgekitError("TFLite export needs the Keras model and {} has none (a k-NN "
+                               "sliced artifact ships one ONNX graph, and there is no ONNX->TFLite "
+                               "converter here): export onnx/openvino instead".format(self.art.path))
+        from edgekit.artifact import describe_file
+        from edgekit.export.tflite import to_tflite
+        name = "model.{}.tflite".format(self.precision)
+        rep = None
+        if self.precision == "int8":
+            if int(calibration_samples) < 1:
+                raise EdgekitError("--calibration-samples must be >= 1")
+            rs = np.random.RandomState(0)
+            k = min(int(calibration_samples), len(ds.x_train))
+            rep = ds.x_train[np.sort(rs.choice(len(ds.x_train), k, replace=False))]
+        to_tflite(self.model, self.stage / name, self.precision, representative=rep)
+        extra = {"calibration_samples": int(len(rep))} if rep is not None else {}
+        self._add(name, describe_file(self.stage / name, "tflite", self.precision,
+                                      input_name="input", output_names=[], inference=True, **extra))
+
+    # -- parity / NCS2 ------------------------------------------------------------------
+    def run_parity(self):
+        from edgekit.export.parity import check_file, raise_on_failures
+        results = {}
+        for name, e in self.entries.items():
+            if not e.get("inference"):
+                continue
+            rt = FORMAT_RUNTIME[e["format"]]
+            opts = {"allow_tf": True} if rt == "litert" else {}
+            prec = e["precision"] if e["format"] != "onnx" else "fp32"
+            results[name] = check_file(rt, self.stage / name, self.ref, self.x, self.y, prec, **opts)
+        raise_on_failures(results)
+        for name, fig in results.items():
+            fig.pop("failures", None)
+            self.entries[name]["parity"] = fig
+            if self.entries[name]["format"] == "tflite" and not self.entries[name]["output_names"]:
+                self.entries[name]["output_names"] = _tflite_outputs(self.stage / name)
+
+    def check_ncs2(self):
+        """Every file for the NCS2 must load and predict in OpenVINO 2022.3; what it cannot read
+        falls back to ONNX opset 13 (written if needed), recorded in the manifest."""
+        from edgekit.export.openvino import check_ov2022
+        from edgekit.export.parity import compare
+        m = min(len(self.x), 200)
+        xs, ys = self.x[:m], self.y[:m]
+        files = [n for n, e in self.entries.items() if e.get("inference")]
+        files += [n for n in self.updates]
+        fallback_needed = []
+        for name in files:
+            path = self.stage / name if name in self.entries else self.art.file(name)
+            res = check_ov2022(path, xs)
+            entry = self.entries.get(name) or self.updates[name]
+            if not res["readable"]:
+                entry["ov2022"] = {"readable": False, "version": res.get("version"),
+                                   "error": res.get("error")}
+                fallback_needed.append(name)
+                continue
+            cur = self.entries.get(name, {}).get("parity")
+            fig = compare(self.ref[:m], res["outputs"], ys, "fp16")
+            entry["ov2022"] = {"readable": True, "version": res.get("version"), "samples": m,
+                               "agreement_vs_reference": fig["agreement"],
+                               "max_abs_diff": fig["max_abs_diff"],
+                               "accuracy": fig["accuracy_export"]}
+            if cur is not None and e_fmt(entry) == "openvino":
+                from edgekit.export.parity import run_file
+                now = run_file("openvino", path, xs)
+                agree = compare(now, res["outputs"], ys, "fp16")
+                entry["ov2022"]["agreement_vs_current_openvino"] = agree["agreement"]
+                entry["ov2022"]["max_abs_diff_vs_current_openvino"] = agree["max_abs_diff"]
+                if agree["failures"]:
+                    raise EdgekitError("OpenVINO 2022.3 and the current OpenVINO disagree on {}: "
+                                       "{}".format(name, "; ".join(agree["failures"])))
+            if fig["failures"]:
+                raise EdgekitError("OpenVINO 2022.3 runs {} but parity fails: {}".format(
+                    name, "; ".join(fig["failures"])))
+        if not fallback_needed:
+            self.ncs2_fallback = None
+            return
+        # the fallback: ONNX opset 13 for what 2022.3 cannot read
+        if self.onnx_name is None or self.onnx_name in fallback_needed:
+            raise EdgekitError("OpenVINO 2022.3 (the NCS2's last release) cannot read {}: {}".format(
+                ", ".join(fallback_needed),
+                (self.entries.get(fallback_needed[0]) or self.updates[fallback_needed[0]])
+                ["ov2022"].get("error")))
+        if self.onnx_name not in self.entries and self.onnx_name not in self.updates:
+            if self.onnx_entry is None:  # ONNX-only artifact: its own ONNX is the fallback
+                entry = self.updates[self.onnx_name] = {
+                    "targets": _union(self.art.files[self.onnx_name], self.t["name"])}
+            else:
+                from edgekit.export.parity import check_file
+                entry = self.onnx_entry
+                fig = check_file("onnxruntime", self.onnx_path, self.ref, self.x, self.y, "fp32")
+                if fig["failures"]:
+                    raise EdgekitError("parity check failed, nothing written: {}: {}".format(
+                        self.onnx_name, "; ".join(fig["failures"])))
+                fig.pop("failures", None)
+                entry["parity"] = fig
+                self._add(self.onnx_name, entry)
+            res = check_ov2022(self.onnx_path, xs)
+            if not res["readable"]:
+                raise EdgekitError("OpenVINO 2022.3 reads neither the IR nor {}: {}".format(
+                    self.onnx_name, res.get("error")))
+            f2 = compare(self.ref[:m], res["outputs"], ys, "fp16")
+            entry["ov2022"] = {"readable": True, "version": res.get("version"), "samples": m,
+                               "agreement_vs_reference": f2["agreement"],
+                               "max_abs_diff": f2["max_abs_diff"]}
+        for name in fallback_needed:
+            (self.entries.get(name) or self.updates[name])["ncs2_fallback"] = self.onnx_name
+        self.ncs2_fallback = {"files": fallback_needed, "use": self.onnx_name}
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, out, force, spec):
+        from edgekit.artifact import Artifact, staging, write_manifest
+        tname = self.t["name"]
+        for name, e in self.entries.items():
+            e["target"] = tname
+            e["targets"] = _union(self.art.files.get(name, {}), tname) \
+                if self.art.files.get(name, {}).get("sha256") == e["sha256"] else [tname]
+        record = {"target": tname, "precision": self.precision, "opset": self.opset,
+                  "batch": self.batch, "data": spec,
+                  "files": sorted(n for n, e in self.entries.items() if e.get("inference"))
+                  + sorted(self.updates),
+                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        checked = {n: e["ov2022"]["readable"] for n, e in list(self.entries.items())
+                   + list(self.updates.items()) if "ov2022" in e}
+        if checked:
+            record["ov2022_readable"] = checked
+            record["ncs2_fallback"] = getattr(self, "ncs2_fallback", None)
+        key = "{}:{}".format(tname, self.precision)
+        updates = {"exports": {key: record}, "files": copy.deepcopy(self.updates)}
+        if out is None:
+            if any("/" in n for n in self.entries):
+                for n in self.entries:
+                    (self.art.path / n).parent.mkdir(parents=True, exist_ok=True)
+            self.art.add_files(self.stage, self.entries, updates)
+            return self.art
+        from edgekit.artifact import _merge
+        with staging(out, force=force) as tmp:
+            manifest = copy.deepcopy(self.art.manifest)
+            manifest["kind"] = "export"
+            manifest.setdefault("source", {})["artifact"] = str(self.art.path)
+            for name in list(manifest["files"]):
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _copy(self.art.file(name), dst)
+            for name in self.entries:
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(self.stage / name), str(dst))
+            manifest["files"].update(self.entries)
+            _merge(manifest, updates)
+            write_manifest(tmp, manifest)
+        return Artifact.open(out)
+
+    def _add(self, name, entry):
+        self.entries[name] = entry
+
+
+def e_fmt(entry):
+    return entry.get("format")
+
+
+def _union(entry, tname):
+    have = list(entry.get("targets") or ([entry["target"]] if entry.get("target") else []))
+    return have + ([tname] if tname not in have else [])
+
+
 def _reference(art, x):
-    """(keras model or None, reference first-output on x)."""
-    if art.find("keras"):
+    """(keras model or None, reference first output on x, name of the source ONNX or None)."""
+    keras_files = [n for n in art.find("keras") if art.files[n].get("inference", True)]
+    if keras_files:
         from edgekit.models import load_model
-        model = load_model(art.path)
-        if tuple(model.input_shape[1:]) != tuple(x.shape[1:]):
-            raise EdgekitError("the model expects input {} but the data has {}".format(
-                tuple(model.input_shape[1:]), tuple(x.shape[1:])))
-        return model, model.predict(x, batch_size=256, verbose=0)
+        model = load_model(art.file(keras_files[0]))
+        want = tuple(model.input_shape[1:])
+        if want != tuple(x.shape[1:]):
+            raise EdgekitError("the model expects input {} but the data has {}: pass the --data "
+                               "it was trained on".format(want, tuple(x.shape[1:])))
+        return model, np.asarray(model.predict(x, batch_size=256, verbose=0)), None
     onnx = [n for n in art.find("onnx") if art.files[n].get("inference", True)]
     if not onnx:
         raise EdgekitError("{} holds neither a Keras model nor an ONNX graph to export".format(art.path))
+    from edgekit.export.parity import run_file
+    return None, run_file("onnxruntime", art.file(onnx[0]), x), onnx[0]
+
+
+def _ov_io(xml):
+    try:
+        import openvino as ov
+        m = ov.Core().read_model(str(xml))
+        names = []
+        for i, o in enumerate(m.outputs):
+            try:
+                names.append(o.get_any_name())
+            except RuntimeError:
+                names.append("output_{}".format(i))
+        return {"input_name": m.inputs[0].get_any_name(), "output_names": names}
+    except Exception:  # names are informative only; a model without names still runs
+        return {}
+
+
+def _tflite_outputs(path):
     from edgekit.runtime import open_runner
-    with open_runner("onnxruntime", art.file(onnx[0])) as r:
-        return None, list(r.infer(x).values())[0]
-
-
-def _onnx(art, model, stage, opset, batch, tname):
-    """Write (or reuse) the ONNX file; returns (name, files entry)."""
-    from edgekit.artifact import describe_file
-    if model is None:
-        name = [n for n in art.find("onnx") if art.files[n].get("inference", True)][0]
-        return name, art.files[name]
-    from edgekit.export.onnx import to_onnx
-    name = "model.onnx" if batch is None else "model.b{}.onnx".format(batch)
-    info = to_onnx(model, stage / name, opset=opset, batch=batch)
-    return name, describe_file(stage / name, "onnx", "fp32", opset=info["opset"],
-                               input_name=info["input_name"], output_names=info["output_names"],
-                               batch=batch, target=tname)
-
-
-def _run(path, entry, x):
-    from edgekit.runtime import open_runner
-    rt = FORMAT_RUNTIME[entry["format"]]
-    p = Path(path) / entry["entry"] if entry.get("entry") else Path(path)
-    with open_runner(rt, p) as r:
-        if r.input_shape and isinstance(r.input_shape[0], int) and r.input_shape[0] > 0:
-            b = r.input_shape[0]
-            n = (len(x) // b) * b
-            return np.concatenate([list(r.infer(x[i:i + b]).values())[0] for i in range(0, n, b)])
-        return list(r.infer(x).values())[0]
+    with open_runner("litert", path, allow_tf=True) as r:
+        return list(r.output_names)
 
 
 def _copy(src, dst):
@@ -173,3 +379,6 @@ def _copy(src, dst):
         shutil.copytree(src, dst)
     else:
         shutil.copy2(src, dst)
+
+
+__all__ = ["export", "parse_formats", "FORMATS"]

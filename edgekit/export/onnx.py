@@ -4,6 +4,7 @@ Example::
 
     info = to_onnx(model, "model.onnx", opset=13)          # dynamic batch
     info["input_name"], info["output_names"]
+    to_onnx(model, "model.b1.onnx", opset=13, batch=1)     # static batch (TensorRT/MYRIAD)
 """
 from pathlib import Path
 
@@ -13,11 +14,17 @@ DEFAULT_OPSET = 13
 INPUT_NAME = "input"
 
 
+def onnx_name(opset, batch=None):
+    """The file name an export at this opset/batch gets, so several exports coexist."""
+    return "model.opset{}{}.onnx".format(int(opset), "" if batch is None else ".b{}".format(batch))
+
+
 def to_onnx(model, path, opset=DEFAULT_OPSET, batch=None, input_name=INPUT_NAME):
     """Convert a tf_keras model to an ONNX file at ``path``.
 
     ``batch=None`` keeps the batch dimension dynamic; an int fixes it (static shapes are what
     TensorRT and MYRIAD like best). Returns ``{"input_name", "output_names", "opset"}``.
+    A conversion tf2onnx cannot do raises EdgekitError naming the op(s) it could not map.
     """
     from edgekit._tf import tf as _tf
     tf = _tf()
@@ -25,14 +32,56 @@ def to_onnx(model, path, opset=DEFAULT_OPSET, batch=None, input_name=INPUT_NAME)
         import tf2onnx
     except ImportError:
         raise MissingDependency("tf2onnx is not installed: pip install 'edgekit[compress]'") from None
-    shape = (batch,) + tuple(model.input_shape[1:])
+    if batch is not None and int(batch) < 1:
+        raise EdgekitError("--batch must be >= 1 (or use a dynamic batch)")
+    shape = (None if batch is None else int(batch),) + tuple(model.input_shape[1:])
     spec = (tf.TensorSpec(shape, tf.float32, name=input_name),)
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=int(opset))
     except Exception as exc:  # tf2onnx raises plain ValueError/RuntimeError for unsupported ops
         raise EdgekitError("ONNX conversion failed at opset {}: {}".format(
-            opset, str(exc).splitlines()[0][:300])) from None
+            opset, _first_line(exc))) from None
+    unsupported = _unconverted_ops(proto)
+    if unsupported:
+        raise EdgekitError("ONNX cannot express op {} (tf2onnx left it unconverted at opset {})"
+                           .format(", ".join(sorted(unsupported)), opset))
+    _drop_unused_domains(proto)
     Path(path).write_bytes(proto.SerializeToString())
     return {"input_name": proto.graph.input[0].name,
             "output_names": [o.name for o in proto.graph.output],
             "opset": int(opset)}
+
+
+def _drop_unused_domains(proto):
+    """tf2onnx declares ai.onnx.ml etc. even when no node uses them; old parsers (TensorRT 8.2,
+    OpenVINO 2022.3) are happier without the noise."""
+    used = {n.domain for n in proto.graph.node} | {"", "ai.onnx"}
+    keep = [imp for imp in proto.opset_import if imp.domain in used]
+    if len(keep) != len(proto.opset_import):
+        del proto.opset_import[:]
+        proto.opset_import.extend(keep)
+
+
+def _unconverted_ops(proto):
+    """TensorFlow ops tf2onnx could not map: it leaves them as nodes of no ONNX domain it
+    declares (they would fail to load anywhere)."""
+    declared = {imp.domain for imp in proto.opset_import} | {"", "ai.onnx"}
+    known = None
+    try:
+        import onnx.defs
+        known = onnx.defs
+    except ImportError:
+        pass
+    bad = set()
+    for node in proto.graph.node:
+        if node.domain not in declared:
+            bad.add(node.op_type)
+        elif node.domain in ("", "ai.onnx") and known is not None \
+                and not known.has(node.op_type):
+            bad.add(node.op_type)
+    return bad
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return (text.splitlines()[0][:300] if text else type(exc).__name__)

@@ -1,26 +1,132 @@
-"""ONNX -> OpenVINO IR (.xml + .bin), FP32 or FP16 (``compress_to_fp16``)."""
+"""ONNX (or a model OpenVINO reads) -> OpenVINO IR (.xml + .bin), FP32 or FP16, and the
+OpenVINO 2022.3 check the NCS2 needs.
+
+``to_openvino`` uses the current OpenVINO (``convert_model`` + ``save_model`` with
+``compress_to_fp16``). ``check_ov2022`` runs a model in the OpenVINO 2022.3.1 venv (the last
+release with the NCS2's MYRIAD plugin; its pip wheel carries the CPU plugin) in a subprocess
+and returns its outputs, or why it could not read the file.
+
+Example::
+
+    xml = to_openvino("model.opset13.onnx", "openvino/model.fp16.xml", fp16=True, batch=1)
+    res = check_ov2022(xml, x[:100])       # {"readable": True, "outputs": ndarray, ...}
+"""
+import json
+import os
+import subprocess
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from edgekit.errors import EdgekitError, MissingDependency
 
-XML = "model.xml"
+REPO = Path(__file__).resolve().parent.parent.parent
+
+# Runs inside the OpenVINO 2022.3 venv (Python 3.10, numpy < 2): read, compile on CPU, predict.
+_OV2022_SCRIPT = r"""
+import json, sys
+import numpy as np
+from openvino.runtime import Core, get_version
+core = Core()
+try:
+    model = core.read_model(sys.argv[1])
+    compiled = core.compile_model(model, "CPU")
+except Exception as exc:
+    print(json.dumps({"readable": False, "version": get_version(),
+                      "error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}))
+    sys.exit(0)
+x = np.load(sys.argv[2])
+ps = compiled.inputs[0].get_partial_shape()
+b = ps[0].get_length() if ps[0].is_static else len(x)
+req = compiled.create_infer_request()
+outs = []
+for i in range(0, len(x), b):
+    chunk = x[i:i + b]
+    n = len(chunk)
+    if n < b:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+    req.infer({0: chunk})
+    outs.append(np.array(req.get_output_tensor(0).data)[:n])
+np.save(sys.argv[3], np.concatenate(outs))
+print(json.dumps({"readable": True, "version": get_version()}))
+"""
 
 
-def to_openvino(onnx_path, out_dir, precision="fp16"):
-    """Convert an ONNX file to IR in ``out_dir`` (model.xml/model.bin); returns the xml path."""
+def ov2022_python():
+    """The Python of the OpenVINO 2022.3 venv, or None: $EDGEKIT_OV2022_PYTHON, then
+    .devices/ov2022 (``make device-venvs``), then /tmp/ov2022."""
+    cands = [os.environ.get("EDGEKIT_OV2022_PYTHON"),
+             str(REPO / ".devices" / "ov2022" / "bin" / "python"),
+             "/tmp/ov2022/bin/python"]
+    for c in cands:
+        if c and Path(c).exists():
+            return c
+    return None
+
+
+def to_openvino(model, out_xml, fp16=True, batch=None):
+    """Convert ``model`` (an ONNX path, or anything ``openvino.convert_model`` takes) to IR at
+    ``out_xml`` (+ the .bin next to it). ``fp16`` compresses weights to FP16; ``batch`` fixes the
+    batch dimension (MYRIAD compiles static shapes). Returns the xml Path.
+    An op OpenVINO cannot convert raises EdgekitError naming it."""
     try:
         import openvino as ov
     except ImportError:
         raise MissingDependency("openvino is not installed: pip install 'edgekit[openvino]'") from None
-    if precision not in ("fp32", "fp16"):
-        raise EdgekitError("OpenVINO IR export supports fp32 and fp16 (int8: edgekit compress "
-                           "--method quantize)")
     try:
-        model = ov.convert_model(str(onnx_path))
-    except Exception as exc:  # OpConversionFailure etc. name the op
-        raise EdgekitError("OpenVINO conversion failed: {}".format(
-            str(exc).strip().splitlines()[0][:300])) from None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(out / XML), compress_to_fp16=(precision == "fp16"))
-    return out / XML
+        m = ov.convert_model(str(model) if isinstance(model, (str, Path)) else model)
+        if batch is not None:
+            ps = m.inputs[0].get_partial_shape()
+            ps[0] = int(batch)
+            m.reshape({m.inputs[0]: ps})
+    except Exception as exc:  # OpConversionFailure etc. carry the op name in their first line
+        raise EdgekitError("OpenVINO IR cannot express this model: {}".format(_op_line(exc))) from None
+    out = Path(out_xml)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(m, str(out), compress_to_fp16=bool(fp16))
+    return out
+
+
+def check_ov2022(model_path, x, python=None, timeout=600):
+    """Load and run ``model_path`` (IR .xml or .onnx) in OpenVINO 2022.3.1 on CPU.
+
+    Returns ``{"readable": bool, "version": str, "outputs": ndarray (first output) | None,
+    "error": str (when not readable)}``. Raises MissingDependency when the 2022.3 venv is absent.
+    """
+    python = python or ov2022_python()
+    if python is None:
+        raise MissingDependency("OpenVINO 2022.3 venv not found (needed to check NCS2 exports): "
+                                "run `make device-venvs` or set EDGEKIT_OV2022_PYTHON")
+    with tempfile.TemporaryDirectory(prefix="edgekit-ov2022-") as tmp:
+        xin, xout = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
+        np.save(xin, np.ascontiguousarray(x, dtype=np.float32))
+        script = Path(tmp) / "run.py"
+        script.write_text(_OV2022_SCRIPT)
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        try:
+            p = subprocess.run([python, str(script), str(model_path), str(xin), str(xout)],
+                               capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return {"readable": False, "version": "2022.3", "outputs": None,
+                    "error": "timed out after {} s".format(timeout)}
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+        if p.returncode != 0 or not lines:
+            err = (p.stderr.strip().splitlines() or ["exit code {}".format(p.returncode)])[-1]
+            return {"readable": False, "version": "2022.3", "outputs": None, "error": err[:300]}
+        res = json.loads(lines[-1])
+        res["outputs"] = np.load(xout) if res.get("readable") else None
+        return res
+
+
+def _op_line(exc):
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:  # OpenVINO's frontend message: "... No conversion rule found for op: X"
+        if "op" in ln.lower() and ("conversion" in ln.lower() or "not supported" in ln.lower()):
+            return ln[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+__all__ = ["to_openvino", "check_ov2022", "ov2022_python"]

@@ -2,8 +2,13 @@
 
 Runs both on N test images and reports top-1 agreement, max/mean absolute difference of the
 first output, and each one's accuracy. Thresholds depend on precision (measured on
-seed-mnist-cnn and tiny, see BENCHMARKS.md): fp32 agreement >= 99.9%, fp16 >= 99.5%,
-int8 >= 98.5% with accuracy drop <= 1 pt.
+seed-mnist-cnn/MNIST and tiny/digits, see BENCHMARKS.md "Export"): fp32 agreement >= 99.9%,
+fp16 >= 99.5%, int8 >= 98.5% with accuracy drop <= 1 pt.
+
+Example::
+
+    fig = compare(keras_scores, run_file("onnxruntime", "model.onnx", x), y, "fp32")
+    raise_on_failures({"model.onnx": fig})     # EdgekitError listing every failing export
 """
 import numpy as np
 
@@ -14,19 +19,26 @@ THRESHOLDS = {"fp32": {"agreement": 0.999}, "fp16": {"agreement": 0.995},
 
 
 def compare(ref_outputs, got_outputs, y, precision="fp32"):
-    """Parity figures between two output arrays (N,C scores or N class ids) and labels."""
+    """Parity figures between two first outputs (N,C scores or N class ids) and labels y."""
+    if precision not in THRESHOLDS:
+        raise EdgekitError("unknown precision {!r} for parity".format(precision))
     ref, got = np.asarray(ref_outputs), np.asarray(got_outputs)
-    ref_cls = ref if ref.ndim == 1 else np.argmax(ref.reshape(len(ref), -1), axis=1)
-    got_cls = got if got.ndim == 1 else np.argmax(got.reshape(len(got), -1), axis=1)
-    fig = {"samples": int(len(ref_cls)),
+    if len(ref) != len(got):
+        raise EdgekitError("parity: {} reference outputs but {} exported ones".format(
+            len(ref), len(got)))
+    ref_cls = _classes(ref)
+    got_cls = _classes(got)
+    y = np.asarray(y)[:len(ref_cls)]
+    fig = {"samples": int(len(ref_cls)), "precision": precision,
            "agreement": float(np.mean(ref_cls == got_cls)),
            "accuracy_reference": float(np.mean(ref_cls == y)),
            "accuracy_export": float(np.mean(got_cls == y)),
-           "max_abs_diff": None, "mean_abs_diff": None, "precision": precision}
-    if ref.shape == got.shape and ref.dtype.kind == "f":
+           "max_abs_diff": None, "mean_abs_diff": None,
+           "thresholds": dict(THRESHOLDS[precision])}
+    if ref.shape == got.shape and ref.dtype.kind == "f" and got.dtype.kind == "f":
         d = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-        fig["max_abs_diff"] = float(d.max())
-        fig["mean_abs_diff"] = float(d.mean())
+        fig["max_abs_diff"] = float(d.max()) if d.size else 0.0
+        fig["mean_abs_diff"] = float(d.mean()) if d.size else 0.0
     fig["failures"] = failures(fig)
     fig["passed"] = not fig["failures"]
     return fig
@@ -45,8 +57,39 @@ def failures(fig):
 
 
 def raise_on_failures(results):
-    """Raise one EdgekitError listing every failing export, if any failed."""
+    """Raise one EdgekitError listing every failing export (name: reasons), if any failed."""
     bad = ["{}: {}".format(name, "; ".join(f["failures"])) for name, f in results.items()
-           if f["failures"]]
+           if f.get("failures")]
     if bad:
         raise EdgekitError("parity check failed, nothing written: " + " | ".join(bad))
+
+
+def run_file(runtime, path, x, **options):
+    """First output of the model file at ``path`` run by ``runtime`` on all of ``x``; a static
+    batch dimension is honoured by running chunks (the last one padded, then trimmed)."""
+    from edgekit.runtime import open_runner
+    x = np.asarray(x, dtype=np.float32)
+    with open_runner(runtime, path, **options) as r:
+        shape = r.input_shape or []
+        b = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+        if b is None:
+            return np.asarray(list(r.infer(x).values())[0])
+        outs = []
+        for i in range(0, len(x), b):
+            chunk = x[i:i + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+            outs.append(np.asarray(list(r.infer(chunk).values())[0])[:n])
+        return np.concatenate(outs)
+
+
+def check_file(runtime, path, reference, x, y, precision="fp32", **options):
+    """Run ``path`` with ``runtime`` and return its parity figures against ``reference``."""
+    return compare(reference, run_file(runtime, path, x, **options), y, precision)
+
+
+def _classes(a):
+    if a.ndim == 1:
+        return a.astype(np.int64)
+    return np.argmax(a.reshape(len(a), -1), axis=1)

@@ -1,22 +1,41 @@
-"""Keras -> TFLite float32 / float16 / full-integer int8 (representative data from training)."""
+"""Keras -> TFLite float32 / float16 / full-integer int8 (representative data from training).
+
+The files load in ai-edge-litert, tflite-runtime and tf.lite (builtin ops only: no Flex ops,
+so a model the builtins cannot express is refused, naming the op).
+
+Example::
+
+    to_tflite(model, "model.int8.tflite", "int8", representative=x_train[:200])
+"""
+import re
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 def to_tflite(model, path, precision="fp32", representative=None, int8_io=False):
-    """Convert a tf_keras model to a .tflite file; int8 needs ``representative`` images."""
+    """Convert a tf_keras model to a .tflite file at ``path``.
+
+    ``fp16`` stores weights as float16 (computes in float32 on CPU); ``int8`` is full-integer
+    post-training quantisation calibrated on ``representative`` images (N, H, W, C), with float
+    input/output unless ``int8_io``. Returns ``{"precision", "bytes"}``.
+    """
     from edgekit._tf import tf as _tf
     tf = _tf()
+    if precision not in PRECISIONS:
+        raise EdgekitError("unknown TFLite precision {!r} (fp32, fp16, int8)".format(precision))
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
         if representative is None or len(representative) == 0:
-            raise EdgekitError("int8 TFLite needs calibration images (representative data)")
+            raise EdgekitError("int8 TFLite needs calibration images (--calibration-samples >= 1)")
         rep = np.asarray(representative, dtype=np.float32)
         if rep.shape[1:] != tuple(model.input_shape[1:]):
             raise EdgekitError("calibration data has shape {} but the model expects {}".format(
@@ -31,11 +50,19 @@ def to_tflite(model, path, precision="fp32", representative=None, int8_io=False)
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
-    elif precision != "fp32":
-        raise EdgekitError("unknown TFLite precision {!r} (fp32, fp16, int8)".format(precision))
     try:
         blob = conv.convert()
-    except Exception as exc:  # converter errors name the unsupported op
-        raise EdgekitError("TFLite conversion failed: {}".format(str(exc).splitlines()[0][:300])) from None
+    except Exception as exc:  # ConverterError: the message lists the ops it could not map
+        raise EdgekitError("TFLite cannot express {}".format(_ops_in(exc))) from None
     Path(path).write_bytes(blob)
-    return {"precision": precision}
+    return {"precision": precision, "bytes": len(blob)}
+
+
+def _ops_in(exc):
+    text = str(exc)
+    ops = sorted(set(re.findall(r"\b(tf\.[A-Za-z0-9_]+)", text)))
+    if ops:
+        return "op {} (not a TFLite builtin{})".format(
+            ", ".join(ops), "" if "int8" not in text.lower() else " / no int8 kernel")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "this model: " + (lines[0][:300] if lines else type(exc).__name__)
