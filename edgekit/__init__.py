@@ -19,6 +19,7 @@ _VERBS = {
     "Artifact": "edgekit.artifact:Artifact",
     "bench": "edgekit.bench:bench",
     "report": "edgekit.report:report",
+    "export": "edgekit.export:export",
 }
 
 
