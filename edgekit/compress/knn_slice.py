@@ -382,6 +382,10 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
         n_pro = c["prototypes"] * n_cls if red == "kmeans" else len(y_ref)
         if c["k"] > n_pro:
             return None
+        d_out = c["dims"] or in_dims
+        if max_bytes is not None and est_bytes(c["dims"], n_pro) > max_bytes and \
+                n_pro * d_out > 10 ** 6:
+            return None              # far too big to fit: skip the (expensive) evaluation
         reducer, head = _fit_pipeline(F_ref, y_ref, pool, c["dims"], c["k"], c["prototypes"],
                                       reduction, int8, weights, int8_weights)
         row = dict(c, stage=stage, val_accuracy=_val_acc(reducer, head, F_val, y_val),
@@ -391,6 +395,8 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
 
     def choose(rows):
         rows = [r for r in rows if r is not None]
+        if not rows:
+            return dict(cfg)
         if max_bytes is not None:
             fit = [r for r in rows if r["est_bytes"] <= max_bytes]
             rows = fit or rows
