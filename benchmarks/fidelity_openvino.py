@@ -65,8 +65,10 @@ def prepare(artifact, work):
         onnx_path = work / "model.onnx"
         to_onnx(load_model(art_dir), onnx_path, opset=13)
     if art.find("openvino"):
-        name = art.find("openvino")[0]
-        xml = art.file(name) / art.files[name].get("entry", "model.xml")
+        name = [n for n in art.find("openvino") if art.files[n].get("inference", True)][0]
+        xml = art.file(name)
+        if xml.is_dir():  # an IR folder entry
+            xml = xml / art.files[name].get("entry", "model.xml")
     else:  # write the IR ourselves from the same ONNX (openvino.convert_model)
         import openvino as ov
         xml = work / "ir" / "model.xml"

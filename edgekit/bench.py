@@ -33,8 +33,13 @@ def _runnable(art, runtime, target):
     names = [n for f in fmts for n in art.find(f) if art.files[n].get("inference", True)]
     if target == "ncs2":
         names = sorted(names, key=lambda n: art.files[n].get("precision") != "fp16")
-    tagged = [n for n in names if art.files[n].get("target") == target]
+    tagged = [n for n in names if _for_target(art.files[n], target)]
     return tagged + [n for n in names if n not in tagged]
+
+
+def _for_target(entry, target):
+    tags = entry.get("targets") or entry.get("target") or []
+    return target in ([tags] if isinstance(tags, str) else tags)
 
 
 def pick_file(art, target, runtime):
@@ -49,7 +54,7 @@ def pick_file(art, target, runtime):
                                                  target))
     e = art.files[names[0]]
     p = art.file(names[0])
-    return (p / e["entry"] if e.get("entry") else p), e
+    return (p / e["entry"] if (e.get("entry") and p.is_dir()) else p), e
 
 
 def installed(runtime):
@@ -135,8 +140,8 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
                           duration=duration, eval_samples=eval_samples, progress=progress)
         finally:
             runner.close()
-        res.update({"target": target, "artifact": str(art.path), "file": path.name if not
-                    path.name == "model.xml" else "{}/{}".format(path.parent.name, path.name),
+        res.update({"target": target, "artifact": str(art.path),
+                    "file": str(Path(path).relative_to(art.path)),
                     "format": entry.get("format"),
                     "precision": getattr(runner, "precision", None) or entry.get("precision"),
                     "bytes": entry.get("bytes"), "method": art.method, "threads": threads,
