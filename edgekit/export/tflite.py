@@ -60,7 +60,7 @@ def to_tflite(model, path, precision="fp32", representative=None, int8_io=False)
 
 def _ops_in(exc):
     text = str(exc)
-    ops = sorted(set(re.findall(r"\b(tf\.[A-Za-z0-9_]+)", text)))
+    ops = sorted(set(re.findall(r"\b(tf\.[A-Z][A-Za-z0-9_]*)", text)))  # op names are CamelCase
     if ops:
         return "op {} (not a TFLite builtin{})".format(
             ", ".join(ops), "" if "int8" not in text.lower() else " / no int8 kernel")

@@ -1,0 +1,191 @@
+"""edgekit export on the tiny digits CNN: every format and precision, parity, -o DIR, bad input.
+
+All conversions are real (tf2onnx, TFLite converter, OpenVINO convert_model) and every file is
+run by its runtime (onnxruntime, LiteRT, OpenVINO CPU). The session fixture is copied first.
+"""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgekit.artifact import Artifact
+from edgekit.errors import EdgekitError
+from edgekit.export import export
+from edgekit.export.parity import THRESHOLDS, check_file, compare, raise_on_failures
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_artifact):
+    """tiny copy with ONNX + TFLite + OpenVINO at fp32, then TFLite int8 and fp16 IR/TFLite."""
+    dst = tmp_path_factory.mktemp("exp") / "tiny"
+    shutil.copytree(tiny_artifact.path, dst)
+    export(dst, "onnx,tflite,openvino")
+    export(dst, ["tflite"], precision="int8", calibration_samples=100)
+    export(dst, ["tflite", "openvino"], precision="fp16")
+    return Artifact.open(dst)
+
+
+EXPECTED = {"model.opset17.onnx": ("onnx", "fp32"),
+            "model.fp32.tflite": ("tflite", "fp32"),
+            "model.fp16.tflite": ("tflite", "fp16"),
+            "model.int8.tflite": ("tflite", "int8"),
+            "openvino/model.fp32.xml": ("openvino", "fp32"),
+            "openvino/model.fp16.xml": ("openvino", "fp16")}
+
+
+def test_every_format_and_precision_is_written_recorded_and_passes_parity(exported, digits):
+    files = exported.files
+    for name, (fmt, prec) in EXPECTED.items():
+        e = files[name]
+        assert (e["format"], e["precision"]) == (fmt, prec), name
+        assert e["bytes"] == (exported.path / name).stat().st_size > 0
+        assert e["target"] == "laptop-cpu" and e["targets"] == ["laptop-cpu"]
+        assert e["output_names"] and e["input_name"]
+        p = e["parity"]
+        assert p["passed"] and p["samples"] == len(digits.y_test)
+        assert p["agreement"] >= THRESHOLDS[prec]["agreement"]
+        assert p["accuracy_export"] > 0.8
+    assert files["model.opset17.onnx"]["opset"] == 17
+    assert files["model.opset17.onnx"]["parity"]["max_abs_diff"] < 1e-4
+    # the IR is a pair of files, each checksummed; only the .xml is an inference entry
+    for prec in ("fp32", "fp16"):
+        b = files["openvino/model.{}.bin".format(prec)]
+        assert b["inference"] is False and b["of"] == "openvino/model.{}.xml".format(prec)
+    assert files["openvino/model.fp16.bin"]["bytes"] < 0.6 * files["openvino/model.fp32.bin"]["bytes"]
+    assert files["model.int8.tflite"]["bytes"] < files["model.fp32.tflite"]["bytes"]
+    assert files["model.int8.tflite"]["calibration_samples"] == 100
+    assert set(exported.manifest["exports"]) == {"laptop-cpu:fp32", "laptop-cpu:int8", "laptop-cpu:fp16"}
+    Artifact.open(exported.path).verify()   # every sha256 still matches
+
+
+def test_exported_files_run_in_their_runtimes_and_agree(exported, digits):
+    from edgekit.runtime import open_runner
+    x = digits.x_test[:64]
+    outs = {}
+    for name, rt in (("model.opset17.onnx", "onnxruntime"), ("openvino/model.fp32.xml", "openvino"),
+                     ("model.fp32.tflite", "litert")):
+        with open_runner(rt, exported.file(name)) as r:
+            outs[name] = list(r.infer(x).values())[0]
+    a, b, c = outs.values()
+    assert np.allclose(a, b, atol=1e-4) and np.allclose(a, c, atol=1e-4)
+    # the .tflite loads in tf.lite too (the "tflite-runtime / tf.lite where present" promise)
+    from edgekit._tf import tf
+    interp = tf().lite.Interpreter(model_path=str(exported.file("model.int8.tflite")))
+    interp.allocate_tensors()
+    assert interp.get_input_details()[0]["shape"][1:].tolist() == [8, 8, 1]
+
+
+def test_parity_catches_a_corrupted_export(exported, digits, tmp_path):
+    from edgekit.models import load_model
+    ref = load_model(exported.path).predict(digits.x_test, verbose=0)
+    src = exported.file("model.opset17.onnx")
+    good = check_file("onnxruntime", src, ref, digits.x_test, digits.y_test, "fp32")
+    assert good["passed"]
+    m = onnx.load(str(src))
+    rs = np.random.RandomState(0)
+    for init in m.graph.initializer:          # perturb every float weight tensor
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32 and w.size > 16:
+            init.CopyFrom(numpy_helper.from_array(
+                (w + rs.normal(0, 0.5 * (w.std() + 1e-3), w.shape)).astype(np.float32), init.name))
+    bad_path = tmp_path / "corrupt.onnx"
+    onnx.save(m, str(bad_path))
+    bad = check_file("onnxruntime", bad_path, ref, digits.x_test, digits.y_test, "fp32")
+    assert not bad["passed"] and bad["agreement"] < 0.999 and bad["max_abs_diff"] > 0.1
+    fake_int8 = compare(ref, ref[np.roll(np.arange(len(ref)), 1)], digits.y_test, "int8")
+    with pytest.raises(EdgekitError) as ei:
+        raise_on_failures({"corrupt.onnx": bad, "model.ok.tflite": good, "shifted.int8": fake_int8})
+    msg = str(ei.value)
+    assert "corrupt.onnx" in msg and "shifted.int8" in msg and "model.ok" not in msg
+    assert "agreement" in msg and "accuracy drop" in msg      # every failed threshold is listed
+
+
+def test_failed_parity_writes_nothing(tiny_artifact, artifact_copy, monkeypatch):
+    """An export whose ONNX gets corrupted fails with every failing file named, and the artifact
+    (manifest and directory) is left exactly as it was."""
+    import edgekit.export.onnx as eo
+    real = eo.to_onnx
+
+    def corrupting(model, path, **kw):
+        info = real(model, path, **kw)
+        m = onnx.load(str(path))
+        for init in m.graph.initializer:
+            w = numpy_helper.to_array(init)
+            if w.dtype == np.float32 and w.ndim >= 2:
+                init.CopyFrom(numpy_helper.from_array(np.flip(w).copy(), init.name))
+        onnx.save(m, str(path))
+        return info
+    monkeypatch.setattr(eo, "to_onnx", corrupting)
+    art = artifact_copy(tiny_artifact)
+    before = sorted(p.name for p in art.iterdir())
+    manifest = (art / "manifest.json").read_text()
+    with pytest.raises(EdgekitError, match="parity check failed") as ei:
+        export(art, "onnx,openvino")
+    assert "model.opset17.onnx" in str(ei.value) and "openvino/model.fp32.xml" in str(ei.value)
+    assert sorted(p.name for p in art.iterdir()) == before
+    assert (art / "manifest.json").read_text() == manifest
+
+
+def test_cli_out_dir_refuses_existing_unless_force(tiny_artifact, tmp_path, run_cli):
+    out = tmp_path / "exp"
+    code, stdout, err = run_cli("export", tiny_artifact.path, "--format", "onnx", "-o", out,
+                                "--parity-samples", "100", "--batch", "4")
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["kind"] == "export" and m["source"]["artifact"] == str(tiny_artifact.path)
+    e = m["files"]["model.opset17.b4.onnx"]
+    assert e["batch"] == 4 and e["parity"]["samples"] == 100
+    assert "model.h5" in m["files"] and (out / "model.h5").is_file()
+    assert "model.opset17.b4.onnx" not in tiny_artifact.files        # the source is untouched
+    model = onnx.load(str(out / "model.opset17.b4.onnx"))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    code, _, err = run_cli("export", tiny_artifact.path, "--format", "onnx", "-o", out)
+    assert code == 1 and "already exists" in err and "--force" in err
+    code, _, err = run_cli("export", out, "--format", "onnx", "-o", out, "--force",
+                           "--parity-samples", "50")
+    assert code == 0, err
+    Artifact.open(out)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--format", "onnx,pdf"], "unknown export format 'pdf'"),
+    (["--format", "onnx", "--target", "toaster"], "unknown target 'toaster'"),
+    (["--format", "onnx", "--precision", "fp8"], "unknown precision"),
+    (["--format", "onnx", "--precision", "int8"], "edgekit compress"),
+    (["--format", "openvino", "--precision", "int8"], "--method quantize"),
+    (["--format", "onnx", "--opset", "18"], "above laptop-cpu's max opset 17"),
+    (["--format", "onnx", "--batch", "2", "--dynamic-batch"], "not both"),
+])
+def test_cli_bad_options_exit_1_before_any_work(tiny_artifact, run_cli, args, needle):
+    code, _, err = run_cli("export", tiny_artifact.path, *args)
+    assert code == 1 and err.startswith("error: ") and needle in err, err
+    assert "Traceback" not in err
+
+
+def test_refuses_dir_without_manifest_and_modified_artifact(tiny_artifact, artifact_copy, tmp_path,
+                                                            run_cli):
+    code, _, err = run_cli("export", tmp_path, "--format", "onnx")
+    assert code == 1 and "no manifest.json" in err
+    art = artifact_copy(tiny_artifact)
+    with open(art / "model.h5", "ab") as fh:
+        fh.write(b"\0")
+    code, _, err = run_cli("export", art, "--format", "onnx")
+    assert code == 1 and "artifact modified since it was written" in err
+
+
+def test_ops_a_format_cannot_express_are_named(tmp_path):
+    from edgekit._tf import keras, tf
+    from edgekit.export.onnx import to_onnx
+    from edgekit.export.tflite import to_tflite
+    k = keras()
+    inp = k.Input((8, 8, 1))
+    h = k.layers.Dense(4)(k.layers.Flatten()(inp))
+    model = k.Model(inp, k.layers.Lambda(tf().math.special.bessel_i0e)(h))
+    with pytest.raises(EdgekitError, match=r"TFLite cannot express op tf\.BesselI0e"):
+        to_tflite(model, tmp_path / "m.tflite")
+    with pytest.raises(EdgekitError, match="ONNX cannot express op BesselI0e"):
+        to_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.tflite").exists() and not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,159 @@
+"""Target rules from targets/*.toml: refusals, static ONNX checks, NCS2 exports checked in the
+real OpenVINO 2022.3.1 venv (tests/devices.py fails loudly when it is missing)."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
+from edgekit.errors import EdgekitError
+from edgekit.export import export
+from edgekit.targets import (TRT82_OPS, check_artifact, check_onnx_model, load_target,
+                             target_names)
+from tests.devices import ov2022_python
+
+
+def _graph(nodes, opset=13, inits=(), domains=()):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=list(inits))
+    imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
+    return helper.make_model(g, opset_imports=imports)
+
+
+def test_descriptors_load_and_unknown_target_is_refused():
+    assert target_names() == ["jetson-nano", "laptop-cpu", "ncs2"]
+    nano, ncs2 = load_target("jetson-nano"), load_target("ncs2")
+    assert nano["max_opset"] == 13 and "int8" not in nano["precisions"]
+    assert ncs2["precisions"] == ["fp16"] and ncs2["static_batch"] == 1
+    with pytest.raises(EdgekitError, match="unknown target 'nano'.*jetson-nano, laptop-cpu, ncs2"):
+        load_target("nano")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--target", "jetson-nano", "--precision", "int8"], "Maxwell"),
+    (["--target", "ncs2", "--precision", "fp32"], "FP16 only"),
+    (["--target", "ncs2", "--format", "tflite"], "does not run tflite"),
+    (["--target", "jetson-nano", "--format", "openvino"], "does not run openvino"),
+    (["--target", "jetson-nano", "--opset", "17"], "above jetson-nano's max opset 13"),
+])
+def test_target_refusals(tiny_artifact, run_cli, argv, needle):
+    args = ["export", tiny_artifact.path] + (["--format", "onnx"] if "--format" not in argv else [])
+    code, _, err = run_cli(*(args + argv))
+    assert code == 1 and err.startswith("error: ") and needle in err, err
+
+
+def test_check_onnx_model_names_each_problem(tmp_path):
+    k = helper.make_tensor("k", TensorProto.INT64, [1], [2])
+    cases = {
+        "ok": (_graph([helper.make_node("Relu", ["x"], ["y"])]), []),
+        "opset": (_graph([helper.make_node("Relu", ["x"], ["y"])], opset=17),
+                  ["opset 17 > jetson-nano's max opset 13"]),
+        "det": (_graph([helper.make_node("Det", ["x"], ["y"])]),
+                ["op Det is outside TensorRT 8.2's ONNX parser"]),
+        "nonzero": (_graph([helper.make_node("NonZero", ["x"], ["y"])]),
+                    ["op NonZero is not supported on jetson-nano"]),
+        "ml": (_graph([helper.make_node("Normalizer", ["x"], ["y"], domain="ai.onnx.ml")],
+                      domains=["ai.onnx.ml"]),
+               ["op Normalizer (domain ai.onnx.ml) is not supported on jetson-nano"]),
+        "topk_dyn": (_graph([helper.make_node("Shape", ["x"], ["s"]),
+                             helper.make_node("TopK", ["x", "s"], ["y", "i"], name="tk")]),
+                     ["op TopK needs a constant K for TensorRT 8.2 (node tk)"]),
+        "topk_const": (_graph([helper.make_node("TopK", ["x", "k"], ["y", "i"])], inits=[k]), []),
+    }
+    for name, (model, want) in cases.items():
+        p = tmp_path / (name + ".onnx")
+        onnx.save(model, str(p))
+        assert check_onnx_model(p, "jetson-nano") == want, name
+    assert check_onnx_model(tmp_path / "opset.onnx", "laptop-cpu") == []
+    assert check_onnx_model(tmp_path / "ml.onnx", "ncs2") == [
+        "op Normalizer (domain ai.onnx.ml) is not supported on ncs2"]
+    assert {"Conv", "MaxPool", "Gemm", "TopK", "Softmax"} <= TRT82_OPS and "Det" not in TRT82_OPS
+
+
+def test_check_artifact_for_doctor(tiny_artifact, artifact_copy):
+    probs = check_artifact(tiny_artifact.path, "jetson-nano")
+    assert len(probs) == 1 and "edgekit export" in probs[0] and "--target jetson-nano" in probs[0]
+    art = artifact_copy(tiny_artifact)
+    export(art, "onnx", target="jetson-nano", parity_samples=100)
+    a = Artifact.open(art)
+    e = a.files["model.opset13.onnx"]
+    assert e["opset"] == 13 and e["target_precision"] == "fp16" and e["targets"] == ["jetson-nano"]
+    assert check_artifact(a, "jetson-nano") == []
+    # an int8 file smuggled in for the Nano is reported (with the Maxwell reason)
+    m = json.loads((art / "manifest.json").read_text())
+    m["files"]["model.opset13.onnx"]["precision"] = "int8"
+    (art / "manifest.json").write_text(json.dumps(m))
+    probs = check_artifact(art, "jetson-nano")
+    assert probs and "int8 is not allowed on jetson-nano" in probs[0] and "Maxwell" in probs[0]
+
+
+def _onnx_only_artifact(src_art, out):
+    """An artifact whose only inference file is one ONNX graph (like a k-NN slice)."""
+    from edgekit.export.onnx import to_onnx
+    from edgekit.models import load_model
+    m = src_art.manifest
+    with staging(out) as tmp:
+        to_onnx(load_model(src_art.path), tmp / "model.onnx", opset=13)
+        man = new_manifest("compressed", "knn-slice", {}, m["source"], m["input"], m["classes"])
+        man["files"]["model.onnx"] = describe_file(tmp / "model.onnx", "onnx", "fp32", opset=13,
+                                                   inference=True)
+        write_manifest(tmp, man)
+    return Artifact.open(out)
+
+
+def test_ncs2_export_reads_in_openvino_2022_3(tiny_artifact, tmp_path):
+    """The NCS2 export (FP16, static batch 1, opset 13) is loaded and run by OpenVINO 2022.3.1 and
+    agrees with the current OpenVINO; an ONNX-only artifact exports too (TFLite refused)."""
+    ov2022_python()                                           # fails loudly when missing
+    art = _onnx_only_artifact(tiny_artifact, tmp_path / "onnxonly")
+    with pytest.raises(EdgekitError, match="TFLite export needs the Keras model"):
+        export(art.path, "tflite")
+    export(art.path, "openvino,onnx", target="ncs2", parity_samples=120)
+    a = Artifact.open(art.path)
+    ir = a.files["openvino/model.fp16.b1.xml"]
+    assert ir["precision"] == "fp16" and ir["batch"] == 1 and ir["parity"]["passed"]
+    assert ir["ov2022"]["readable"] is True and ir["ov2022"]["version"].startswith("2022.3")
+    assert ir["ov2022"]["agreement_vs_current_openvino"] >= 0.995
+    assert ir["ov2022"]["agreement_vs_reference"] >= 0.995
+    src = a.files["model.onnx"]
+    assert src["targets"] == ["ncs2"] and src["ov2022"]["readable"] is True
+    assert a.manifest["exports"]["ncs2:fp16"]["ncs2_fallback"] is None
+    assert check_artifact(a, "ncs2") == []
+
+
+def test_ncs2_falls_back_to_onnx_for_what_2022_3_cannot_read(tiny_artifact, artifact_copy,
+                                                            monkeypatch):
+    """When OpenVINO 2022.3 cannot read the IR (simulated: the checker is told the IR failed;
+    the ONNX is checked for real), the export adds ONNX opset 13 and records the fallback."""
+    ov2022_python()
+    import edgekit.export.openvino as eov
+    real = eov.check_ov2022
+
+    def ir_unreadable(path, x, **kw):
+        if str(path).endswith(".xml"):
+            return {"readable": False, "version": "2022.3.1", "outputs": None,
+                    "error": "simulated: unknown IR opset"}
+        return real(path, x, **kw)
+    monkeypatch.setattr(eov, "check_ov2022", ir_unreadable)
+    art = artifact_copy(tiny_artifact)
+    export(art, "openvino", target="ncs2", parity_samples=60)
+    a = Artifact.open(art)
+    ir = a.files["openvino/model.fp16.b1.xml"]
+    assert ir["ov2022"]["readable"] is False and ir["ncs2_fallback"] == "model.opset13.b1.onnx"
+    onnx_e = a.files["model.opset13.b1.onnx"]
+    assert onnx_e["ov2022"]["readable"] is True and onnx_e["parity"]["passed"]
+    assert a.manifest["exports"]["ncs2:fp16"]["ncs2_fallback"] == {
+        "files": ["openvino/model.fp16.b1.xml"], "use": "model.opset13.b1.onnx"}
+    assert check_artifact(a, "ncs2") == []          # the ONNX fallback is usable
+
+
+def test_check_ov2022_reports_unreadable_file(tmp_path):
+    from edgekit.export.openvino import check_ov2022
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net name='x' version='11'><layers><layer id='0' type='Nope'/></layers></net>")
+    res = check_ov2022(bad, np.zeros((2, 8, 8, 1), np.float32), python=ov2022_python())
+    assert res["readable"] is False and res["error"]
