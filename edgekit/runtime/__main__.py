@@ -180,6 +180,7 @@ def run_bench(model, runtime, batch=1, warmup=10, warmup_seconds=0.0, iterations
     finally:
         runner.close()
     res.update({"target": target, "file": os.path.basename(model.rstrip("/")),
+                "bytes": model_bytes(model),
                 "threads": threads, "python": platform.python_version(),
                 "data": os.path.basename(npz) if npz else "random"})
     if getattr(runner, "precision", None):
@@ -187,6 +188,17 @@ def run_bench(model, runtime, batch=1, warmup=10, warmup_seconds=0.0, iterations
     if json_path:
         write_json(json_path, res)
     return res
+
+
+def model_bytes(model):
+    """Bytes on disk needed to run ``model`` (an IR .xml counts its .bin; a folder, all files)."""
+    if os.path.isdir(model):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(model) for f in fs)
+    size = os.path.getsize(model)
+    weights = os.path.splitext(model)[0] + ".bin"
+    if model.endswith(".xml") and os.path.exists(weights):
+        size += os.path.getsize(weights)
+    return size
 
 
 def write_json(path, obj):
