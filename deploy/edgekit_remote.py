@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""edgekit's device-side entry point (Python 3.6 syntax, standard library + the bundle).
+
+``edgekit deploy`` feeds this file to the device's Python on stdin (``python3 - preflight``)
+before anything is uploaded, runs ``unpack`` to install an uploaded bundle atomically, and
+runs ``bench`` inside the installed bundle. It is shipped in every bundle as
+``deploy/edgekit_remote.py`` so the same commands can be run by hand on the device.
+
+Subcommands::
+
+    preflight --target T [--dir D] [--min-free-mb N] [--docker]   # JSON report, exit 0/1/2
+    unpack TAR --sha256 HEX --dest DIR/NAME                     # verify, safe-extract, rename
+    bench --bundle DIR --json OUT [bench options]                 # edgekit.runtime bench + identity
+    identity                                                      # JSON: hostname, uname, L4T, python
+
+Exit codes: 0 ok, 1 error, 2 a missing runtime/hardware (preflight says what to install).
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+
+TEGRA_RELEASE = "/etc/nv_tegra_release"
+BUNDLE_META = "bundle.json"
+SUMS = "SHA256SUMS"
+COMPLETE = ".edgekit-complete"
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+def l4t_release(path=TEGRA_RELEASE):
+    """'R32.7.1' from /etc/nv_tegra_release ('# R32 (release), REVISION: 7.1, ...'), or None."""
+    try:
+        with open(path) as fh:
+            line = fh.readline()
+    except (IOError, OSError):
+        return None
+    major = rev = None
+    for part in line.replace("#", "").split(","):
+        part = part.strip()
+        if part.startswith("R") and "(release)" in part:
+            major = part.split()[0]
+        elif part.upper().startswith("REVISION:"):
+            rev = part.split(":", 1)[1].strip()
+    if major is None:
+        return line.strip() or None
+    return major + ("." + rev if rev else "")
+
+
+def identity():
+    """Who this device is: stamped into every results JSON pulled back."""
+    u = platform.uname()
+    tegra = None
+    if os.path.exists(TEGRA_RELEASE):
+        with open(TEGRA_RELEASE) as fh:
+            tegra = fh.read().strip()
+    return {"hostname": socket.gethostname(),
+            "uname": " ".join([u[0], u[1], u[2], u[3], u[4]]),
+            "machine": platform.machine(),
+            "nv_tegra_release": tegra,
+            "l4t": l4t_release(),
+            "python": platform.python_version(),
+            "python_executable": sys.executable}
+
+
+# -- preflight --------------------------------------------------------------------------------
+
+def _version(module):
+    try:
+        mod = __import__(module, fromlist=["__version__"])
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        return None, "{}: {}".format(type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    return getattr(mod, "__version__", "unknown"), None
+
+
+def _fix(what, py):
+    pip = "{} -m pip install --user".format(py)
+    return {
+        "python": "install Python >= 3.6 (JetPack 4.6 ships 3.6), then pass --remote-python",
+        "numpy": "{} 'numpy<1.20'".format(pip) if sys.version_info < (3, 7) else "{} numpy".format(pip),
+        "onnxruntime": "{} onnxruntime".format(pip),
+        "tensorrt": "sudo apt-get install python3-libnvinfer (JetPack 4.6: TensorRT 8.2.1), "
+                    "or deploy with --docker",
+        "pycuda": "{} pycuda (needs /usr/local/cuda/bin on PATH)".format(pip),
+        "openvino": "OpenVINO 2022.3 with the MYRIAD plugin: deploy with --docker "
+                    "(openvino/ubuntu20_runtime:2022.3.1) or install the 2022.3 archive",
+        "MYRIAD": "plug in the NCS2 and add the udev rule for vendor 03e7 "
+                  "(97-myriad-usbboot.rules from OpenVINO's install_dependencies), then replug",
+        "docker": "install Docker (sudo apt-get install docker.io) and add the user to group docker",
+        "jetson": "run on the Jetson itself",
+        "disk": "free space on the device (or choose another --remote-dir)",
+    }.get(what, "")
+
+
+def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=None, device=None):
+    """(exit code, report dict). Checks are listed in ``report['checks']`` as
+    {"name", "ok", "value", "fix"}; ``missing`` names what failed."""
+    py = sys.executable or "python3"
+    checks = []
+
+    def add(name, ok, value, fix_key=None):
+        checks.append({"name": name, "ok": bool(ok), "value": value,
+                       "fix": None if ok else _fix(fix_key or name, py)})
+
+    hardware = []
+    add("python", sys.version_info >= (3, 6), platform.python_version())
+    if target == "jetson-nano":
+        rel = l4t_release()
+        if rel is None:
+            hardware.append("not a Jetson (no {})".format(TEGRA_RELEASE))
+        add("jetpack/l4t", rel is not None, rel or "not a Jetson (no {})".format(TEGRA_RELEASE),
+            "jetson")
+    if docker:
+        add("docker", shutil.which("docker") is not None, shutil.which("docker") or "not found")
+        if target == "ncs2":
+            add("usb", os.path.isdir("/dev/bus/usb"), "/dev/bus/usb", "MYRIAD")
+    else:
+        v, err = _version("numpy")
+        add("numpy", v is not None, v or err)
+        runtime = runtime or {"jetson-nano": "tensorrt", "ncs2": "openvino"}.get(target, "onnxruntime")
+        if runtime == "tensorrt":
+            v, err = _version("tensorrt")
+            add("tensorrt", v is not None, v or err)
+            cv, cerr = _version("pycuda")
+            if cv is None:
+                cv2, cerr2 = _version("cuda")
+                add("pycuda", cv2 is not None, "cuda-python " + cv2 if cv2 else cerr)
+            else:
+                add("pycuda", True, cv)
+        elif runtime == "openvino":
+            v, err = _version("openvino")
+            ov = None
+            if v is not None:
+                try:
+                    from openvino.runtime import Core, get_version
+                    v = get_version()
+                    ov = Core().available_devices
+                except Exception as exc:
+                    err, v = "{}: {}".format(type(exc).__name__, exc), None
+            add("openvino", v is not None, v or err)
+            want = device or "MYRIAD"
+            if v is not None:
+                found = any(d.startswith(want) for d in (ov or []))
+                add("device " + want, found, ", ".join(ov or []) or "no devices",
+                    "MYRIAD" if want == "MYRIAD" else "openvino")
+                if not found and want == "MYRIAD":
+                    hardware.append("no MYRIAD device (NCS2) visible to OpenVINO")
+        else:
+            v, err = _version(runtime)
+            add(runtime, v is not None, v or err, runtime)
+    d = os.path.expanduser(directory)
+    probe = d
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        free_mb = shutil.disk_usage(probe or "/").free / 1048576.0
+    except OSError as exc:
+        free_mb = None
+        add("disk", False, str(exc))
+    if free_mb is not None:
+        add("disk", free_mb >= min_free_mb,
+            "{:.0f} MB free in {} (need {:.0f} MB)".format(free_mb, probe, min_free_mb))
+    missing = [c["name"] for c in checks if not c["ok"]]
+    report = {"target": target, "docker": bool(docker), "checks": checks, "missing": missing,
+              "hardware": hardware, "identity": identity(), "free_mb": free_mb}
+    if hardware:
+        code = 2
+    elif missing:
+        code = 2 if any(m not in ("disk", "python") for m in missing) else 1
+    else:
+        code = 0
+    report["ok"] = code == 0
+    return code, report
+
+
+# -- unpack -----------------------------------------------------------------------------------
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class UnsafeBundle(Exception):
+    pass
+
+
+def check_member(member):
+    """Refuse anything but plain files/dirs with relative paths staying inside the bundle."""
+    name = member.name
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeBundle("refusing bundle member with an absolute path: {!r}".format(name))
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise UnsafeBundle("refusing bundle member with '..' in its path: {!r}".format(name))
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeBundle("refusing bundle member that is not a plain file or directory "
+                           "(link/device): {!r}".format(name))
+
+
+def safe_extract(tar_path, dest):
+    """Extract after checking EVERY member first (nothing is written if one is unsafe)."""
+    with tarfile.open(tar_path, "r:*") as tf:
+        members = tf.getmembers()
+        for m in members:
+            check_member(m)
+        for m in members:
+            target = os.path.join(dest, m.name)
+            if m.isdir():
+                if not os.path.isdir(target):
+                    os.makedirs(target)
+                continue
+            parent = os.path.dirname(target)
+            if parent and not os.path.isdir(parent):
+                os.makedirs(parent)
+            src = tf.extractfile(m)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            os.chmod(target, 0o755 if m.mode & 0o100 else 0o644)
+
+
+def verify_sums(directory):
+    """Check every line of SHA256SUMS; returns the number of files checked."""
+    path = os.path.join(directory, SUMS)
+    if not os.path.isfile(path):
+        raise UnsafeBundle("bundle has no {}".format(SUMS))
+    n = 0
+    with open(path) as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            digest, name = line.split("  ", 1)
+            p = os.path.join(directory, name)
+            if not os.path.isfile(p) or sha256_file(p) != digest:
+                raise UnsafeBundle("checksum mismatch for {} after upload".format(name))
+            n += 1
+    return n
+
+
+def unpack(tar_path, sha256, dest):
+    """Verify the uploaded tar, extract it next to ``dest``, check SHA256SUMS, mark it
+    complete and rename it to ``dest`` (atomic: ``dest`` either is whole or absent)."""
+    got = sha256_file(tar_path)
+    if got != sha256:
+        raise UnsafeBundle("upload corrupted: sha256 {} != expected {}".format(got, sha256))
+    parent = os.path.dirname(os.path.abspath(dest))
+    if os.path.isdir(dest) and os.path.exists(os.path.join(dest, COMPLETE)):
+        return 0
+    work = tempfile.mkdtemp(prefix=".tmp-unpack-", dir=parent)
+    try:
+        safe_extract(tar_path, work)
+        n = verify_sums(work)
+        with open(os.path.join(work, COMPLETE), "w") as fh:
+            fh.write(sha256 + "\n")
+        if os.path.isdir(dest):  # an incomplete leftover with this name: replace it
+            shutil.rmtree(dest)
+        os.rename(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return n
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+def bench(bundle_dir, json_out, argv_extra):
+    """Run ``python -m edgekit.runtime bench`` (the one protocol) on the bundle's model and
+    stamp the results with this device's identity and the bundle."""
+    bundle_dir = os.path.abspath(bundle_dir)
+    with open(os.path.join(bundle_dir, BUNDLE_META)) as fh:
+        meta = json.load(fh)
+    sys.path.insert(0, bundle_dir)
+    from edgekit.runtime.__main__ import main as runtime_main
+    args = ["bench", os.path.join(bundle_dir, meta["model"]), "--runtime", meta["runtime"],
+            "--target", meta["target"], "--json", json_out]
+    if meta.get("npz"):
+        args += ["--npz", os.path.join(bundle_dir, meta["npz"])]
+    args += list(argv_extra)
+    print("bench: {} on {} with {} ({} test samples)".format(
+        meta["model"], meta["target"], meta["runtime"], meta.get("test_samples", 0)))
+    sys.stdout.flush()
+    code = runtime_main(args)
+    if code:
+        return code
+    with open(json_out) as fh:
+        res = json.load(fh)
+    res["device_identity"] = identity()
+    res["bundle"] = {"sha256": meta.get("sha256"), "artifact": meta.get("artifact"),
+                     "method": meta.get("method"), "file": meta["model"],
+                     "test_samples": meta.get("test_samples")}
+    res["file"] = meta["model"]
+    res["method"] = meta.get("method")
+    res["format"] = meta.get("format")
+    res["bytes"] = meta.get("bytes")
+    if res.get("accuracy") is not None:
+        res["test_samples"] = meta.get("test_samples")
+    tmp = json_out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(res, fh, indent=2)
+        fh.write("\n")
+    os.rename(tmp, json_out)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="edgekit_remote.py", description="edgekit device side")
+    sub = p.add_subparsers(dest="command")
+    pf = sub.add_parser("preflight")
+    pf.add_argument("--target", required=True)
+    pf.add_argument("--dir", default="~")
+    pf.add_argument("--min-free-mb", type=float, default=50.0)
+    pf.add_argument("--docker", action="store_true")
+    pf.add_argument("--runtime")
+    pf.add_argument("--device")
+    up = sub.add_parser("unpack")
+    up.add_argument("tar")
+    up.add_argument("--sha256", required=True)
+    up.add_argument("--dest", required=True)
+    b = sub.add_parser("bench")
+    b.add_argument("--bundle", required=True)
+    b.add_argument("--json", required=True)
+    sub.add_parser("identity")
+    args, extra = p.parse_known_args(argv)
+    if args.command == "preflight":
+        code, report = preflight(args.target, args.dir, args.min_free_mb, args.docker,
+                                 args.runtime, args.device)
+        print("EDGEKIT-PREFLIGHT " + json.dumps(report))
+        return code
+    if args.command == "unpack":
+        try:
+            n = unpack(args.tar, args.sha256, args.dest)
+        except UnsafeBundle as exc:
+            sys.stderr.write("error: {}\n".format(exc))
+            return 1
+        print("unpacked {} files into {}".format(n, args.dest))
+        return 0
+    if args.command == "bench":
+        return bench(args.bundle, args.json, extra)
+    if args.command == "identity":
+        print(json.dumps(identity()))
+        return 0
+    p.print_help()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

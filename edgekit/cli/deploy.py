@@ -1,0 +1,80 @@
+"""``edgekit deploy``: bundle, push over SSH (atomically), preflight, remote bench, pull back."""
+from pathlib import Path
+from typing import List
+
+import typer
+
+from edgekit.cli.common import console, err_console, kib, table
+
+
+def deploy(
+    artifact: Path = typer.Argument(..., help="Artifact directory (exported for the target)."),
+    target: str = typer.Option("laptop-cpu", "--target", help="jetson-nano | ncs2 | laptop-cpu."),
+    host: List[str] = typer.Option([], "--host", help="[USER@]HOST[:PORT] or ~/.ssh/config alias "
+                                                      "(repeatable)."),
+    inventory: Path = typer.Option(None, "--inventory", help="Fleet TOML with [[device]] entries."),
+    identity: Path = typer.Option(None, "--identity", help="Private key file (else ssh config/agent)."),
+    known_hosts: Path = typer.Option(None, "--known-hosts", help="known_hosts file "
+                                                                 "(default ~/.ssh/known_hosts)."),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Trust and record an unknown host key (never a "
+                                                  "changed one)."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
+    remote_dir: str = typer.Option("~/edgekit", "--remote-dir", help="Where bundles go on the device."),
+    setup: bool = typer.Option(False, "--setup", help="Create a venv on the device (numpy + runtime)."),
+    bench: bool = typer.Option(False, "--bench", help="Run the benchmark on the device, pull results."),
+    json_file: Path = typer.Option(None, "--json", help="Write the pulled-back results JSON here."),
+    docker: bool = typer.Option(False, "--docker", help="Run inside the Dockerfile.jetson/ncs2 image."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent, send nothing."),
+    runtime: str = typer.Option(None, "--runtime", help="Override the target's runtime."),
+    device: str = typer.Option(None, "--device", help="OpenVINO device override (e.g. CPU)."),
+    iterations: int = typer.Option(100, "--iterations", help="Timed iterations on the device."),
+    warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations on the device."),
+    batch: int = typer.Option(1, "--batch"),
+    test_samples: int = typer.Option(1000, "--test-samples", help="Test images shipped for accuracy."),
+    ssh_config: Path = typer.Option(None, "--ssh-config", help="SSH config (default ~/.ssh/config)."),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="Seconds."),
+    command_timeout: float = typer.Option(120.0, "--command-timeout",
+                                          help="Seconds per remote step (bench gets 30x)."),
+    min_free_mb: float = typer.Option(50.0, "--min-free-mb", help="Free disk the device must have."),
+):
+    """Copy what the device needs over SSH, check it, optionally benchmark there.
+
+    Example: edgekit deploy out/seed --target jetson-nano --host nano@192.168.1.50 --bench --json nano.json
+    """
+    from edgekit.cli import fail
+    from edgekit.deploy import deploy as do_deploy
+    summary = do_deploy(artifact, target, hosts=host, inventory=inventory, identity=identity,
+                        known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                        remote_python=remote_python, remote_dir=remote_dir, setup=setup, bench=bench,
+                        json_path=json_file, docker=docker, dry_run=dry_run, runtime=runtime,
+                        device=device, iterations=iterations, warmup=warmup, batch=batch,
+                        test_samples=test_samples, ssh_config=ssh_config,
+                        connect_timeout=connect_timeout, command_timeout=command_timeout,
+                        min_free_mb=min_free_mb, log=lambda m: err_console.print(m, markup=False))
+    if dry_run:
+        for t, b in summary["bundles"].items():
+            console.print(table("bundle for {} ({}, sha256 {})".format(t, b["runtime"], b["sha256"][:16]),
+                                ["file", "bytes"], [(n, "{:,}".format(s)) for n, s in b["files"]]))
+            console.print("would send {:,} bytes ({}) as one tar for {}".format(
+                b["bytes"], kib(b["bytes"]), t))
+        return
+    rows = []
+    for d in summary["devices"]:
+        r = d.get("results") or {}
+        lat = r.get("latency_ms") or {}
+        rows.append((d["host"], d["target"], "ok" if d["ok"] else "FAILED",
+                     "{:,}".format(d["bytes_sent"]),
+                     "{:.3f}".format(lat["p50"]) if lat else "-",
+                     "-" if r.get("accuracy") is None else "{:.2%}".format(r["accuracy"]),
+                     (d.get("error") or "")[:120]))
+    console.print(table("deploy {}".format(artifact),
+                        ["host", "target", "status", "bytes sent", "p50 ms", "accuracy", "error"], rows))
+    if json_file and summary["results"]:
+        console.print("results: {}".format(json_file))
+    failed = [d for d in summary["devices"] if not d["ok"]]
+    if failed:
+        if len(summary["devices"]) == 1:
+            fail(failed[0]["error"], failed[0]["exit_code"])
+        fail("{} of {} devices failed: {}".format(len(failed), len(summary["devices"]),
+                                                  ", ".join(d["host"] for d in failed)), 1)

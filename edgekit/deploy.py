@@ -1,0 +1,723 @@
+"""``deploy``: bundle an exported artifact, push it over SSH atomically, check the device,
+run the benchmark there and pull the results home.
+
+Steps per device (in parallel over devices, one failure never stops the others):
+
+1. connect with paramiko: ``~/.ssh/config`` aliases (HostName/User/Port/IdentityFile), the
+   SSH agent, ``identity``; the host key is checked against ``known_hosts``: unknown ->
+   refused unless ``accept_new_host_key`` (then recorded), changed -> always refused;
+2. ``setup`` (optional): ``deploy/setup_device.sh`` makes a venv with numpy + the runtime;
+3. preflight: ``deploy/edgekit_remote.py preflight`` fed to the remote Python on stdin;
+4. upload: skipped when ``REMOTE/<sha>/.edgekit-complete`` exists; else the bundle tar goes
+   by SFTP into ``REMOTE/.tmp-XXXX/``, is verified (sha256) and extracted there (members with
+   ``..``/absolute paths/links refused), SHA256SUMS checked, then renamed to ``REMOTE/<sha>``;
+   stale ``.tmp-*`` dirs from dropped connections are removed;
+5. bench (optional): ``python -m edgekit.runtime bench`` (the protocol of ``edgekit bench``)
+   inside the bundle, progress streamed, results JSON pulled back and stamped with the
+   device identity. ``docker=True`` runs it in the image built from Dockerfile.jetson/ncs2.
+
+The bundle is a deterministic tar (sorted entries, mtime 0, uid/gid 0): the model file the
+target runs, manifest.json, edgekit/__init__.py + edgekit/runtime, deploy/edgekit_remote.py,
+a test subset as data/test.npz, bundle.json and SHA256SUMS. ``<sha>`` is its sha256.
+
+Example::
+
+    results = deploy("out/seed", "jetson-nano", hosts=["nano@192.168.1.50"], bench=True,
+                     remote_python="~/edgekit/venv/bin/python")
+"""
+import base64
+import concurrent.futures
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import shlex
+import socket
+import tarfile
+import time
+from pathlib import Path
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY_DIR = REPO / "deploy"
+REMOTE_SCRIPT = DEPLOY_DIR / "edgekit_remote.py"
+SETUP_SCRIPT = DEPLOY_DIR / "setup_device.sh"
+DEFAULT_REMOTE_DIR = "~/edgekit"
+COMPLETE = ".edgekit-complete"
+TARGET_RUNTIME = {"jetson-nano": "tensorrt", "laptop-cpu": "onnxruntime", "ncs2": "openvino"}
+DOCKERFILES = {"jetson-nano": "Dockerfile.jetson", "ncs2": "Dockerfile.ncs2"}
+DOCKER_IMAGES = {"jetson-nano": "edgekit/jetson:" + __version__, "ncs2": "edgekit/ncs2:" + __version__}
+_HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
+                      r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*)"
+                      r"(?::(?P<port>[0-9]{1,5}))?$")
+
+
+# -- host specs ---------------------------------------------------------------------------------
+
+class HostSpec:
+    """Where to connect: resolved from ``[USER@]HOST[:PORT]`` and ``~/.ssh/config``."""
+
+    def __init__(self, spec, hostname, user, port, identities, options=None):
+        self.spec, self.hostname, self.user, self.port = spec, hostname, user, port
+        self.identities = list(identities)
+        self.options = dict(options or {})   # per-device overrides from an inventory
+
+    @property
+    def key_name(self):
+        """The known_hosts name: ``host`` on port 22, else ``[host]:port``."""
+        return self.hostname if self.port == 22 else "[{}]:{}".format(self.hostname, self.port)
+
+    def __str__(self):
+        return "{}@{}:{}".format(self.user, self.hostname, self.port)
+
+
+def parse_host(spec):
+    """``[USER@]HOST[:PORT]`` -> (user or None, host, port or None); refuses anything else."""
+    m = _HOST_RE.match(str(spec or "").strip())
+    port = m and m.group("port")
+    if not m or (port is not None and not 1 <= int(port) <= 65535):
+        raise EdgekitError("malformed --host {!r}: use [USER@]HOST[:PORT], e.g. nano@192.168.1.50 "
+                           "or nano:2222 (a ~/.ssh/config alias works too)".format(spec))
+    return m.group("user"), m.group("host").strip("[]"), int(port) if port else None
+
+
+def resolve_host(spec, ssh_config=None, options=None):
+    """A :class:`HostSpec` with ``~/.ssh/config`` (or ``ssh_config``) applied: HostName, User,
+    Port and IdentityFile of a matching ``Host`` block; explicit user/port in ``spec`` win."""
+    import paramiko
+    user, host, port = parse_host(spec)
+    cfg_path = Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
+    found = {}
+    if cfg_path.is_file():
+        try:
+            found = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(host)
+        except Exception as exc:  # paramiko raises ConfigParseError / ValueError for junk
+            raise EdgekitError("cannot read SSH config {}: {}".format(cfg_path, exc)) from None
+    elif ssh_config:
+        raise EdgekitError("SSH config {} does not exist".format(cfg_path))
+    try:
+        cfg_port = int(found.get("port", 22))
+    except ValueError:
+        raise EdgekitError("{}: Port for {} is not a number".format(cfg_path, host)) from None
+    hostname = found.get("hostname", host)
+    user = user or found.get("user") or os.environ.get("USER") or "root"
+    idents = [str(Path(p).expanduser()) for p in found.get("identityfile", [])]
+    return HostSpec(spec, hostname, user, port or cfg_port, idents, options)
+
+
+def read_inventory(path):
+    """Devices from an inventory TOML: ``[[device]]`` tables with ``host`` (required) and
+    optional ``target``, ``remote_python``, ``remote_dir``, ``identity``, ``docker``."""
+    import tomllib
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise EdgekitError("inventory {} does not exist".format(p)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EdgekitError("inventory {} is not valid TOML: {}".format(p, exc)) from None
+    devices = data.get("device")
+    if not isinstance(devices, list) or not devices:
+        raise EdgekitError("inventory {} has no [[device]] entries (see deploy/fleet.example.toml)"
+                           .format(p))
+    allowed = {"host", "target", "remote_python", "remote_dir", "identity", "docker", "name"}
+    out = []
+    for i, d in enumerate(devices):
+        if not isinstance(d, dict) or not isinstance(d.get("host"), str):
+            raise EdgekitError("inventory {}: device #{} has no host = \"[USER@]HOST[:PORT]\""
+                               .format(p, i + 1))
+        extra = set(d) - allowed
+        if extra:
+            raise EdgekitError("inventory {}: device {} has unknown keys {} (allowed: {})".format(
+                p, d["host"], ", ".join(sorted(extra)), ", ".join(sorted(allowed))))
+        out.append(dict(d))
+    return out
+
+
+# -- bundle -------------------------------------------------------------------------------------
+
+class Bundle:
+    """A deterministic tar of what runs on the device, plus its listing."""
+
+    def __init__(self, data, entries, meta):
+        self.data = data                  # the tar bytes
+        self.entries = entries            # [(name, size)] sorted
+        self.meta = meta
+        self.sha256 = hashlib.sha256(data).hexdigest()
+
+    @property
+    def size(self):
+        return len(self.data)
+
+    @property
+    def short(self):
+        return self.sha256[:16]
+
+
+def _model_file(art, target, runtime):
+    """(name, files entry) of the model file ``target`` runs; refuses with the export to run."""
+    from edgekit.bench import _for_target, _runnable
+    from edgekit.runtime import RUNTIME_FORMATS
+    from edgekit.targets import check_onnx_model, load_target
+    t = load_target(target)
+    fmt = RUNTIME_FORMATS[runtime]
+    names = _runnable(art, runtime, target)
+    usable = [n for n in names if _for_target(art.files[n], target)]
+    if not usable:  # untagged files: accept one whose ops/opset the target reads
+        usable = [n for n in names if not art.files[n].get("targets") and not art.files[n].get("target")
+                  and (art.files[n].get("format") != "onnx" or not check_onnx_model(art.file(n), t))]
+    if not usable:
+        raise EdgekitError("{} has no {} file exported for {}: run `edgekit export {} --format {} "
+                           "--target {}`".format(art.path, fmt, target, art.path, fmt, target))
+    return usable[0], art.files[usable[0]]
+
+
+def _tar_add(tf, name, data, mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = mode
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    tf.addfile(info, io.BytesIO(data))
+
+
+def _runtime_sources():
+    """edgekit/__init__.py + edgekit/runtime/* (the device-side package, Python 3.6)."""
+    pkg = REPO / "edgekit"
+    files = {"edgekit/__init__.py": (pkg / "__init__.py").read_bytes()}
+    for p in sorted((pkg / "runtime").iterdir()):
+        if p.is_file() and p.suffix in (".py", ".onnx", ".tflite"):
+            files["edgekit/runtime/" + p.name] = p.read_bytes()
+    return files
+
+
+def _test_npz(spec, samples):
+    import numpy as np
+    from edgekit.data import load_data
+    ds = load_data(spec)
+    n = min(int(samples), len(ds.x_test))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=ds.x_test[:n].astype(np.float32), y=ds.y_test[:n].astype(np.int64))
+    return buf.getvalue(), n
+
+
+def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, docker=False):
+    """Build the bundle for ``target`` (deterministic: same inputs -> same bytes/sha256)."""
+    from edgekit.artifact import Artifact
+    from edgekit.targets import load_target
+    t = load_target(target)
+    runtime = runtime or TARGET_RUNTIME.get(t["name"], t["runtimes"][0])
+    if runtime not in t["runtimes"]:
+        raise EdgekitError("target {} has no runtime {!r} (it has: {})".format(
+            t["name"], runtime, ", ".join(t["runtimes"])))
+    if int(test_samples) < 0:
+        raise EdgekitError("--test-samples must be >= 0")
+    art = Artifact.open(artifact)
+    name, entry = _model_file(art, t["name"], runtime)
+    files = {}
+    src = art.file(name)
+    if src.is_dir():
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                files["model/" + name + "/" + p.relative_to(src).as_posix()] = p.read_bytes()
+        model_rel = "model/" + name + ("/" + entry["entry"] if entry.get("entry") else "")
+    else:
+        files["model/" + name] = src.read_bytes()
+        model_rel = "model/" + name
+    if entry.get("format") == "openvino" and src.suffix == ".xml":
+        bin_name = name[:-4] + ".bin"
+        if art.file(bin_name).is_file():
+            files["model/" + bin_name] = art.file(bin_name).read_bytes()
+    files["manifest.json"] = (art.path / "manifest.json").read_bytes()
+    files.update(_runtime_sources())
+    files["deploy/edgekit_remote.py"] = REMOTE_SCRIPT.read_bytes()
+    files["deploy/setup_device.sh"] = SETUP_SCRIPT.read_bytes()
+    if docker:
+        if t["name"] not in DOCKERFILES:
+            raise EdgekitError("--docker has no image for target {} (images: {})".format(
+                t["name"], ", ".join(sorted(DOCKERFILES))))
+        files[DOCKERFILES[t["name"]]] = (REPO / DOCKERFILES[t["name"]]).read_bytes()
+    n = 0
+    spec = data or art.manifest.get("source", {}).get("data")
+    if int(test_samples) > 0 and spec:
+        files["data/test.npz"], n = _test_npz(spec, test_samples)
+    meta = {"edgekit_version": __version__, "target": t["name"], "runtime": runtime,
+            "model": model_rel, "format": entry.get("format"), "precision": entry.get("precision"),
+            "bytes": entry.get("bytes"), "model_sha256": entry.get("sha256"),
+            "artifact": art.path.name, "method": art.method,
+            "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None}
+    files["bundle.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    sums = "".join("{}  {}\n".format(hashlib.sha256(files[k]).hexdigest(), k) for k in sorted(files))
+    files["SHA256SUMS"] = sums.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        dirs = sorted({posixpath.dirname(k) for k in files} - {""})
+        all_dirs = sorted({"/".join(d.split("/")[:i + 1]) for d in dirs for i in range(d.count("/") + 1)})
+        for d in all_dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            info.uname = info.gname = "root"
+            tf.addfile(info)
+        for k in sorted(files):
+            _tar_add(tf, k, files[k], 0o755 if k.endswith((".sh", "edgekit_remote.py")) else 0o644)
+    b = Bundle(buf.getvalue(), [(k, len(files[k])) for k in sorted(files)], meta)
+    b.meta["sha256"] = b.sha256
+    return b
+
+
+# -- SSH ----------------------------------------------------------------------------------------
+
+def fingerprint(key):
+    """OpenSSH-style ``SHA256:...`` fingerprint of a paramiko key."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class _HostKeyPolicy:
+    """paramiko policy for keys not in known_hosts: refuse, or record with accept_new."""
+
+    def __init__(self, known_hosts, accept_new, log):
+        self.known_hosts, self.accept_new, self.log = Path(known_hosts), accept_new, log
+
+    def missing_host_key(self, client, hostname, key):
+        fp = "{} {}".format(key.get_name(), fingerprint(key))
+        if not self.accept_new:
+            raise EdgekitError("unknown host key for {} ({}) not in {}: check the fingerprint on the "
+                               "device (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then re-run "
+                               "with --accept-new-host-key".format(hostname, fp, self.known_hosts))
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as fh:
+            fh.write("{} {} {}\n".format(hostname, key.get_name(), key.get_base64()))
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.log("accepted new host key {} for {} (recorded in {})".format(fp, hostname,
+                                                                          self.known_hosts))
+
+
+class Remote:
+    """One SSH connection to a device: commands with timeouts, SFTP."""
+
+    def __init__(self, host, identity=None, known_hosts=None, accept_new_host_key=False,
+                 connect_timeout=10.0, log=print):
+        import paramiko
+        self.host, self.log = host, log
+        self.known_hosts = Path(known_hosts or "~/.ssh/known_hosts").expanduser()
+        client = paramiko.SSHClient()
+        if self.known_hosts.is_file():
+            try:
+                client.load_host_keys(str(self.known_hosts))
+            except (OSError, ValueError) as exc:
+                raise EdgekitError("cannot read known_hosts {}: {}".format(self.known_hosts, exc)) \
+                    from None
+        client.set_missing_host_key_policy(_HostKeyPolicy(self.known_hosts, accept_new_host_key, log))
+        keys = [str(Path(identity).expanduser())] if identity else list(host.identities)
+        keys = [k for k in keys if identity or os.path.exists(k)]
+        if identity and not os.path.isfile(keys[0]):
+            raise EdgekitError("identity file {} does not exist".format(identity))
+        where = "{}:{}".format(host.hostname, host.port)
+        try:
+            client.connect(host.hostname, port=host.port, username=host.user,
+                           key_filename=keys or None, timeout=connect_timeout,
+                           banner_timeout=connect_timeout, auth_timeout=connect_timeout,
+                           allow_agent=True, look_for_keys=not keys)
+        except EdgekitError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise EdgekitError(
+                "WARNING: HOST KEY CHANGED for {}: the server offers {} {} but {} has {} {}; "
+                "refusing to connect (possible man-in-the-middle). If the device was reinstalled, "
+                "remove the old key: ssh-keygen -R '{}' -f {}".format(
+                    host.key_name, exc.key.get_name(), fingerprint(exc.key), self.known_hosts,
+                    exc.expected_key.get_name(), fingerprint(exc.expected_key), host.key_name,
+                    self.known_hosts)) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise EdgekitError("the key for {} is passphrase-protected: load it into ssh-agent "
+                               "(ssh-add KEY) and re-run".format(where)) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            tried = ", ".join(keys) if keys else "~/.ssh/id_* keys"
+            raise EdgekitError("authentication failed for {}@{} (tried {}{}): pass --identity KEY "
+                               "whose public key is in the device's ~/.ssh/authorized_keys".format(
+                                   host.user, where, tried,
+                                   " and the SSH agent" if os.environ.get("SSH_AUTH_SOCK") else ""
+                               )) from None
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise EdgekitError("cannot reach {}: connection timed out after {:g}s".format(
+                where, connect_timeout)) from None
+        except paramiko.ssh_exception.NoValidConnectionsError:
+            client.close()
+            raise EdgekitError("cannot reach {}: connection refused (is sshd running there?)"
+                               .format(where)) from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise EdgekitError("cannot connect to {}: {}".format(where, msg)) from None
+        self.client = client
+        self._sftp = None
+        self.home = None
+
+    @property
+    def sftp(self):
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+            self.home = self._sftp.normalize(".")
+        return self._sftp
+
+    def abspath(self, path):
+        """Resolve ``~``/relative remote paths against the remote home directory."""
+        self.sftp  # noqa: B018 - sets self.home
+        if path == "~":
+            return self.home
+        if path.startswith("~/"):
+            return posixpath.join(self.home, path[2:])
+        return path if path.startswith("/") else posixpath.join(self.home, path)
+
+    def run(self, command, timeout=60.0, stdin=None, on_line=None):
+        """Run ``command`` (a shell string); returns (exit code, stdout, stderr) as text.
+        ``on_line(line)`` gets stdout lines as they arrive; over ``timeout`` -> EdgekitError."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise EdgekitError("connection to {} lost".format(self.host.hostname))
+        chan = transport.open_session()
+        chan.settimeout(1.0)
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin)
+            chan.shutdown_write()
+        out, err, pending = [], [], ""
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() > deadline:
+                chan.close()
+                raise EdgekitError("remote command timed out after {:g}s on {}: {}".format(
+                    timeout, self.host.hostname, command.split(" ", 3)[:3]))
+            got = False
+            if chan.recv_ready():
+                chunk = chan.recv(65536).decode("utf-8", "replace")
+                out.append(chunk)
+                got = True
+                if on_line:
+                    pending += chunk
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        on_line(line)
+            if chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(65536).decode("utf-8", "replace"))
+                got = True
+            if not got:
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed or not transport.is_active():
+                    raise EdgekitError("connection to {} lost during a remote command".format(
+                        self.host.hostname))
+                time.sleep(0.02)
+        if on_line and pending:
+            on_line(pending)
+        code = chan.recv_exit_status()
+        chan.close()
+        return code, "".join(out), "".join(err)
+
+    def close(self):
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+        except Exception:  # closing a dead connection: nothing to clean up
+            pass
+        self.client.close()
+
+
+# -- the remote steps ---------------------------------------------------------------------------
+
+def _q(s):
+    return shlex.quote(str(s))
+
+
+def remote_python_cmd(remote, python):
+    """The remote Python, with ``~/`` expanded to the remote home (quoted for the shell)."""
+    return _q(remote.abspath(python)) if python.startswith("~") else _q(python)
+
+
+def preflight(remote, target, python="python3", remote_dir=DEFAULT_REMOTE_DIR, min_free_mb=50.0,
+              docker=False, runtime=None, device=None, timeout=60.0):
+    """Run the device checks; returns the report, raises with what is missing and the fix."""
+    args = ["preflight", "--target", target, "--dir", remote.abspath(remote_dir),
+            "--min-free-mb", str(float(min_free_mb))]
+    if docker:
+        args.append("--docker")
+    if runtime:
+        args += ["--runtime", runtime]
+    if device:
+        args += ["--device", device]
+    cmd = "{} - {}".format(remote_python_cmd(remote, python), " ".join(_q(a) for a in args))
+    code, out, err = remote.run(cmd, timeout=timeout, stdin=REMOTE_SCRIPT.read_bytes())
+    line = [ln for ln in out.splitlines() if ln.startswith("EDGEKIT-PREFLIGHT ")]
+    if not line:
+        detail = (err.strip().splitlines() or ["exit code {}".format(code)])[-1]
+        if code == 127 or "not found" in err:
+            raise MissingDependency("{}: remote Python {!r} not found: install python3 on the device "
+                                    "or pass --remote-python PATH".format(remote.host.hostname, python))
+        raise EdgekitError("{}: preflight failed: {}".format(remote.host.hostname, detail))
+    report = json.loads(line[-1][len("EDGEKIT-PREFLIGHT "):])
+    if code:
+        bad = [c for c in report["checks"] if not c["ok"]]
+        what = "; ".join("{} ({}){}".format(c["name"], c["value"], " -> fix: " + c["fix"] if c["fix"]
+                                            else "") for c in bad)
+        if report.get("hardware"):
+            msg = "{}: {}; {}".format(remote.host.hostname, "; ".join(report["hardware"]), what)
+            raise HardwareMissing(msg)
+        cls = MissingDependency if code == 2 else EdgekitError
+        raise cls("{}: preflight: missing {}".format(remote.host.hostname, what))
+    return report
+
+
+def _listdir(sftp, path):
+    try:
+        return sftp.listdir_attr(path)
+    except IOError:
+        return []
+
+
+def _rm_tree(remote, path):
+    code, _, err = remote.run("rm -rf -- {}".format(_q(path)), timeout=60)
+    if code:
+        raise EdgekitError("cannot remove {} on {}: {}".format(path, remote.host.hostname, err.strip()))
+
+
+def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stale_after=3600.0,
+           timeout=600.0, progress=None):
+    """Install ``bundle`` at ``REMOTE/<sha>`` atomically; returns (path, bytes sent)."""
+    base = remote.abspath(remote_dir)
+    dest = posixpath.join(base, bundle.short)
+    sftp = remote.sftp
+    try:
+        sftp.stat(posixpath.join(dest, COMPLETE))
+        return dest, 0  # already there, verified when it was installed
+    except IOError:
+        pass
+    code, _, err = remote.run("mkdir -p -- {}".format(_q(base)), timeout=30)
+    if code:
+        raise EdgekitError("cannot create {} on {}: {}".format(base, remote.host.hostname, err.strip()))
+    now = time.time()
+    for a in _listdir(sftp, base):  # leftovers of dropped connections
+        if a.filename.startswith(".tmp-") and now - (a.st_mtime or 0) >= stale_after:
+            _rm_tree(remote, posixpath.join(base, a.filename))
+    tmp = posixpath.join(base, ".tmp-{}-{}".format(bundle.short[:8], os.urandom(4).hex()))
+    sftp.mkdir(tmp)
+    tar = posixpath.join(tmp, "bundle.tar")
+    try:
+        sftp.putfo(io.BytesIO(bundle.data), tar, file_size=bundle.size, callback=progress,
+                   confirm=True)
+    except (OSError, EOFError) as exc:
+        raise EdgekitError("connection to {} lost during upload ({}): nothing was installed; "
+                           "re-run to resume".format(remote.host.hostname,
+                                                     str(exc) or type(exc).__name__)) from None
+    except Exception as exc:  # paramiko.SSHException when the transport drops
+        if type(exc).__module__.startswith("paramiko"):
+            raise EdgekitError("connection to {} lost during upload ({}): nothing was installed; "
+                               "re-run to resume".format(remote.host.hostname, exc)) from None
+        raise
+    cmd = "{} - unpack {} --sha256 {} --dest {}".format(
+        remote_python_cmd(remote, python), _q(tar), bundle.sha256, _q(dest))
+    code, out, err = remote.run(cmd, timeout=timeout, stdin=REMOTE_SCRIPT.read_bytes())
+    _rm_tree(remote, tmp)
+    if code:
+        raise EdgekitError("{}: bundle refused on the device: {}".format(
+            remote.host.hostname, (err.strip().splitlines() or ["exit {}".format(code)])[-1]))
+    return dest, bundle.size
+
+
+def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
+    """The ``docker run`` line that benches the bundle inside the target's image."""
+    if target not in DOCKER_IMAGES:
+        raise EdgekitError("--docker has no image for target {} (images: {})".format(
+            target, ", ".join(sorted(DOCKER_IMAGES))))
+    cmd = ["docker", "run", "--rm"]
+    if target == "jetson-nano":
+        cmd += ["--runtime", "nvidia", "-v", "/etc/nv_tegra_release:/etc/nv_tegra_release:ro"]
+    else:  # the NCS2 re-enumerates on load: give the container the whole USB bus
+        cmd += ["--device-cgroup-rule=c 189:* rmw", "-v", "/dev/bus/usb:/dev/bus/usb"]
+    cmd += ["-v", "{}:/bundle:ro".format(bundle_dir), "-v", "{}:/runs".format(runs_dir),
+            "-w", "/bundle", DOCKER_IMAGES[target], "python3", "deploy/edgekit_remote.py", "bench",
+            "--bundle", "/bundle", "--json", "/runs/" + json_name]
+    cmd += list(bench_args)
+    return " ".join(_q(c) for c in cmd)
+
+
+def docker_build_command(target, bundle_dir):
+    """``docker build`` of the target's image from the Dockerfile shipped in the bundle."""
+    return "docker build -t {} -f {} {}".format(
+        _q(DOCKER_IMAGES[target]), _q(posixpath.join(bundle_dir, DOCKERFILES[target])), _q(bundle_dir))
+
+
+def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMOTE_DIR,
+                 bench_args=(), docker=False, timeout=1800.0, log=print):
+    """Run the benchmark in the installed bundle, stream its output, pull the results back."""
+    runs = posixpath.join(remote.abspath(remote_dir), "runs")
+    remote.run("mkdir -p -- {}".format(_q(runs)), timeout=30)
+    name = "{}-{}-{}.json".format(bundle.short, time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
+                                  os.urandom(3).hex())
+    out_path = posixpath.join(runs, name)
+    if docker:
+        cmd = docker_command(bundle.meta["target"], dest, runs, name, bench_args)
+    else:
+        cmd = "cd {} && {} deploy/edgekit_remote.py bench --bundle . --json {} {}".format(
+            _q(dest), remote_python_cmd(remote, python), _q(out_path),
+            " ".join(_q(a) for a in bench_args))
+    code, out, err = remote.run(cmd, timeout=timeout, on_line=lambda ln: log(ln) if ln else None)
+    if code:
+        last = (err.strip().splitlines() or ["exit code {}".format(code)])[-1]
+        cls = MissingDependency if code == 2 else EdgekitError
+        raise cls("{}: remote bench failed: {}".format(remote.host.hostname, last))
+    buf = io.BytesIO()
+    remote.sftp.getfo(out_path, buf)
+    return json.loads(buf.getvalue().decode())
+
+
+def setup_device(remote, target, venv="~/edgekit/venv", python="python3", timeout=1800.0, log=print):
+    """Pipe ``deploy/setup_device.sh`` to the device: a venv with numpy + the runtime.
+    Returns the venv's python path (to use as the remote Python)."""
+    venv_abs = remote.abspath(venv)
+    cmd = "sh -s -- {} {} {}".format(_q(target), _q(venv_abs), remote_python_cmd(remote, python))
+    code, out, err = remote.run(cmd, timeout=timeout, stdin=SETUP_SCRIPT.read_bytes(),
+                                on_line=lambda ln: log(ln) if ln else None)
+    if code:
+        raise EdgekitError("{}: setup failed: {}".format(
+            remote.host.hostname, (err.strip().splitlines() or ["exit {}".format(code)])[-1]))
+    return posixpath.join(venv_abs, "bin", "python")
+
+
+# -- the verb -----------------------------------------------------------------------------------
+
+def _one(host, bundles, opts, log):
+    """Deploy to one device; returns its summary dict (never raises EdgekitError)."""
+    o = dict(opts)
+    o.update(host.options)
+    target = o["target"]
+    say = (lambda msg: log("[{}] {}".format(host.spec, msg)))
+    row = {"host": host.spec, "address": str(host), "target": target, "ok": False,
+           "exit_code": 1, "bytes_sent": 0, "bundle": None, "results": None, "error": None}
+    remote = None
+    t0 = time.monotonic()
+    try:
+        bundle = bundles[target]
+        row["bundle"] = bundle.sha256
+        remote = Remote(host, identity=o.get("identity"), known_hosts=o["known_hosts"],
+                        accept_new_host_key=o["accept_new_host_key"],
+                        connect_timeout=o["connect_timeout"], log=say)
+        python = o["remote_python"]
+        if o["setup"]:
+            say("setup: venv with numpy + {} runtime".format(target))
+            if o["docker"]:
+                pass  # the image is built after the upload (the Dockerfile is in the bundle)
+            else:
+                python = setup_device(remote, target, posixpath.join(o["remote_dir"], "venv"),
+                                      python, timeout=o["command_timeout"] * 10, log=say)
+        report = preflight(remote, target, python, o["remote_dir"], o["min_free_mb"], o["docker"],
+                           o.get("runtime"), o.get("device"), timeout=o["command_timeout"])
+        row["identity"] = report["identity"]
+        say("preflight ok: " + ", ".join("{} {}".format(c["name"], c["value"])
+                                         for c in report["checks"]))
+        last = [0]
+
+        def progress(sent, total):
+            if sent - last[0] >= 1 << 20 or sent == total:
+                last[0] = sent
+                say("upload {:,}/{:,} bytes".format(sent, total))
+            if o.get("upload_callback"):
+                o["upload_callback"](sent, total)
+        dest, sent = upload(remote, bundle, o["remote_dir"], python, stale_after=o["stale_after"],
+                            timeout=o["command_timeout"] * 5, progress=progress)
+        row["bytes_sent"], row["remote_path"] = sent, dest
+        say("bundle {} at {} ({})".format(bundle.short, dest,
+                                          "{:,} bytes sent".format(sent) if sent
+                                          else "unchanged, nothing sent"))
+        if o["docker"] and o["setup"]:
+            cmd = docker_build_command(target, dest)
+            say("setup: " + cmd)
+            code, _, err = remote.run(cmd, timeout=o["command_timeout"] * 30,
+                                      on_line=lambda ln: say(ln) if ln else None)
+            if code:
+                raise EdgekitError("{}: docker build failed: {}".format(
+                    host.hostname, (err.strip().splitlines() or ["exit {}".format(code)])[-1]))
+        if o["bench"]:
+            res = remote_bench(remote, dest, bundle, python, o["remote_dir"], o["bench_args"],
+                               o["docker"], timeout=o["command_timeout"] * 30, log=say)
+            res["deploy"] = {"ssh_host": host.spec, "address": str(host), "remote_path": dest,
+                             "docker": bool(o["docker"]), "remote_python": python}
+            res.setdefault("artifact", str(o["artifact"]))
+            row["results"] = res
+        row["ok"], row["exit_code"] = True, 0
+    except EdgekitError as exc:
+        row["error"], row["exit_code"] = str(exc), exc.exit_code
+    finally:
+        if remote is not None:
+            remote.close()
+        row["seconds"] = round(time.monotonic() - t0, 2)
+    return row
+
+
+def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=None, known_hosts=None,
+           accept_new_host_key=False, remote_python="python3", remote_dir=DEFAULT_REMOTE_DIR,
+           setup=False, bench=False, json_path=None, docker=False, dry_run=False, runtime=None,
+           device=None, test_samples=1000, data=None, ssh_config=None, connect_timeout=10.0,
+           command_timeout=120.0, min_free_mb=50.0, stale_after=3600.0, iterations=100, warmup=10,
+           batch=1, workers=8, log=print, upload_callback=None):
+    """Deploy ``artifact`` to every host (``hosts`` + ``inventory``) in parallel.
+
+    Returns ``{"bundles": {target: info}, "devices": [row per host], "results": [...]}``; each
+    row says ok/exit_code/error/bytes_sent/results. ``dry_run`` builds the bundle(s) and
+    returns without connecting. Raises only for bad input found before connecting.
+    """
+    from edgekit.targets import load_target
+    devices = [{"host": h} for h in hosts or ()]
+    if inventory:
+        devices += read_inventory(inventory)
+    if not devices and not dry_run:
+        raise EdgekitError("no device: give --host [USER@]HOST[:PORT] (repeatable) or --inventory FILE")
+    for d in devices:
+        parse_host(d["host"])  # refuse malformed hosts before any work
+        load_target(d.get("target", target))
+    if int(iterations) < 1:
+        raise EdgekitError("--iterations must be >= 1")
+    if int(batch) < 1:
+        raise EdgekitError("--batch must be >= 1")
+    targets = sorted({d.get("target", target) for d in devices} or {target})
+    bundles = {}
+    for t in targets:
+        dk = docker or any(d.get("docker") for d in devices if d.get("target", target) == t)
+        bundles[t] = build_bundle(artifact, t, runtime=runtime, test_samples=test_samples, data=data,
+                                  docker=dk)
+    summary = {"bundles": {t: {"sha256": b.sha256, "bytes": b.size, "files": b.entries,
+                               "model": b.meta["model"], "runtime": b.meta["runtime"]}
+                           for t, b in bundles.items()},
+               "devices": [], "results": []}
+    if dry_run:
+        return summary
+    specs = []
+    for d in devices:
+        o = {k: v for k, v in d.items() if k not in ("host", "name")}
+        specs.append(resolve_host(d["host"], ssh_config, o))
+    opts = {"target": target, "identity": identity, "known_hosts": known_hosts,
+            "accept_new_host_key": accept_new_host_key, "remote_python": remote_python,
+            "remote_dir": remote_dir, "setup": setup, "bench": bench, "docker": docker,
+            "runtime": runtime, "device": device, "connect_timeout": float(connect_timeout),
+            "command_timeout": float(command_timeout), "min_free_mb": float(min_free_mb),
+            "stale_after": float(stale_after), "artifact": artifact, "upload_callback": upload_callback,
+            "bench_args": ["--iterations", str(int(iterations)), "--warmup", str(int(warmup)),
+                           "--batch", str(int(batch))] + (["--device", device] if device else [])}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(int(workers), len(specs)))) as ex:
+        rows = list(ex.map(lambda h: _one(h, bundles, opts, log), specs))
+    summary["devices"] = rows
+    summary["results"] = [r["results"] for r in rows if r.get("results")]
+    if json_path and summary["results"]:
+        from edgekit.util import atomic_write_text
+        res = summary["results"]
+        atomic_write_text(json_path, json.dumps(res[0] if len(res) == 1 else res, indent=2) + "\n")
+    return summary
