@@ -152,6 +152,18 @@ def test_unreachable_dask_address_fails_fast(trunk_and_data):
     assert time.time() - t < 30
 
 
+def test_dask_scheduler_without_workers_fails_fast(trunk_and_data):
+    distributed = pytest.importorskip("distributed")
+    trunk, ds = trunk_and_data
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://")
+        t = time.time()
+        with pytest.raises(EdgekitError, match="has no workers"):
+            _run(trunk, ds, executor=address, generations=1, dask_timeout=2)
+        assert time.time() - t < 30
+
+
 @pytest.mark.parametrize("kw,msg", [
     (dict(method="ga"), "unknown optimiser 'ga'"),
     (dict(strategy="diagonal"), "unknown strategy 'diagonal'"),
@@ -173,8 +185,8 @@ def test_time_budget_stops_cleanly_and_keeps_start(trunk_and_data):
     before = _weights(trunk)
     t = time.time()
     evolved, log = _run(trunk, ds, method="pso", generations=10 ** 6, population=4, time_budget=3)
-    assert time.time() - t < 20
-    assert log["stopped"] == "time_budget" and 0 < log["generations_run"] < 10 ** 6
+    assert time.time() - t < 30 and log["wall_time_s"] < 15
+    assert log["stopped"] == "time_budget" and log["generations_run"] < 10 ** 6
     assert log["fitness_after"]["fitness"] >= log["fitness_before"]["fitness"]
     if log["fitness_after"]["fitness"] == log["fitness_before"]["fitness"]:
         assert _same_weights(before, _weights(evolved))

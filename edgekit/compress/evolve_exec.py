@@ -51,6 +51,11 @@ class DaskExecutor:
                                "`dask scheduler` or use --executor local".format(
                                    address, timeout, str(exc).splitlines()[0][:120] or type(exc).__name__)) from None
         try:
+            try:
+                self.client.wait_for_workers(1, timeout=timeout)
+            except (OSError, TimeoutError):
+                raise EdgekitError("the Dask scheduler at {} has no workers (waited {:g}s): start one with "
+                                   "`dask worker {}`".format(address, timeout, url)) from None
             workers = self.client.scheduler_info().get("workers", {})
             self.n_workers = max(1, len(workers))
             self.chunks = chunks or self.n_workers
