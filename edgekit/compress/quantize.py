@@ -1,0 +1,286 @@
+"""Quantization: post-training full-integer int8 for TFLite, ONNX and OpenVINO; QAT; float16.
+
+One calibration set feeds all three int8 paths: ``calibration_samples`` images drawn (seeded)
+from the TRAINING split of ``data`` (or of ``calibration_data``, another spec):
+
+* TFLite: ``edgekit.export.tflite.to_tflite`` (TFLiteConverter, representative data set,
+  builtin int8 kernels), float in/out by default or int8 in/out (``io="int8"``);
+* ONNX: the float ONNX from ``edgekit.export.onnx.to_onnx``, then onnxruntime's
+  ``quantize_static`` in QDQ format (per-channel int8 weights);
+* OpenVINO: ``nncf.quantize`` on the model read from that float ONNX, ``openvino.save_model``.
+
+Each quantized file is run by its own runtime (onnxruntime / LiteRT / OpenVINO runners) on
+the test split; its accuracy, bytes and sha256 go to the manifest.
+
+``qat=True``: tfmot ``quantize_model`` (fake-quant), fine-tune ``epochs``, then int8 TFLite.
+``precision="fp16"``: TFLite float16 and OpenVINO FP16 IR. ``target``: refuses what the target's
+descriptor (``targets/*.toml``) does not run (int8 on the NCS2 or the Jetson Nano).
+
+Example::
+
+    art = quantize("out/seed", "mnist:data/mnist", "out/int8", calibration_samples=500)
+    art.files["model.int8.onnx"]["accuracy"]
+"""
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.compress._common import Job, calibration_images, check_epochs, fine_tune, printer
+from edgekit.errors import EdgekitError
+
+FORMATS = ("tflite", "onnx", "openvino")
+RUNTIME = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}
+ONNX_OPSET = 13
+
+
+def quantize(model, data, out, precision="int8", formats=None, calibration_samples=200,
+             calibration_data=None, io="float", qat=False, epochs=1, lr=1e-4, batch_size=128,
+             target=None, onnx_activations="uint8", per_channel=True, seed=0, force=False,
+             progress=True):
+    """Quantize ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
+
+    ``precision``: int8 (default) or fp16. ``formats``: any of tflite, onnx, openvino (default:
+    all three; ``qat`` writes TFLite). ``io``: TFLite input/output type, float or int8.
+    ``onnx_activations``: uint8 (default, U8S8: onnxruntime's fast path on x86) or int8.
+    Returns the written :class:`~edgekit.artifact.Artifact`.
+    """
+    from edgekit._tf import set_seed
+    if precision not in ("int8", "fp16"):
+        raise EdgekitError("--precision must be int8 or fp16 (fp32 is the model you have)")
+    if target is not None:
+        _check_target(target, precision)
+    if io not in ("float", "int8"):
+        raise EdgekitError("--io must be float or int8 (TFLite input/output type)")
+    if onnx_activations not in ("uint8", "int8"):
+        raise EdgekitError("--onnx-activations must be uint8 or int8")
+    if qat and precision != "int8":
+        raise EdgekitError("--qat trains for int8: drop --precision fp16")
+    fmts = _formats(formats, qat, precision)
+    epochs = check_epochs(epochs)
+    if qat and epochs < 1:
+        raise EdgekitError("--qat needs fine-tuning: --epochs must be >= 1")
+    job = Job(model, data, out, force)
+    say = printer(progress)
+    net = job.model
+    rep = None
+    if precision == "int8":
+        cal = job.ds
+        if calibration_data is not None:
+            from edgekit.data import load_data
+            cal = calibration_data if hasattr(calibration_data, "x_train") \
+                else load_data(calibration_data)
+        rep = calibration_images(cal, calibration_samples, net.input_shape[1:], seed)
+    before = job.before()
+    set_seed(seed)
+    if qat:
+        net = _qat(net, job.ds, epochs, lr, batch_size, progress, say)
+
+    from edgekit.artifact import describe_file, new_manifest, staging, write_manifest
+    from edgekit.artifact import Artifact
+    files, figures = {}, {}
+    with staging(out, force=force) as tmp, tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        float_onnx = None
+        if "onnx" in fmts or "openvino" in fmts:
+            from edgekit.export.onnx import to_onnx
+            float_onnx = work / "model.fp32.onnx"
+            info = to_onnx(net, float_onnx, opset=ONNX_OPSET)
+            figures["onnx_fp32_bytes"] = float_onnx.stat().st_size
+        for fmt in fmts:
+            say("quantizing to {} {} ...".format(precision, fmt))
+            if fmt == "tflite":
+                name = "model.{}.tflite".format(precision)
+                _tflite(net, tmp / name, precision, rep, io, qat)
+                extra = {"io": io if precision == "int8" else "float"}
+            elif fmt == "onnx":
+                name = "model.{}.onnx".format(precision)
+                _onnx_int8(float_onnx, tmp / name, rep, info["input_name"], onnx_activations,
+                           per_channel, work)
+                extra = {"opset": ONNX_OPSET, "quant_format": "QDQ",
+                         "activations": onnx_activations, "weights": "int8",
+                         "per_channel": bool(per_channel)}
+            else:
+                name = "openvino/model.{}.xml".format(precision)
+                _openvino(float_onnx, tmp / name, precision, rep)
+                extra = {"weights": name[:-4] + ".bin", "from": "float ONNX opset {}".format(
+                    ONNX_OPSET)}
+            acc, io_names = _measure(RUNTIME[fmt], tmp / name, job.ds)
+            entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
+                                  **io_names)
+            entry.update(extra)
+            if rep is not None:
+                entry["calibration_samples"] = int(len(rep))
+            if fmt == "openvino":
+                binf = name[:-4] + ".bin"
+                entry["bytes"] += (tmp / binf).stat().st_size
+                files[name] = entry
+                files[binf] = describe_file(tmp / binf, "openvino", precision, role="weights",
+                                            of=name, inference=False)
+            else:
+                files[name] = entry
+            say("  {}: test accuracy {:.2%}, {:,} bytes".format(name, acc, entry["bytes"]))
+        primary = [n for n in files if files[n].get("inference")][0]
+        metrics = {"accuracy": files[primary]["accuracy"], "bytes": files[primary]["bytes"],
+                   "params": before["params"], "macs": before["macs"],
+                   "nonzero_params": before["nonzero_params"], "primary": primary,
+                   "formats": {n: {"accuracy": e["accuracy"], "bytes": e["bytes"],
+                                   "ratio_vs_fp32": None} for n, e in files.items()
+                               if e.get("inference")},
+                   "before": before}
+        fp32_bytes = {"tflite": _float_tflite_bytes(job.model, work),
+                      "onnx": figures.get("onnx_fp32_bytes"),
+                      "openvino": figures.get("onnx_fp32_bytes")}
+        for n, f in metrics["formats"].items():
+            ref = fp32_bytes.get(files[n]["format"])
+            f["fp32_bytes"] = ref
+            f["ratio_vs_fp32"] = (ref / float(f["bytes"])) if ref else None
+        params = {"precision": precision, "formats": list(fmts), "qat": bool(qat),
+                  "calibration_samples": None if rep is None else int(len(rep)),
+                  "calibration_data": (cal.spec if rep is not None else None),
+                  "calibration_split": "train" if rep is not None else None,
+                  "io": io, "onnx_activations": onnx_activations, "per_channel": bool(per_channel),
+                  "seed": seed, "target": target}
+        if qat:
+            params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size})
+        manifest = new_manifest("compressed", "quantize", params, job.source,
+                                job.ds.input_spec(), job.ds.classes, metrics)
+        if io == "int8" and "tflite" in fmts and precision == "int8":
+            manifest["input"]["tflite_dtype"] = "int8"
+        manifest["files"] = files
+        write_manifest(tmp, manifest)
+    return Artifact.open(out)
+
+
+def _check_target(target, precision):
+    from edgekit.targets import load_target
+    t = load_target(target)
+    if precision not in t["precisions"]:
+        why = t["refuse_reasons"].get(precision, "")
+        raise EdgekitError("target {} refuses {}{}: use --precision {}".format(
+            t["name"], precision, " (" + why + ")" if why else "",
+            "fp16" if "fp16" in t["precisions"] else t["precisions"][0]))
+
+
+def _formats(formats, qat, precision):
+    if formats is None:
+        formats = ["tflite"] if qat else list(FORMATS)
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    formats = [f.lower() for f in formats]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise EdgekitError("unknown quantize format {!r}; choose from: {}".format(
+            ",".join(bad), ", ".join(FORMATS)))
+    if qat and formats != ["tflite"]:
+        raise EdgekitError("--qat writes int8 TFLite only (--formats tflite)")
+    if precision == "fp16" and "onnx" in formats:
+        raise EdgekitError("fp16 is written as TFLite and OpenVINO IR (no float16 ONNX converter "
+                           "installed here): use --formats tflite,openvino")
+    return list(dict.fromkeys(formats))
+
+
+def _qat(model, ds, epochs, lr, batch_size, progress, say):
+    from edgekit._tf import tfmot
+    mot = tfmot()
+    try:
+        q = mot.quantization.keras.quantize_model(model)
+    except (ValueError, RuntimeError) as exc:
+        raise EdgekitError("quantization-aware training cannot wrap this model: {}".format(
+            str(exc).splitlines()[0][:200])) from None
+    say("quantization-aware training: {} epoch(s)".format(epochs))
+    return fine_tune(q, ds, epochs, lr, batch_size, progress)
+
+
+def _tflite(model, path, precision, rep, io, qat):
+    from edgekit.export.tflite import to_tflite
+    to_tflite(model, path, precision, representative=rep, int8_io=(io == "int8"))
+
+
+def _float_tflite_bytes(model, work):
+    from edgekit.export.tflite import to_tflite
+    p = Path(work) / "model.fp32.tflite"
+    if not p.exists():
+        to_tflite(model, p, "fp32")
+    return p.stat().st_size
+
+
+class _Reader(object):
+    """onnxruntime CalibrationDataReader over the calibration images, one at a time."""
+
+    def __init__(self, name, x):
+        self.name, self.x, self.i = name, x, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def _onnx_int8(float_onnx, path, rep, input_name, activations, per_channel, work):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        pre = Path(work) / "model.pre.onnx"
+        quant_pre_process(str(float_onnx), str(pre), skip_symbolic_shape=True)
+    except Exception:  # pre-processing is an optimisation; quantize the plain graph instead
+        pre = float_onnx
+    reader = _Reader(input_name, rep)
+    quantize_static(str(pre), str(path), reader, quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=bool(per_channel))
+
+
+def _openvino(float_onnx, xml, precision, rep):
+    import openvino as ov
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    if precision == "fp16":
+        from edgekit.export.openvino import to_openvino
+        to_openvino(float_onnx, xml, fp16=True)
+        return
+    try:
+        import nncf
+    except ImportError:
+        from edgekit.errors import MissingDependency
+        raise MissingDependency("nncf is not installed: pip install 'edgekit[openvino]'") from None
+    m = ov.convert_model(str(float_onnx))
+    name = m.inputs[0].get_any_name()
+    items = [rep[i:i + 1] for i in range(len(rep))]
+    q = nncf.quantize(m, nncf.Dataset(items, lambda x: {name: x}), subset_size=len(items))
+    ov.save_model(q, str(xml), compress_to_fp16=False)
+
+
+def _measure(runtime, path, ds):
+    """Test accuracy of a quantized file, run by its runtime; plus its input/output names."""
+    from edgekit.runtime import open_runner
+    from edgekit.runtime.bench import accuracy
+    opts = {"allow_tf": True} if runtime == "litert" else {}
+    with open_runner(runtime, path, **opts) as r:
+        acc = accuracy(r, ds.x_test.astype(np.float32), ds.y_test, batch=256)
+        return acc, {"input_name": r.input_name, "output_names": list(r.output_names)}
+
+
+def int8_tensor_summary(path):
+    """What a test (or a curious user) checks: int8 tensors inside an ONNX / TFLite file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+        m = onnx.load(str(path))
+        ops = [n.op_type for n in m.graph.node]
+        int8 = [t.name for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        return {"quantize_nodes": ops.count("QuantizeLinear"),
+                "dequantize_nodes": ops.count("DequantizeLinear"), "int8_initializers": len(int8)}
+    from edgekit.runtime.litert import _interpreter_class
+    cls, _ = _interpreter_class(allow_tf=True)
+    it = cls(model_path=str(path))
+    dtypes = [d["dtype"] for d in it.get_tensor_details()]
+    return {"int8_tensors": int(sum(1 for d in dtypes if d == np.int8)),
+            "input_dtype": str(np.dtype(it.get_input_details()[0]["dtype"])),
+            "output_dtype": str(np.dtype(it.get_output_details()[0]["dtype"]))}
+
+
+__all__ = ["quantize", "int8_tensor_summary"]
