@@ -375,6 +375,7 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
     from edgekit.compress.knn_onnx import FeatureReducer
     in_dims = FeatureReducer(pool).in_dims(fshape)
     cfg = {"dims": dims, "prototypes": prototypes, "k": k or DEFAULT_K}
+    cache = {}
 
     def evaluate(stage, **change):
         c = dict(cfg, **change)
@@ -386,8 +387,13 @@ def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, r
         if max_bytes is not None and est_bytes(c["dims"], n_pro) > max_bytes and \
                 n_pro * d_out > 10 ** 6:
             return None              # far too big to fit: skip the (expensive) evaluation
-        reducer, head = _fit_pipeline(F_ref, y_ref, pool, c["dims"], c["k"], c["prototypes"],
-                                      reduction, int8, weights, int8_weights)
+        key = (c["dims"], c["prototypes"])
+        if key not in cache:        # prototypes and PCA do not depend on k: fit once
+            cache.clear()
+            cache[key] = _fit_pipeline(F_ref, y_ref, pool, c["dims"], c["k"], c["prototypes"],
+                                       reduction, int8, weights, int8_weights)
+        reducer, head = cache[key]
+        head.set_params(n_neighbors=c["k"])
         row = dict(c, stage=stage, val_accuracy=_val_acc(reducer, head, F_val, y_val),
                    est_bytes=int(est_bytes(c["dims"], head.n_prototypes_)))
         grid.append(row)
