@@ -15,7 +15,9 @@ from edgekit.runtime.errors import EdgekitError, HardwareMissing, MissingDepende
 
 NCS2_HELP = ("the NCS2 needs OpenVINO 2022.3 LTS with the MYRIAD plugin (the 2022.3 archive or the "
              "openvino/ubuntu20_runtime:2022.3.1 image; pip wheels have no MYRIAD), the udev rule "
-             "for USB vendor 03e7 (install_NCS_udev_rules.sh) and the stick plugged in")
+             "for USB vendor 03e7 (install_NCS_udev_rules.sh; in Docker add --device-cgroup-rule="
+             "'c 189:* rmw' -v /dev/bus/usb:/dev/bus/usb) and the stick plugged in; "
+             "`--device CPU` runs this path without a stick")
 
 
 def _core():
