@@ -74,7 +74,7 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     model, ref, src_onnx = _reference(art, x)
 
     job = _Job(art, t, precision, opset, batch, model, ref, src_onnx, x, y)
-    stage = art.staging_dir()
+    stage = art.staging_dir() if out is None else _scratch_next_to(out)
     try:
         job.stage = stage
         if "onnx" in formats or "openvino" in formats:
@@ -231,7 +231,7 @@ class _Job:
                                "agreement_vs_reference": fig["agreement"],
                                "max_abs_diff": fig["max_abs_diff"],
                                "accuracy": fig["accuracy_export"]}
-            if cur is not None and e_fmt(entry) == "openvino":
+            if cur is not None and entry.get("format") == "openvino":
                 from edgekit.export.parity import run_file
                 now = run_file("openvino", path, xs)
                 agree = compare(now, res["outputs"], ys, "fp16")
@@ -326,8 +326,15 @@ class _Job:
         self.entries[name] = entry
 
 
-def e_fmt(entry):
-    return entry.get("format")
+def _scratch_next_to(out):
+    """A temp dir beside ``out`` (same filesystem, the source artifact stays untouched)."""
+    import tempfile
+    parent = Path(out).resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
+    return Path(tempfile.mkdtemp(prefix=".{}.export-".format(Path(out).name), dir=str(parent)))
 
 
 def _union(entry, tname):
