@@ -158,14 +158,23 @@ class Bundle:
         return self.sha256[:16]
 
 
-def _model_file(art, target, runtime):
-    """(name, files entry) of the model file ``target`` runs; refuses with the export to run."""
+def _model_file(art, target, runtime, model_file=None):
+    """(name, files entry) of the model file ``target`` runs; refuses with the export to run.
+    ``model_file`` picks one explicitly (e.g. an opset-13 ONNX for an older onnxruntime)."""
     from edgekit.bench import _for_target, _runnable
     from edgekit.runtime import RUNTIME_FORMATS
     from edgekit.targets import check_onnx_model, load_target
     t = load_target(target)
     fmt = RUNTIME_FORMATS[runtime]
     names = _runnable(art, runtime, target)
+    if model_file is not None:
+        if model_file not in names:
+            raise EdgekitError("--model-file {!r} is not a {} file of {} that {} runs (it has: {})"
+                               .format(model_file, fmt, art.path, runtime, ", ".join(names) or "none"))
+        problems = check_onnx_model(art.file(model_file), t) if fmt == "onnx" else []
+        if problems:
+            raise EdgekitError("{} cannot run {}: {}".format(target, model_file, "; ".join(problems)))
+        return model_file, art.files[model_file]
     usable = [n for n in names if _for_target(art.files[n], target)]
     if not usable:  # untagged files: accept one whose ops/opset the target reads
         usable = [n for n in names if not art.files[n].get("targets") and not art.files[n].get("target")
@@ -206,7 +215,8 @@ def _test_npz(spec, samples):
     return buf.getvalue(), n
 
 
-def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, docker=False):
+def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, docker=False,
+                 model_file=None):
     """Build the bundle for ``target`` (deterministic: same inputs -> same bytes/sha256)."""
     from edgekit.artifact import Artifact
     from edgekit.targets import load_target
@@ -218,7 +228,7 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
     if int(test_samples) < 0:
         raise EdgekitError("--test-samples must be >= 0")
     art = Artifact.open(artifact)
-    name, entry = _model_file(art, t["name"], runtime)
+    name, entry = _model_file(art, t["name"], runtime, model_file)
     files = {}
     src = art.file(name)
     if src.is_dir():
@@ -668,7 +678,7 @@ def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=Non
            setup=False, bench=False, json_path=None, docker=False, dry_run=False, runtime=None,
            device=None, test_samples=1000, data=None, ssh_config=None, connect_timeout=10.0,
            command_timeout=120.0, min_free_mb=50.0, stale_after=3600.0, iterations=100, warmup=10,
-           batch=1, workers=8, log=print, upload_callback=None):
+           batch=1, model_file=None, workers=8, log=print, upload_callback=None):
     """Deploy ``artifact`` to every host (``hosts`` + ``inventory``) in parallel.
 
     Returns ``{"bundles": {target: info}, "devices": [row per host], "results": [...]}``; each
@@ -693,7 +703,7 @@ def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=Non
     for t in targets:
         dk = docker or any(d.get("docker") for d in devices if d.get("target", target) == t)
         bundles[t] = build_bundle(artifact, t, runtime=runtime, test_samples=test_samples, data=data,
-                                  docker=dk)
+                                  docker=dk, model_file=model_file)
     summary = {"bundles": {t: {"sha256": b.sha256, "bytes": b.size, "files": b.entries,
                                "model": b.meta["model"], "runtime": b.meta["runtime"]}
                            for t, b in bundles.items()},

@@ -3,10 +3,10 @@
 ``SshServer`` writes a throw-away host key and user key (ssh-keygen), a minimal
 ``sshd_config`` (key auth only, root by key only, AuthorizedKeysFile in the temp dir,
 StrictModes/PAM off, PidFile in the temp dir) and runs ``/usr/sbin/sshd -D -e -f CONFIG`` on
-a free port in its own process group, so ``kill()`` drops live sessions too and ``start()``
+a free port, so ``kill()`` (which also kills the forked sessions) drops live connections and ``start()``
 brings the same server (same host key, same port) back.
 
-Use the ``sshd`` fixture via ``from tests.sshd import sshd  # noqa: F401`` in a test module.
+Use the ``sshd`` fixture via ``from sshd import sshd  # noqa: F401`` in a test module.
 """
 import os
 import signal
@@ -95,14 +95,35 @@ class SshServer:
         pytest.fail("sshd did not listen on port {}".format(self.port))
 
     def kill(self):
-        """SIGKILL the server and every session it forked (drops live connections)."""
+        """SIGKILL the server and every session it forked (drops live connections).
+        Sessions call setsid(), so they are found as descendants via /proc, not by group."""
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in [self.proc.pid] + descendants(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.proc.wait(5)
         self.proc = None
+
+
+def descendants(pid):
+    """PIDs of every descendant of ``pid`` (from /proc/*/stat parent links)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/{}/stat".format(d)) as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            parent[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
 
 
 @pytest.fixture(scope="module")

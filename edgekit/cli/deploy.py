@@ -31,6 +31,8 @@ def deploy(
     iterations: int = typer.Option(100, "--iterations", help="Timed iterations on the device."),
     warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations on the device."),
     batch: int = typer.Option(1, "--batch"),
+    model_file: str = typer.Option(None, "--model-file", help="Ship this artifact file (default: the "
+                                                              "one exported for the target)."),
     test_samples: int = typer.Option(1000, "--test-samples", help="Test images shipped for accuracy."),
     ssh_config: Path = typer.Option(None, "--ssh-config", help="SSH config (default ~/.ssh/config)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="Seconds."),
@@ -49,6 +51,7 @@ def deploy(
                         remote_python=remote_python, remote_dir=remote_dir, setup=setup, bench=bench,
                         json_path=json_file, docker=docker, dry_run=dry_run, runtime=runtime,
                         device=device, iterations=iterations, warmup=warmup, batch=batch,
+                        model_file=model_file,
                         test_samples=test_samples, ssh_config=ssh_config,
                         connect_timeout=connect_timeout, command_timeout=command_timeout,
                         min_free_mb=min_free_mb, log=lambda m: err_console.print(m, markup=False))
