@@ -20,6 +20,8 @@ _VERBS = {
     "bench": "edgekit.bench:bench",
     "report": "edgekit.report:report",
     "export": "edgekit.export:export",
+    "deploy": "edgekit.deploy:deploy",
+    "compress": "edgekit.compress:compress",
 }
 
 
