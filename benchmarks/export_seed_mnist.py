@@ -46,17 +46,9 @@ def seed_artifact(seed, mnist, out):
 
 def plan():
     """(target, precision, formats) for every format x precision each target allows."""
-    from edgekit.targets import load_target, target_names
-    jobs = []
-    for name in target_names():
-        t = load_target(name)
-        by_prec = {}
-        for fmt in t["formats"]:
-            for prec in t["format_precisions"].get(fmt, []):
-                by_prec.setdefault(prec, []).append(fmt)
-        for prec, fmts in by_prec.items():
-            jobs.append((name, prec, fmts))
-    return jobs
+    from edgekit.export import export_plan
+    from edgekit.targets import target_names
+    return [(name, prec, fmts) for name in target_names() for prec, fmts in export_plan(name)]
 
 
 def main(argv=None):

@@ -13,18 +13,18 @@ from onnx import numpy_helper
 
 from edgekit.artifact import Artifact
 from edgekit.errors import EdgekitError
-from edgekit.export import export
+from edgekit.export import export, export_all
 from edgekit.export.parity import THRESHOLDS, check_file, compare, raise_on_failures
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_artifact):
-    """tiny copy with ONNX + TFLite + OpenVINO at fp32, then TFLite int8 and fp16 IR/TFLite."""
+    """tiny copy with every laptop-cpu format x precision: ONNX + TFLite + OpenVINO at fp32,
+    TFLite + OpenVINO at fp16, TFLite int8."""
     dst = tmp_path_factory.mktemp("exp") / "tiny"
     shutil.copytree(tiny_artifact.path, dst)
-    export(dst, "onnx,tflite,openvino")
-    export(dst, ["tflite"], precision="int8", calibration_samples=100)
-    export(dst, ["tflite", "openvino"], precision="fp16")
+    art = export_all(dst, "laptop-cpu", calibration_samples=100)   # fp32, fp16, int8 rounds
+    assert art.path == dst
     return Artifact.open(dst)
 
 

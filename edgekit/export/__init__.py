@@ -91,6 +91,37 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def export_plan(target=DEFAULT_TARGET):
+    """[(precision, [formats])] covering every format x precision ``target``'s descriptor
+    allows (``format_precisions``), default precision first."""
+    from edgekit.targets import load_target
+    t = load_target(target)
+    by_prec = {}
+    for fmt in t["formats"]:
+        for prec in t["format_precisions"].get(fmt, []):
+            by_prec.setdefault(prec, []).append(fmt)
+    order = sorted(by_prec, key=lambda p: (p != t["default_precision"], p))
+    return [(p, by_prec[p]) for p in order]
+
+
+def export_all(artifact_dir, target=DEFAULT_TARGET, out=None, force=False, **options):
+    """Every format x precision ``target`` allows (one :func:`export` per precision, each
+    parity-checked); returns the Artifact. TFLite is skipped for ONNX-only artifacts (no
+    ONNX->TFLite converter). What ``edgekit demo`` shows for laptop-cpu."""
+    from edgekit.artifact import Artifact
+    art = Artifact.open(artifact_dir)
+    has_keras = any(art.files[n].get("inference", True) for n in art.find("keras"))
+    src = artifact_dir
+    for prec, fmts in export_plan(target):
+        fmts = [f for f in fmts if has_keras or f != "tflite"]
+        if not fmts:
+            continue
+        art = export(src, fmts, target=target, precision=prec, out=out, force=force, **options)
+        if out is not None:  # the first export made the new dir; the rest go into it
+            src, out, force = art.path, None, False
+    return art
+
+
 def parse_formats(formats):
     """``"onnx,tflite"`` or a list -> validated list of unique formats."""
     if isinstance(formats, str):
