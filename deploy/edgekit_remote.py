@@ -9,7 +9,7 @@ runs ``bench`` inside the installed bundle. It is shipped in every bundle as
 Subcommands::
 
     preflight --target T [--dir D] [--min-free-mb N] [--docker]   # JSON report, exit 0/1/2
-    unpack TAR --sha256 HEX --dest DIR/NAME                     # verify, safe-extract, rename
+    unpack TAR --sha256 HEX --dest DIR/NAME [--cleanup UPLOAD_DIR]  # verify, safe-extract, rename
     bench --bundle DIR --json OUT [bench options]                 # edgekit.runtime bench + identity
     identity                                                      # JSON: hostname, uname, L4T, python
 
@@ -325,6 +325,7 @@ def main(argv=None):
     up.add_argument("tar")
     up.add_argument("--sha256", required=True)
     up.add_argument("--dest", required=True)
+    up.add_argument("--cleanup", help="remove this upload dir afterwards (success or not)")
     b = sub.add_parser("bench")
     b.add_argument("--bundle", required=True)
     b.add_argument("--json", required=True)
@@ -341,6 +342,9 @@ def main(argv=None):
         except UnsafeBundle as exc:
             sys.stderr.write("error: {}\n".format(exc))
             return 1
+        finally:
+            if args.cleanup:
+                shutil.rmtree(args.cleanup, ignore_errors=True)
         print("unpacked {} files into {}".format(n, args.dest))
         return 0
     if args.command == "bench":

@@ -500,6 +500,21 @@ def _rm_tree(remote, path):
         raise EdgekitError("cannot remove {} on {}: {}".format(path, remote.host.hostname, err.strip()))
 
 
+def _sftp_makedirs(remote, path):
+    """``mkdir -p`` over SFTP (no shell round trip)."""
+    sftp, parts, cur = remote.sftp, path.strip("/").split("/"), ""
+    for part in parts:
+        cur += "/" + part
+        try:
+            sftp.stat(cur)
+        except IOError:
+            try:
+                sftp.mkdir(cur)
+            except IOError as exc:
+                raise EdgekitError("cannot create {} on {}: {}".format(
+                    cur, remote.host.hostname, exc.strerror or exc)) from None
+
+
 def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stale_after=3600.0,
            timeout=600.0, progress=None):
     """Install ``bundle`` at ``REMOTE/<sha>`` atomically; returns (path, bytes sent)."""
@@ -511,9 +526,7 @@ def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stal
         return dest, 0  # already there, verified when it was installed
     except IOError:
         pass
-    code, _, err = remote.run("mkdir -p -- {}".format(_q(base)), timeout=30)
-    if code:
-        raise EdgekitError("cannot create {} on {}: {}".format(base, remote.host.hostname, err.strip()))
+    _sftp_makedirs(remote, base)
     now = time.time()
     for a in _listdir(sftp, base):  # leftovers of dropped connections
         if a.filename.startswith(".tmp-") and now - (a.st_mtime or 0) >= stale_after:
@@ -533,10 +546,9 @@ def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stal
             raise EdgekitError("connection to {} lost during upload ({}): nothing was installed; "
                                "re-run to resume".format(remote.host.hostname, exc)) from None
         raise
-    cmd = "{} - unpack {} --sha256 {} --dest {}".format(
-        remote_python_cmd(remote, python), _q(tar), bundle.sha256, _q(dest))
+    cmd = "{} -S - unpack {} --sha256 {} --dest {} --cleanup {}".format(
+        remote_python_cmd(remote, python), _q(tar), bundle.sha256, _q(dest), _q(tmp))
     code, out, err = remote.run(cmd, timeout=timeout, stdin=REMOTE_SCRIPT.read_bytes())
-    _rm_tree(remote, tmp)
     if code:
         raise EdgekitError("{}: bundle refused on the device: {}".format(
             remote.host.hostname, (err.strip().splitlines() or ["exit {}".format(code)])[-1]))
@@ -570,7 +582,7 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
                  bench_args=(), docker=False, timeout=1800.0, log=print):
     """Run the benchmark in the installed bundle, stream its output, pull the results back."""
     runs = posixpath.join(remote.abspath(remote_dir), "runs")
-    remote.run("mkdir -p -- {}".format(_q(runs)), timeout=30)
+    _sftp_makedirs(remote, runs)
     name = "{}-{}-{}.json".format(bundle.short, time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
                                   os.urandom(3).hex())
     out_path = posixpath.join(runs, name)
