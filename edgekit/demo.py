@@ -371,8 +371,11 @@ def _keras_progress(run, task):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            run.progress.update(task, info="epoch {} val_acc {:.4f}".format(
-                epoch + 1, logs.get("val_accuracy", float("nan"))))
+            info = "epoch {}/{} val_acc {:.4f}".format(
+                epoch + 1, run.epochs, logs.get("val_accuracy", float("nan")))
+            run.progress.update(task, info=info)
+            if not run.progress.console.is_terminal:  # logs/CI: one line per epoch
+                run.progress.console.print("train: " + info)
     return _Bar()
 
 

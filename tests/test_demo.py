@@ -15,7 +15,7 @@ CONTRACT_KEYS = {"target", "runtime", "runtime_version", "device", "batch", "ite
 
 def test_demo_on_digits_end_to_end(run_cli, tmp_path):
     out = tmp_path / "demo-out"
-    code, stdout, err = run_cli("demo", "-o", out, "--epochs", "12", "--iterations", "100")
+    code, stdout, err = run_cli("demo", "-o", out, "--epochs", "10", "--iterations", "100")
     assert code == 0, err
     # the table
     for row in ("Keras test accuracy", "ONNX test accuracy (onnxruntime)",

@@ -52,6 +52,12 @@ def test_unknown_arch():
         build("resnet", (8, 8, 1), 10)
 
 
+def test_tiny_trains_on_digits(tiny_artifact):
+    m = tiny_artifact.manifest
+    assert m["kind"] == "model" and m["method"]["name"] == "train"
+    assert m["metrics"]["accuracy"] > 0.85
+
+
 def test_trained_seed_on_digits(seed_digits_artifact, digits):
     m = seed_digits_artifact.manifest
     assert m["metrics"]["params"] == 53002
