@@ -11,8 +11,12 @@ PY310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10.13/bin/python $(shell
 
 venv: $(STAMP)
 
+# A venv without pip (Debian/Ubuntu python3 lacks ensurepip until python3-venv is installed,
+# or an interrupted run) is rebuilt: apt's python3-venv first, then virtualenv from pip.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PY) -m venv $(VENV); } || \
+	{ rm -rf $(VENV); (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PY) -m venv $(VENV); } || \
+	{ rm -rf $(VENV); $(PY) -m pip install -q --user --break-system-packages virtualenv && $(PY) -m virtualenv -q $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
@@ -43,8 +47,9 @@ $(DEVICES)/ov2022/.ok:
 	  $(DEVICES)/ov2022/bin/python -m pip install -q 'numpy<2' openvino==2022.3.1 && touch $@; \
 	else echo "WARNING: no Python 3.10 interpreter found: OpenVINO 2022.3 tests will fail loudly"; fi
 
+# --force: a second `make demo` replaces demo-out/ (only once the new run has completed).
 demo: $(STAMP)
-	$(BIN)/edgekit demo
+	$(BIN)/edgekit demo -o demo-out --force
 
 test: $(STAMP) system-deps device-venvs
 	$(BIN)/python -m pytest -q
