@@ -381,3 +381,21 @@ def test_docker_preflight_without_docker_engine_reports_it(exported, sshd, kh, t
     assert "not a Jetson" in row["error"]
     if shutil.which("docker") is None:
         assert "docker (not found)" in row["error"] and "apt-get install docker.io" in row["error"]
+
+
+def test_remote_command_timeout_and_setup_script_errors(sshd, kh):  # noqa: F811
+    from edgekit.deploy import Remote, resolve_host, setup_device
+    from edgekit.errors import EdgekitError
+    r = Remote(resolve_host(sshd.host), identity=sshd.user_key, known_hosts=kh, log=lambda m: None)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(EdgekitError, match="timed out after 1s"):
+            r.run("sleep 20", timeout=1)
+        assert time.monotonic() - t0 < 5
+        lines = []
+        assert r.run("echo one; echo two", on_line=lines.append)[0] == 0 and lines == ["one", "two"]
+        # the setup script (piped to sh -s on the device) refuses an unknown target
+        with pytest.raises(EdgekitError, match="setup failed: error: unknown target bogus"):
+            setup_device(r, "bogus", "/nonexistent/venv", python=sys.executable, timeout=30)
+    finally:
+        r.close()
