@@ -561,8 +561,10 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
         raise EdgekitError("--docker has no image for target {} (images: {})".format(
             target, ", ".join(sorted(DOCKER_IMAGES))))
     cmd = ["docker", "run", "--rm"]
-    if target == "jetson-nano":
-        cmd += ["--runtime", "nvidia", "-v", "/etc/nv_tegra_release:/etc/nv_tegra_release:ro"]
+    if target == "jetson-nano":  # engines are cached outside the container, next to runs/
+        cmd += ["--runtime", "nvidia", "-v", "/etc/nv_tegra_release:/etc/nv_tegra_release:ro",
+                "-v", "{}:/trt-cache".format(posixpath.join(posixpath.dirname(runs_dir), "trt-cache")),
+                "-e", "EDGEKIT_TRT_CACHE=/trt-cache"]
     else:  # the NCS2 re-enumerates on load: give the container the whole USB bus
         cmd += ["--device-cgroup-rule=c 189:* rmw", "-v", "/dev/bus/usb:/dev/bus/usb"]
     cmd += ["-v", "{}:/bundle:ro".format(bundle_dir), "-v", "{}:/runs".format(runs_dir),
@@ -587,6 +589,8 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
                                   os.urandom(3).hex())
     out_path = posixpath.join(runs, name)
     if docker:
+        if bundle.meta["target"] == "jetson-nano":
+            _sftp_makedirs(remote, posixpath.join(posixpath.dirname(runs), "trt-cache"))
         cmd = docker_command(bundle.meta["target"], dest, runs, name, bench_args)
     else:
         cmd = "cd {} && {} deploy/edgekit_remote.py bench --bundle . --json {} {}".format(

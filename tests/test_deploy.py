@@ -363,6 +363,8 @@ def test_docker_command_construction():
     assert "edgekit/ncs2:" in ncs2 and ncs2.endswith("--json /runs/r.json --iterations 50")
     nano = docker_command("jetson-nano", "/home/nano/edgekit/abc", "/r", "r.json")
     assert "--runtime nvidia" in nano and "/home/nano/edgekit/abc:/bundle:ro" in nano
+    nano = docker_command("jetson-nano", "/home/nano/edgekit/abc", "/home/nano/edgekit/runs", "r.json")
+    assert "-v /home/nano/edgekit/trt-cache:/trt-cache -e EDGEKIT_TRT_CACHE=/trt-cache" in nano
     assert docker_build_command("jetson-nano", "/b") == \
         "docker build -t edgekit/jetson:0.1.0 -f /b/Dockerfile.jetson /b"
     from edgekit.errors import EdgekitError
