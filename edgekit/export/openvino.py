@@ -33,8 +33,9 @@ try:
     model = core.read_model(sys.argv[1])
     compiled = core.compile_model(model, "CPU")
 except Exception as exc:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     print(json.dumps({"readable": False, "version": get_version(),
-                      "error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}))
+                      "error": (lines[-1] if lines else type(exc).__name__)[:300]}))
     sys.exit(0)
 x = np.load(sys.argv[2])
 ps = compiled.inputs[0].get_partial_shape()
