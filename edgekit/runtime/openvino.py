@@ -81,12 +81,14 @@ class OvRunner(Runner):
         self.input_name = inp.get_any_name()
         self.input_dtype = _np_type(inp.get_element_type())
         self.output_names = [_name(o, i) for i, o in enumerate(self.compiled.outputs)]
+        self._ports = list(self.compiled.outputs)
         self.request = self.compiled.create_infer_request()
 
     def _infer(self, x):
-        self.request.infer({0: x})
-        return [self.request.get_output_tensor(i).data.copy()
-                for i in range(len(self.output_names))]
+        # infer() already returns copies of the outputs keyed by port (2022.3 and current API):
+        # no second copy, and as little Python work between calls as benchmark_app does
+        results = self.request.infer({0: x})
+        return [results[port] for port in self._ports]
 
     def _close(self):
         self.request = None
