@@ -1,7 +1,6 @@
 """Target rules from targets/*.toml: refusals, static ONNX checks, NCS2 exports checked in the
 real OpenVINO 2022.3.1 venv (tests/devices.py fails loudly when it is missing)."""
 import json
-import shutil
 
 import numpy as np
 import onnx
