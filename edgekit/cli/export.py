@@ -19,6 +19,8 @@ def export(
     batch: int = typer.Option(None, "--batch", help="Static batch size (default: dynamic; ncs2: 1)."),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Force a dynamic batch dimension."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the target's; at most its max)."),
+    ov2022_check: bool = typer.Option(True, "--ov2022-check/--no-ov2022-check",
+                                      help="ncs2: load and run every file in OpenVINO 2022.3 (needs `make device-venvs`)."),
 ):
     """Export an artifact and check parity against the original; nothing written on failure.
 
@@ -28,7 +30,7 @@ def export(
     art = do_export(artifact, fmt, target=target, precision=precision, out=out, force=force,
                     data=data, parity_samples=parity_samples, batch=batch,
                     dynamic_batch=dynamic_batch, calibration_samples=calibration_samples,
-                    opset=opset)
+                    opset=opset, check_ov2022=None if ov2022_check else False)
     tname = target or "laptop-cpu"
     rows = []
     for name, e in art.files.items():

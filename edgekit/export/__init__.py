@@ -86,6 +86,8 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
         job.run_parity()
         if check_ov2022:
             job.check_ncs2()
+        elif t.get("check_ov2022"):
+            job.notes.append("OpenVINO 2022.3 check skipped")
         return job.write(out, force, spec)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -327,6 +329,8 @@ class _Job:
         if checked:
             record["ov2022_readable"] = checked
             record["ncs2_fallback"] = getattr(self, "ncs2_fallback", None)
+        if self.notes:
+            record["notes"] = list(self.notes)
         key = "{}:{}".format(tname, self.precision)
         updates = {"exports": {key: record}, "files": copy.deepcopy(self.updates)}
         if out is None:

@@ -98,7 +98,8 @@ def check_ov2022(model_path, x, python=None, timeout=600):
     python = python or ov2022_python()
     if python is None:
         raise MissingDependency("OpenVINO 2022.3 venv not found (needed to check NCS2 exports): "
-                                "run `make device-venvs` or set EDGEKIT_OV2022_PYTHON")
+                                "run `make device-venvs`, set EDGEKIT_OV2022_PYTHON, or skip the "
+                                "check with --no-ov2022-check")
     with tempfile.TemporaryDirectory(prefix="edgekit-ov2022-") as tmp:
         xin, xout = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
         np.save(xin, np.ascontiguousarray(x, dtype=np.float32))
