@@ -8,10 +8,31 @@ from edgekit.cli.common import console, kib, pct
 
 def compress(
     model: Path = typer.Argument(..., help="Model: artifact dir, .h5 or SavedModel dir."),
-    method: str = typer.Option(..., "--method", help="knn-slice"),
+    method: str = typer.Option(..., "--method", help="prune | quantize | distill | knn-slice"),
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     out: Path = typer.Option(..., "-o", "--out", help="Artifact directory to create."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    epochs: int = typer.Option(None, "--epochs", help="prune/distill/--qat: fine-tuning epochs."),
+    lr: float = typer.Option(None, "--lr", help="prune/quantize --qat/distill: learning rate."),
+    batch_size: int = typer.Option(None, "--batch-size", help="prune/quantize --qat/distill."),
+    sparsity: float = typer.Option(None, "--sparsity", help="prune: target sparsity in (0,1) (default 0.8)."),
+    structured: bool = typer.Option(None, "--structured", help="prune: remove whole Conv2D filters (L1)."),
+    ratio: float = typer.Option(None, "--ratio", help="prune --structured: fraction of filters removed (default 0.5)."),
+    keep: str = typer.Option(None, "--keep", help="prune --structured: filters kept, LAYER=N[,LAYER=N]."),
+    dense_width: int = typer.Option(None, "--dense-width", help="prune: shrink the first hidden Dense to N units."),
+    precision: str = typer.Option(None, "--precision", help="quantize: int8 (default) | fp16."),
+    formats: str = typer.Option(None, "--formats", help="quantize: tflite,onnx,openvino (default: all)."),
+    calibration_samples: int = typer.Option(None, "--calibration-samples", help="quantize: training images for calibration (default 200)."),
+    calibration_data: str = typer.Option(None, "--calibration-data", help="quantize: calibrate on this spec's training split instead."),
+    io: str = typer.Option(None, "--io", help="quantize: TFLite input/output type, float | int8."),
+    onnx_activations: str = typer.Option(None, "--onnx-activations", help="quantize: ONNX activations uint8 | int8."),
+    qat: bool = typer.Option(None, "--qat", help="quantize: quantization-aware training (tfmot), then int8 TFLite."),
+    target: str = typer.Option(None, "--target", help="quantize: refuse precisions the target cannot run."),
+    student: str = typer.Option(None, "--student", help="distill: student architecture (tiny, ...)."),
+    width: float = typer.Option(None, "--width", help="distill: width multiplier in (0,1] for a derived student."),
+    depthwise: bool = typer.Option(None, "--depthwise", help="distill: SeparableConv2D in the derived student."),
+    temperature: float = typer.Option(None, "--temperature", help="distill: softmax temperature (default 4)."),
+    alpha: float = typer.Option(None, "--alpha", help="distill: weight of the hard-label loss (default 0.1)."),
     cut: str = typer.Option(None, "--cut", help="knn-slice: layer NAME, INDEX or auto."),
     k: int = typer.Option(None, "--k", help="knn-slice: neighbours (default: chosen on validation)."),
     prototypes: int = typer.Option(None, "--prototypes", help="knn-slice: k-means prototypes per class."),
@@ -32,7 +53,11 @@ def compress(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="evolution: checkpoint/resume directory."),
     executor: str = typer.Option(None, "--executor", help="evolution: local | dask://HOST:PORT."),
 ):
-    """Compress a trained CNN; the artifact's manifest records what was traded.
+    """Compress a trained CNN; the artifact's manifest records what was traded (before/after).
+
+    Example: edgekit compress out/seed --method prune --sparsity 0.8 --data digits -o out/pruned
+
+    Example: edgekit compress out/seed --method quantize --calibration-samples 500 --data digits -o out/int8
 
     Example: edgekit compress out/seed --method knn-slice --data mnist:../shared/datasets/mnist -o out/knn --cut auto
     """
@@ -41,9 +66,48 @@ def compress(
              "int8": int8, "int8_weights": int8_weights, "objective": objective, "max_bytes": max_bytes,
              "min_accuracy": min_accuracy, "evolve": evolve, "strategy": strategy,
              "generations": generations, "population": population, "time_budget": time_budget,
-             "init": init, "seed": seed, "checkpoint": checkpoint, "executor": executor}
+             "init": init, "seed": seed, "checkpoint": checkpoint, "executor": executor,
+             "epochs": epochs, "lr": lr, "batch_size": batch_size, "sparsity": sparsity,
+             "structured": structured, "ratio": ratio, "keep": keep, "dense_width": dense_width,
+             "precision": precision, "formats": formats, "calibration_samples": calibration_samples,
+             "calibration_data": calibration_data, "io": io, "onnx_activations": onnx_activations,
+             "qat": qat, "target": target, "student": student, "width": width,
+             "depthwise": depthwise, "temperature": temperature, "alpha": alpha}
     params = {key: v for key, v in given.items() if v is not None}
+    from edgekit.compress import METHODS, check_params
+    from edgekit.errors import EdgekitError
+    if method not in METHODS:
+        raise EdgekitError("unknown compression method {!r}; choose one of: {}".format(
+            method, ", ".join(sorted(METHODS))))
+    check_params(method, params)
     art = do_compress(model, method, data, out, force=force, **params)
     m = art.manifest["metrics"]
+    if "before" in m:
+        _before_after(method, art, m)
+        return
     console.print("{} -> {}: test accuracy {}, {} on disk (every byte inference needs)".format(
         method, art.path, pct(m.get("accuracy")), kib(m.get("bytes"))))
+
+
+def _before_after(method, art, m):
+    from edgekit.cli.common import table
+    b = m["before"]
+
+    def num(v):
+        return "-" if v is None else "{:,}".format(v)
+    rows = [("test accuracy", pct(b.get("accuracy")), pct(m.get("accuracy"))),
+            ("params", num(b.get("params")), num(m.get("params"))),
+            ("nonzero params", num(b.get("nonzero_params")), num(m.get("nonzero_params"))),
+            ("MACs", num(b.get("macs")), num(m.get("macs"))),
+            ("bytes on disk", num(b.get("bytes")), num(m.get("bytes")))]
+    if "gzip_bytes" in m:
+        rows.append(("gzip bytes", num(b.get("gzip_bytes")), num(m.get("gzip_bytes"))))
+    console.print(table("{} -> {}".format(method, art.path), ["", "before", "after"], rows))
+    for name, f in (m.get("formats") or {}).items():
+        console.print("  {}: test accuracy {}, {} ({:.1f}x smaller than fp32)".format(
+            name, pct(f["accuracy"]), kib(f["bytes"]), f["ratio_vs_fp32"] or 0))
+    if m.get("layer_sparsity"):
+        console.print("  sparsity reached per layer: " + ", ".join(
+            "{} {:.1%}".format(n, s) for n, s in m["layer_sparsity"].items()))
+    if m.get("note"):
+        console.print("  note: " + m["note"])
