@@ -42,8 +42,9 @@ ITERATIONS = 500
 class DemoRun(object):
     """State shared by the steps: options, the staging dir, and the summary being built."""
 
-    def __init__(self, data, stage, out, epochs, batch_size, iterations, progress):
+    def __init__(self, data, stage, out, epochs, batch_size, iterations, progress, model=None):
         self.data = data
+        self.model = model                # an existing trained artifact to use instead of training
         self.stage = Path(stage)          # where files are written now
         self.out = Path(out)              # where they will be after the final rename
         self.epochs = epochs
@@ -82,9 +83,15 @@ def load_dataset(run):
 
 
 def train_model(run):
-    """Train seed-mnist-cnn on the train split (validation on val) into ``model/``."""
+    """Train seed-mnist-cnn on the train split (validation on val) into ``model/``.
+
+    With ``model=`` an existing trained artifact is copied in instead (verified first).
+    """
     from edgekit.models import train
     ds = run.ds
+    if run.model is not None:
+        _use_trained(run)
+        return
     steps = int(np.ceil(len(ds.x_train) / float(run.batch_size)))
     task = run.task("train {} ({} epochs)".format(ARCH, run.epochs), run.epochs * steps)
     callbacks = [_keras_progress(run, task)] if task is not None else []
@@ -239,8 +246,11 @@ def demo_defaults(data):
 
 
 def demo(data="digits", out="demo-out", epochs=None, batch_size=None, iterations=ITERATIONS,
-         force=False, progress=True, console=None, steps=None):
-    """Run :data:`STEPS` on ``data``; write everything to ``out``; return the summary dict."""
+         force=False, progress=True, console=None, steps=None, model=None):
+    """Run :data:`STEPS` on ``data``; write everything to ``out``; return the summary dict.
+
+    ``model``: an artifact already trained on ``data`` to use instead of training one.
+    """
     out = Path(out)
     if out.exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
@@ -260,7 +270,7 @@ def demo(data="digits", out="demo-out", epochs=None, batch_size=None, iterations
         raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
     stage = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(parent)))
     bar = _progress(console) if progress else None
-    run = DemoRun(data, stage, out, epochs, batch_size, iterations, bar)
+    run = DemoRun(data, stage, out, epochs, batch_size, iterations, bar, model=model)
     t_all = time.perf_counter()
     try:
         if bar is not None:
@@ -295,7 +305,9 @@ def summary_rows(s):
     m = s.get("model")
     if m:
         rows.append(("model", "{}: {:,} params, {:,} MACs, {} (.h5), {} epochs x batch {}".format(
-            s["arch"], m["params"], m["macs"], _kib(m["bytes"]), m["epochs"], m["batch_size"])))
+            s["arch"], m["params"], m.get("macs") or 0, _kib(m["bytes"]), m["epochs"], m["batch_size"])))
+        if m.get("trained_from"):
+            rows.append(("trained model used", m["trained_from"]))
     k = s.get("keras")
     if k:
         rows.append(("Keras test accuracy", _pct(k["accuracy"])))
@@ -377,6 +389,21 @@ def _keras_progress(run, task):
             if not run.progress.console.is_terminal:  # logs/CI: one line per epoch
                 run.progress.console.print("train: " + info)
     return _Bar()
+
+
+def _use_trained(run):
+    from edgekit.artifact import Artifact
+    src = Artifact.open(run.model)
+    src.keras_path()  # refuses an artifact without a Keras model
+    shutil.copytree(str(src.path), str(run.stage / "model"))
+    run.art = Artifact.open(run.stage / "model")
+    m, p = run.art.manifest["metrics"], run.art.manifest["method"]["params"]
+    run.epochs, run.batch_size = p.get("epochs"), p.get("batch_size")
+    run.summary["arch"] = p.get("arch", "?")
+    run.summary["model"] = {"artifact": run.final("model"), "params": m["params"],
+                            "macs": m.get("macs"), "bytes": m["bytes"], "epochs": run.epochs,
+                            "batch_size": run.batch_size, "trained_from": str(src.path)}
+    run.summary["files"]["artifact"] = run.final("model")
 
 
 def _export_onnx_direct(art):

@@ -13,6 +13,7 @@ def demo(
     batch_size: int = typer.Option(None, "--batch-size", help="Training batch (default: digits 32, mnist 128)."),
     iterations: int = typer.Option(500, "--iterations", help="Timed benchmark iterations (batch 1)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    model: Path = typer.Option(None, "--model", help="Use this trained artifact instead of training."),
 ):
     """Train seed-mnist-cnn, evaluate, export ONNX, check it against Keras, benchmark, report.
 
@@ -21,7 +22,7 @@ def demo(
     from edgekit.demo import demo as run_demo
     from edgekit.demo import summary_rows
     s = run_demo(data, out, epochs=epochs, batch_size=batch_size, iterations=iterations,
-                 force=force, progress=True, console=err_console)
+                 force=force, progress=True, console=err_console, model=model)
     console.print(table("edgekit demo: {} on {}".format(s["arch"], data), ["step", "result"],
                         summary_rows(s)))
     for path in s["files"].get("report", []):
