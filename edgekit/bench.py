@@ -144,7 +144,7 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
                     "file": str(Path(path).relative_to(art.path)),
                     "format": entry.get("format"),
                     "precision": getattr(runner, "precision", None) or entry.get("precision"),
-                    "bytes": entry.get("bytes"), "method": art.method, "threads": threads,
+                    "bytes": _run_bytes(art, entry), "method": art.method, "threads": threads,
                     "data": spec, "test_samples": int(len(ds.y_test) if not eval_samples
                                                       else min(eval_samples, len(ds.y_test)))})
         results.append(res)
@@ -157,6 +157,15 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
         atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],
                                                 indent=2) + "\n")
     return results
+
+
+def _run_bytes(art, entry):
+    """Bytes on disk needed to run a file: an IR's .xml plus its weights .bin."""
+    total = entry.get("bytes") or 0
+    weights = entry.get("weights")
+    if weights and weights in art.files:
+        total += art.files[weights].get("bytes") or 0
+    return total or None
 
 
 def raise_no_tensorrt():
