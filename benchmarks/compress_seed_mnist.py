@@ -12,6 +12,7 @@ Example::
         --teacher /work/cache/seed-mnist --out /tmp/compress-bench \\
         --json benchmarks/results/compress_seed_mnist.json
     # a subset: --only prune,structured,quantize,distill,width
+    .venv/bin/python benchmarks/compress_seed_mnist.py --render RESULTS.json...   # Markdown
 """
 import argparse
 import json
@@ -49,7 +50,43 @@ def ort_latency(model_or_onnx, work, name, x, iterations):
             "onnx_bytes": path.stat().st_size, "iterations": res["iterations"]}
 
 
+def render(paths):
+    """Markdown rows for BENCHMARKS.md from one or more result JSON files."""
+    runs = {}
+    for p in paths:
+        runs.update(json.loads(Path(p).read_text())["runs"])
+    lines = ["| run | accuracy before -> after | params | nonzero | MACs | bytes | other | time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, r in runs.items():
+        b, a = r["before"], r["after"]
+        other = []
+        if "sparsity" in a:
+            other.append("sparsity {:.1%} (min layer {:.1%}); gzip {:,} -> {:,} B = {:.2f}x".format(
+                a["sparsity"], min(a["layer_sparsity"].values()), b["gzip_bytes"], a["gzip_bytes"],
+                a["gzip_ratio"]))
+        if "macs_ratio" in a:
+            other.append("{:.2f}x fewer MACs".format(a["macs_ratio"]))
+        for n, f in (a.get("formats") or {}).items():
+            other.append("{}: {:.2%}, {:,} B vs fp32 {:,} B = {:.2f}x smaller".format(
+                n, f["accuracy"], f["bytes"], f["fp32_bytes"], f["ratio_vs_fp32"]))
+        lat = r.get("latency")
+        if lat:
+            ks = list(lat)
+            other.append("ORT CPU p50 {:.3f} ms -> {:.3f} ms = {:.2f}x".format(
+                lat[ks[0]]["p50_ms"], lat[ks[1]]["p50_ms"], lat["speedup_p50"]))
+        lines.append("| {} | {:.2%} -> {:.2%} ({:+.2f} pt) | {:,} -> {:,} | {:,} -> {:,} | {:,} -> {:,} "
+                     "| {:,} -> {:,} | {} | {:.0f} s |".format(
+                         key, b["accuracy"], a["accuracy"], 100 * (a["accuracy"] - b["accuracy"]),
+                         b["params"], a["params"], b["nonzero_params"], a["nonzero_params"],
+                         b["macs"], a["macs"], b["bytes"], a["bytes"], "; ".join(other),
+                         r["seconds"]))
+    return "\n".join(lines)
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--render":
+        print(render(sys.argv[2:]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mnist", default=str(REPO.parent / "shared" / "datasets" / "mnist"))
     ap.add_argument("--teacher", default="/work/cache/seed-mnist")
