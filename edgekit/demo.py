@@ -54,6 +54,7 @@ class DemoRun(object):
         self.ds = None
         self.art = None
         self.onnx_name = None
+        self.keras_logits = None          # Keras test-split outputs (evaluate_model)
         self.summary = {"data": data, "arch": ARCH, "out": str(out), "steps": {},
                         "skipped": {}, "files": {}}
 
@@ -105,9 +106,14 @@ def train_model(run):
 
 
 def evaluate_model(run):
-    """Reload the saved artifact and measure its test accuracy (Keras)."""
-    from edgekit.models import evaluate
-    acc = evaluate(run.art.path, run.ds, runtime="keras")["keras"]
+    """Reload the saved artifact and measure its test accuracy (Keras); keeps the logits."""
+    from edgekit.models import check_model_fits, load_model
+    ds = run.ds
+    model = load_model(run.art.path)
+    check_model_fits(model, ds)
+    run.keras_logits = _batched(run, "evaluate (Keras, test split)", ds.x_test,
+                                lambda xb: model.predict(xb, batch_size=len(xb), verbose=0))
+    acc = float(np.mean(np.argmax(run.keras_logits, axis=1) == ds.y_test))
     run.summary["keras"] = {"accuracy": acc, "val_accuracy": run.art.manifest["metrics"].get(
         "val_accuracy")}
 
@@ -139,23 +145,17 @@ def export_onnx(run):
 
 def check_onnx(run):
     """ONNX (onnxruntime) vs Keras on the whole test split: agreement and max abs diff."""
-    from edgekit.models import load_model
     from edgekit.runtime import open_runner
     ds = run.ds
-    model = load_model(run.art.path)
-    n, step = len(ds.x_test), 256
-    task = run.task("check ONNX vs Keras", n)
-    ref, got = [], []
+    if run.keras_logits is None:
+        evaluate_model(run)
     with open_runner("onnxruntime", run.art.file(run.onnx_name)) as r:
-        for i in range(0, n, step):
-            xb = ds.x_test[i:i + step]
-            ref.append(model.predict(xb, batch_size=step, verbose=0))
-            got.append(np.asarray(list(r.infer(xb).values())[0]))
-            run.advance(task, len(xb))
-    ref, got = np.concatenate(ref), np.concatenate(got)
+        got = _batched(run, "check ONNX vs Keras", ds.x_test,
+                       lambda xb: np.asarray(list(r.infer(xb).values())[0]))
+    ref = run.keras_logits
     ref_cls, got_cls = np.argmax(ref, axis=1), np.argmax(got, axis=1)
     run.summary["onnx"].update({
-        "samples": int(n),
+        "samples": int(len(ds.x_test)),
         "agreement": float(np.mean(ref_cls == got_cls)),
         "max_abs_diff": float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))),
         "accuracy": float(np.mean(got_cls == ds.y_test)),
@@ -352,6 +352,17 @@ def _move_into_place(stage, out):
         shutil.rmtree(str(old), ignore_errors=True)
     else:
         os.rename(str(stage), str(out))
+
+
+def _batched(run, description, x, fn, step=256):
+    """Concatenated ``fn(batch)`` over ``x`` with a progress bar."""
+    task = run.task(description, len(x))
+    out = []
+    for i in range(0, len(x), step):
+        xb = x[i:i + step]
+        out.append(fn(xb))
+        run.advance(task, len(xb))
+    return np.concatenate(out)
 
 
 def _module_available(name):
