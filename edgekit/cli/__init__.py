@@ -8,7 +8,6 @@ code (1 user error, 2 missing dependency/hardware); bugs keep their tracebacks.
 import importlib
 import sys
 
-import click
 import typer
 
 from edgekit import __version__
@@ -72,23 +71,22 @@ def fail(message, code=1):
     raise SystemExit(code)
 
 
-# typer >= 0.20 vendors click as typer._click: catch its exceptions and click's alike.
+# typer >= 0.20 vendors click as typer._click (importing plain click too would cost ~0.2 s of
+# `edgekit --help`); older typer raises plain click's exceptions.
 try:
-    from typer._click import exceptions as _tclick
-except ImportError:  # older typer: plain click
-    _tclick = None
+    from typer._click import exceptions as _clickexc
+except ImportError:
+    import click.exceptions as _clickexc
 
 
 def _classes(*found):
     return tuple(c for c in found if isinstance(c, type))
 
 
-_ABORTS = _classes(click.exceptions.Abort, getattr(typer, "Abort", None),
-                   getattr(_tclick, "Abort", None))
-_NO_ARGS = _classes(getattr(click.exceptions, "NoArgsIsHelpError", None),
-                    getattr(_tclick, "NoArgsIsHelpError", None))
-_CLICK_ERRORS = _classes(click.ClickException, getattr(_tclick, "ClickException", None))
-_EXITS = _classes(click.exceptions.Exit, getattr(typer, "Exit", None), getattr(_tclick, "Exit", None))
+_ABORTS = _classes(getattr(typer, "Abort", None), getattr(_clickexc, "Abort", None))
+_NO_ARGS = _classes(getattr(_clickexc, "NoArgsIsHelpError", None))
+_CLICK_ERRORS = _classes(_clickexc.ClickException)
+_EXITS = _classes(getattr(typer, "Exit", None), getattr(_clickexc, "Exit", None))
 
 
 def main(argv=None):
