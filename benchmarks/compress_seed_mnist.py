@@ -30,6 +30,8 @@ sys.path.insert(0, str(REPO))
 
 SEED_WIDTH_TABLE = {128: (1200000, 0.9865), 8: (31700, 0.978)}  # seed talk, dense width 128 -> 8
 RUNS = ("prune", "structured", "quantize", "distill", "width")
+# "latency": re-time teacher / structured / int8 ONNX back to back (rounds interleaved), from
+# artifacts an earlier run left in --out, so load from other jobs hits all three alike
 
 
 def ort_latency(model_or_onnx, work, name, x, iterations):
@@ -155,6 +157,21 @@ def main():
         for w in (64, 32, 16, 8):
             run("dense_width_{}".format(w), "prune", "width{}".format(w), dense_width=w,
                 epochs=args.width_epochs)
+    if "latency" in only:
+        import statistics
+        files = {"fp32 (teacher)": work / "teacher.onnx", "structured": work / "structured.onnx",
+                 "int8 QDQ": out / "int8" / "model.int8.onnx"}
+        p50 = {k: [] for k in files}
+        for _ in range(5):
+            for k, f in files.items():
+                p50[k].append(ort_latency(f, work, k, ds.x_test, args.iterations)["p50_ms"])
+        med = {k: statistics.median(v) for k, v in p50.items()}
+        res["runs"].setdefault("latency", {})
+        res["latency"] = {"p50_ms_median_of_5": med, "rounds": p50,
+                          "speedup_structured": med["fp32 (teacher)"] / med["structured"],
+                          "speedup_int8": med["fp32 (teacher)"] / med["int8 QDQ"]}
+        res["runs"].pop("latency")
+        print(json.dumps(res["latency"], indent=1), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
     print("wrote", args.json)
