@@ -126,7 +126,7 @@ def test_checkpoint_from_other_data_or_settings_is_refused(trunk_and_data, tmp_p
 
 
 def test_dask_executor_equals_local(trunk_and_data):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     trunk, ds = trunk_and_data
     noisy = _perturbed(trunk, seed=5)
     common = dict(method="cma", strategy="parallel", generations=3, population=6, seed=2, groups=2)
@@ -153,7 +153,7 @@ def test_unreachable_dask_address_fails_fast(trunk_and_data):
 
 
 def test_dask_scheduler_without_workers_fails_fast(trunk_and_data):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     trunk, ds = trunk_and_data
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
                                   dashboard_address=None) as cluster:
