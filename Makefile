@@ -52,7 +52,7 @@ demo: $(STAMP)
 	$(BIN)/edgekit demo -o demo-out --force
 
 test: $(STAMP) system-deps device-venvs
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs --durations=15
 
 # Slow benchmarks (MNIST, minutes each); results go to BENCHMARKS.md by hand with their commands.
 bench: $(STAMP)

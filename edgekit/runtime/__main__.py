@@ -73,8 +73,12 @@ def tiny_onnx_path(tmpdir):
     return path
 
 
-def selftest(runtimes=None, device=None, out=sys.stdout):
-    """Run the tiny model on each runtime; returns (exit code, list of result dicts)."""
+def selftest(runtimes=None, device=None, out=None):
+    """Run the tiny model on each runtime; returns (exit code, list of result dicts).
+
+    ``out`` defaults to the sys.stdout of the moment of the call (not of import time).
+    """
+    out = out if out is not None else sys.stdout
     names = runtimes or sorted(RUNNERS)
     rows = []
     tmpdir = tempfile.mkdtemp(prefix="edgekit-selftest-")
