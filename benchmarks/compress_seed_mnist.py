@@ -11,7 +11,7 @@ Example::
     .venv/bin/python benchmarks/compress_seed_mnist.py --mnist ../shared/datasets/mnist \\
         --teacher /work/cache/seed-mnist --out /tmp/compress-bench \\
         --json benchmarks/results/compress_seed_mnist.json
-    # a subset: --only prune,structured,quantize,distill,width
+    # a subset: --only prune,structured,quantize,distill,distill_gap,width
     .venv/bin/python benchmarks/compress_seed_mnist.py --render RESULTS.json...   # Markdown
 """
 import argparse
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SEED_WIDTH_TABLE = {128: (1200000, 0.9865), 8: (31700, 0.978)}  # seed talk, dense width 128 -> 8
-RUNS = ("prune", "structured", "quantize", "distill", "width")
+RUNS = ("prune", "structured", "quantize", "distill", "distill_gap", "width")
 # "latency": re-time teacher / structured / int8 ONNX back to back (rounds interleaved), from
 # artifacts an earlier run left in --out, so load from other jobs hits all three alike
 
@@ -153,6 +153,8 @@ def main():
                           "speedup_p50": base_lat["p50_ms"] / lat["p50_ms"]}
     if "distill" in only:
         run("distill", "distill", "student", width=0.25, epochs=args.distill_epochs)
+    if "distill_gap" in only:  # a named all-conv student: 35,994 params (33x fewer)
+        run("distill_gap", "distill", "student-gap", student="gap-cnn", epochs=args.distill_epochs)
     if "width" in only:
         for w in (64, 32, 16, 8):
             run("dense_width_{}".format(w), "prune", "width{}".format(w), dense_width=w,

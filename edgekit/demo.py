@@ -62,6 +62,11 @@ class DemoRun(object):
         """Path a staged file will have once the demo completes."""
         return str(self.out / rel)
 
+    def final_of(self, path):
+        """Final path of a staged path (absolute or relative)."""
+        rel = Path(os.path.abspath(str(path))).relative_to(os.path.abspath(str(self.stage)))
+        return self.final(str(rel))
+
     def task(self, description, total):
         if self.progress is None:
             return None
@@ -233,9 +238,106 @@ def optional_step(*modules):
     return wrap
 
 
-# The demo, in order. Later steps (compress, knn-slice, export-all-formats, bench-all-runtimes)
-# go before write_report, wrapped with optional_step("edgekit.compress.<method>", ...).
-STEPS = [load_dataset, train_model, evaluate_model, export_onnx, check_onnx, bench_cpu, write_report]
+# -- optional steps: every method and format, each reported in the table -----------------
+
+BIG_DATA = 20000      # more training images than this: compress with 1 epoch per method
+KNN_REF_SAMPLES = 5000  # reference vectors the demo's k-NN slice starts from (seeded subsample)
+
+
+@optional_step("tensorflow_model_optimization", "onnx")
+def compress_model(run):
+    """prune, prune --structured, quantize (int8) and distill the trained model.
+
+    Quick settings (:data:`edgekit.compress.quick.QUICK`); one epoch each on big data sets.
+    The structured-pruned model is exported to ONNX so the latency step can time it.
+    """
+    from edgekit.compress.quick import QUICK, quick_compress
+    from edgekit.export import export
+    epochs = 1 if len(run.ds.x_train) > BIG_DATA else None
+    task = run.task("compress: " + ", ".join(QUICK), len(QUICK))
+    rows = quick_compress(run.art.path, run.ds, run.stage / "compress", epochs=epochs,
+                          on_done=lambda row: run.advance(task))
+    for row in rows:
+        row["artifact"] = run.final_of(row["artifact"])
+    export(run.stage / "compress" / "prune-structured", ["onnx"], target="laptop-cpu",
+           data=run.data)
+    run.summary["compress"] = rows
+    run.summary["files"]["compress"] = run.final("compress")
+
+
+@optional_step("sklearn", "onnx")
+def knn_slice_model(run):
+    """k-NN-slice the trained model: cut auto (validation sweep), int8 prototypes, ONE graph."""
+    from edgekit.compress.knn_slice import knn_slice
+    task = run.task("knn-slice (cut auto)", None)
+    art = knn_slice(run.art.path, run.ds, run.stage / "knn-slice", cut="auto", int8=True,
+                    int8_weights=True, ref_samples=KNN_REF_SAMPLES, progress=False)
+    m, p = art.manifest["metrics"], art.manifest["method"]["params"]
+    run.summary["knn"] = {
+        "artifact": run.final("knn-slice"), "accuracy": m["accuracy"],
+        "agreement": m["agreement"], "bytes": m["bytes"], "cut": p.get("cut"),
+        "k": p.get("k"), "prototypes": m.get("prototypes"), "dims": m.get("dims"),
+        "trunk_params": m.get("trunk_params")}
+    run.summary["files"]["knn"] = run.final("knn-slice")
+    if task is not None:
+        run.progress.update(task, total=1, completed=1)
+
+
+@optional_step("tensorflow", "openvino")
+def export_formats(run):
+    """Export TFLite and OpenVINO IR beside the ONNX file, each parity-checked."""
+    from edgekit.export import export
+    task = run.task("export TFLite + OpenVINO IR (parity-checked)", None)
+    run.art = export(run.art.path, ["tflite", "openvino"], target="laptop-cpu", data=run.data)
+    run.summary["formats"] = {
+        name: {"format": e.get("format"), "bytes": e.get("bytes"),
+               "agreement": (e.get("parity") or {}).get("agreement")}
+        for name, e in run.art.files.items() if e.get("inference", True)}
+    if task is not None:
+        run.progress.update(task, total=1, completed=1)
+
+
+def bench_all(run):
+    """Time every runtime on its file, and the compressed / k-NN models with onnxruntime.
+
+    One results file per artifact (``results/laptop-cpu-*.json``), all in the report.
+    """
+    from edgekit.bench import bench, installed
+    from edgekit.util import atomic_write_text
+    jobs = [("model", run.art.path, "all")]
+    comp = {r["method"]: r for r in run.summary.get("compress", [])}
+    if "quantize" in comp:
+        jobs.append(("quantize", run.stage / "compress" / "quantize", "onnxruntime"))
+    if "prune-structured" in comp:
+        jobs.append(("prune-structured", run.stage / "compress" / "prune-structured",
+                     "onnxruntime"))
+    if "knn" in run.summary:
+        jobs.append(("knn-slice", run.stage / "knn-slice", "onnxruntime"))
+    task = run.task("bench laptop-cpu: every runtime and model", None)
+    rows = []
+    for name, path, runtime in jobs:
+        if runtime != "all" and not installed(runtime):
+            continue
+        results = bench(path, "laptop-cpu", runtime=runtime, warmup=WARMUP,
+                        iterations=run.iterations, data=run.data)
+        for r in results:
+            if name == "model" and r["runtime"] == "onnxruntime":
+                continue  # bench_cpu timed it already
+            r["artifact"] = run.final_of(r["artifact"])
+            rel = "results/laptop-cpu-{}-{}.json".format(name, r["runtime"])
+            atomic_write_text(run.stage / rel, json.dumps(r, indent=2) + "\n")
+            run.summary["files"]["results"].append(run.final(rel))
+            rows.append({"model": name, "runtime": r["runtime"],
+                         "precision": r.get("precision"), "bytes": r.get("bytes"),
+                         "accuracy": r.get("accuracy"), "p50_ms": r["latency_ms"]["p50"]})
+    run.summary["bench_all"] = rows
+    if task is not None:
+        run.progress.update(task, total=1, completed=1)
+
+
+# The demo, in order.
+STEPS = [load_dataset, train_model, evaluate_model, export_onnx, check_onnx, bench_cpu,
+         compress_model, knn_slice_model, export_formats, bench_all, write_report]
 
 
 # -- driver ------------------------------------------------------------------------------
@@ -328,6 +430,25 @@ def summary_rows(s):
         rows.append(("throughput / cold start", "{:,.0f} img/s / {:.1f} ms".format(
             b["throughput_ips"], b["cold_start_ms"] or 0.0)))
         rows.append(("peak RSS", "{:.0f} MiB".format(b["peak_rss_mb"] or 0.0)))
+    for r in s.get("compress", []):
+        rows.append(("compress: " + r["method"], "accuracy {} -> {}, params {:,} -> {:,}, {} -> {}"
+                     .format(_pct(r["before_accuracy"]), _pct(r["accuracy"]),
+                             r["before_params"] or 0, r["params"] or 0, _kib(r["before_bytes"]),
+                             _kib(r["bytes"]))))
+    kn = s.get("knn")
+    if kn:
+        rows.append(("knn-slice (cut {}, k={}, {} prototypes x {} dims)".format(
+            kn["cut"], kn["k"], kn["prototypes"], kn["dims"]),
+            "accuracy {}, {} total (one ONNX graph), graph = Python head on {}".format(
+                _pct(kn["accuracy"]), _kib(kn["bytes"]), _pct(kn["agreement"]))))
+    for name, f in sorted(s.get("formats", {}).items()):
+        if f.get("agreement") is not None:
+            rows.append(("export " + name, "{} ({}), top-1 agreement with Keras {}".format(
+                f["format"], _kib(f["bytes"]), _pct(f["agreement"]))))
+    for r in s.get("bench_all", []):
+        rows.append(("latency {} / {} ({})".format(r["model"], r["runtime"], r["precision"]),
+                     "p50 {:.3f} ms, {}, accuracy {}".format(
+                         r["p50_ms"], _kib(r["bytes"]), _pct(r["accuracy"]))))
     for name, why in s.get("skipped", {}).items():
         rows.append(("skipped: " + name, why))
     if "total_s" in s:

@@ -2,7 +2,8 @@
 
 ``seed-mnist-cnn`` is the Keras MNIST example CNN the seed talk used (1,199,882 params on
 28x28x1; its two conv layers hold 18,816); ``tiny`` is a small CNN for fast tests. Input
-size follows the data (8x8 digits work).
+size follows the data (8x8 digits work). ``gap-cnn`` is a 35k-param all-conv CNN ending in
+global average pooling, the trunk of choice for k-NN slicing under a byte budget.
 
 Example::
 
@@ -53,10 +54,40 @@ def tiny_cnn(input_shape, num_classes):
     return k.Sequential(layers, name="tiny_cnn")
 
 
+def gap_cnn(input_shape, num_classes):
+    """An all-conv CNN ending in global average pooling, built to be k-NN-sliced at ``gap``.
+
+    Conv16-Conv16-Pool-Conv32-Conv32-Pool-Conv64-GAP-Dense (3x3, "same", batch-norm after each
+    conv): 35k params, ~5.5M MACs on 28x28. Its ``gap`` output is a 64-dim embedding whose
+    k-NN accuracy matches the softmax head's, so the whole trunk + an int8 prototype set fits
+    in well under 74 KB (BENCHMARKS.md, k-NN slicing).
+    """
+    from edgekit._tf import keras
+    k = keras()
+    L = k.layers
+    layers = [L.InputLayer(input_shape=input_shape, name="input")]
+    plan = [(16, "conv1"), (16, "conv2"), "pool1", (32, "conv3"), (32, "conv4"), "pool2",
+            (64, "conv5")]
+    size = min(input_shape[:2])
+    for item in plan:
+        if isinstance(item, str):
+            if size >= 4:  # 8x8 digits: keep one pooling step
+                layers.append(L.MaxPooling2D(2, name=item))
+                size //= 2
+            continue
+        filters, name = item
+        layers += [L.Conv2D(filters, 3, padding="same", use_bias=False, name=name),
+                   L.BatchNormalization(momentum=0.9, name=name + "_bn"),
+                   L.ReLU(name=name + "_relu")]
+    layers += [L.GlobalAveragePooling2D(name="gap"), L.Dense(num_classes, name="logits")]
+    return k.Sequential(layers, name="gap_cnn")
+
+
 # architecture name -> builder(input_shape, num_classes). A plain dict.
 ARCHS = {
     "seed-mnist-cnn": seed_mnist_cnn,
     "tiny": tiny_cnn,
+    "gap-cnn": gap_cnn,
 }
 
 

@@ -10,6 +10,7 @@ Example::
 
     report(["laptop.json", "ncs2.json"], "report/")   # report/report.md, latency.png, accuracy_bytes.png
 """
+import os
 from pathlib import Path
 
 from edgekit.bench import load_results
@@ -18,10 +19,13 @@ from edgekit.util import atomic_write_text
 
 
 def label(r):
-    """'target / runtime (precision)' (+ device when it is not the target's usual one)."""
+    """'target / runtime (precision)' (+ the method of a compressed model, + device when it
+    is not the target's usual one)."""
     text = "{} / {}".format(r["target"], r["runtime"])
     if r.get("precision"):
         text += " ({})".format(r["precision"])
+    if r.get("method") and r.get("method") not in ("train", "model"):
+        text += " " + str(r["method"])
     if r.get("target") == "ncs2" and r.get("device") and r.get("device") != "MYRIAD":
         text += " on {}".format(r["device"])
     return text
@@ -145,6 +149,8 @@ def report(result_files, out_dir, baseline=None, title="edgekit benchmark report
     written = plots(results, out)
     md = out / "report.md"
     figs = "\n".join("![{}]({})".format(p.stem, p.name) for p in written)
-    sources = "\n".join("- `{}`".format(p) for p in dict.fromkeys(str(f) for f in result_files))
+    # relative to the report: stays right when the report and its results move together
+    sources = "\n".join("- `{}`".format(os.path.relpath(str(f), str(out)))
+                        for f in dict.fromkeys(str(f) for f in result_files))
     atomic_write_text(md, "# {}\n\n{}\n{}\n\nResults files:\n{}\n".format(title, body, figs, sources))
     return [md] + written

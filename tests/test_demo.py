@@ -46,6 +46,28 @@ def test_demo_on_digits_end_to_end(run_cli, tmp_path):
     assert art.find("keras") == ["model.h5"] and summary["onnx"]["file"] in art.find("onnx")
     assert (out / "model" / summary["onnx"]["file"]).is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["demo-out"]  # no temp dirs left
+    assert ".tmp-" not in md  # the report names its results files as they are after the rename
+    # every compression method, k-NN slicing, every format, every runtime: real effects
+    comp = {r["method"]: r for r in summary["compress"]}
+    assert set(comp) == {"prune", "prune-structured", "quantize", "distill"}
+    assert comp["prune-structured"]["params"] < comp["prune-structured"]["before_params"]
+    assert comp["distill"]["params"] < comp["distill"]["before_params"]
+    assert comp["quantize"]["bytes"] * 3 < comp["quantize"]["before_bytes"]
+    for r in comp.values():
+        assert Artifact.open(r["artifact"]).manifest["method"]["name"] in ("prune", "quantize",
+                                                                            "distill")
+    knn = summary["knn"]
+    assert knn["agreement"] == 1.0 and knn["accuracy"] > 0.85
+    assert knn["bytes"] == (out / "knn-slice" / "model.onnx").stat().st_size
+    assert "knn-slice (cut {}".format(knn["cut"]) in stdout
+    fmts = {f["format"] for f in summary["formats"].values()}
+    assert {"onnx", "tflite", "openvino"} <= fmts
+    timed = {(r["model"], r["runtime"]) for r in summary["bench_all"]}
+    assert {("model", "openvino"), ("model", "litert"), ("quantize", "onnxruntime"),
+            ("prune-structured", "onnxruntime"), ("knn-slice", "onnxruntime")} <= timed
+    assert len(list((out / "results").glob("*.json"))) == len(timed) + 1
+    assert "int8" in md and "knn-slice" in md
+    assert not summary["skipped"]
 
 
 def test_failed_demo_leaves_nothing(tmp_path):
