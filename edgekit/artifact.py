@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.data import dir_sha256, file_sha256
+from edgekit.util import atomic_write_text, publish_dir
 from edgekit.errors import EdgekitError
 
 MANIFEST = "manifest.json"
@@ -76,13 +77,7 @@ def staging(out_dir, force=False):
         yield tmp
         if not (tmp / MANIFEST).is_file():
             raise RuntimeError("staged artifact has no manifest: write_manifest() was not called")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=".{}.old-".format(out.name), dir=str(parent)))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -90,12 +85,7 @@ def staging(out_dir, force=False):
 
 def write_manifest(directory, manifest):
     """Write ``manifest.json`` atomically into ``directory``."""
-    directory = Path(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=str(directory))
-    with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, directory / MANIFEST)
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 class Artifact:

@@ -466,13 +466,8 @@ def summary_markdown(s):
 # -- helpers -----------------------------------------------------------------------------
 
 def _move_into_place(stage, out):
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=".{}.old-".format(out.name), dir=str(stage.parent)))
-        os.rename(str(out), str(old / "x"))
-        os.rename(str(stage), str(out))
-        shutil.rmtree(str(old), ignore_errors=True)
-    else:
-        os.rename(str(stage), str(out))
+    from edgekit.util import publish_dir
+    publish_dir(stage, out)
 
 
 def _batched(run, description, x, fn, step=256):

@@ -106,3 +106,25 @@ def test_add_files_records_and_verifies(tiny_artifact, artifact_copy):
     assert again.manifest["metrics"]["note"] == 1
     assert again.manifest["metrics"]["accuracy"] == tiny_artifact.manifest["metrics"]["accuracy"]
     assert again.find("npz") == ["extra.npz"] and again.find("keras") == ["model.h5"]
+
+
+def test_published_artifact_has_the_users_modes_not_mkdtemps_0700(tmp_path):
+    import os
+    import stat
+    old = os.umask(0o022)
+    try:
+        import importlib
+        import edgekit.util as util
+        importlib.reload(util)  # re-read the umask set above
+        import edgekit.artifact as artifact
+        importlib.reload(artifact)
+        with artifact.staging(tmp_path / "art") as tmp:
+            artifact.write_manifest(tmp, new_manifest("model", "train", {}, {}, {}, []))
+    finally:
+        os.umask(old)
+        importlib.reload(util)
+        importlib.reload(artifact)
+    mode = stat.S_IMODE((tmp_path / "art").stat().st_mode)
+    assert mode == 0o755, oct(mode)
+    fmode = stat.S_IMODE((tmp_path / "art" / "manifest.json").stat().st_mode)
+    assert fmode == 0o644, oct(fmode)

@@ -239,6 +239,7 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
 def _write_out_dir(out, trunk, log, force):
     """``out/{trunk.h5, logbook.json, convergence.png}``, staged in a temp dir then renamed."""
     import shutil
+    from edgekit.util import publish_dir
     out = Path(out)
     if out.exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
@@ -248,9 +249,7 @@ def _write_out_dir(out, trunk, log, force):
         trunk.save(str(tmp / "trunk.h5"), include_optimizer=False)
         shutil.copyfile(log["plot_png"], str(tmp / PLOT_FILE))
         (tmp / LOGBOOK_FILE).write_text(json.dumps(dict(log, plot_png=PLOT_FILE), indent=1))
-        if out.exists():
-            shutil.rmtree(str(out))
-        os.rename(str(tmp), str(out))
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(str(tmp), ignore_errors=True)
         raise
@@ -535,19 +534,8 @@ def _generation(state, ex, stage):
 
 # --------------------------------------------------------------------------- checkpoint
 def _atomic_write(path, data):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from edgekit.util import atomic_write_bytes
+    atomic_write_bytes(path, data, fsync=True)
 
 
 def _save_checkpoint(directory, state):
