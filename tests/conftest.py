@@ -44,6 +44,10 @@ def artifact_copy(tmp_path):
     """Copy an artifact dir so a test may modify it: ``artifact_copy(art) -> Path``."""
     def _copy(art):
         dst = tmp_path / (Path(art.path).name + "-copy")
+        n = 1
+        while dst.exists():  # a second copy in the same test
+            n += 1
+            dst = tmp_path / "{}-copy{}".format(Path(art.path).name, n)
         shutil.copytree(art.path, dst)
         return dst
     return _copy

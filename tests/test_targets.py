@@ -139,3 +139,24 @@ def test_check_ov2022_reports_unreadable_file(tmp_path):
     bad.write_text("<net name='x' version='11'><layers><layer id='0' type='Nope'/></layers></net>")
     res = check_ov2022(bad, np.zeros((2, 8, 8, 1), np.float32), python=ov2022_python())
     assert res["readable"] is False and res["error"]
+
+
+def test_no_ov2022_check_skips_the_2022_run_and_says_so(tiny_artifact, artifact_copy, run_cli,
+                                                        monkeypatch):
+    """`--no-ov2022-check`: the OpenVINO 2022.3 interpreter is not run (here it is /bin/false,
+    which fails any check it is asked to do), and the manifest notes the skipped check."""
+    art = artifact_copy(tiny_artifact)
+    monkeypatch.setenv("EDGEKIT_OV2022_PYTHON", "/bin/false")
+    code, out, err = run_cli("export", art, "--format", "onnx", "--target", "ncs2",
+                             "--no-ov2022-check")
+    assert code == 0, err
+    a = Artifact.open(art)
+    rec = a.manifest["exports"]["ncs2:fp16"]
+    assert "OpenVINO 2022.3 check skipped" in rec.get("notes", [])
+    assert all("ov2022" not in e for e in a.files.values())
+    # with the check on, the same broken interpreter is noticed
+    art2 = artifact_copy(tiny_artifact)
+    before = sorted(str(p.relative_to(art2)) for p in art2.rglob("*"))
+    code, out, err = run_cli("export", art2, "--format", "onnx", "--target", "ncs2")
+    assert code == 1 and "error: OpenVINO 2022.3" in err and "cannot read" in err
+    assert sorted(str(p.relative_to(art2)) for p in art2.rglob("*")) == before  # nothing written
