@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.data import dir_sha256, file_sha256
-from edgekit.util import atomic_write_text, publish_dir
+from edgekit.util import atomic_write_text, publish_dir, stage_dir_next_to
 from edgekit.errors import EdgekitError
 
 MANIFEST = "manifest.json"
@@ -67,12 +67,7 @@ def staging(out_dir, force=False):
     out = Path(out_dir)
     if out.exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
-    tmp = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(parent)))
+    tmp = stage_dir_next_to(out)
     try:
         yield tmp
         if not (tmp / MANIFEST).is_file():

@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -365,12 +364,8 @@ def demo(data="digits", out="demo-out", epochs=None, batch_size=None, iterations
         raise EdgekitError("--batch-size must be >= 1")
     if iterations < 1:
         raise EdgekitError("--iterations must be >= 1")
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
-    stage = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(parent)))
+    from edgekit.util import stage_dir_next_to
+    stage = stage_dir_next_to(out)
     bar = _progress(console) if progress else None
     run = DemoRun(data, stage, out, epochs, batch_size, iterations, bar, model=model)
     t_all = time.perf_counter()

@@ -18,6 +18,21 @@ def _umask():
     return _UMASK
 
 
+def stage_dir_next_to(out, kind="tmp"):
+    """A new temp dir beside ``out`` (same filesystem, so it can be renamed onto ``out``).
+
+    Creates ``out``'s parent; a parent that cannot be created is an EdgekitError.
+    """
+    from edgekit.errors import EdgekitError
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
+    return Path(tempfile.mkdtemp(prefix=".{}.{}-".format(out.name, kind), dir=str(parent)))
+
+
 def publish_dir(tmp, out):
     """Rename the staged directory ``tmp`` to ``out`` (replacing an old ``out`` only now).
 

@@ -239,12 +239,11 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
 def _write_out_dir(out, trunk, log, force):
     """``out/{trunk.h5, logbook.json, convergence.png}``, staged in a temp dir then renamed."""
     import shutil
-    from edgekit.util import publish_dir
+    from edgekit.util import publish_dir, stage_dir_next_to
     out = Path(out)
     if out.exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".{}.tmp-".format(out.name), dir=str(out.parent)))
+    tmp = stage_dir_next_to(out)
     try:
         trunk.save(str(tmp / "trunk.h5"), include_optimizer=False)
         shutil.copyfile(log["plot_png"], str(tmp / PLOT_FILE))

@@ -129,11 +129,8 @@ def filter_groups(spec, n_groups_per_layer):
 
 
 def _flat_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _flat_layers(layer)
-        else:
-            yield layer
+    from edgekit.models import _flat_layers as flat
+    return flat(model)
 
 
 def _activation(layer, act):

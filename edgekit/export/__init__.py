@@ -363,13 +363,8 @@ class _Job:
 
 def _scratch_next_to(out):
     """A temp dir beside ``out`` (same filesystem, the source artifact stays untouched)."""
-    import tempfile
-    parent = Path(out).resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgekitError("cannot create {}: {}".format(parent, exc.strerror)) from None
-    return Path(tempfile.mkdtemp(prefix=".{}.export-".format(Path(out).name), dir=str(parent)))
+    from edgekit.util import stage_dir_next_to
+    return stage_dir_next_to(Path(out).resolve(), kind="export")
 
 
 def _union(entry, tname):
