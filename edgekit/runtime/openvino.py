@@ -65,8 +65,8 @@ class OvRunner(Runner):
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if self._device == "MYRIAD":  # the stick computes in FP16 (IR may be FP16 or FP32)
             self.precision = "fp16"
-        else:
-            self.precision = self.options.get("precision") or "fp32"
+        else:  # the CPU runs the IR as it is: the file's precision (int8 IR = int8 ops)
+            self.precision = self.options.get("precision")
         if self.options.get("threads") and self._device == "CPU":
             config["INFERENCE_NUM_THREADS"] = str(int(self.options["threads"]))
         try:
