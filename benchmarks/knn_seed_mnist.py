@@ -94,14 +94,10 @@ def ensure_trunk_model(ds, out, epochs, arch):
     if path.exists():
         from edgekit.models import load_model
         return path, keras_accuracy(load_model(path), ds.x_test, ds.y_test)
-    import math
-    from edgekit._tf import keras
     set_seed(0)
     model = TRUNKS[arch][0](ds.input_shape, ds.num_classes)
-    # cosine learning-rate decay 1e-3 -> 0 over the epochs (a constant rate leaves ~0.2 pt)
-    cosine = keras().callbacks.LearningRateScheduler(
-        lambda e: 1e-3 * 0.5 * (1 + math.cos(math.pi * e / epochs)))
-    fit(model, ds, epochs, batch_size=128, progress=False, callbacks=[cosine])
+    # = edgekit train --arch ARCH --epochs N --schedule cosine (lr 1e-3 -> 0)
+    fit(model, ds, epochs, batch_size=128, progress=False, schedule="cosine")
     model.save(str(path), include_optimizer=False)
     return path, keras_accuracy(model, ds.x_test, ds.y_test)
 

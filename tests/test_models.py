@@ -91,3 +91,30 @@ def test_train_refuses_existing_output_and_bad_epochs(tmp_path, digits):
     with pytest.raises(EdgekitError, match="epochs"):
         train("tiny", digits, tmp_path / "new", epochs=0)
     assert not (tmp_path / "new").exists()
+
+
+def test_gap_cnn_builds_for_8x8_and_28x28():
+    from edgekit.models import build, count_params
+    for shape in ((8, 8, 1), (28, 28, 1)):
+        m = build("gap-cnn", shape, 10)
+        assert count_params(m) == 35994  # params do not depend on the input size (GAP)
+        assert m.get_layer("gap").output.shape[-1] == 64
+
+
+def test_cosine_schedule_decays_the_learning_rate(digits, tmp_path):
+    from edgekit._tf import keras
+    from edgekit.models import build, fit, train
+    seen = []
+
+    class Record(keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(keras().backend.get_value(self.model.optimizer.learning_rate)))
+
+    model = build("tiny", digits.input_shape, digits.num_classes)
+    fit(model, digits, 4, batch_size=64, lr=1e-3, progress=False, callbacks=[Record()],
+        schedule="cosine")
+    assert seen[0] == pytest.approx(1e-3) and seen == sorted(seen, reverse=True)
+    assert seen[-1] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 3 / 4)), rel=1e-4)
+    with pytest.raises(EdgekitError, match="unknown --schedule 'linear'"):
+        train("tiny", digits, tmp_path / "x", epochs=1, schedule="linear")
+    assert not (tmp_path / "x").exists()
