@@ -84,7 +84,8 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
     """Benchmark an artifact on ``target``; returns a list of results dicts (CONTRACT.md).
 
     ``runtime``: one of the target's runtimes, ``None`` (the first one the artifact has a
-    file for) or ``"all"``. ``data``: a data spec for accuracy (default: the manifest's).
+    file for) or ``"all"``. ``data``: a data spec or a loaded Dataset for accuracy (default:
+    the manifest's).
     ``eval_samples``: accuracy on the first N test samples (default: the whole test split).
     """
     from edgekit.artifact import Artifact
@@ -122,8 +123,11 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
     files = [pick_file(art, target, rt) for rt in runtimes]  # refuse before any work
 
     from edgekit.data import load_data
-    spec = data or art.manifest.get("source", {}).get("data") or "digits"
-    ds = load_data(spec)
+    if hasattr(data, "x_test"):  # an already loaded Dataset (no second read of the files)
+        ds, spec = data, data.spec
+    else:
+        spec = data or art.manifest.get("source", {}).get("data") or "digits"
+        ds = load_data(spec)
     results = []
     for rt, (path, entry) in zip(runtimes, files):
         opts = {"threads": threads} if threads else {}

@@ -303,7 +303,10 @@ def bench_all(run):
     """
     from edgekit.bench import bench, installed
     from edgekit.util import atomic_write_text
-    jobs = [("model", run.art.path, "all")]
+    # the model's other runtimes (bench_cpu timed onnxruntime), on the files export_formats wrote
+    jobs = [("model", run.art.path, rt) for rt, fmt in (("openvino", "openvino"),
+                                                         ("litert", "tflite"))
+            if run.art.find(fmt)]
     comp = {r["method"]: r for r in run.summary.get("compress", [])}
     if "quantize" in comp:
         jobs.append(("quantize", run.stage / "compress" / "quantize", "onnxruntime"))
@@ -315,13 +318,12 @@ def bench_all(run):
     task = run.task("bench laptop-cpu: every runtime and model", None)
     rows = []
     for name, path, runtime in jobs:
-        if runtime != "all" and not installed(runtime):
+        if not installed(runtime):
             continue
         results = bench(path, "laptop-cpu", runtime=runtime, warmup=WARMUP,
-                        iterations=run.iterations, data=run.data)
+                        iterations=run.iterations, data=run.ds)
         for r in results:
-            if name == "model" and r["runtime"] == "onnxruntime":
-                continue  # bench_cpu timed it already
+            r["data"] = run.data
             r["artifact"] = run.final_of(r["artifact"])
             rel = "results/laptop-cpu-{}-{}.json".format(name, r["runtime"])
             atomic_write_text(run.stage / rel, json.dumps(r, indent=2) + "\n")
