@@ -79,15 +79,31 @@ def _version(module):
     return getattr(mod, "__version__", "unknown"), None
 
 
+def _cuda_gpu():
+    """(GPU name, None) when pycuda can initialise CUDA here, else (None, the reason)."""
+    try:
+        import pycuda.driver as cuda
+        cuda.init()
+        if cuda.Device.count() < 1:
+            return None, "no CUDA device"
+        return cuda.Device(0).name(), None
+    except Exception as exc:  # ImportError (no libcuda), pycuda._driver.RuntimeError (cuInit)
+        return None, "{}: {}".format(type(exc).__name__, str(exc).strip().splitlines()[0]
+                                     if str(exc).strip() else "")
+
+
 def _fix(what, py):
     pip = "{} -m pip install --user".format(py)
     return {
         "python": "install Python >= 3.6 (JetPack 4.6 ships 3.6), then pass --remote-python",
         "numpy": "{} 'numpy<1.20'".format(pip) if sys.version_info < (3, 7) else "{} numpy".format(pip),
         "onnxruntime": "{} onnxruntime".format(pip),
-        "tensorrt": "sudo apt-get install python3-libnvinfer (JetPack 4.6: TensorRT 8.2.1), "
-                    "or deploy with --docker",
+        "tensorrt": "sudo apt-get install python3-libnvinfer (JetPack 4.6 ships TensorRT 8.0.1, "
+                    "JetPack 4.6.1+ TensorRT 8.2.1), or deploy with --docker",
         "pycuda": "{} pycuda (needs /usr/local/cuda/bin on PATH)".format(pip),
+        "cuda": "run on the Jetson's own OS with JetPack's CUDA 10.2 (libcuda from the L4T driver); "
+                "in Docker add --runtime nvidia; check `ls -l /dev/nvhost-ctrl-gpu` and that the "
+                "user is in group video",
         "openvino": "OpenVINO 2022.3 with the MYRIAD plugin: deploy with --docker "
                     "(openvino/ubuntu20_runtime:2022.3.1) or install the 2022.3 archive",
         "MYRIAD": "plug in the NCS2 and add the udev rule for vendor 03e7 "
@@ -95,12 +111,17 @@ def _fix(what, py):
         "docker": "install Docker (sudo apt-get install docker.io) and add the user to group docker",
         "jetson": "run on the Jetson itself",
         "disk": "free space on the device (or choose another --remote-dir)",
-    }.get(what, "")
+        "arch:ncs2": "plug the stick into an x86-64 Linux host: OpenVINO 2022.3 (the last with "
+                     "MYRIAD) has no aarch64 build (pip's first aarch64 wheel is 2023.1, which "
+                     "has no MYRIAD) and openvino/ubuntu20_runtime is amd64 only",
+    }.get(what, "the target's host architecture")
 
 
-def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=None, device=None):
+def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=None, device=None,
+              host_arch=None):
     """(exit code, report dict). Checks are listed in ``report['checks']`` as
-    {"name", "ok", "value", "fix"}; ``missing`` names what failed."""
+    {"name", "ok", "value", "fix"}; ``missing`` names what failed. ``host_arch``: the machine
+    types the target runs on (targets/T.toml ``host_arch``, e.g. x86_64 for the NCS2)."""
     py = sys.executable or "python3"
     checks = []
 
@@ -110,6 +131,13 @@ def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=Non
 
     hardware = []
     add("python", sys.version_info >= (3, 6), platform.python_version())
+    if host_arch:
+        machine = platform.machine()
+        ok = machine in host_arch
+        add("arch", ok, machine, "arch:" + target)
+        if not ok:
+            hardware.append("{} hosts are {} (this one is {})".format(
+                target, "/".join(host_arch), machine))
     if target == "jetson-nano":
         rel = l4t_release()
         if rel is None:
@@ -128,11 +156,16 @@ def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=Non
             v, err = _version("tensorrt")
             add("tensorrt", v is not None, v or err)
             cv, cerr = _version("pycuda")
-            if cv is None:
+            if cv is None and target != "jetson-nano":  # cuda-python needs CUDA >= 11: not the Nano
                 cv2, cerr2 = _version("cuda")
                 add("pycuda", cv2 is not None, "cuda-python " + cv2 if cv2 else cerr)
             else:
-                add("pycuda", True, cv)
+                add("pycuda", cv is not None, cv or cerr)
+            if cv is not None:
+                gpu, gerr = _cuda_gpu()
+                add("cuda", gpu is not None, gpu or gerr, "cuda")
+                if gpu is None:
+                    hardware.append("CUDA cannot start here ({})".format(gerr))
         elif runtime == "openvino":
             v, err = _version("openvino")
             ov = None
@@ -145,12 +178,13 @@ def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=Non
                     err, v = "{}: {}".format(type(exc).__name__, exc), None
             add("openvino", v is not None, v or err)
             want = device or "MYRIAD"
-            if v is not None:
-                found = any(d.startswith(want) for d in (ov or []))
+            if v is not None:  # MYRIAD matches MYRIAD or MYRIAD.<id> (several sticks)
+                found = any(d == want or d.startswith(want + ".") for d in (ov or []))
+                myriad = want.split(".")[0] == "MYRIAD"
                 add("device " + want, found, ", ".join(ov or []) or "no devices",
-                    "MYRIAD" if want == "MYRIAD" else "openvino")
-                if not found and want == "MYRIAD":
-                    hardware.append("no MYRIAD device (NCS2) visible to OpenVINO")
+                    "MYRIAD" if myriad else "openvino")
+                if not found and myriad:
+                    hardware.append("no {} device (NCS2) visible to OpenVINO".format(want))
         else:
             v, err = _version(runtime)
             add(runtime, v is not None, v or err, runtime)
@@ -285,6 +319,8 @@ def bench(bundle_dir, json_out, argv_extra):
     if meta.get("npz"):
         args += ["--npz", os.path.join(bundle_dir, meta["npz"])]
     args += list(argv_extra)
+    if meta["runtime"] == "openvino" and "--device" not in args and meta.get("device"):
+        args += ["--device", meta["device"]]  # the target's device (MYRIAD for ncs2): no fallback
     print("bench: {} on {} with {} ({} test samples)".format(
         meta["model"], meta["target"], meta["runtime"], meta.get("test_samples", 0)))
     sys.stdout.flush()
@@ -321,6 +357,7 @@ def main(argv=None):
     pf.add_argument("--docker", action="store_true")
     pf.add_argument("--runtime")
     pf.add_argument("--device")
+    pf.add_argument("--host-arch", help="comma-separated machine types, e.g. x86_64")
     up = sub.add_parser("unpack")
     up.add_argument("tar")
     up.add_argument("--sha256", required=True)
@@ -333,7 +370,8 @@ def main(argv=None):
     args, extra = p.parse_known_args(argv)
     if args.command == "preflight":
         code, report = preflight(args.target, args.dir, args.min_free_mb, args.docker,
-                                 args.runtime, args.device)
+                                 args.runtime, args.device,
+                                 args.host_arch.split(",") if args.host_arch else None)
         print("EDGEKIT-PREFLIGHT " + json.dumps(report))
         return code
     if args.command == "unpack":

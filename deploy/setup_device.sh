@@ -10,7 +10,8 @@
 #   jetson-nano  numpy<1.20 (1.19.5: the last for Python 3.6) + pycuda; TensorRT from JetPack
 #   laptop-cpu   numpy + onnxruntime
 #   ncs2         numpy<2 + openvino==2022.3.1 (the pip wheel has no MYRIAD plugin: use
-#                `edgekit deploy --docker` with Dockerfile.ncs2 for the stick itself)
+#                `edgekit deploy --docker` with Dockerfile.ncs2 for the stick itself);
+#                x86-64 hosts only: there is no aarch64 build of OpenVINO 2022.3
 set -eu
 TARGET="${1:?usage: setup_device.sh TARGET VENV_DIR [PYTHON]}"
 VENV="${2:?usage: setup_device.sh TARGET VENV_DIR [PYTHON]}"
@@ -19,7 +20,11 @@ PY="${3:-python3}"
 case "$TARGET" in
   jetson-nano) PKGS="numpy<1.20 pycuda" ;;
   laptop-cpu)  PKGS="numpy onnxruntime" ;;
-  ncs2)        PKGS="numpy<2 openvino==2022.3.1" ;;
+  ncs2)        PKGS="numpy<2 openvino==2022.3.1"
+               if [ "$(uname -m)" != "x86_64" ]; then
+                 echo "error: the NCS2 needs an x86-64 host (this is $(uname -m)): OpenVINO 2022.3, the last with MYRIAD, has no ARM build" >&2
+                 exit 1
+               fi ;;
   *) echo "error: unknown target $TARGET (jetson-nano, laptop-cpu, ncs2)" >&2; exit 1 ;;
 esac
 

@@ -258,6 +258,7 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
         files["data/test.npz"], n = _test_npz(spec, test_samples)
     meta = {"edgekit_version": __version__, "target": t["name"], "runtime": runtime,
             "model": model_rel, "format": entry.get("format"), "precision": entry.get("precision"),
+            "device": t.get("device"),  # the target's device (targets/T.toml), e.g. MYRIAD
             "bytes": entry.get("bytes"), "model_sha256": entry.get("sha256"),
             "artifact": art.path.name, "method": art.method,
             "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None}
@@ -465,6 +466,9 @@ def preflight(remote, target, python="python3", remote_dir=DEFAULT_REMOTE_DIR, m
         args += ["--runtime", runtime]
     if device:
         args += ["--device", device]
+    from edgekit.targets import load_target
+    if load_target(target).get("host_arch"):  # e.g. NCS2 hosts are x86-64 (targets/ncs2.toml)
+        args += ["--host-arch", ",".join(load_target(target)["host_arch"])]
     cmd = "{} - {}".format(remote_python_cmd(remote, python), " ".join(_q(a) for a in args))
     code, out, err = remote.run(cmd, timeout=timeout, stdin=REMOTE_SCRIPT.read_bytes())
     line = [ln for ln in out.splitlines() if ln.startswith("EDGEKIT-PREFLIGHT ")]
@@ -556,13 +560,24 @@ def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stal
 
 
 def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
-    """The ``docker run`` line that benches the bundle inside the target's image."""
+    """The ``docker run`` line that benches the bundle inside the target's image.
+
+    NCS2: ``-u "$(id -u):$(id -g)"`` (expanded by the device's shell) so the results written to
+    the host's runs/ belong to the SSH user, whatever uid the image's ``openvino`` user has.
+    Jetson (L4T r32): ``--runtime nvidia`` mounts CUDA/cuDNN/TensorRT's libraries from the host;
+    the host's TensorRT Python package (targets/jetson-nano.toml ``trt_python_dir``) is mounted
+    read-only beside them. It runs as root, like NVIDIA's L4T containers (the GPU nodes belong
+    to group video); engines are cached outside the container, next to runs/."""
+    from edgekit.targets import load_target
     if target not in DOCKER_IMAGES:
         raise EdgekitError("--docker has no image for target {} (images: {})".format(
             target, ", ".join(sorted(DOCKER_IMAGES))))
+    t = load_target(target)
     cmd = ["docker", "run", "--rm"]
-    if target == "jetson-nano":  # engines are cached outside the container, next to runs/
+    if target == "jetson-nano":
+        trt_py = t["trt_python_dir"]
         cmd += ["--runtime", "nvidia", "-v", "/etc/nv_tegra_release:/etc/nv_tegra_release:ro",
+                "-v", "{}:{}:ro".format(trt_py, trt_py),
                 "-v", "{}:/trt-cache".format(posixpath.join(posixpath.dirname(runs_dir), "trt-cache")),
                 "-e", "EDGEKIT_TRT_CACHE=/trt-cache"]
     else:  # the NCS2 re-enumerates on load: give the container the whole USB bus
@@ -571,13 +586,35 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
             "-w", "/bundle", DOCKER_IMAGES[target], "python3", "deploy/edgekit_remote.py", "bench",
             "--bundle", "/bundle", "--json", "/runs/" + json_name]
     cmd += list(bench_args)
-    return " ".join(_q(c) for c in cmd)
+    line = " ".join(_q(c) for c in cmd)
+    if target == "ncs2":  # unquoted on purpose: the device's shell expands it
+        line = line.replace("docker run --rm", 'docker run --rm -u "$(id -u):$(id -g)"', 1)
+    return line
 
 
-def docker_build_command(target, bundle_dir):
-    """``docker build`` of the target's image from the Dockerfile shipped in the bundle."""
-    return "docker build -t {} -f {} {}".format(
-        _q(DOCKER_IMAGES[target]), _q(posixpath.join(bundle_dir, DOCKERFILES[target])), _q(bundle_dir))
+def docker_build_command(target, bundle_dir, l4t=None):
+    """``docker build`` of the target's image from the Dockerfile shipped in the bundle.
+    For the Jetson the base image follows the device's L4T release (``l4t``, from the
+    preflight), looked up in targets/jetson-nano.toml: an r32.7.1 base runs on R32.7.x only."""
+    cmd = "docker build -t {} -f {}".format(
+        _q(DOCKER_IMAGES[target]), _q(posixpath.join(bundle_dir, DOCKERFILES[target])))
+    if target == "jetson-nano" and l4t:
+        from edgekit.targets import l4t_release_info
+        cmd += " --build-arg L4T_BASE={}".format(_q(l4t_release_info(target, l4t)["base_image"]))
+    return cmd + " " + _q(bundle_dir)
+
+
+def device_args(meta, bench_args):
+    """``bench_args`` plus ``--device`` from the bundle's target (targets/T.toml ``device``,
+    e.g. MYRIAD for ncs2) for OpenVINO, unless the user chose one: the remote runner never
+    picks a device itself, so the NCS2 bench times the stick, not the host CPU."""
+    args = list(bench_args)
+    if meta.get("runtime") == "openvino" and "--device" not in args:
+        if not meta.get("device"):
+            raise EdgekitError("target {} names no device in targets/{}.toml: pass --device".format(
+                meta.get("target"), meta.get("target")))
+        args += ["--device", meta["device"]]
+    return args
 
 
 def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMOTE_DIR,
@@ -588,6 +625,7 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
     name = "{}-{}-{}.json".format(bundle.short, time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
                                   os.urandom(3).hex())
     out_path = posixpath.join(runs, name)
+    bench_args = device_args(bundle.meta, bench_args)
     if docker:
         if bundle.meta["target"] == "jetson-nano":
             _sftp_makedirs(remote, posixpath.join(posixpath.dirname(runs), "trt-cache"))
@@ -648,6 +686,11 @@ def _one(host, bundles, opts, log):
         report = preflight(remote, target, python, o["remote_dir"], o["min_free_mb"], o["docker"],
                            o.get("runtime"), o.get("device"), timeout=o["command_timeout"])
         row["identity"] = report["identity"]
+        if target == "jetson-nano":  # refuses an L4T release the runner/image was not made for
+            from edgekit.targets import l4t_release_info
+            say("L4T {l4t}: {jetpack}, TensorRT {tensorrt}".format(
+                l4t=report["identity"].get("l4t"),
+                **l4t_release_info(target, report["identity"].get("l4t"))))
         say("preflight ok: " + ", ".join("{} {}".format(c["name"], c["value"])
                                          for c in report["checks"]))
         last = [0]
@@ -665,7 +708,7 @@ def _one(host, bundles, opts, log):
                                           "{:,} bytes sent".format(sent) if sent
                                           else "unchanged, nothing sent"))
         if o["docker"] and o["setup"]:
-            cmd = docker_build_command(target, dest)
+            cmd = docker_build_command(target, dest, report["identity"].get("l4t"))
             say("setup: " + cmd)
             code, _, err = remote.run(cmd, timeout=o["command_timeout"] * 30,
                                       on_line=lambda ln: say(ln) if ln else None)

@@ -4,8 +4,11 @@ Versions come from ``importlib.metadata`` (package metadata only), so the report
 and never imports tensorflow. A target check looks for what the target descriptor needs:
 
 - ``laptop-cpu``: at least one of onnxruntime / openvino / LiteRT;
-- ``jetson-nano``: a Jetson (``/etc/nv_tegra_release``, L4T R32.7) with TensorRT and pycuda;
-- ``ncs2``: OpenVINO 2022.3 (the last release with the MYRIAD plugin) that lists a MYRIAD
+- ``jetson-nano``: a Jetson (``/etc/nv_tegra_release``) on an L4T release listed in
+  targets/jetson-nano.toml (R32.6.1 = JetPack 4.6 / TensorRT 8.0.1, R32.7.x = JetPack 4.6.1+ /
+  TensorRT 8.2.1) with TensorRT and pycuda;
+- ``ncs2``: an x86-64 host (targets/ncs2.toml ``host_arch``: OpenVINO 2022.3 has no aarch64
+  build) with OpenVINO 2022.3 (the last release with the MYRIAD plugin) that lists a MYRIAD
   device, i.e. a Neural Compute Stick 2 plugged in (USB vendor 03e7).
 
 Each missing piece comes with the command that installs it. With an artifact, the target's
@@ -55,8 +58,8 @@ INSTALL = {
     "openvino": "pip install 'edgekit[openvino]'",
     "litert": "pip install 'edgekit[tflite]'",
     "tflite-runtime": "pip install tflite-runtime",
-    "tensorrt": "on the Jetson: flash JetPack 4.6.x (TensorRT 8.2.1), then "
-                "sudo apt-get install python3-libnvinfer",
+    "tensorrt": "on the Jetson: flash JetPack 4.6.x (4.6 has TensorRT 8.0.1, 4.6.1+ TensorRT "
+                "8.2.1), then sudo apt-get install python3-libnvinfer",
     "pycuda": "on the Jetson: pip3 install pycuda (needs CUDA 10.2 from JetPack 4.6.x)",
     "nncf": "pip install 'edgekit[openvino]'",
     "paramiko": "pip install paramiko",
@@ -108,6 +111,15 @@ def _check_jetson_nano(v):
     if os.path.exists(TEGRA_RELEASE):
         with open(TEGRA_RELEASE) as fh:
             notes.append("L4T: " + fh.readline().strip())
+        from edgekit.errors import HardwareMissing
+        from edgekit.targets import l4t_release_info
+        rel = _l4t_release()
+        try:
+            info = l4t_release_info("jetson-nano", rel)
+            notes.append("{} = {} (TensorRT {})".format(rel, info["jetpack"], info["tensorrt"]))
+        except HardwareMissing as exc:
+            missing.append(_missing("a supported L4T release ({})".format(rel), str(exc),
+                                    hardware=True))
     else:
         missing.append(_missing("a Jetson Nano ({} not found: this is not a Jetson)".format(
             TEGRA_RELEASE), "run doctor on the Nano, or deploy to it: "
@@ -133,8 +145,40 @@ def _ncs2_usb_present():
     return False
 
 
+def _target_fact(target, key, notes):
+    """``targets/<target>.toml[key]``, or None with a note when the TOML cannot be read here
+    (Python 3.10 without tomli): doctor still reports everything else."""
+    from edgekit.errors import MissingDependency
+    from edgekit.targets import load_target
+    try:
+        return load_target(target).get(key)
+    except MissingDependency as exc:
+        notes.append("cannot check {} {}: {}".format(target, key, exc))
+        return None
+
+
+def _l4t_release():
+    """'R32.7.1' from /etc/nv_tegra_release (the parser the device side uses)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "deploy" / "edgekit_remote.py"
+    spec = importlib.util.spec_from_file_location("edgekit_remote", str(path))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.l4t_release(TEGRA_RELEASE)
+
+
 def _check_ncs2(v):
     missing, notes = [], []
+    arch = _target_fact("ncs2", "host_arch", notes) or []
+    machine = platform.machine()
+    if arch and machine not in arch:
+        missing.append(_missing(
+            "an {} host for the NCS2 (this is {})".format("/".join(arch), machine),
+            "plug the stick into an x86-64 Linux PC: OpenVINO 2022.3 (the last with MYRIAD) has "
+            "no {} build (pip's first aarch64 wheel is 2023.1, without MYRIAD)".format(machine),
+            hardware=True))
+        return [], missing, notes
     ov = v.get("openvino")
     usb = _ncs2_usb_present()
     notes.append("USB device {} (Movidius) {}".format(NCS2_USB_VENDOR, "found" if usb else "not found"))

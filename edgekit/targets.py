@@ -11,8 +11,15 @@ Example::
     check_onnx_model("model.onnx", "jetson-nano")    # -> list of problems, [] when it runs
     check_artifact("out/seed", "ncs2")               # what `edgekit doctor --target` prints
 """
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (e.g. an NCS2 host's OpenVINO 2022.3 interpreter)
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
 
 from edgekit.errors import EdgekitError
 
@@ -50,6 +57,10 @@ def load_target(name):
     if not name or "/" in str(name) or not path.is_file():
         raise EdgekitError("unknown target {!r}; choose one of: {}".format(
             name, ", ".join(target_names())))
+    if tomllib is None:
+        from edgekit.errors import MissingDependency
+        raise MissingDependency("reading {} on Python < 3.11 needs tomli: pip install tomli"
+                                .format(path))
     try:
         with open(path, "rb") as fh:
             t = tomllib.load(fh)
@@ -65,6 +76,28 @@ def load_target(name):
     t.setdefault("refuse_reasons", {})
     t.setdefault("format_precisions", {f: list(t["precisions"]) for f in t["formats"]})
     return t
+
+
+def l4t_release_info(target, l4t):
+    """``{"jetpack", "tensorrt", "base_image"}`` for a device's L4T release (``'R32.7.1'``, as
+    ``edgekit_remote.py identity`` reads /etc/nv_tegra_release), from the target's ``[l4t]``
+    table; a key ``R32.7`` covers every R32.7.x. An unlisted release is refused (HardwareMissing,
+    exit 2) with the releases this target supports.
+
+    Example: ``l4t_release_info("jetson-nano", "R32.6.1")["tensorrt"]`` -> ``'8.0.1'``.
+    """
+    from edgekit.errors import HardwareMissing
+    t = load_target(target)
+    table = t.get("l4t") or {}
+    rel = str(l4t or "").strip()
+    for key, info in table.items():
+        if rel == key or rel.startswith(key + "."):
+            return dict(info)
+    known = "; ".join("L4T {} = {} (TensorRT {})".format(k, v["jetpack"], v["tensorrt"])
+                      for k, v in table.items())
+    raise HardwareMissing("{} runs on {}; this device reports L4T {}: flash one of those JetPack "
+                          "releases (the Nano's last is JetPack 4.6.x)".format(
+                              t["name"], known or "no L4T release", rel or "unknown (not a Jetson?)"))
 
 
 def check_precision(target, precision):

@@ -335,8 +335,10 @@ def test_inventory_file(exported, tmp_path):
 
 def test_dockerfiles_parse_copy_sources_exist_and_runtime_is_python36():
     from dockerfile_parse import DockerfileParser
-    want = {"Dockerfile.jetson": "nvcr.io/nvidia/l4t-tensorrt:r8.2.1-runtime",
-            "Dockerfile.ncs2": "openvino/ubuntu20_runtime:2022.3.1"}
+    from edgekit.targets import load_target
+    want = {"Dockerfile.jetson": load_target("jetson-nano")["container_image"],
+            "Dockerfile.ncs2": load_target("ncs2")["container_image"]}
+    assert want["Dockerfile.ncs2"] == "openvino/ubuntu20_runtime:2022.3.1"
     for name, base in want.items():
         with open(REPO / name, "rb") as fh:
             df = DockerfileParser(fileobj=io.BytesIO(fh.read()))
@@ -365,8 +367,17 @@ def test_docker_command_construction():
     assert "--runtime nvidia" in nano and "/home/nano/edgekit/abc:/bundle:ro" in nano
     nano = docker_command("jetson-nano", "/home/nano/edgekit/abc", "/home/nano/edgekit/runs", "r.json")
     assert "-v /home/nano/edgekit/trt-cache:/trt-cache -e EDGEKIT_TRT_CACHE=/trt-cache" in nano
+    # the host's TensorRT bindings (python3-libnvinfer, Python 3.6) go in read-only
+    trt_py = "/usr/lib/python3.6/dist-packages/tensorrt"
+    assert "-v {0}:{0}:ro".format(trt_py) in nano
     assert docker_build_command("jetson-nano", "/b") == \
         "docker build -t edgekit/jetson:0.1.0 -f /b/Dockerfile.jetson /b"
+    # the base image follows the device's L4T: r32.7.1 runs on any R32.7.x, R32.6.1 needs its own
+    assert docker_build_command("jetson-nano", "/b", "R32.7.3") == (
+        "docker build -t edgekit/jetson:0.1.0 -f /b/Dockerfile.jetson "
+        "--build-arg L4T_BASE=nvcr.io/nvidia/l4t-base:r32.7.1 /b")
+    assert "L4T_BASE=nvcr.io/nvidia/l4t-base:r32.6.1 " in docker_build_command(
+        "jetson-nano", "/b", "R32.6.1")
     from edgekit.errors import EdgekitError
     with pytest.raises(EdgekitError, match="no image for target laptop-cpu"):
         docker_command("laptop-cpu", "/b", "/r", "x.json")

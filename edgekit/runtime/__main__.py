@@ -91,7 +91,9 @@ def selftest(runtimes=None, device=None, out=None):
             if fmt is None:
                 raise EdgekitError("unknown runtime {!r}".format(name))
             path = TINY_TFLITE if fmt == "tflite" else tiny_onnx_path(tmpdir)
-            opts = {"device": device} if (device and name == "openvino") else {}
+            opts = {}
+            if device and name == "openvino":  # MYRIAD: reshaped to the tiny batch (static)
+                opts = {"device": device, "batch": len(TINY_X)}
             runner = runner_class(name)(path, **opts)
             with runner:
                 got = list(runner.infer(TINY_X).values())[0]
@@ -166,8 +168,14 @@ def run_bench(model, runtime, batch=1, warmup=10, warmup_seconds=0.0, iterations
     opts = {}
     if threads:
         opts["threads"] = int(threads)
-    if device and runtime == "openvino":
-        opts["device"] = device
+    if runtime == "openvino":
+        if not device and target:
+            raise EdgekitError(
+                "--target {} with --runtime openvino needs --device (e.g. MYRIAD for the NCS2, "
+                "CPU): the device runtime does not guess it; `edgekit deploy` passes the "
+                "target's device from targets/{}.toml".format(target, target))
+        opts["device"] = device or "CPU"
+        opts["batch"] = batch  # the static batch a MYRIAD model is reshaped to
     if runtime == "tensorrt":
         opts["batch"] = batch
         opts["max_batch"] = max_batch or max(64, batch)
@@ -189,6 +197,10 @@ def run_bench(model, runtime, batch=1, warmup=10, warmup_seconds=0.0, iterations
                 "data": os.path.basename(npz) if npz else "random"})
     if getattr(runner, "precision", None):
         res["precision"] = runner.precision
+    info = runner.describe()
+    for key in ("device_name", "reshaped"):  # e.g. "Intel Movidius Myriad X VPU"
+        if info.get(key):
+            res[key] = info[key]
     if json_path:
         write_json(json_path, res)
     return res
@@ -224,7 +236,7 @@ def _parser():
     s = sub.add_parser("selftest", help="check each runtime with a tiny model end to end")
     s.add_argument("--runtime", action="append", choices=sorted(RUNNERS),
                    help="only this runtime (repeatable); its absence then exits 2")
-    s.add_argument("--device", help="OpenVINO device (CPU, MYRIAD)")
+    s.add_argument("--device", help="OpenVINO device (CPU, MYRIAD, MYRIAD.<id>)")
     s.add_argument("--json", help="write the selftest rows here")
     b = sub.add_parser("bench", help="benchmark a model file, write results JSON")
     b.add_argument("model", help="model file (.onnx, .tflite, OpenVINO .xml or its folder)")
@@ -237,7 +249,8 @@ def _parser():
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (recorded)")
     b.add_argument("--npz", help="test data: x (preprocessed) and y")
     b.add_argument("--eval-samples", type=int, default=None, help="accuracy on the first N")
-    b.add_argument("--device", help="OpenVINO device (CPU, MYRIAD)")
+    b.add_argument("--device", help="OpenVINO device (CPU, MYRIAD, MYRIAD.<id>; required with "
+                   "--target: never guessed)")
     b.add_argument("--target", help="target name recorded in the results")
     b.add_argument("--max-batch", type=int, default=None, help="TensorRT profile max batch")
     b.add_argument("--json", help="write results JSON here")

@@ -1,7 +1,10 @@
 """OpenVINO runner: the current API (``openvino.Core``) and the 2022.3 API
 (``openvino.runtime.Core``, the last release with the NCS2's MYRIAD plugin).
 
-Device ``CPU`` (laptop) or ``MYRIAD`` (NCS2, FP16). Python 3.6 syntax, numpy + openvino.
+Device ``CPU`` (laptop) or ``MYRIAD`` / ``MYRIAD.<id>`` (NCS2, FP16). A device that is not
+attached raises HardwareMissing (exit 2), never a CPU fallback; results name the device the
+compiled model runs on. MYRIAD compiles static shapes only, so a dynamic batch is reshaped to
+``batch`` (default 1) before ``compile_model``. Python 3.6 syntax, numpy + openvino.
 
 Example::
 
@@ -16,8 +19,8 @@ from edgekit.runtime.errors import EdgekitError, HardwareMissing, MissingDepende
 NCS2_HELP = ("the NCS2 needs OpenVINO 2022.3 LTS with the MYRIAD plugin (the 2022.3 archive or the "
              "openvino/ubuntu20_runtime:2022.3.1 image; pip wheels have no MYRIAD), the udev rule "
              "for USB vendor 03e7 (install_NCS_udev_rules.sh; in Docker add --device-cgroup-rule="
-             "'c 189:* rmw' -v /dev/bus/usb:/dev/bus/usb) and the stick plugged in; "
-             "`--device CPU` runs this path without a stick")
+             "'c 189:* rmw' -v /dev/bus/usb:/dev/bus/usb) and the stick plugged in on an x86-64 "
+             "host; `--device CPU` runs this path on the CPU (and the results say CPU)")
 
 
 def _core():
@@ -41,40 +44,117 @@ def _core():
     return core_cls(), version
 
 
+def _core_version():
+    try:
+        import openvino as ov
+        return getattr(ov, "__version__", None) or __import__(
+            "openvino.runtime", fromlist=["get_version"]).get_version()
+    except ImportError:
+        return "unknown"
+
+
+def plugin_version(device="MYRIAD"):
+    """'<plugin library> <build>' of the OpenVINO plugin for ``device``, or MissingDependency.
+
+    Asks ``Core().get_versions(device)``, which loads the plugin without needing the stick:
+    the pip wheels of 2022.3.x answer "not registered" for MYRIAD, the 2022.3 archive / the
+    openvino/ubuntu20_runtime:2022.3.1 image answer with the MYRIAD plugin's version.
+    Dockerfile.ncs2 runs this at build time so an image without MYRIAD never gets built.
+    """
+    core, _ = _core()
+    try:
+        v = core.get_versions(device)[device]
+    except Exception as exc:  # RuntimeError: Device with "MYRIAD" name is not registered ...
+        raise MissingDependency("this OpenVINO has no {} plugin ({}): {}".format(
+            device, str(exc).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__,
+            NCS2_HELP if is_myriad(device) else "install an OpenVINO that has it"))
+    return "{} {}".format(v.description, v.build_number)
+
+
 def api_name(version):
     """'2022.3' for the NCS2-era API (openvino.runtime), else 'current'."""
     return "2022.3" if str(version).startswith("2022.") else "current"
 
 
+def match_device(wanted, available):
+    """The device name to compile for, or None when ``wanted`` is not attached.
+
+    ``MYRIAD`` matches one stick whether OpenVINO lists it as ``MYRIAD`` or, with several
+    sticks, as ``MYRIAD.<id>`` (e.g. ``MYRIAD.3.1-ma2480``): the plugin then takes a free one.
+    ``MYRIAD.<id>`` picks that stick only. Other devices match exactly.
+    """
+    available = list(available or [])
+    if wanted in available:
+        return wanted
+    if "." not in wanted and any(d.startswith(wanted + ".") for d in available):
+        return wanted
+    return None
+
+
+def is_myriad(device):
+    return device == "MYRIAD" or str(device).startswith("MYRIAD.")
+
+
+def static_shape(partial_shape, batch):
+    """A static input shape for MYRIAD from a (partial) shape list with None for dynamic dims:
+    the dynamic batch (first) dimension becomes ``batch``; any other dynamic dimension cannot
+    be guessed and is refused."""
+    dims = list(partial_shape)
+    if dims and dims[0] is None:
+        dims[0] = int(batch)
+    if any(d is None for d in dims):
+        raise EdgekitError("MYRIAD compiles static shapes only and this input's shape {} has a "
+                           "dynamic non-batch dimension: export the model with a fixed input "
+                           "size".format(_dims_str(partial_shape)))
+    return dims
+
+
 class OvRunner(Runner):
-    """Runs an OpenVINO IR (.xml) or ONNX file. Options: ``device`` (CPU), ``threads``."""
+    """Runs an OpenVINO IR (.xml) or ONNX file.
+
+    Options: ``device`` (default CPU; ``MYRIAD`` or ``MYRIAD.<id>`` for an NCS2 stick),
+    ``threads`` (CPU), ``batch`` (the static batch a MYRIAD model is reshaped to, default 1),
+    ``core`` (an ``openvino.runtime.Core`` to use instead of a new one).
+    A device that is not attached raises HardwareMissing (exit 2): never a silent fallback.
+    """
 
     name = "openvino"
 
     def _load(self):
         if os.path.isdir(self.path):  # an exported IR folder: its model.xml
             self.path = os.path.join(self.path, "model.xml")
-        self.core, self._version = _core()
-        self._device = self.options.get("device") or "CPU"
-        if self._device not in self.core.available_devices:
+        if self.options.get("core") is not None:  # a Core made by the caller (tests, tuning)
+            self.core = self.options["core"]
+            self._version = _core_version()
+        else:
+            self.core, self._version = _core()
+        wanted = self.options.get("device") or "CPU"
+        self._device = match_device(wanted, self.core.available_devices)
+        if self._device is None:
             msg = "OpenVINO device {} not available here (found: {})".format(
-                self._device, ", ".join(self.core.available_devices) or "none")
-            if self._device == "MYRIAD":
+                wanted, ", ".join(self.core.available_devices) or "none")
+            if is_myriad(wanted):
                 raise HardwareMissing(msg + ": " + NCS2_HELP)
             raise HardwareMissing(msg)
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        if self._device == "MYRIAD":  # the stick computes in FP16 (IR may be FP16 or FP32)
+        if is_myriad(self._device):  # the stick computes in FP16 (IR may be FP16 or FP32)
             self.precision = "fp16"
         else:  # the CPU runs the IR as it is: the file's precision (int8 IR = int8 ops)
             self.precision = self.options.get("precision")
         if self.options.get("threads") and self._device == "CPU":
             config["INFERENCE_NUM_THREADS"] = str(int(self.options["threads"]))
+        self.reshaped = None
         try:
             model = self.core.read_model(self.path)
+            if is_myriad(self._device) and model.is_dynamic():
+                self.reshaped = self._make_static(model)
             self.compiled = self.core.compile_model(model, self._device, config)
+        except EdgekitError:
+            raise
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise EdgekitError("OpenVINO cannot load {}: {}".format(
                 self.path, str(exc).strip().splitlines()[0][:300] if str(exc) else exc))
+        self._executed_on = _execution_devices(self.compiled, self._device)
         inp = self.compiled.inputs[0]
         ps = inp.get_partial_shape()
         self.input_shape = [d.get_length() if d.is_static else None for d in ps]
@@ -83,6 +163,20 @@ class OvRunner(Runner):
         self.output_names = [_name(o, i) for i, o in enumerate(self.compiled.outputs)]
         self._ports = list(self.compiled.outputs)
         self.request = self.compiled.create_infer_request()
+
+    def _make_static(self, model):
+        """Reshape every dynamic input to a static shape (MYRIAD's compiler throws on a
+        dynamic parameter). Returns {input name: [old dims, new dims]}."""
+        batch = int(self.options.get("batch") or 1)
+        shapes, changed = {}, {}
+        for i, port in enumerate(model.inputs):
+            old = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+            new = static_shape(old, batch)
+            shapes[i] = new
+            if new != old:
+                changed[_name(port, i)] = [_dims_str(old), _dims_str(new)]
+        model.reshape(shapes)
+        return changed
 
     def _infer(self, x):
         # infer() already returns copies of the outputs keyed by port (2022.3 and current API):
@@ -98,12 +192,44 @@ class OvRunner(Runner):
         return str(self._version) if getattr(self, "_version", None) else "unknown"
 
     def device(self):
-        return getattr(self, "_device", None) or self.options.get("device") or "CPU"
+        """The device the compiled model runs on (not merely the one asked for)."""
+        return getattr(self, "_executed_on", None) or self.options.get("device") or "CPU"
 
     def describe(self):
         info = Runner.describe(self)
         info["api"] = api_name(self.version())
+        name = getattr(self, "_full_name", None)
+        if name is None and getattr(self, "core", None) is not None:
+            name = self._full_name = _full_device_name(self.core, self.device())
+        if name:
+            info["device_name"] = name
+        if getattr(self, "reshaped", None):
+            info["reshaped"] = self.reshaped
         return info
+
+
+def _execution_devices(compiled, device):
+    """Where the compiled model runs: ``EXECUTION_DEVICES`` where the API has it (2023.0+);
+    OpenVINO 2022.3 lacks that property (checked on 2022.3.1), and there a model compiled
+    for one named device (never AUTO/MULTI here) runs on exactly that device."""
+    try:
+        got = compiled.get_property("EXECUTION_DEVICES")
+    except Exception:  # 2022.3: "Unsupported ExecutableNetwork config key"
+        return device
+    if isinstance(got, (list, tuple)):
+        got = ",".join(str(g) for g in got)
+    return str(got) or device
+
+
+def _full_device_name(core, device):
+    try:
+        return str(core.get_property(device.split(",")[0], "FULL_DEVICE_NAME"))
+    except Exception:  # a plugin without the property: the name alone is enough
+        return None
+
+
+def _dims_str(dims):
+    return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def _name(output, index):
