@@ -2,14 +2,16 @@
 
 Engines are not portable across TensorRT versions or GPUs, so the engine is built here from
 the ONNX file and cached under a key made of the ONNX sha256, the TensorRT version, the GPU
-name and the precision. FP16 when ``builder.platform_has_fast_fp16``; workspace through
-``max_workspace_size`` (TensorRT 8.2, JetPack 4.6) or ``set_memory_pool_limit`` (8.4+/10);
-explicit batch; every ONNX parser error is listed. Inference uses bindings (8.x) or named
-tensors (10.x), with device buffers from pycuda or cuda-python.
+name and the precision (the precision actually used is recorded beside it). FP16 when
+``builder.platform_has_fast_fp16``; workspace through ``max_workspace_size`` (TensorRT 8.0 /
+8.2: JetPack 4.6 / 4.6.1+) or ``set_memory_pool_limit`` (8.4+/10); explicit batch; every ONNX
+parser error is listed. Inference uses bindings (8.x) or named tensors (10.x); other TensorRT
+majors are refused. Host buffers are page-locked (async copies need them) and reused.
 
-The TensorRT module and the CUDA buffer helper are passed in through one seam
-(``trt_module=`` / ``cuda=`` options, default: the real imports) so the control flow can be
-tested without a GPU. Python 3.6 syntax; numpy + tensorrt (+ pycuda or cuda-python).
+Seams for tests without a GPU: ``trt_module=`` (the TensorRT module) and ``cuda=`` (a buffer
+object); the buffer classes themselves take the CUDA binding module (``PyCudaBuffers(driver)``,
+``CudaPythonBuffers(cudart)``), so their own code runs in tests against a stand-in module.
+Python 3.6 syntax; numpy + tensorrt + pycuda (cuda-python off the Nano).
 
 Example::
 
@@ -17,6 +19,7 @@ Example::
         r.infer(x)
 """
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -24,15 +27,25 @@ import tempfile
 import numpy as np
 
 from edgekit.runtime.base import Runner
-from edgekit.runtime.errors import EdgekitError, MissingDependency
+from edgekit.runtime.errors import EdgekitError, HardwareMissing, MissingDependency
 
 TRT_HELP = ("TensorRT is not installed here: the jetson-nano target runs on a Jetson Nano with "
-            "JetPack 4.6 (TensorRT 8.2, `sudo apt install python3-libnvinfer`) and pycuda or "
-            "cuda-python; from the host use `edgekit deploy ART --target jetson-nano --host "
-            "USER@NANO --bench`")
-CUDA_HELP = ("neither pycuda nor cuda-python is installed: `pip3 install pycuda` on the Jetson "
-             "(or `pip install cuda-python`)")
+            "JetPack 4.6.x (4.6 ships TensorRT 8.0.1, 4.6.1+ TensorRT 8.2.1: `sudo apt install "
+            "python3-libnvinfer`) and pycuda; from the host use `edgekit deploy ART --target "
+            "jetson-nano --host USER@NANO --bench`")
+CUDA_HELP = ("pycuda is not installed: on the Jetson Nano `pip3 install pycuda` with "
+             "/usr/local/cuda/bin on PATH (JetPack's CUDA 10.2); cuda-python is an alternative "
+             "only on CUDA >= 11 with Python >= 3.8, so not on the Nano")
+CUDA_INIT_HELP = ("CUDA cannot start here ({}): run on the Jetson's own L4T with JetPack's CUDA "
+                  "driver; in Docker add `--runtime nvidia` (L4T r32 mounts CUDA from the host); "
+                  "check `ls -l /dev/nvhost-ctrl-gpu` and that the user is in group video")
 DEFAULT_WORKSPACE = 256 << 20   # 256 MiB: the Nano has 4 GB shared with the CPU
+
+# TensorRT major -> the API this runner drives. 8.x (8.0.1 on JetPack 4.6, 8.2.1 on 4.6.1+):
+# bindings (execute_async_v2, max_workspace_size before 8.4). 10.x: named tensors
+# (execute_async_v3, set_memory_pool_limit). 7.x lacks build_serialized_network; 9.x was a
+# limited release; 11+ drops BuilderFlag.FP16 / platform_has_fast_fp16: all refused.
+TRT_APIS = {8: "bindings", 10: "tensors"}
 
 
 def import_tensorrt():
@@ -52,6 +65,16 @@ def trt_version_tuple(version):
     return tuple(nums)
 
 
+def trt_api(version):
+    """'bindings' (TensorRT 8.x) or 'tensors' (10.x); any other major is refused (exit 2)."""
+    major = trt_version_tuple(version)[0]
+    if major not in TRT_APIS:
+        raise MissingDependency(
+            "TensorRT {} is not supported: edgekit's runner drives TensorRT 8.x (JetPack 4.6: "
+            "8.0.1, JetPack 4.6.1+: 8.2.1) and 10.x; install one of those".format(version))
+    return TRT_APIS[major]
+
+
 def engine_cache_key(onnx_sha256, trt_version, gpu_name, fp16, max_batch):
     """File name of the cached engine: ONNX sha256 + TensorRT version + GPU name (+ options)."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu_name)).strip("-").lower() or "gpu"
@@ -65,19 +88,51 @@ def default_cache_dir():
 
 
 # -- CUDA buffers: pycuda or cuda-python ----------------------------------------------------------
+# Each class wraps one CUDA binding. ``host(nbytes)`` returns PAGE-LOCKED host memory (a flat
+# uint8 array): async copies from pageable numpy memory silently become synchronous staged
+# copies, which the timing would include (NVIDIA's samples use cuda.pagelocked_empty too).
+# The binding module is a constructor argument (default: the real import), so tests run this
+# code against a stand-in module with the same functions.
+
+def import_pycuda_driver():
+    """``pycuda.driver`` with a context made current on GPU 0 (``pycuda.autoinit``).
+
+    No pycuda -> MissingDependency; pycuda present but CUDA unusable (no libcuda, a container
+    without ``--runtime nvidia``, cuInit failing) -> HardwareMissing: both exit 2, never a
+    traceback."""
+    try:
+        import pycuda  # noqa: F401
+    except ImportError:
+        raise MissingDependency(CUDA_HELP)
+    try:
+        import pycuda.driver as cuda
+        import pycuda.autoinit  # noqa: F401  (cuInit + a context on device 0)
+    except Exception as exc:  # ImportError (libcuda.so.1), pycuda._driver.RuntimeError/LogicError
+        raise HardwareMissing(CUDA_INIT_HELP.format(_first_line(exc)))
+    return cuda
+
+
 class PyCudaBuffers(object):
-    """Device memory, copies and a stream through pycuda."""
+    """Page-locked host memory, device memory, copies and a stream through pycuda.driver."""
 
     library = "pycuda"
 
-    def __init__(self):
-        import pycuda.autoinit  # noqa: F401  (creates the context)
-        import pycuda.driver as cuda
-        self.cuda = cuda
-        self.stream = cuda.Stream()
+    def __init__(self, driver=None):
+        self.cuda = driver if driver is not None else import_pycuda_driver()
+        self.stream = self.cuda.Stream()
 
     def gpu_name(self):
         return self.cuda.Device(0).name()
+
+    def host(self, nbytes):
+        return self.cuda.pagelocked_empty(max(1, int(nbytes)), np.uint8)
+
+    def free_host(self, host):
+        base = getattr(host, "base", None)  # pycuda's HostAllocation (the array's base): free()
+        while base is not None and not hasattr(base, "free"):
+            base = getattr(base, "base", None)
+        if base is not None:
+            base.free()
 
     def alloc(self, nbytes):
         return self.cuda.mem_alloc(max(1, int(nbytes)))
@@ -102,15 +157,16 @@ class PyCudaBuffers(object):
 
 
 class CudaPythonBuffers(object):
-    """Device memory, copies and a stream through cuda-python's runtime API."""
+    """The same through cuda-python's runtime API (CUDA >= 11, Python >= 3.8: not the Nano)."""
 
     library = "cuda-python"
 
-    def __init__(self):
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
+    def __init__(self, cudart=None):
+        if cudart is None:
+            try:
+                from cuda.bindings import runtime as cudart
+            except ImportError:
+                from cuda import cudart
         self.cudart = cudart
         self.stream = self._ok(cudart.cudaStreamCreate())
 
@@ -124,6 +180,20 @@ class CudaPythonBuffers(object):
         props = self._ok(self.cudart.cudaGetDeviceProperties(0))
         name = props.name
         return name.decode("utf-8", "replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
+
+    def host(self, nbytes):
+        import ctypes
+        n = max(1, int(nbytes))
+        ptr = int(self._ok(self.cudart.cudaMallocHost(n)))
+        arr = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(ptr))
+        self._pinned = getattr(self, "_pinned", {})
+        self._pinned[arr.ctypes.data] = ptr
+        return arr
+
+    def free_host(self, host):
+        ptr = getattr(self, "_pinned", {}).pop(host.ctypes.data, None)
+        if ptr is not None:
+            self.cudart.cudaFreeHost(ptr)
 
     def alloc(self, nbytes):
         return self._ok(self.cudart.cudaMalloc(max(1, int(nbytes))))
@@ -149,15 +219,26 @@ class CudaPythonBuffers(object):
         self.cudart.cudaFree(mem)
 
 
-def cuda_buffers():
-    """pycuda if installed, else cuda-python, else MissingDependency."""
-    for cls, mod in ((PyCudaBuffers, "pycuda"), (CudaPythonBuffers, "cuda")):
-        try:
-            __import__(mod)
-        except ImportError:
-            continue
-        return cls()
-    raise MissingDependency(CUDA_HELP)
+def cuda_buffers(allow_cuda_python=True):
+    """pycuda if installed, else cuda-python (when allowed), else MissingDependency."""
+    try:
+        __import__("pycuda")
+    except ImportError:
+        if allow_cuda_python:
+            try:
+                __import__("cuda")
+            except ImportError:
+                pass
+            else:
+                return CudaPythonBuffers()
+        raise MissingDependency(CUDA_HELP)
+    return PyCudaBuffers()
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return "{}: {}".format(type(exc).__name__, text.splitlines()[0][:200]) if text \
+        else type(exc).__name__
 
 
 # -- engine build -----------------------------------------------------------------------------
@@ -175,7 +256,7 @@ def build_engine(trt, onnx_bytes, logger, fp16=True, workspace=DEFAULT_WORKSPACE
     config = builder.create_builder_config()
     if trt_version_tuple(trt.__version__) >= (8, 4) and hasattr(config, "set_memory_pool_limit"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
-    else:  # TensorRT 8.2 (JetPack 4.6): no memory pools yet
+    else:  # TensorRT 8.0 / 8.2 (JetPack 4.6 / 4.6.1+): no memory pools yet
         config.max_workspace_size = int(workspace)
     use_fp16 = bool(fp16 and builder.platform_has_fast_fp16)
     if use_fp16:
@@ -218,7 +299,12 @@ class TrtRunner(Runner):
     Options: ``fp16`` (default True: used when the GPU has fast FP16), ``workspace`` (bytes),
     ``max_batch`` (dynamic-batch profile upper bound, default 64), ``batch`` (profile optimum),
     ``cache_dir`` (default ``$EDGEKIT_TRT_CACHE`` or ``~/.cache/edgekit/trt``), and the seam
-    ``trt_module`` / ``cuda`` (defaults: ``import tensorrt``, pycuda or cuda-python).
+    ``trt_module`` / ``cuda`` (defaults: ``import tensorrt``; :class:`PyCudaBuffers`, or
+    :class:`CudaPythonBuffers` where pycuda is absent and CUDA >= 11).
+
+    The precision an engine was built with is recorded beside it (``.engine.json``), so loading
+    a cached engine creates no throw-away ``trt.Builder`` (its CUDA set-up would inflate
+    ``cold_start_ms``). Host buffers are page-locked and reused per binding.
     """
 
     name = "tensorrt"
@@ -227,7 +313,7 @@ class TrtRunner(Runner):
         trt = self.options.get("trt_module") or import_tensorrt()
         self.trt = trt
         self._version = str(trt.__version__)
-        self._major = trt_version_tuple(self._version)[0]
+        self._api = trt_api(self._version)
         self.mem = self.options.get("cuda") or cuda_buffers()
         self.gpu = self.mem.gpu_name()
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -239,16 +325,16 @@ class TrtRunner(Runner):
         cache_dir = self.options.get("cache_dir") or default_cache_dir()
         self.engine_path = os.path.join(cache_dir, engine_cache_key(
             sha, self._version, self.gpu, fp16, max_batch))
-        self.engine_cached = os.path.isfile(self.engine_path)
-        if self.engine_cached:
-            with open(self.engine_path, "rb") as fh:
-                blob = fh.read()
-            used = bool(fp16 and trt.Builder(self.logger).platform_has_fast_fp16)
-        else:
+        blob, used = _read_cached_engine(self.engine_path)
+        self.engine_cached = blob is not None
+        if blob is None:
             blob, used = build_engine(trt, onnx_bytes, self.logger, fp16=fp16,
                                       workspace=self.options.get("workspace") or DEFAULT_WORKSPACE,
                                       max_batch=max_batch, opt_batch=self.options.get("batch") or 1)
             _atomic_write_bytes(self.engine_path, blob)
+            _atomic_write_bytes(self.engine_path + ".json", json.dumps(
+                {"precision": "fp16" if used else "fp32", "tensorrt": self._version,
+                 "gpu": self.gpu, "onnx_sha256": sha}).encode("utf-8"))
         self.precision = "fp16" if used else "fp32"
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(blob)
@@ -271,7 +357,7 @@ class TrtRunner(Runner):
         """[{name, input, dtype, shape, index}] from bindings (8.x) or named tensors (10.x)."""
         trt, eng = self.trt, self.engine
         out = []
-        if self._major >= 10:
+        if self._api == "tensors":
             for i in range(eng.num_io_tensors):
                 name = eng.get_tensor_name(i)
                 out.append({"name": name, "index": i,
@@ -286,37 +372,41 @@ class TrtRunner(Runner):
                             "shape": tuple(eng.get_binding_shape(i))})
         return out
 
-    def _buffer(self, name, nbytes):
-        mem, size = self._buffers.get(name, (None, 0))
-        if mem is None or size < nbytes:
-            if mem is not None:
-                self.mem.free(mem)
-            mem = self.mem.alloc(nbytes)
-            self._buffers[name] = (mem, nbytes)
-        return mem
+    def _binding(self, name, shape, dtype):
+        """(page-locked host array of ``shape``, device memory) for one binding, reused across
+        calls and grown only when a larger batch needs more bytes."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        host, dev, size = self._buffers.get(name, (None, None, 0))
+        if host is None or size < nbytes:
+            if host is not None:
+                self.mem.free(dev)
+                self.mem.free_host(host)
+            host, dev, size = self.mem.host(nbytes), self.mem.alloc(nbytes), nbytes
+            self._buffers[name] = (host, dev, size)
+        return host[:nbytes].view(dtype).reshape(shape), dev
 
     def _infer(self, x):
         ctx, mem = self.context, self.mem
         inp = [t for t in self.io if t["input"]][0]
-        if self._major >= 10:
+        if self._api == "tensors":
             ctx.set_input_shape(inp["name"], tuple(x.shape))
         else:
             ctx.set_binding_shape(inp["index"], tuple(x.shape))
-        d_in = self._buffer(inp["name"], x.nbytes)
-        mem.htod(d_in, x)
-        hosts, ptrs = [], {inp["name"]: mem.ptr(d_in)}
+        h_in, d_in = self._binding(inp["name"], x.shape, x.dtype)
+        np.copyto(h_in, x)
+        mem.htod(d_in, h_in)
+        outs, ptrs = [], {inp["name"]: mem.ptr(d_in)}
         for t in self.io:
             if t["input"]:
                 continue
-            if self._major >= 10:
+            if self._api == "tensors":
                 shape = tuple(ctx.get_tensor_shape(t["name"]))
             else:
                 shape = tuple(ctx.get_binding_shape(t["index"]))
-            host = np.empty(shape, dtype=t["dtype"])
-            dev = self._buffer(t["name"], host.nbytes)
+            host, dev = self._binding(t["name"], shape, t["dtype"])
             ptrs[t["name"]] = mem.ptr(dev)
-            hosts.append((host, dev))
-        if self._major >= 10:
+            outs.append((host, dev))
+        if self._api == "tensors":
             for name, p in ptrs.items():
                 ctx.set_tensor_address(name, p)
             ok = ctx.execute_async_v3(mem.stream_handle())
@@ -325,14 +415,15 @@ class TrtRunner(Runner):
             ok = ctx.execute_async_v2(bindings, mem.stream_handle())
         if ok is False:
             raise EdgekitError("TensorRT execution failed for input shape {}".format(x.shape))
-        for host, dev in hosts:
+        for host, dev in outs:
             mem.dtoh(host, dev)
         mem.sync()
-        return [h for h, _ in hosts]
+        return [host.copy() for host, _ in outs]  # the pinned buffers are reused next call
 
     def _close(self):
-        for mem, _ in self._buffers.values():
-            self.mem.free(mem)
+        for host, dev, _ in self._buffers.values():
+            self.mem.free(dev)
+            self.mem.free_host(host)
         self._buffers = {}
         self.context = None
         self.engine = None
@@ -354,3 +445,20 @@ class TrtRunner(Runner):
         info["precision"] = getattr(self, "precision", None)
         info["engine_cached"] = getattr(self, "engine_cached", None)
         return info
+
+
+def _read_cached_engine(path):
+    """(engine bytes, built with fp16) from the cache, or (None, None) when the engine or the
+    precision recorded beside it is missing or unreadable (then the engine is rebuilt)."""
+    if not (os.path.isfile(path) and os.path.isfile(path + ".json")):
+        return None, None
+    try:
+        with open(path + ".json") as fh:
+            precision = json.load(fh)["precision"]
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except (IOError, OSError, ValueError, KeyError, TypeError):
+        return None, None
+    if precision not in ("fp16", "fp32") or not blob:
+        return None, None
+    return blob, precision == "fp16"
