@@ -6,6 +6,11 @@ temporary sibling directory and renamed into place; files added to an existing a
 A later stage never guesses: it reads the manifest, and refuses an artifact whose files no
 longer match the sha256 recorded ("artifact modified since it was written").
 
+Opening validates the whole manifest once (:func:`validate_manifest`): its fields against
+:data:`edgekit.schemas.MANIFEST_SCHEMA`, and every file name it lists must stay inside the
+artifact (relative, no ``..``, no absolute path, no symlink out), so no later step reads,
+runs, packs or overwrites anything outside the directory because a manifest said so.
+
 Example::
 
     with staging("out/model", force=False) as tmp:
@@ -102,12 +107,8 @@ class Artifact:
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise EdgekitError("{} has no {}: not an edgekit artifact".format(path, MANIFEST))
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EdgekitError("{}: manifest is not valid JSON ({})".format(mpath, exc)) from None
-        if not isinstance(manifest, dict) or "files" not in manifest or "kind" not in manifest:
-            raise EdgekitError("{}: not an edgekit manifest (no kind/files)".format(mpath))
+        from edgekit.schemas import load_json
+        manifest = validate_manifest(load_json(mpath, "manifest"), path)
         art = cls(path, manifest)
         if verify:
             art.verify()
@@ -117,6 +118,9 @@ class Artifact:
         """Check every listed file exists and matches its recorded sha256."""
         for name, entry in self.manifest["files"].items():
             p = self.path / name
+            if p.is_dir():
+                for inner in p.rglob("*"):  # a SavedModel/IR dir: no symlink out of it either
+                    inside(self.path, str(inner.relative_to(self.path)), "file")
             if not p.exists():
                 raise EdgekitError("artifact modified since it was written: {} is missing".format(p))
             digest = dir_sha256(p) if p.is_dir() else file_sha256(p)
@@ -138,6 +142,9 @@ class Artifact:
         return self.manifest["files"]
 
     def file(self, name):
+        """Path of a listed file (names were checked to stay inside the artifact on open)."""
+        if name not in self.files:
+            raise EdgekitError("{} lists no file {!r}".format(self.path / MANIFEST, name))
         return self.path / name
 
     def find(self, fmt, precision=None, **match):
@@ -183,6 +190,52 @@ class Artifact:
     def staging_dir(self):
         """A temp dir inside the artifact (same filesystem) for files about to be added."""
         return Path(tempfile.mkdtemp(prefix=".staging-", dir=str(self.path)))
+
+
+def inside(root, name, what="file"):
+    """``root / name``, refusing a name that is not a plain relative path inside ``root``.
+
+    Refused: non-strings, empty names, absolute paths, ``~``, backslashes, NUL, any ``..``
+    component, ``.``/the manifest itself, and names that resolve (through symlinks) outside.
+    """
+    root = Path(root)
+    bad = None
+    if not isinstance(name, str) or not name.strip():
+        bad = "is empty or not a string"
+    elif "\x00" in name or "\\" in name:
+        bad = "contains a NUL or backslash"
+    elif name.startswith(("/", "~")) or os.path.isabs(name):
+        bad = "is an absolute or home-relative path"
+    elif ".." in name.split("/"):
+        bad = "contains '..'"
+    elif os.path.normpath(name) in (".", MANIFEST):
+        bad = "names the artifact itself or its manifest"
+    if bad is None:
+        real_root = os.path.realpath(str(root))
+        real = os.path.realpath(os.path.join(real_root, name))
+        if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+            bad = "resolves outside the artifact (symlink)"
+    if bad is not None:
+        raise EdgekitError("{}: {} name {!r} {}: names must stay inside the artifact".format(
+            root / MANIFEST, what, name if isinstance(name, str) else type(name).__name__, bad))
+    return root / name
+
+
+def validate_manifest(manifest, root):
+    """Check a manifest's fields (schema) and that every file name it holds stays inside
+    ``root``; returns it, or raises EdgekitError naming the first problem."""
+    from edgekit.schemas import MANIFEST_SCHEMA, check
+    check(manifest, MANIFEST_SCHEMA, Path(root) / MANIFEST)
+    for name, entry in manifest["files"].items():
+        inside(root, name)
+        if entry.get("format") == "openvino" and "weights" in entry:  # an IR's .bin
+            inside(root, entry["weights"], "weights")
+            if entry["weights"] not in manifest["files"]:
+                raise EdgekitError("{}: files[{!r}].weights {!r} is not a file of the artifact"
+                                   .format(Path(root) / MANIFEST, name, entry["weights"]))
+        if "entry" in entry:
+            inside(root, name + "/" + entry["entry"], "entry")
+    return manifest
 
 
 def _merge(dst, src):

@@ -240,8 +240,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
         files["model/" + name] = src.read_bytes()
         model_rel = "model/" + name
     if entry.get("format") == "openvino" and src.suffix == ".xml":
-        bin_name = name[:-4] + ".bin"
-        if art.file(bin_name).is_file():
+        bin_name = entry.get("weights") or name[:-4] + ".bin"
+        if bin_name in art.files and art.file(bin_name).is_file():
             files["model/" + bin_name] = art.file(bin_name).read_bytes()
     files["manifest.json"] = (art.path / "manifest.json").read_bytes()
     files.update(_runtime_sources())

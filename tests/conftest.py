@@ -59,6 +59,7 @@ def run_cli(capfd):
     from edgekit.cli import main
 
     def _run(*args):
+        capfd.readouterr()  # only this run's output (not e.g. tensorflow's import-time logs)
         try:
             main([str(a) for a in args])
             code = 0
@@ -67,3 +68,14 @@ def run_cli(capfd):
         out, err = capfd.readouterr()
         return code, out, err
     return _run
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_artifact):
+    """`tiny_artifact` copied and exported to ONNX for laptop-cpu (read-only!)."""
+    from edgekit.artifact import Artifact
+    from edgekit.export import export
+    dst = tmp_path_factory.mktemp("tiny-onnx") / "tiny"
+    shutil.copytree(str(tiny_artifact.path), str(dst))
+    export(dst, ["onnx"], target="laptop-cpu", parity_samples=100)
+    return Artifact.open(dst)

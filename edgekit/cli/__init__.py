@@ -89,10 +89,20 @@ _CLICK_ERRORS = _classes(_clickexc.ClickException)
 _EXITS = _classes(getattr(typer, "Exit", None), getattr(_clickexc, "Exit", None))
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd command
+
+
 def main(argv=None):
-    """Console entry point."""
+    """Console entry point.
+
+    Ctrl-C (SIGINT) anywhere -- loading data, inside Keras's ``fit``, while saving -- is
+    ``error: interrupted`` and exit 130, so ``edgekit train ... && edgekit deploy ...`` stops;
+    staging dirs are removed on the way out (:func:`edgekit.artifact.staging`). typer >= 0.16
+    turns a KeyboardInterrupt into ``Exit(130)`` and, with ``standalone_mode=False``, *returns*
+    that code instead of raising it: the return value is an exit code here, never ignored.
+    """
     try:
-        app(args=argv, standalone_mode=False, prog_name="edgekit")
+        code = app(args=argv, standalone_mode=False, prog_name="edgekit")
     except EdgekitError as exc:
         print("error: {}".format(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -106,8 +116,9 @@ def main(argv=None):
         print("error: {}".format(exc.format_message()), file=sys.stderr)
         sys.exit(1)
     except _EXITS as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
+        code = INTERRUPTED
+    if code == INTERRUPTED:
         print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
