@@ -35,7 +35,7 @@ def compress(model, method, data, out, **params):
 _COMMON = {"epochs", "lr", "batch_size", "seed"}
 # CLI options each method takes (the command declares them all; one command serves every method)
 METHOD_OPTIONS = {
-    "prune": _COMMON | {"sparsity", "structured", "ratio", "keep", "dense_width"},
+    "prune": _COMMON | {"sparsity", "structured", "ratio", "keep", "dense_width", "target_macs"},
     "quantize": _COMMON | {"precision", "formats", "calibration_samples", "calibration_data",
                            "io", "onnx_activations", "qat", "target"},
     "distill": _COMMON | {"student", "width", "depthwise", "temperature", "alpha"},
