@@ -87,7 +87,24 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
     file for) or ``"all"``. ``data``: a data spec or a loaded Dataset for accuracy (default:
     the manifest's).
     ``eval_samples``: accuracy on the first N test samples (default: the whole test split).
+    ``artifact`` may be a bare ``.onnx`` file; without ``data`` it is timed on seeded random
+    input of its own shape (accuracy ``None``).
     """
+    from edgekit.onnx_model import artifact_for, is_onnx_file
+    if is_onnx_file(artifact):
+        with artifact_for(artifact) as tmp:
+            results = bench(tmp, target, runtime=runtime, batch=batch, warmup=warmup,
+                            iterations=iterations, duration=duration, threads=threads, data=data,
+                            eval_samples=eval_samples, device=device,
+                            warmup_seconds=warmup_seconds, progress=progress)
+        for r in results:
+            r["artifact"] = str(artifact)
+            r["file"] = Path(str(artifact)).name
+        if json_path:
+            from edgekit.util import atomic_write_text
+            atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],
+                                                    indent=2) + "\n")
+        return results
     from edgekit.artifact import Artifact
     from edgekit.runtime import RUNNERS, runner_class
     from edgekit.runtime.bench import measure
@@ -123,11 +140,17 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
     files = [pick_file(art, target, rt) for rt in runtimes]  # refuse before any work
 
     from edgekit.data import load_data
+    from edgekit.onnx_model import manifest_layout, to_model_layout
     if hasattr(data, "x_test"):  # an already loaded Dataset (no second read of the files)
         ds, spec = data, data.spec
     else:
-        spec = data or art.manifest.get("source", {}).get("data") or "digits"
-        ds = load_data(spec)
+        spec = data or art.manifest.get("source", {}).get("data")
+        ds = None if spec is None and art.method == "import" else load_data(spec or "digits")
+    if ds is None:  # an imported model with no data set: time it on random input of its shape
+        x_test, y_test, n_test = _random_input, None, 0
+    else:
+        x_test, y_test = to_model_layout(ds.x_test, manifest_layout(art.manifest)), ds.y_test
+        n_test = int(len(ds.y_test) if not eval_samples else min(eval_samples, len(ds.y_test)))
     results = []
     for rt, (path, entry) in zip(runtimes, files):
         opts = {"threads": threads} if threads else {}
@@ -139,7 +162,7 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
             opts.update({"batch": batch, "max_batch": max(64, batch)})
         runner = runner_class(rt)(path, **opts)
         try:
-            res = measure(runner, ds.x_test, ds.y_test, batch=batch, warmup=warmup,
+            res = measure(runner, x_test, y_test, batch=batch, warmup=warmup,
                           warmup_seconds=warmup_seconds, iterations=iterations,
                           duration=duration, eval_samples=eval_samples, progress=progress)
         finally:
@@ -149,8 +172,8 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
                     "format": entry.get("format"),
                     "precision": getattr(runner, "precision", None) or entry.get("precision"),
                     "bytes": _run_bytes(art, entry), "method": art.method, "threads": threads,
-                    "data": spec, "test_samples": int(len(ds.y_test) if not eval_samples
-                                                      else min(eval_samples, len(ds.y_test)))})
+                    "data": spec if ds is not None else "random",
+                    "test_samples": n_test})
         results.append(res)
     if len(results) > 1:
         best = min(results, key=lambda r: r["latency_ms"]["p50"])
@@ -161,6 +184,22 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
         atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],
                                                 indent=2) + "\n")
     return results
+
+
+def _random_input(runner, n=64, seed=0):
+    """Seeded standard-normal input of the loaded model's shape (dynamic dims: 1 / batch)."""
+    import numpy as np
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in (runner.input_shape or [])]
+    if not shape:
+        raise EdgekitError("{} declares no input shape: pass --data SPEC".format(runner.path))
+    shape[0] = n if shape[0] == 1 and not _static_batch(runner) else shape[0]
+    x = np.random.RandomState(seed).standard_normal(shape)
+    return x.astype(np.dtype(runner.input_dtype))
+
+
+def _static_batch(runner):
+    d = (runner.input_shape or [None])[0]
+    return isinstance(d, int) and d > 0
 
 
 def _run_bytes(art, entry):

@@ -18,7 +18,9 @@ Steps per device (in parallel over devices, one failure never stops the others):
 
 The bundle is a deterministic tar (sorted entries, mtime 0, uid/gid 0): the model file the
 target runs, manifest.json, edgekit/__init__.py + edgekit/runtime, deploy/edgekit_remote.py,
-a test subset as data/test.npz, bundle.json and SHA256SUMS. ``<sha>`` is its sha256.
+a test subset as data/test.npz (in the model's input layout, e.g. NCHW for a PyTorch-style
+ONNX), bundle.json and SHA256SUMS. ``<sha>`` is its sha256. A bare ``.onnx`` file deploys as
+it is (wrapped as an imported artifact while the bundle is built).
 
 Example::
 
@@ -205,13 +207,20 @@ def _runtime_sources():
     return files
 
 
-def _test_npz(spec, samples):
+def _test_npz(spec, samples, art=None):
+    """The test subset shipped with a bundle, in the model's input layout (the manifest's)."""
     import numpy as np
     from edgekit.data import load_data
+    from edgekit.onnx_model import check_data_fits, inspect_onnx, manifest_layout, to_model_layout
     ds = load_data(spec)
+    if art is not None and art.method == "import" and art.find("onnx"):
+        check_data_fits(inspect_onnx(art.file(art.find("onnx")[0])), ds, what=str(art.path))
     n = min(int(samples), len(ds.x_test))
+    x = ds.x_test[:n].astype(np.float32)
+    if art is not None:
+        x = to_model_layout(x, manifest_layout(art.manifest))
     buf = io.BytesIO()
-    np.savez_compressed(buf, x=ds.x_test[:n].astype(np.float32), y=ds.y_test[:n].astype(np.int64))
+    np.savez_compressed(buf, x=x, y=ds.y_test[:n].astype(np.int64))
     return buf.getvalue(), n
 
 
@@ -255,7 +264,7 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
     n = 0
     spec = data or art.manifest.get("source", {}).get("data")
     if int(test_samples) > 0 and spec:
-        files["data/test.npz"], n = _test_npz(spec, test_samples)
+        files["data/test.npz"], n = _test_npz(spec, test_samples, art)
     meta = {"edgekit_version": __version__, "target": t["name"], "runtime": runtime,
             "model": model_rel, "format": entry.get("format"), "precision": entry.get("precision"),
             "device": t.get("device"),  # the target's device (targets/T.toml), e.g. MYRIAD
@@ -759,10 +768,12 @@ def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=Non
         raise EdgekitError("--batch must be >= 1")
     targets = sorted({d.get("target", target) for d in devices} or {target})
     bundles = {}
-    for t in targets:
-        dk = docker or any(d.get("docker") for d in devices if d.get("target", target) == t)
-        bundles[t] = build_bundle(artifact, t, runtime=runtime, test_samples=test_samples, data=data,
-                                  docker=dk, model_file=model_file)
+    from edgekit.onnx_model import artifact_for
+    with artifact_for(artifact) as art_dir:  # a bare .onnx file: wrapped as an artifact
+        for t in targets:
+            dk = docker or any(d.get("docker") for d in devices if d.get("target", target) == t)
+            bundles[t] = build_bundle(art_dir, t, runtime=runtime, test_samples=test_samples,
+                                      data=data, docker=dk, model_file=model_file)
     summary = {"bundles": {t: {"sha256": b.sha256, "bytes": b.size, "files": b.entries,
                                "model": b.meta["model"], "runtime": b.meta["runtime"]}
                            for t, b in bundles.items()},

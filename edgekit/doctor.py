@@ -25,6 +25,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+from pathlib import Path
 
 # report name -> distribution names to try, in order (first installed wins)
 PACKAGES = {
@@ -251,7 +252,15 @@ def doctor(target=None, artifact=None):
 
 
 def artifact_problems(artifact, target):
-    """What stops ``artifact`` from running on ``target`` (uses edgekit.targets if present)."""
+    """What stops ``artifact`` (an artifact dir or a bare ``.onnx`` file) from running on
+    ``target`` (uses edgekit.targets if present)."""
+    from edgekit.onnx_model import artifact_for, is_onnx_file
+    if is_onnx_file(artifact):
+        with artifact_for(artifact) as art_dir:
+            from edgekit.onnx_model import MODEL_FILE
+            name = Path(str(artifact)).name
+            return [p.replace(str(art_dir), str(artifact)).replace(MODEL_FILE + ":", name + ":")
+                    for p in artifact_problems(art_dir, target)]
     from edgekit.artifact import Artifact
     art = Artifact.open(artifact)
     try:

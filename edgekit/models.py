@@ -279,8 +279,30 @@ def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=Fals
     return save_keras_artifact(model, out, ds, "train", params, source, force=force)
 
 
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
 def evaluate(artifact, data, runtime=None):
-    """Test-split accuracy of an artifact: its Keras model, or an exported file via a runner."""
+    """Test-split accuracy of a model: an artifact (its Keras model, or its exported files via
+    their runners), a bare ONNX file (onnxruntime, or ``runtime="openvino"``; never imports
+    tensorflow) or a bare Keras model (``.h5`` / ``.keras`` / SavedModel dir).
+
+    Returns ``{runtime: accuracy}``, e.g. ``evaluate("resnet.onnx", "digits")`` ->
+    ``{"onnxruntime": 0.97}``.
+    """
+    from edgekit.onnx_model import is_onnx_file
+    path = Path(str(artifact))
+    if is_onnx_file(path):
+        return _evaluate_onnx(path, data, runtime)
+    if _is_bare_keras(path):
+        if runtime not in (None, "keras"):
+            raise EdgekitError("{} is a Keras model: evaluate it with --runtime keras, or export "
+                               "it first (edgekit export needs an artifact: edgekit compress or "
+                               "train makes one)".format(path))
+        model = load_model(path)
+        ds = data if hasattr(data, "x_train") else load_data(data)
+        check_model_fits(model, ds)
+        return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     art = Artifact.open(artifact)
     ds = data if hasattr(data, "x_train") else load_data(data)
     results = {}
@@ -289,15 +311,38 @@ def evaluate(artifact, data, runtime=None):
         check_model_fits(model, ds)
         results["keras"] = keras_accuracy(model, ds.x_test, ds.y_test)
     if runtime not in (None, "keras") or not results:
+        from edgekit.onnx_model import manifest_layout, to_model_layout
         from edgekit.runtime import RUNTIME_FORMATS, open_runner
         from edgekit.runtime.bench import accuracy
-        names = [runtime] if runtime else list(RUNTIME_FORMATS)
+        x_test = to_model_layout(ds.x_test, manifest_layout(art.manifest))
+        from edgekit.bench import installed
+        names = [runtime] if runtime else [rt for rt in RUNTIME_FORMATS if installed(rt)]
         for rt in names:
-            files = art.find(RUNTIME_FORMATS[rt])
+            files = [n for n in art.find(RUNTIME_FORMATS[rt]) if art.files[n].get("inference", True)]
             if not files:
                 continue
             with open_runner(rt, art.file(files[0])) as r:
-                results[rt] = accuracy(r, ds.x_test, ds.y_test)
+                results[rt] = accuracy(r, x_test, ds.y_test)
     if not results:
         raise EdgekitError("{} holds no model edgekit can evaluate here".format(art.path))
     return results
+
+
+def _is_bare_keras(path):
+    if path.is_file():
+        return path.suffix.lower() in KERAS_SUFFIXES
+    return path.is_dir() and (path / "saved_model.pb").is_file() \
+        and not (path / "manifest.json").exists()
+
+
+def _evaluate_onnx(path, data, runtime):
+    """Accuracy of a bare ONNX file: onnxruntime by default, OpenVINO reads ONNX too."""
+    from edgekit.onnx_model import check_data_fits, inspect_onnx, onnx_accuracy
+    rt = runtime or "onnxruntime"
+    if rt not in ("onnxruntime", "openvino"):
+        raise EdgekitError("{} is an ONNX model: --runtime onnxruntime or openvino runs it "
+                           "(not {})".format(path, rt))
+    facts = inspect_onnx(path)
+    ds = data if hasattr(data, "x_train") else load_data(data)
+    check_data_fits(facts, ds, what=str(path))
+    return {rt: onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)}

@@ -162,8 +162,11 @@ def test_model_file_corrupt(run_cli, tiny_artifact, artifact_copy):
 
 
 def test_not_an_artifact(run_cli, tmp_path):
-    (tmp_path / "model.h5").write_bytes(b"x")
+    (tmp_path / "model.h5").write_bytes(b"x")  # eval takes a bare .h5: this one is junk
     code, _, err = run_cli("eval", tmp_path / "model.h5", "--data", "digits")
+    assert_one_error(code, err, "cannot load model")
+    (tmp_path / "model.txt").write_bytes(b"x")
+    code, _, err = run_cli("eval", tmp_path / "model.txt", "--data", "digits")
     assert_one_error(code, err, "not an artifact directory")
     code, _, err = run_cli("eval", tmp_path, "--data", "digits")
     assert_one_error(code, err, "no manifest.json")

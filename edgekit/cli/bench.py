@@ -7,7 +7,7 @@ from edgekit.cli.common import console, table
 
 
 def bench(
-    artifact: Path = typer.Argument(..., help="Artifact directory (exported)."),
+    artifact: Path = typer.Argument(..., help="Artifact directory (exported), or a bare .onnx file."),
     target: str = typer.Option("laptop-cpu", "--target", help="laptop-cpu | ncs2 | jetson-nano."),
     runtime: str = typer.Option(None, "--runtime", help="onnxruntime | openvino | litert | tensorrt | all."),
     batch: int = typer.Option(1, "--batch"),

@@ -7,7 +7,7 @@ from edgekit.cli.common import console, kib, pct
 
 
 def compress(
-    model: Path = typer.Argument(..., help="Model: artifact dir, .h5 or SavedModel dir."),
+    model: Path = typer.Argument(..., help="Model: artifact dir, .h5/.keras, SavedModel dir, or .onnx (quantize, knn-slice)."),
     method: str = typer.Option(..., "--method", help="prune | quantize | distill | knn-slice"),
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     out: Path = typer.Option(..., "-o", "--out", help="Artifact directory to create."),

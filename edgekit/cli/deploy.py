@@ -8,7 +8,7 @@ from edgekit.cli.common import console, err_console, kib, table
 
 
 def deploy(
-    artifact: Path = typer.Argument(..., help="Artifact directory (exported for the target)."),
+    artifact: Path = typer.Argument(..., help="Artifact directory (exported for the target), or a bare .onnx file."),
     target: str = typer.Option("laptop-cpu", "--target", help="jetson-nano | ncs2 | laptop-cpu."),
     host: List[str] = typer.Option([], "--host", help="[USER@]HOST[:PORT] or ~/.ssh/config alias "
                                                       "(repeatable)."),

@@ -7,7 +7,7 @@ from edgekit.cli.common import console, print_json, table
 
 
 def doctor(
-    artifact: Path = typer.Argument(None, help="Also check this artifact against the target."),
+    artifact: Path = typer.Argument(None, help="Also check this artifact (or a bare .onnx file) against the target."),
     target: str = typer.Option(None, "--target", help="laptop-cpu | jetson-nano | ncs2"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):

@@ -7,7 +7,7 @@ from edgekit.cli.common import console, table
 
 
 def export(
-    artifact: Path = typer.Argument(..., help="Artifact directory."),
+    artifact: Path = typer.Argument(..., help="Artifact directory, or a bare .onnx file (then -o and --data are required)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="Comma list: onnx, tflite, openvino."),
     target: str = typer.Option(None, "--target", help="laptop-cpu | jetson-nano | ncs2 (rules from targets/*.toml; default laptop-cpu)."),
     precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default: the target's)."),

@@ -22,12 +22,18 @@ METHODS = {
     "knn-slice": "edgekit.compress.knn_slice:knn_slice",
 }
 
+# methods that retrain the model: they need the Keras model, never an ONNX file
+TRAINS = ("prune", "distill")
+
 
 def compress(model, method, data, out, **params):
     """Run compression ``method`` on ``model`` with ``data``; writes the artifact ``out``."""
     if method not in METHODS:
         raise EdgekitError("unknown compression method {!r}; available here: {}".format(
             method, ", ".join(sorted(METHODS))))
+    if method in TRAINS or (method == "quantize" and params.get("qat")):
+        from edgekit.onnx_model import refuse_training
+        refuse_training(model, method if method in TRAINS else "quantize --qat")
     module, func = METHODS[method].split(":")
     return getattr(importlib.import_module(module), func)(model, data, out, **params)
 

@@ -44,7 +44,17 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
     all three; ``qat`` writes TFLite). ``io``: TFLite input/output type, float or int8.
     ``onnx_activations``: uint8 (default, U8S8: onnxruntime's fast path on x86) or int8.
     Returns the written :class:`~edgekit.artifact.Artifact`.
+    An ONNX model (a bare ``.onnx`` or an imported one) goes to
+    :func:`edgekit.compress.quantize_onnx.quantize_onnx` (no tensorflow).
     """
+    from edgekit.onnx_model import onnx_source
+    if onnx_source(model) is not None:
+        from edgekit.compress.quantize_onnx import quantize_onnx
+        return quantize_onnx(model, data, out, precision=precision, formats=formats,
+                             calibration_samples=calibration_samples,
+                             calibration_data=calibration_data, io=io, qat=qat, target=target,
+                             onnx_activations=onnx_activations, per_channel=per_channel,
+                             seed=seed, force=force, progress=progress)
     from edgekit._tf import set_seed
     if precision not in ("int8", "fp16"):
         raise EdgekitError("--precision must be int8 or fp16 (fp32 is the model you have)")

@@ -38,7 +38,16 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     (default: dynamic, or the target's ``static_batch``); ``dynamic_batch`` forces dynamic.
     ``data``: parity/calibration data spec (default: the manifest's ``source.data``).
     ``check_ov2022``: run NCS2 exports in OpenVINO 2022.3 (default: when the target asks).
+    A bare ``.onnx`` file (any framework) is imported into the new artifact ``out`` (required)
+    and exported from there: ONNX and OpenVINO IR only, parity on ``data`` (required).
     """
+    from edgekit.onnx_model import is_onnx_file
+    if is_onnx_file(artifact_dir):
+        return _export_onnx_file(artifact_dir, formats, target=target, precision=precision,
+                                 out=out, force=force, data=data, parity_samples=parity_samples,
+                                 batch=batch, dynamic_batch=dynamic_batch,
+                                 calibration_samples=calibration_samples, opset=opset,
+                                 check_ov2022=check_ov2022)
     from edgekit.artifact import Artifact
     from edgekit.data import load_data
     from edgekit.targets import check_format, check_precision, load_target
@@ -67,10 +76,20 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
         check_ov2022 = bool(t.get("check_ov2022"))
 
     art = Artifact.open(artifact_dir)  # refuses no manifest / modified files
-    spec = data or art.manifest.get("source", {}).get("data") or "digits"
-    ds = load_data(spec)
+    spec = data or art.manifest.get("source", {}).get("data")
+    if spec is None and art.method == "import":
+        raise EdgekitError("{} was imported without a data set: pass --data SPEC (parity is "
+                           "checked on its test split)".format(art.path))
+    ds = load_data(spec or "digits")
     n = min(int(parity_samples), len(ds.x_test))
     x, y = ds.x_test[:n].astype(np.float32), ds.y_test[:n]
+    if art.method == "import":
+        from edgekit.onnx_model import check_data_fits, inspect_onnx
+        onnx_files = art.find("onnx")
+        if onnx_files:
+            check_data_fits(inspect_onnx(art.file(onnx_files[0])), ds, what=str(art.path))
+    from edgekit.onnx_model import manifest_layout, to_model_layout
+    x = to_model_layout(x, manifest_layout(art.manifest))
     model, ref, src_onnx = _reference(art, x)
 
     job = _Job(art, t, precision, opset, batch, model, ref, src_onnx, x, y)
@@ -122,6 +141,26 @@ def export_all(artifact_dir, target=DEFAULT_TARGET, out=None, force=False, **opt
         if out is not None:  # the first export made the new dir; the rest go into it
             src, out, force = art.path, None, False
     return art
+
+
+def _export_onnx_file(path, formats, out=None, force=False, data=None, **options):
+    """Import the ONNX file at ``path`` into the artifact ``out`` and export it there, in one
+    staged step: nothing is written unless every export passes parity."""
+    from edgekit.artifact import Artifact, staging
+    from edgekit.onnx_model import write_import
+    if "tflite" in parse_formats(formats):
+        raise EdgekitError("TFLite export needs the Keras model (there is no ONNX->TFLite "
+                           "converter here): export {} --format onnx,openvino".format(path))
+    if out is None:
+        raise EdgekitError("{} is a bare ONNX file: give -o DIR for the artifact that will hold "
+                           "it and its exports".format(path))
+    if data is None:
+        raise EdgekitError("{} carries no data set: pass --data SPEC (parity is checked on its "
+                           "test split)".format(path))
+    with staging(out, force=force) as tmp:
+        write_import(tmp, path, data)
+        export(tmp, formats, **options)
+    return Artifact.open(out)
 
 
 def parse_formats(formats):

@@ -1,0 +1,346 @@
+"""A user's ONNX file (from tf2onnx, PyTorch or any framework): its facts, and it as an artifact.
+
+edgekit's data is NHWC float32. An ONNX model may want NCHW (PyTorch exports, any graph whose
+input feeds a Conv directly) or NHWC (tf2onnx: the input goes through a Transpose first), and
+may end in a Softmax node (probabilities) or not (logits). :func:`inspect_onnx` reads those
+facts from the graph; :func:`import_onnx` wraps the file as an artifact (kind ``model``,
+method ``import``) whose manifest records them, so every later stage (eval, quantize, export,
+bench, deploy, doctor) feeds the model what it expects. Nothing here imports tensorflow.
+
+Example::
+
+    facts = inspect_onnx("resnet.onnx")
+    facts["layout"], facts["input_shape"], facts["output"]     # 'NCHW', [None, 3, 32, 32], 'softmax'
+    art = import_onnx("resnet.onnx", "out/resnet", data="npz:cifar.npz")
+    x = to_model_layout(ds.x_test, art.manifest["input"]["layout"])   # NHWC -> NCHW
+"""
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, MissingDependency
+
+MODEL_FILE = "model.onnx"
+
+# ops that keep the tensor layout (walked through when looking for the first layout-bearing op)
+_ELEMENTWISE = {"Cast", "Identity", "Sub", "Mul", "Div", "Add", "Clip", "Relu", "Neg", "Abs",
+                "Sqrt", "Pow", "QuantizeLinear", "DequantizeLinear"}
+# standard ONNX ops whose 4-D input is NCHW by definition
+_NCHW_OPS = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "MaxPool", "AveragePool",
+             "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "InstanceNormalization",
+             "LpPool", "Resize", "SpaceToDepth", "DepthToSpace"}
+# ops a classifier's output may pass through after its last Softmax
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Cast"}
+_DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64"}
+
+# what works on an ONNX file and what needs the Keras model: one line, used by every refusal
+ONNX_VERBS = ("eval, compress --method quantize (int8 ONNX + OpenVINO), compress --method "
+              "knn-slice, export --format openvino, bench, deploy, doctor")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependency("onnx is not installed: pip install onnx") from None
+    return onnx
+
+
+def is_onnx_file(path):
+    """True for a bare ``.onnx`` file (not an artifact directory)."""
+    p = Path(str(path))
+    return p.suffix.lower() == ".onnx" and not p.is_dir()
+
+
+def inspect_onnx(path):
+    """Facts about the ONNX model at ``path`` that edgekit needs to feed and read it.
+
+    Returns a dict: ``input_name``, ``input_shape`` (``None`` for dynamic dims), ``dtype``,
+    ``layout`` (``NCHW`` / ``NHWC`` for 4-D input, ``None`` otherwise), ``image_shape`` (the
+    NHWC ``(H, W, C)`` edgekit data must have, ``None`` for dynamic dims), ``output_name``,
+    ``num_classes``, ``output`` (``softmax`` if the output comes from a Softmax node, else
+    ``logits``; a LogSoftmax's log-probabilities are logits too), ``opset``, ``precision``
+    (``int8`` with Q/DQ nodes, ``fp16`` with float16 weights, else ``fp32``), ``params``,
+    ``producer``. A file that is not ONNX raises EdgekitError. ``params`` counts weights, not
+    the integer shape constants a converter adds.
+    """
+    onnx = _onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError("model {} does not exist".format(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # DecodeError, OSError, external data missing
+        raise EdgekitError("{} is not a readable ONNX model ({})".format(
+            path, _first_line(exc))) from None
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in init_names]
+    if len(inputs) != 1:
+        raise EdgekitError("{} has {} inputs ({}): edgekit runs image classifiers with one "
+                           "input".format(path, len(inputs), ", ".join(i.name for i in inputs)))
+    if not g.output:
+        raise EdgekitError("{} declares no output".format(path))
+    inp, out = inputs[0], g.output[0]
+    shape = _dims(inp)
+    out_shape = _dims(out)
+    layout = _layout(g, inp.name, shape)
+    facts = {
+        "input_name": inp.name,
+        "input_shape": shape,
+        "dtype": _DTYPES.get(inp.type.tensor_type.elem_type, "float32"),
+        "layout": layout,
+        "image_shape": _image_shape(shape, layout),
+        "output_name": out.name,
+        "output_names": [o.name for o in g.output],
+        "num_classes": out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None,
+        "output": _convention(g, out.name),
+        "opset": max([imp.version for imp in model.opset_import
+                      if imp.domain in ("", "ai.onnx")] or [0]),
+        "precision": _precision(onnx, model),
+        "params": _params(onnx, g),
+        "producer": " ".join(x for x in (model.producer_name, model.producer_version) if x),
+    }
+    return facts
+
+
+def _dims(value_info):
+    dims = value_info.type.tensor_type.shape.dim
+    return [int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in dims]
+
+
+def _consumers(graph, name):
+    return [n for n in graph.node if name in n.input]
+
+
+def _layout(graph, input_name, shape):
+    """NCHW/NHWC of a 4-D input: the first layout-bearing op it reaches decides (a standard
+    Conv/pool means NCHW, a Transpose 0,3,1,2 means NHWC data made NCHW inside); failing that,
+    which axis looks like channels (1, 3 or 4)."""
+    if len(shape) != 4:
+        return None
+    frontier, seen = [input_name], set()
+    while frontier:
+        name = frontier.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in _consumers(graph, name):
+            if node.op_type == "Transpose":
+                perm = [a.ints for a in node.attribute if a.name == "perm"]
+                if perm and list(perm[0]) == [0, 3, 1, 2]:
+                    return "NHWC"
+                if perm and list(perm[0]) == [0, 2, 3, 1]:
+                    return "NCHW"
+            elif node.op_type in _NCHW_OPS and node.domain in ("", "ai.onnx"):
+                return "NCHW"
+            elif node.op_type in _ELEMENTWISE:
+                frontier.extend(node.output)
+    c1, c3 = shape[1], shape[3]
+    if c3 in (1, 3, 4) and c1 not in (1, 3, 4):
+        return "NHWC"
+    if c1 in (1, 3, 4) and c3 not in (1, 3, 4):
+        return "NCHW"
+    return "NCHW"  # ONNX's own convention
+
+
+def _image_shape(shape, layout):
+    if layout == "NCHW":
+        return (shape[2], shape[3], shape[1])
+    if layout == "NHWC":
+        return tuple(shape[1:])
+    return tuple(shape[1:])
+
+
+def _convention(graph, output_name):
+    producers = {o: n for n in graph.node for o in n.output}
+    name = output_name
+    for _ in range(16):
+        node = producers.get(name)
+        if node is None:
+            return "logits"
+        if node.op_type == "Softmax":
+            return "softmax"
+        if node.op_type not in _PASS_THROUGH:
+            return "logits"
+        name = node.input[0]
+    return "logits"
+
+
+def _params(onnx, graph):
+    """Weights: every initializer element except integer shape/index constants."""
+    skip = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+    return int(sum(int(np.prod(t.dims)) for t in graph.initializer if t.data_type not in skip))
+
+
+def _precision(onnx, model):
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+              "ConvInteger", "MatMulInteger"}:
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+# -- data <-> model ------------------------------------------------------------------------
+
+def to_model_layout(x, layout):
+    """edgekit's NHWC batch ``x`` in the model's input ``layout`` (NCHW: transposed)."""
+    if layout != "NCHW":
+        return x
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise EdgekitError("an NCHW model needs 4-D images, got shape {}".format(x.shape))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def check_data_fits(facts, ds, what="the model"):
+    """Refuse data whose image shape or class count does not fit the ONNX model (one line)."""
+    want = facts["image_shape"]
+    got = ds.input_shape
+    if want is None or len(want) != len(got) or any(
+            w is not None and w != g for w, g in zip(want, got)):
+        shown = "x".join("?" if w is None else str(w) for w in (want or ()))
+        raise EdgekitError("{} expects {} images ({} input {}) but {} has {}: pass --data of "
+                           "that size (resizing is not done here yet)".format(
+                               what, shown, facts["layout"] or "flat",
+                               _shape_str(facts["input_shape"]), ds.spec,
+                               "x".join(str(d) for d in got)))
+    n = facts.get("num_classes")
+    if n is not None and n != ds.num_classes:
+        raise EdgekitError("{} has {} outputs but {} has {} classes".format(
+            what, n, ds.spec, ds.num_classes))
+
+
+def _shape_str(shape):
+    return "[" + ",".join("N" if d is None else str(d) for d in shape) + "]"
+
+
+def onnx_accuracy(path, x, y, layout, runtime="onnxruntime"):
+    """Top-1 accuracy of the ONNX file run by ``runtime`` (onnxruntime or openvino) on NHWC
+    ``x`` put into ``layout``."""
+    from edgekit.runtime import open_runner
+    from edgekit.runtime.bench import accuracy
+    with open_runner(runtime, path) as r:
+        return accuracy(r, to_model_layout(np.asarray(x, dtype=np.float32), layout), y, batch=256)
+
+
+def onnx_source(model):
+    """Path of the ONNX model behind ``model`` when it is a bare ``.onnx`` file or an imported
+    ONNX artifact (no Keras model inside), else None."""
+    p = Path(str(model))
+    if is_onnx_file(p):
+        return p
+    if p.is_dir() and (p / "manifest.json").is_file():
+        from edgekit.artifact import Artifact
+        art = Artifact.open(p, verify=False)
+        if art.method == "import" and not art.find("keras"):
+            names = [n for n in art.find("onnx") if art.files[n].get("inference", True)]
+            if names:
+                return art.file(names[0])
+    return None
+
+
+def refuse_training(model, method):
+    """One-line refusal when a method that trains (prune, distill, QAT) gets an ONNX model."""
+    if onnx_source(model) is not None:
+        raise EdgekitError("{} is an ONNX model and {} retrains it, which needs the Keras model "
+                           "(.h5/.keras/SavedModel); on an ONNX file edgekit runs: {}".format(
+                               model, method, ONNX_VERBS))
+
+
+# -- the ONNX file as an artifact ----------------------------------------------------------
+
+def input_spec(facts, ds=None):
+    """The manifest ``input`` entry of an ONNX model (+ the normalisation the data applied)."""
+    spec = {"name": facts["input_name"], "shape": list(facts["input_shape"]),
+            "dtype": facts["dtype"], "layout": facts["layout"]}
+    if ds is not None:
+        spec.update({"scale": ds.norm["scale"], "mean": ds.norm["mean"], "std": ds.norm["std"]})
+    return spec
+
+
+def output_spec(facts):
+    """The manifest ``output`` entry: name, number of classes, convention (softmax/logits)."""
+    return {"name": facts["output_name"], "classes": facts["num_classes"],
+            "convention": facts["output"]}
+
+
+def write_import(directory, path, data=None, measure=True):
+    """Copy the ONNX file at ``path`` into ``directory`` as ``model.onnx`` and write the
+    manifest (kind ``model``, method ``import``). With ``data`` (a spec or Dataset) the data
+    is checked against the model and, if ``measure``, test/validation accuracy recorded."""
+    from edgekit.artifact import describe_file, new_manifest, write_manifest
+    from edgekit.data import file_sha256, load_data
+    path = Path(path)
+    facts = inspect_onnx(path)
+    ds = None
+    if data is not None:
+        ds = data if hasattr(data, "x_train") else load_data(data)
+        check_data_fits(facts, ds, what=str(path))
+    dst = Path(directory) / MODEL_FILE
+    shutil.copyfile(str(path), str(dst))
+    metrics = {"params": facts["params"], "bytes": int(dst.stat().st_size)}
+    if ds is not None and measure:
+        metrics["accuracy"] = onnx_accuracy(dst, ds.x_test, ds.y_test, facts["layout"])
+        metrics["val_accuracy"] = onnx_accuracy(dst, ds.x_val, ds.y_val, facts["layout"])
+    source = {"model_sha256": file_sha256(path), "model": str(path),
+              "data": ds.spec if ds is not None else None,
+              "data_sha256": ds.fingerprint() if ds is not None else None}
+    classes = ds.classes if ds is not None else \
+        [str(i) for i in range(facts["num_classes"] or 0)]
+    manifest = new_manifest("model", "import", {"format": "onnx", "file": path.name,
+                                                "producer": facts["producer"]},
+                            source, input_spec(facts, ds), classes, metrics)
+    manifest["output"] = output_spec(facts)
+    manifest["files"][MODEL_FILE] = describe_file(
+        dst, "onnx", facts["precision"], opset=facts["opset"], input_name=facts["input_name"],
+        output_names=facts["output_names"], inference=True)
+    write_manifest(directory, manifest)
+    return manifest
+
+
+def import_onnx(path, out, data=None, force=False):
+    """Write the ONNX file at ``path`` as the artifact ``out`` (atomic); returns it."""
+    from edgekit.artifact import Artifact, staging
+    with staging(out, force=force) as tmp:
+        write_import(tmp, path, data)
+    return Artifact.open(out)
+
+
+@contextlib.contextmanager
+def artifact_for(model, data=None):
+    """Yield an artifact directory for ``model``: the directory itself, or for a bare
+    ``.onnx`` file a temporary artifact wrapping it (removed afterwards), so verbs that read
+    an artifact (bench, deploy, doctor) take an ONNX file as it is."""
+    if not is_onnx_file(model):
+        yield Path(str(model))
+        return
+    work = Path(tempfile.mkdtemp(prefix="edgekit-onnx-"))
+    try:
+        art_dir = work / Path(str(model)).stem
+        art_dir.mkdir()
+        write_import(art_dir, model, data, measure=False)
+        yield art_dir
+    finally:
+        shutil.rmtree(str(work), ignore_errors=True)
+
+
+def manifest_layout(manifest):
+    """The input layout an artifact's files take (NHWC unless the manifest says otherwise)."""
+    return (manifest.get("input") or {}).get("layout") or "NHWC"
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+__all__ = ["inspect_onnx", "import_onnx", "write_import", "artifact_for", "to_model_layout",
+           "check_data_fits", "onnx_accuracy", "onnx_source", "refuse_training", "is_onnx_file",
+           "manifest_layout", "ONNX_VERBS"]

@@ -1,0 +1,76 @@
+"""ONNX models as another framework would hand them over, built with onnx.helper (no tensorflow).
+
+``centroid_onnx`` writes a nearest-class-mean classifier of a data set as one ONNX graph: a
+Conv whose kernels are the class-mean images (NCHW, as PyTorch exports it) and whose bias is
+``-|mean|^2 / 2``, so its argmax is the nearest mean. Its accuracy is known in closed form
+(:func:`centroid_accuracy`), so a test can tell whether edgekit fed it the right layout.
+``layout="NHWC"`` puts a Transpose 0,3,1,2 in front (what tf2onnx writes); ``softmax=True``
+ends the graph in a Softmax node.
+
+``rgb_digits_npz`` writes scikit-learn's digits as 8x8x3 images whose three channels differ
+(the image, its transpose, its upside-down copy): feeding NHWC data to an NCHW model without
+transposing it would scramble them.
+
+Example::
+
+    path = rgb_digits_npz(tmp_path / "rgb.npz")
+    ds = load_data("npz:" + str(path))
+    centroid_onnx(ds, tmp_path / "nc.onnx", layout="NCHW", softmax=True)
+"""
+import numpy as np
+
+
+def rgb_digits_npz(path):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    img = (d.images * 15).astype(np.uint8)                       # 0..240
+    x = np.stack([img, img.transpose(0, 2, 1), img[:, ::-1, :]], axis=-1)
+    np.savez(str(path), x=x, y=d.target.astype(np.int64))
+    return path
+
+
+def class_means(ds):
+    """(C, H, W, Ch) class-mean images of the training split."""
+    return np.stack([ds.x_train[ds.y_train == c].mean(axis=0) for c in range(ds.num_classes)])
+
+
+def centroid_accuracy(ds):
+    """Test accuracy of the nearest-class-mean classifier, computed with numpy."""
+    mu = class_means(ds).reshape(ds.num_classes, -1)
+    x = ds.x_test.reshape(len(ds.x_test), -1)
+    scores = x @ mu.T - 0.5 * (mu ** 2).sum(axis=1)
+    return float(np.mean(np.argmax(scores, axis=1) == ds.y_test))
+
+
+def centroid_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
+    """Write the nearest-class-mean classifier of ``ds`` as an ONNX file; returns ``path``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    mu = class_means(ds).astype(np.float32)                     # (C, H, W, Ch)
+    n_cls, h, w, ch = mu.shape
+    weight = np.ascontiguousarray(mu.transpose(0, 3, 1, 2))     # OIHW
+    bias = (-0.5 * (mu.reshape(n_cls, -1) ** 2).sum(axis=1)).astype(np.float32)
+    nodes, x_name = [], "image"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2]))
+        x_name = "image_nchw"
+        in_shape = [batch or "N", h, w, ch]
+    else:
+        in_shape = [batch or "N", ch, h, w]
+    nodes += [helper.make_node("Conv", [x_name, "W", "B"], ["scores4d"], kernel_shape=[h, w]),
+              helper.make_node("Flatten", ["scores4d"], ["logits" if not softmax else "scores"])]
+    out = "logits"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], axis=1))
+        out = "probs"
+    graph = helper.make_graph(
+        nodes, "nearest_mean",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch or "N", n_cls])],
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")])
+    model = helper.make_model(graph, producer_name="pytorch", producer_version="2.1.0",
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
