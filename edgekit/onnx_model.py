@@ -259,7 +259,9 @@ def refuse_training(model, method):
 def input_spec(facts, ds=None):
     """The manifest ``input`` entry of an ONNX model (+ the normalisation the data applied)."""
     spec = {"name": facts["input_name"], "shape": list(facts["input_shape"]),
-            "dtype": facts["dtype"], "layout": facts["layout"]}
+            "dtype": facts["dtype"]}
+    if facts["layout"]:  # images; a flat (N, F) input has no layout
+        spec["layout"] = facts["layout"]
     if ds is not None:
         spec.update({"scale": ds.norm["scale"], "mean": ds.norm["mean"], "std": ds.norm["std"]})
     return spec
