@@ -613,6 +613,26 @@ def docker_build_command(target, bundle_dir, l4t=None):
     return cmd + " " + _q(bundle_dir)
 
 
+DAEMON_JSON_FIX = ('set "default-runtime": "nvidia" in /etc/docker/daemon.json ({"runtimes": '
+                   '{"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}}, '
+                   '"default-runtime": "nvidia"}), then sudo systemctl restart docker')
+
+
+def check_docker_default_runtime(remote, docker="docker"):
+    """On L4T r32 ``docker build`` sees CUDA (which pycuda compiles against) only when the
+    daemon's default runtime is nvidia: refuse before building otherwise (exit 2)."""
+    code, out, err = remote.run("{} info --format '{{{{.DefaultRuntime}}}}'".format(_q(docker)),
+                                timeout=60)
+    got = out.strip()
+    if code or got != "nvidia":
+        raise MissingDependency("{}: docker's default runtime is {} but building the Jetson image "
+                                "needs nvidia (L4T r32 mounts CUDA from the host): {}".format(
+                                    remote.host.hostname,
+                                    got or (err.strip().splitlines() or ["unknown"])[-1],
+                                    DAEMON_JSON_FIX))
+    return got
+
+
 def device_args(meta, bench_args):
     """``bench_args`` plus ``--device`` from the bundle's target (targets/T.toml ``device``,
     e.g. MYRIAD for ncs2) for OpenVINO, unless the user chose one: the remote runner never
@@ -717,6 +737,8 @@ def _one(host, bundles, opts, log):
                                           "{:,} bytes sent".format(sent) if sent
                                           else "unchanged, nothing sent"))
         if o["docker"] and o["setup"]:
+            if target == "jetson-nano":
+                check_docker_default_runtime(remote)
             cmd = docker_build_command(target, dest, report["identity"].get("l4t"))
             say("setup: " + cmd)
             code, _, err = remote.run(cmd, timeout=o["command_timeout"] * 30,

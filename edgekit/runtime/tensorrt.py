@@ -43,8 +43,10 @@ DEFAULT_WORKSPACE = 256 << 20   # 256 MiB: the Nano has 4 GB shared with the CPU
 
 # TensorRT major -> the API this runner drives. 8.x (8.0.1 on JetPack 4.6, 8.2.1 on 4.6.1+):
 # bindings (execute_async_v2, max_workspace_size before 8.4). 10.x: named tensors
-# (execute_async_v3, set_memory_pool_limit). 7.x lacks build_serialized_network; 9.x was a
-# limited release; 11+ drops BuilderFlag.FP16 / platform_has_fast_fp16: all refused.
+# (execute_async_v3, set_memory_pool_limit). Checked in NVIDIA/TensorRT's python/src at tags
+# 8.0.1 and 8.2.1 (every binding-API call used here exists in both; no set_memory_pool_limit)
+# and v10.0.0 / v10.9.0 vs v11.0 (11 drops platform_has_fast_fp16 and BuilderFlag.FP16).
+# 7.x lacks build_serialized_network; 9.x was a limited release: refused with 11+.
 TRT_APIS = {8: "bindings", 10: "tensors"}
 
 
