@@ -586,7 +586,9 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
     if target == "jetson-nano":
         trt_py = t["trt_python_dir"]
         cmd += ["--runtime", "nvidia", "-v", "/etc/nv_tegra_release:/etc/nv_tegra_release:ro",
-                "-v", "{}:{}:ro".format(trt_py, trt_py),
+                # --mount (not -v): a host without TensorRT fails clearly instead of getting
+                # an empty directory created in its place
+                "--mount", "type=bind,source={0},target={0},readonly".format(trt_py),
                 "-v", "{}:/trt-cache".format(posixpath.join(posixpath.dirname(runs_dir), "trt-cache")),
                 "-e", "EDGEKIT_TRT_CACHE=/trt-cache"]
     else:  # the NCS2 re-enumerates on load: give the container the whole USB bus

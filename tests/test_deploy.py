@@ -369,7 +369,7 @@ def test_docker_command_construction():
     assert "-v /home/nano/edgekit/trt-cache:/trt-cache -e EDGEKIT_TRT_CACHE=/trt-cache" in nano
     # the host's TensorRT bindings (python3-libnvinfer, Python 3.6) go in read-only
     trt_py = "/usr/lib/python3.6/dist-packages/tensorrt"
-    assert "-v {0}:{0}:ro".format(trt_py) in nano
+    assert "--mount type=bind,source={0},target={0},readonly".format(trt_py) in nano
     assert docker_build_command("jetson-nano", "/b") == \
         "docker build -t edgekit/jetson:0.1.0 -f /b/Dockerfile.jetson /b"
     # the base image follows the device's L4T: r32.7.1 runs on any R32.7.x, R32.6.1 needs its own
