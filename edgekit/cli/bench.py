@@ -20,7 +20,9 @@ def bench(
     eval_samples: int = typer.Option(None, "--eval-samples",
                                      help="Accuracy on the first N test samples (default: all)."),
     json_file: Path = typer.Option(None, "--json", help="Write results JSON here."),
-    device: str = typer.Option(None, "--device", help="OpenVINO device override (e.g. CPU)."),
+    device: str = typer.Option(None, "--device", help=(
+        "OpenVINO device (default: the target's, MYRIAD for ncs2; MYRIAD.<id> picks one of "
+        "several sticks; CPU runs the path on the CPU).")),
 ):
     """Measure cold start, latency percentiles, throughput, peak RSS and accuracy.
 

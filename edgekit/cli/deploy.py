@@ -27,7 +27,9 @@ def deploy(
     docker: bool = typer.Option(False, "--docker", help="Run inside the Dockerfile.jetson/ncs2 image."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent, send nothing."),
     runtime: str = typer.Option(None, "--runtime", help="Override the target's runtime."),
-    device: str = typer.Option(None, "--device", help="OpenVINO device override (e.g. CPU)."),
+    device: str = typer.Option(None, "--device", help=(
+        "OpenVINO device (default: the target's, MYRIAD for ncs2; MYRIAD.<id> picks one of "
+        "several sticks; CPU runs the path on the CPU).")),
     iterations: int = typer.Option(100, "--iterations", help="Timed iterations on the device."),
     warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations on the device."),
     batch: int = typer.Option(1, "--batch"),
