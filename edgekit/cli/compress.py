@@ -32,6 +32,7 @@ def compress(
     student: str = typer.Option(None, "--student", help="distill: student architecture (tiny, ...)."),
     width: float = typer.Option(None, "--width", help="distill: width multiplier in (0,1] for a derived student."),
     depthwise: bool = typer.Option(None, "--depthwise", help="distill: SeparableConv2D in the derived student."),
+    resolution: float = typer.Option(None, "--resolution", help="distill: the derived student sees r-scaled images (a Resizing first layer; ~r^2 MACs)."),
     temperature: float = typer.Option(None, "--temperature", help="distill: softmax temperature (default 4)."),
     alpha: float = typer.Option(None, "--alpha", help="distill: weight of the hard-label loss (default 0.1)."),
     cut: str = typer.Option(None, "--cut", help="knn-slice: layer NAME, INDEX or auto."),
@@ -74,7 +75,8 @@ def compress(
              "precision": precision, "formats": formats, "calibration_samples": calibration_samples,
              "calibration_data": calibration_data, "io": io, "onnx_activations": onnx_activations,
              "qat": qat, "target": target, "student": student, "width": width,
-             "depthwise": depthwise, "temperature": temperature, "alpha": alpha}
+             "depthwise": depthwise, "resolution": resolution, "temperature": temperature,
+             "alpha": alpha}
     params = {key: v for key, v in given.items() if v is not None}
     from edgekit.compress import METHODS, check_params
     from edgekit.errors import EdgekitError

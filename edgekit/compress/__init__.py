@@ -44,7 +44,7 @@ METHOD_OPTIONS = {
     "prune": _COMMON | {"sparsity", "structured", "ratio", "keep", "dense_width", "target_macs"},
     "quantize": _COMMON | {"precision", "formats", "calibration_samples", "calibration_data",
                            "io", "onnx_activations", "qat", "target"},
-    "distill": _COMMON | {"student", "width", "depthwise", "temperature", "alpha"},
+    "distill": _COMMON | {"student", "width", "depthwise", "resolution", "temperature", "alpha"},
     "knn-slice": {"cut", "k", "prototypes", "dims", "pool", "int8", "int8_weights", "objective",
                   "max_bytes", "min_accuracy", "evolve", "strategy", "generations", "population",
                   "time_budget", "init", "seed", "checkpoint", "executor"},

@@ -274,40 +274,57 @@ def estimate_macs(cg, kept, weights):
 # -- rebuilding ----------------------------------------------------------------------------------
 def rebuild(model, cg, kept, weights=None):
     """A new model: the same layers, group g keeping channels ``kept[g]``, weights sliced."""
-    from edgekit._tf import keras
-    k = keras()
     weights = weights if weights is not None else _weights(cg)
-    cfg = model.get_config()
-    entries = {}
-    _index_config(cfg, (), entries)
+    cfg, entries = resized_config(model, cg, kept)
     new_weights = {}
     for name in cg.order:
         use = cg.uses[name]
-        w = weights[name]
         xin = cg.indices(use.inputs[0], kept) if use.inputs else None
-        xout = cg.indices(use.output, kept)
-        entry = entries.get(use.path)
-        c = entry["config"] if entry is not None else {}
-        new_weights[use.path] = _slice(use, w, c, xin, xout)
-    custom = {type(u.layer).__name__: type(u.layer) for u in cg.uses.values()}
-    # the config comes from a model already in memory: its Lambdas' code is loaded (and ran)
-    # already, so rebuilding them is no new trust decision
-    from tf_keras.src.saving.serialization_lib import SafeModeScope
-    with k.utils.custom_object_scope(custom), SafeModeScope(False):
-        if isinstance(model, k.Sequential):
-            small = k.Sequential.from_config(cfg)
-        else:
-            small = k.Model.from_config(cfg)
+        new_weights[use.path] = _slice(use, weights[name], xin, cg.indices(use.output, kept))
+    small = from_config(model, cfg, cg)
     for path, w in new_weights.items():
         if w:
             _get(small, path).set_weights(w)
     return small
 
 
-def _slice(use, w, c, xin, xout):
+def resized_config(model, cg, kept):
+    """``model.get_config()`` with every layer's filters / units (and channel-keeping
+    Reshapes' target shape) set to what ``kept`` leaves; also ``{layer path: config entry}``."""
+    cfg = model.get_config()
+    entries = {}
+    _index_config(cfg, (), entries)
+    for name in cg.order:
+        use = cg.uses[name]
+        entry = entries.get(use.path)
+        if entry is None:
+            continue
+        c = entry["config"]
+        n = cg.layout_sizes(use.output, kept)
+        if use.role == "produce":
+            c["units" if use.cls == "Dense" else "filters"] = int(n)
+        elif use.cls == "Reshape" and "target_shape" in c:
+            c["target_shape"] = list(c["target_shape"])[:-1] + [int(n)]
+    return cfg, entries
+
+
+def from_config(model, cfg, cg=None):
+    """Build a model of ``model``'s kind (Sequential or functional) from an edited config."""
+    from edgekit._tf import keras
+    k = keras()
+    layers = cg.uses.values() if cg is not None else []
+    custom = {type(u.layer).__name__: type(u.layer) for u in layers}
+    # the config comes from a model already in memory: its Lambdas' code is loaded (and ran)
+    # already, so rebuilding them is no new trust decision
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+    with k.utils.custom_object_scope(custom), SafeModeScope(False):
+        if isinstance(model, k.Sequential):
+            return k.Sequential.from_config(cfg)
+        return k.Model.from_config(cfg)
+
+
+def _slice(use, w, xin, xout):
     cls = use.cls
-    if cls == "Reshape" and "target_shape" in c:
-        c["target_shape"] = list(c["target_shape"])[:-1] + [int(len(xout))]
     if not w:
         return w
     if use.role == "produce":
@@ -315,13 +332,8 @@ def _slice(use, w, c, xin, xout):
             dw, pw, rest = w[0], w[1], w[2:]
             m = dw.shape[-1]
             rows = (np.asarray(xin)[:, None] * m + np.arange(m)[None, :]).reshape(-1)
-            dw = dw[..., xin, :]
-            pw = pw[..., rows, :][..., xout]
-            c["filters"] = int(len(xout))
-            return [dw, pw] + [b[xout] for b in rest]
-        kernel = w[0][..., xin, :][..., xout]
-        c["filters" if cls != "Dense" else "units"] = int(len(xout))
-        return [kernel] + [b[xout] for b in w[1:]]
+            return [dw[..., xin, :], pw[..., rows, :][..., xout]] + [b[xout] for b in rest]
+        return [w[0][..., xin, :][..., xout]] + [b[xout] for b in w[1:]]
     if use.role == "follow":
         if cls.startswith("Depthwise"):
             return [w[0][..., xin, :]] + [b[xin] for b in w[1:]]
@@ -347,4 +359,5 @@ def _get(model, path):
     return layer
 
 
-__all__ = ["prune_channels", "importance", "choose", "estimate_macs", "rebuild", "MIN_KEEP"]
+__all__ = ["prune_channels", "importance", "choose", "estimate_macs", "rebuild", "resized_config",
+           "from_config", "MIN_KEEP"]

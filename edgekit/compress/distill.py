@@ -5,9 +5,12 @@ KL(softmax(teacher / T) || softmax(student / T))``, ``T`` = ``temperature``. The
 logits on the training split are computed once, then the student trains with ``model.fit``.
 
 The student is either named (``student="tiny"``: any :data:`edgekit.models.ARCHS` entry) or
-derived from the teacher: ``width`` multiplies every conv filter count and hidden Dense width
+derived from the teacher's own graph (:mod:`edgekit.compress.student`, any functional or
+Sequential teacher, residual and concat joins kept): ``width`` multiplies every channel group
 (MobileNet's width multiplier), ``depthwise=True`` turns every Conv2D after the first into a
-SeparableConv2D (depthwise + pointwise). A student not smaller than the teacher is refused.
+SeparableConv2D (depthwise + pointwise), ``resolution=r`` makes the student see r-scaled
+images (a ``Resizing`` first layer: MobileNet's resolution multiplier, ~r^2 the MACs). A
+student with neither fewer params nor fewer MACs than the teacher is refused.
 
 Example::
 
@@ -20,7 +23,8 @@ from edgekit.compress._common import Job, check_epochs, printer
 from edgekit.errors import EdgekitError
 
 
-def distill(model, data, out, student=None, width=None, depthwise=False, temperature=4.0,
+def distill(model, data, out, student=None, width=None, depthwise=False, resolution=None,
+            temperature=4.0,
             alpha=0.1, epochs=5, lr=1e-3, batch_size=128, seed=0, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
@@ -40,8 +44,11 @@ def distill(model, data, out, student=None, width=None, depthwise=False, tempera
     if not 0.0 <= float(alpha) <= 1.0:
         raise EdgekitError("--alpha (weight of the hard-label loss) must be in [0, 1], got {}"
                            .format(alpha))
-    if student is not None and (width is not None or depthwise):
-        raise EdgekitError("give --student NAME, or derive one with --width/--depthwise, not both")
+    if resolution is not None and not 0.0 < float(resolution) <= 1.0:
+        raise EdgekitError("--resolution must be in (0, 1], got {}".format(resolution))
+    if student is not None and (width is not None or depthwise or resolution is not None):
+        raise EdgekitError("give --student NAME, or derive one with --width/--depthwise/"
+                           "--resolution, not several")
     if student is not None and student not in ARCHS:
         raise EdgekitError("unknown student {!r}; choose one of: {} (or derive one with --width "
                            "/ --depthwise)".format(student, ", ".join(sorted(ARCHS))))
@@ -53,11 +60,16 @@ def distill(model, data, out, student=None, width=None, depthwise=False, tempera
         net = build(student, ds.input_shape, ds.num_classes)
         how = {"student": student}
     else:
-        width = 0.5 if width is None else float(width)
-        net = derive_student(teacher, width, bool(depthwise))
+        width = (1.0 if resolution is not None else 0.5) if width is None else float(width)
+        net = derive_student(teacher, width, bool(depthwise), resolution)
         how = {"width": width, "depthwise": bool(depthwise)}
+        if resolution is not None:
+            from edgekit.compress.student import student_size
+            how.update(resolution=float(resolution),
+                       student_input=list(student_size(teacher.input_shape, resolution)))
+    from edgekit.models import count_macs
     t_params, s_params = count_params(teacher), count_params(net)
-    if s_params >= t_params:
+    if s_params >= t_params and count_macs(net) >= count_macs(teacher):
         raise EdgekitError("the student has {:,} params, not fewer than the teacher's {:,}: pick a "
                            "smaller --student or a lower --width".format(s_params, t_params))
     before = job.before()
@@ -71,40 +83,12 @@ def distill(model, data, out, student=None, width=None, depthwise=False, tempera
     return job.save(net, "distill", params, extra)
 
 
-def derive_student(teacher, width, depthwise):
-    """A fresh (untrained) copy of the teacher's architecture: every Conv2D's filters and every
-    hidden Dense's units times ``width``; with ``depthwise``, every Conv2D after the first
-    becomes a SeparableConv2D (the first sees the raw image: MobileNet keeps it a full conv)."""
-    from edgekit._tf import keras
-    k = keras()
-    cfg = teacher.get_config()
-    entries = cfg["layers"]
-    dense = [e for e in entries if e["class_name"] == "Dense"]
-    output = dense[-1]["config"]["name"] if dense else None
-    seen_conv = False
-    for e in entries:
-        e.pop("build_config", None)
-        c = e["config"]
-        if e["class_name"] == "Conv2D":
-            c["filters"] = _scaled(c["filters"], width)
-            if depthwise and seen_conv:
-                e["class_name"] = "SeparableConv2D"
-                keep = ("name", "trainable", "dtype", "filters", "kernel_size", "strides",
-                        "padding", "data_format", "dilation_rate", "activation", "use_bias")
-                e["config"] = dict((key, c[key]) for key in keep if key in c)
-                e["config"]["depth_multiplier"] = 1
-            seen_conv = True
-        elif e["class_name"] == "Dense" and c["name"] != output:
-            c["units"] = _scaled(c["units"], width)
-    if cfg.get("name"):
-        cfg["name"] = cfg["name"] + "_student"
-    if isinstance(teacher, k.Sequential):
-        return k.Sequential.from_config(cfg)
-    return k.Model.from_config(cfg)
-
-
-def _scaled(n, width):
-    return max(1, int(round(n * width)))
+def derive_student(teacher, width, depthwise, resolution=None):
+    """A fresh (untrained) student from the teacher's graph: see
+    :func:`edgekit.compress.student.derive` (width by channel group, separable convs after the
+    first, an r-scaled input resolution)."""
+    from edgekit.compress.student import derive
+    return derive(teacher, width, depthwise, resolution)
 
 
 def _train(net, teacher, ds, temperature, alpha, epochs, lr, batch_size, progress):
