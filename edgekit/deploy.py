@@ -572,7 +572,8 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
     """The ``docker run`` line that benches the bundle inside the target's image.
 
     NCS2: ``-u "$(id -u):$(id -g)"`` (expanded by the device's shell) so the results written to
-    the host's runs/ belong to the SSH user, whatever uid the image's ``openvino`` user has.
+    the host's runs/ belong to the SSH user, whatever uid the image's ``openvino`` user has (the
+    udev rule's MODE 0666 on the stick's USB ids lets any uid open it).
     Jetson (L4T r32): ``--runtime nvidia`` mounts CUDA/cuDNN/TensorRT's libraries from the host;
     the host's TensorRT Python package (targets/jetson-nano.toml ``trt_python_dir``) is mounted
     read-only beside them. It runs as root, like NVIDIA's L4T containers (the GPU nodes belong
