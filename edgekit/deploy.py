@@ -568,7 +568,22 @@ def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stal
     return dest, bundle.size
 
 
-def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
+def docker_image(target, l4t=None):
+    """The image tag for ``target``. A Jetson image names the L4T base it was built on
+    (``edgekit/jetson:0.1.0-r32.7.1``, from the device's ``l4t`` and targets/jetson-nano.toml):
+    an r32.7.1 image does not run on R32.6.1, so a reflashed Nano needs ``--setup`` again
+    instead of running an image made for another JetPack."""
+    if target not in DOCKER_IMAGES:
+        raise EdgekitError("--docker has no image for target {} (images: {})".format(
+            target, ", ".join(sorted(DOCKER_IMAGES))))
+    if target == "jetson-nano" and l4t:
+        from edgekit.targets import l4t_release_info
+        return "{}-{}".format(DOCKER_IMAGES[target],
+                              l4t_release_info(target, l4t)["base_image"].rsplit(":", 1)[1])
+    return DOCKER_IMAGES[target]
+
+
+def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=(), l4t=None):
     """The ``docker run`` line that benches the bundle inside the target's image.
 
     NCS2: ``-u "$(id -u):$(id -g)"`` (expanded by the device's shell) so the results written to
@@ -579,9 +594,7 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
     read-only beside them. It runs as root, like NVIDIA's L4T containers (the GPU nodes belong
     to group video); engines are cached outside the container, next to runs/."""
     from edgekit.targets import load_target
-    if target not in DOCKER_IMAGES:
-        raise EdgekitError("--docker has no image for target {} (images: {})".format(
-            target, ", ".join(sorted(DOCKER_IMAGES))))
+    image = docker_image(target, l4t)
     t = load_target(target)
     cmd = ["docker", "run", "--rm"]
     if target == "jetson-nano":
@@ -595,7 +608,7 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=()):
     else:  # the NCS2 re-enumerates on load: give the container the whole USB bus
         cmd += ["--device-cgroup-rule=c 189:* rmw", "-v", "/dev/bus/usb:/dev/bus/usb"]
     cmd += ["-v", "{}:/bundle:ro".format(bundle_dir), "-v", "{}:/runs".format(runs_dir),
-            "-w", "/bundle", DOCKER_IMAGES[target], "python3", "deploy/edgekit_remote.py", "bench",
+            "-w", "/bundle", image, "python3", "deploy/edgekit_remote.py", "bench",
             "--bundle", "/bundle", "--json", "/runs/" + json_name]
     cmd += list(bench_args)
     line = " ".join(_q(c) for c in cmd)
@@ -609,7 +622,7 @@ def docker_build_command(target, bundle_dir, l4t=None):
     For the Jetson the base image follows the device's L4T release (``l4t``, from the
     preflight), looked up in targets/jetson-nano.toml: an r32.7.1 base runs on R32.7.x only."""
     cmd = "docker build -t {} -f {}".format(
-        _q(DOCKER_IMAGES[target]), _q(posixpath.join(bundle_dir, DOCKERFILES[target])))
+        _q(docker_image(target, l4t)), _q(posixpath.join(bundle_dir, DOCKERFILES[target])))
     if target == "jetson-nano" and l4t:
         from edgekit.targets import l4t_release_info
         cmd += " --build-arg L4T_BASE={}".format(_q(l4t_release_info(target, l4t)["base_image"]))
@@ -650,8 +663,9 @@ def device_args(meta, bench_args):
 
 
 def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMOTE_DIR,
-                 bench_args=(), docker=False, timeout=1800.0, log=print):
-    """Run the benchmark in the installed bundle, stream its output, pull the results back."""
+                 bench_args=(), docker=False, timeout=1800.0, log=print, l4t=None):
+    """Run the benchmark in the installed bundle, stream its output, pull the results back.
+    ``l4t``: the Jetson's L4T release (names the image to run, see :func:`docker_image`)."""
     runs = posixpath.join(remote.abspath(remote_dir), "runs")
     _sftp_makedirs(remote, runs)
     name = "{}-{}-{}.json".format(bundle.short, time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
@@ -661,7 +675,7 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
     if docker:
         if bundle.meta["target"] == "jetson-nano":
             _sftp_makedirs(remote, posixpath.join(posixpath.dirname(runs), "trt-cache"))
-        cmd = docker_command(bundle.meta["target"], dest, runs, name, bench_args)
+        cmd = docker_command(bundle.meta["target"], dest, runs, name, bench_args, l4t=l4t)
     else:
         cmd = "cd {} && {} deploy/edgekit_remote.py bench --bundle . --json {} {}".format(
             _q(dest), remote_python_cmd(remote, python), _q(out_path),
@@ -751,7 +765,8 @@ def _one(host, bundles, opts, log):
                     host.hostname, (err.strip().splitlines() or ["exit {}".format(code)])[-1]))
         if o["bench"]:
             res = remote_bench(remote, dest, bundle, python, o["remote_dir"], o["bench_args"],
-                               o["docker"], timeout=o["command_timeout"] * 30, log=say)
+                               o["docker"], timeout=o["command_timeout"] * 30, log=say,
+                               l4t=report["identity"].get("l4t"))
             res["deploy"] = {"ssh_host": host.spec, "address": str(host), "remote_path": dest,
                              "docker": bool(o["docker"]), "remote_python": python}
             res.setdefault("artifact", str(o["artifact"]))

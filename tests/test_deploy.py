@@ -374,10 +374,14 @@ def test_docker_command_construction():
         "docker build -t edgekit/jetson:0.1.0 -f /b/Dockerfile.jetson /b"
     # the base image follows the device's L4T: r32.7.1 runs on any R32.7.x, R32.6.1 needs its own
     assert docker_build_command("jetson-nano", "/b", "R32.7.3") == (
-        "docker build -t edgekit/jetson:0.1.0 -f /b/Dockerfile.jetson "
+        "docker build -t edgekit/jetson:0.1.0-r32.7.1 -f /b/Dockerfile.jetson "
         "--build-arg L4T_BASE=nvcr.io/nvidia/l4t-base:r32.7.1 /b")
-    assert "L4T_BASE=nvcr.io/nvidia/l4t-base:r32.6.1 " in docker_build_command(
-        "jetson-nano", "/b", "R32.6.1")
+    r326 = docker_build_command("jetson-nano", "/b", "R32.6.1")
+    assert "-t edgekit/jetson:0.1.0-r32.6.1 " in r326
+    assert "L4T_BASE=nvcr.io/nvidia/l4t-base:r32.6.1 " in r326
+    # the run line uses the image built for this device's L4T
+    assert " edgekit/jetson:0.1.0-r32.6.1 python3 " in docker_command(
+        "jetson-nano", "/b", "/r", "r.json", l4t="R32.6.1")
     from edgekit.errors import EdgekitError
     with pytest.raises(EdgekitError, match="no image for target laptop-cpu"):
         docker_command("laptop-cpu", "/b", "/r", "x.json")
