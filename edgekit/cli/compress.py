@@ -93,6 +93,19 @@ def compress(
         method, art.path, pct(m.get("accuracy")), kib(m.get("bytes"))))
 
 
+def _format_rows(b, m):
+    """One row per written file (quantize): the fp32 model's accuracy before, the file's after
+    (each run by its own runtime), and its bytes against the same format in fp32."""
+    rows = []
+    for name, f in (m.get("formats") or {}).items():
+        drop = None if b.get("accuracy") is None else 100 * (b["accuracy"] - f["accuracy"])
+        rows.append(("test accuracy, " + name, pct(b.get("accuracy")), "{}{}".format(
+            pct(f["accuracy"]), "" if drop is None else " ({:+.2f} pt)".format(-drop))))
+        rows.append(("bytes, " + name, "-" if not f.get("fp32_bytes") else
+                     "{:,}".format(f["fp32_bytes"]), "{:,}".format(f["bytes"])))
+    return rows
+
+
 def _before_after(method, art, m):
     from edgekit.cli.common import table
     b = m["before"]
@@ -106,10 +119,15 @@ def _before_after(method, art, m):
             ("bytes on disk", num(b.get("bytes")), num(m.get("bytes")))]
     if "gzip_bytes" in m:
         rows.append(("gzip bytes", num(b.get("gzip_bytes")), num(m.get("gzip_bytes"))))
+    rows += _format_rows(b, m)
     console.print(table("{} -> {}".format(method, art.path), ["", "before", "after"], rows))
     for name, f in (m.get("formats") or {}).items():
         console.print("  {}: test accuracy {}, {} ({:.1f}x smaller than fp32)".format(
             name, pct(f["accuracy"]), kib(f["bytes"]), f["ratio_vs_fp32"] or 0))
+        if f.get("float_layers"):
+            console.print("    kept in float: " + ", ".join(f["float_layers"]))
+        if f.get("size_note"):
+            console.print("    size: " + f["size_note"])
     if m.get("layer_sparsity"):
         console.print("  sparsity reached per layer: " + ", ".join(
             "{} {:.1%}".format(n, s) for n, s in m["layer_sparsity"].items()))

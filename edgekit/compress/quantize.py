@@ -6,8 +6,12 @@ from the TRAINING split of ``data`` (or of ``calibration_data``, another spec):
 * TFLite: ``edgekit.export.tflite.to_tflite`` (TFLiteConverter, representative data set,
   builtin int8 kernels), float in/out by default or int8 in/out (``io="int8"``);
 * ONNX: the float ONNX from ``edgekit.export.onnx.to_onnx``, then onnxruntime's
-  ``quantize_static`` in QDQ format (per-channel int8 weights);
-* OpenVINO: ``nncf.quantize`` on the model read from that float ONNX, ``openvino.save_model``.
+  ``quantize_static`` in QDQ format (per-channel int8 weights), calibration method (MinMax /
+  Entropy / Percentile) chosen on the validation split, and the most sensitive layers kept
+  float when the drop still exceeds the allowed one (``edgekit.compress.int8_search``);
+* OpenVINO: ``nncf.quantize`` on the model read from that float ONNX (preset chosen on
+  validation; ``nncf.quantize_with_accuracy_control`` when still over the allowed drop),
+  ``openvino.save_model``. Layers left float are listed in the file's manifest entry.
 
 Each quantized file is run by its own runtime (onnxruntime / LiteRT / OpenVINO runners) on
 the test split; its accuracy, bytes and sha256 go to the manifest.
@@ -103,18 +107,30 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                 name = "model.{}.tflite".format(precision)
                 _tflite(net, tmp / name, precision, rep, io, qat)
                 extra = {"io": io if precision == "int8" else "float"}
+                if rep is not None:
+                    extra["calibration"] = {"method": "TFLiteConverter min/max over the "
+                                                      "representative images", "float_layers": []}
             elif fmt == "onnx":
+                from edgekit.compress.int8_search import onnx_int8
                 name = "model.{}.onnx".format(precision)
-                _onnx_int8(float_onnx, tmp / name, rep, info["input_name"], onnx_activations,
-                           per_channel, work)
+                search = onnx_int8(float_onnx, tmp / name, rep, info["input_name"], job.ds.x_val,
+                                   job.ds.y_val, _search_drop(job), onnx_activations,
+                                   per_channel, work, say)
                 extra = {"opset": ONNX_OPSET, "quant_format": "QDQ",
                          "activations": onnx_activations, "weights": "int8",
-                         "per_channel": bool(per_channel)}
+                         "per_channel": bool(per_channel), "calibration": search,
+                         "float_layers": search["float_layers"]}
             else:
                 name = "openvino/model.{}.xml".format(precision)
-                _openvino(float_onnx, tmp / name, precision, rep)
                 extra = {"weights": name[:-4] + ".bin", "from": "float ONNX opset {}".format(
                     ONNX_OPSET)}
+                if precision == "int8":
+                    from edgekit.compress.int8_search import openvino_int8
+                    search = openvino_int8(float_onnx, tmp / name, rep, job.ds.x_val,
+                                           job.ds.y_val, _search_drop(job), say)
+                    extra.update(calibration=search, float_layers=search["float_layers"])
+                else:
+                    _openvino(float_onnx, tmp / name, precision, rep)
             acc, io_names = _measure(RUNTIME[fmt], tmp / name, job.ds)
             entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
                                   **io_names)
@@ -145,6 +161,10 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
             ref = fp32_bytes.get(files[n]["format"])
             f["fp32_bytes"] = ref
             f["ratio_vs_fp32"] = (ref / float(f["bytes"])) if ref else None
+            f["float_layers"] = files[n].get("float_layers", [])
+            note = _size_note(files[n]["format"], f["ratio_vs_fp32"], precision)
+            if note:
+                f["size_note"] = note
         params = {"precision": precision, "formats": list(fmts), "qat": bool(qat),
                   "calibration_samples": None if rep is None else int(len(rep)),
                   "calibration_data": (cal.spec if rep is not None else None),
@@ -215,53 +235,30 @@ def _float_tflite_bytes(model, work):
     return p.stat().st_size
 
 
-class _Reader(object):
-    """onnxruntime CalibrationDataReader over the calibration images, one at a time."""
-
-    def __init__(self, name, x):
-        self.name, self.x, self.i = name, x, 0
-
-    def get_next(self):
-        if self.i >= len(self.x):
-            return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1:self.i]}
-
-    def rewind(self):
-        self.i = 0
+def _size_note(fmt, ratio, precision):
+    """Why an int8 file is far from 4x smaller than fp32 (None when it is not)."""
+    if precision != "int8" or not ratio or ratio >= 3.0:
+        return None
+    why = {"openvino": "the IR's XML graph, fp32 biases and FakeQuantize/scale constants are "
+                       "not int8",
+           "onnx": "every QuantizeLinear/DequantizeLinear pair adds nodes and fp32 scales",
+           "tflite": "the flatbuffer's graph and per-channel scales are not int8"}[fmt]
+    return ("{:.1f}x, not ~4x: on a small model fixed costs dominate - {}".format(ratio, why))
 
 
-def _onnx_int8(float_onnx, path, rep, input_name, activations, per_channel, work):
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        pre = Path(work) / "model.pre.onnx"
-        quant_pre_process(str(float_onnx), str(pre), skip_symbolic_shape=True)
-    except Exception:  # pre-processing is an optimisation; quantize the plain graph instead
-        pre = float_onnx
-    reader = _Reader(input_name, rep)
-    quantize_static(str(pre), str(path), reader, quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=bool(per_channel))
+def _search_drop(job):
+    """Points of validation accuracy the int8 calibration search may lose per format: the run's
+    --max-drop when it has one, else int8_search's default."""
+    from edgekit.compress.int8_search import DEFAULT_MAX_DROP
+    drop = getattr(job, "max_drop", None)
+    return DEFAULT_MAX_DROP if drop is None else float(drop)
 
 
 def _openvino(float_onnx, xml, precision, rep):
-    import openvino as ov
+    """fp16 OpenVINO IR (int8 goes through ``int8_search.openvino_int8``)."""
+    from edgekit.export.openvino import to_openvino
     xml.parent.mkdir(parents=True, exist_ok=True)
-    if precision == "fp16":
-        from edgekit.export.openvino import to_openvino
-        to_openvino(float_onnx, xml, fp16=True)
-        return
-    try:
-        import nncf
-    except ImportError:
-        from edgekit.errors import MissingDependency
-        raise MissingDependency("nncf is not installed: pip install 'edgekit[openvino]'") from None
-    m = ov.convert_model(str(float_onnx))
-    name = m.inputs[0].get_any_name()
-    items = [rep[i:i + 1] for i in range(len(rep))]
-    q = nncf.quantize(m, nncf.Dataset(items, lambda x: {name: x}), subset_size=len(items))
-    ov.save_model(q, str(xml), compress_to_fp16=False)
+    to_openvino(float_onnx, xml, fp16=True)
 
 
 def _measure(runtime, path, ds):

@@ -1,0 +1,243 @@
+"""int8 that keeps accuracy: choose the calibration per format on the validation split, and
+keep the most sensitive layers in float when that is still not enough.
+
+* ONNX (onnxruntime ``quantize_static``, QDQ, per-channel int8 weights): MinMax, Entropy and
+  Percentile calibration are each tried; the best on validation wins. If it still loses more
+  than ``max_drop`` points against the float ONNX, a **sensitivity pass** quantizes the model
+  once per Conv/Gemm/MatMul with just that node left float and ranks the nodes by how much of
+  the output error (mean |p_int8 - p_fp32| on validation) that removes; the top 1, 2, 4, ...
+  go to ``nodes_to_exclude`` until the drop is within ``max_drop``.
+* OpenVINO (NNCF): the ``performance`` (symmetric) and ``mixed`` (asymmetric activations)
+  presets are tried; if the best still loses more than ``max_drop``,
+  ``nncf.quantize_with_accuracy_control`` reverts the most harmful layers to float.
+
+Both return what was tried and what was kept in float, for the manifest.
+
+Example::
+
+    info = onnx_int8(float_onnx, "model.int8.onnx", rep, "input", x_val, y_val, max_drop=0.5)
+    info["method"], info["float_layers"], info["candidates"]
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+ONNX_METHODS = ("MinMax", "Entropy", "Percentile")
+OPENVINO_PRESETS = ("performance", "mixed")
+QUANTIZABLE = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+DEFAULT_MAX_DROP = 0.5    # points, when the caller has no --max-drop of its own
+VAL_SAMPLES = 2000        # validation images the search scores candidates on
+SENSITIVITY_SAMPLES = 500  # ... and the per-layer sensitivity pass
+
+
+class _Reader(object):
+    """onnxruntime CalibrationDataReader over images, one at a time."""
+
+    def __init__(self, name, x):
+        self.name, self.x, self.i = name, x, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def _ort_outputs(path, x, batch=256):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def _acc(out, y):
+    return float(np.mean(np.argmax(out.reshape(len(out), -1), axis=1) == y))
+
+
+def _subset(x, y, n, seed=0):
+    if len(x) <= n:
+        return x.astype(np.float32), y
+    idx = np.sort(np.random.RandomState(seed).choice(len(x), n, replace=False))
+    return x[idx].astype(np.float32), y[idx]
+
+
+def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
+              activations="uint8", per_channel=True, work=None, say=None):
+    """Write the best int8 QDQ ONNX found to ``path``; returns the search record."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    say = say or (lambda m: None)
+    work = Path(work)
+    pre = _preprocess(float_onnx, work)
+    xv, yv = _subset(x_val, y_val, VAL_SAMPLES)
+    ref_out = _ort_outputs(float_onnx, xv)
+    base = _acc(ref_out, yv)
+    act = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
+
+    def quant(dst, method, exclude=()):
+        quantize_static(str(pre), str(dst), _Reader(input_name, rep),
+                        quant_format=QuantFormat.QDQ, activation_type=act,
+                        weight_type=QuantType.QInt8, per_channel=bool(per_channel),
+                        calibrate_method=getattr(CalibrationMethod, method),
+                        nodes_to_exclude=list(exclude))
+        return dst
+    cands = {}
+    for method in ONNX_METHODS:
+        dst = quant(work / "cand.{}.onnx".format(method), method)
+        cands[method] = _acc(_ort_outputs(dst, xv), yv)
+    best = max(ONNX_METHODS, key=lambda m: (cands[m], -ONNX_METHODS.index(m)))
+    say("  onnx calibration on {} validation images (fp32 {:.2%}): {}; chose {}".format(
+        len(xv), base, ", ".join("{} {:.2%}".format(m, a) for m, a in cands.items()), best))
+    rec = {"method": best, "per_channel": bool(per_channel), "validation_fp32": base,
+           "candidates": cands, "validation_samples": int(len(xv)), "float_layers": [],
+           "validation_accuracy": cands[best], "max_drop": float(max_drop)}
+    chosen = work / "cand.{}.onnx".format(best)
+    if 100 * (base - cands[best]) > max_drop:
+        ranked = _onnx_sensitivity(pre, quant, best, work, x_val, y_val, float_onnx)
+        say("  onnx: {:.2f} pt over --max-drop {:g}; most sensitive layers: {}".format(
+            100 * (base - cands[best]), max_drop, ", ".join(n for n, _ in ranked[:5])))
+        rec["sensitivity"] = [[n, s] for n, s in ranked]
+        steps = sorted({min(2 ** i, len(ranked)) for i in range(len(ranked).bit_length() + 1)})
+        for k in steps:
+            names = [n for n, _ in ranked[:k]]
+            dst = quant(work / "cand.exclude{}.onnx".format(k), best, names)
+            acc = _acc(_ort_outputs(dst, xv), yv)
+            say("  onnx with {} layer(s) float: {:.2%}".format(k, acc))
+            if acc > rec["validation_accuracy"] or not rec["float_layers"]:
+                rec.update(float_layers=names, validation_accuracy=acc)
+                chosen = dst
+            if 100 * (base - acc) <= max_drop:
+                break
+        all_int8 = work / "cand.{}.onnx".format(best)
+        rec["float_cost"] = {"bytes": int(chosen.stat().st_size - all_int8.stat().st_size)}
+        rec["float_cost"].update(_latency_cost(all_int8, chosen, x_val))
+    shutil.copyfile(str(chosen), str(path))
+    return rec
+
+
+def _preprocess(float_onnx, work):
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        pre = Path(work) / "model.pre.onnx"
+        quant_pre_process(str(float_onnx), str(pre), skip_symbolic_shape=True)
+        return pre
+    except Exception:  # pre-processing is an optimisation; quantize the plain graph instead
+        return Path(float_onnx)
+
+
+def _onnx_sensitivity(pre, quant, method, work, x_val, y_val, float_onnx):
+    """Nodes ranked by how much output error leaving just that node float removes."""
+    import onnx
+    xs, _ = _subset(x_val, y_val, SENSITIVITY_SAMPLES, seed=1)
+    ref = _ort_outputs(float_onnx, xs)
+    full_err = float(np.mean(np.abs(_ort_outputs(work / "cand.{}.onnx".format(method), xs) - ref)))
+    nodes = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE and n.name]
+    scores = []
+    for name in nodes:
+        dst = quant(work / "sens.onnx", method, [name])
+        err = float(np.mean(np.abs(_ort_outputs(dst, xs) - ref)))
+        scores.append((name, round(full_err - err, 8)))
+    scores.sort(key=lambda t: -t[1])
+    return scores
+
+
+def _latency_cost(a, b, x, iterations=100):
+    """p50 (ms, batch 1, onnxruntime 1 thread) of the all-int8 file vs the partly-float one."""
+    from edgekit.runtime import open_runner
+    from edgekit.runtime.bench import measure
+    out = {}
+    for key, p in (("p50_ms_all_int8", a), ("p50_ms_chosen", b)):
+        r = open_runner("onnxruntime", p, threads=1)
+        try:
+            out[key] = measure(r, x[:50].astype(np.float32), batch=1, warmup=10,
+                               iterations=iterations)["latency_ms"]["p50"]
+        finally:
+            r.close()
+    return out
+
+
+# -- OpenVINO --------------------------------------------------------------------------------
+def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP, say=None):
+    """Write the best int8 OpenVINO IR found to ``xml``; returns the search record."""
+    import openvino as ov
+    try:
+        import nncf
+    except ImportError:
+        from edgekit.errors import MissingDependency
+        raise MissingDependency("nncf is not installed: pip install 'edgekit[openvino]'") from None
+    say = say or (lambda m: None)
+    xv, yv = _subset(x_val, y_val, VAL_SAMPLES)
+    core = ov.Core()
+    m = ov.convert_model(str(float_onnx))
+    name = m.inputs[0].get_any_name()
+    calib = nncf.Dataset([rep[i:i + 1] for i in range(len(rep))], lambda x: {name: x})
+    batches = [(xv[i:i + 100], yv[i:i + 100]) for i in range(0, len(xv), 100)]
+
+    def validate(compiled, data):
+        hits = n = 0
+        for x, y in data:
+            out = compiled({name: x})[compiled.output(0)]
+            hits += int(np.sum(np.argmax(out.reshape(len(out), -1), axis=1) == y))
+            n += len(y)
+        return hits / float(max(1, n))
+    base = validate(core.compile_model(m, "CPU"), batches)
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE,
+               "mixed": nncf.QuantizationPreset.MIXED}
+    cands, models = {}, {}
+    for p in OPENVINO_PRESETS:
+        q = nncf.quantize(ov.convert_model(str(float_onnx)), calib, preset=presets[p],
+                          subset_size=len(rep))
+        cands[p] = validate(core.compile_model(q, "CPU"), batches)
+        models[p] = q
+    best = max(OPENVINO_PRESETS, key=lambda p: (cands[p], -OPENVINO_PRESETS.index(p)))
+    say("  openvino presets on {} validation images (fp32 {:.2%}): {}; chose {}".format(
+        len(xv), base, ", ".join("{} {:.2%}".format(p, a) for p, a in cands.items()), best))
+    rec = {"preset": best, "validation_fp32": base, "candidates": cands,
+           "validation_samples": int(len(xv)), "validation_accuracy": cands[best],
+           "max_drop": float(max_drop)}
+    q = models[best]
+    if 100 * (base - cands[best]) > max_drop:
+        say("  openvino: {:.2f} pt over --max-drop {:g}: nncf.quantize_with_accuracy_control"
+            .format(100 * (base - cands[best]), max_drop))
+        q = nncf.quantize_with_accuracy_control(
+            ov.convert_model(str(float_onnx)), calib, nncf.Dataset(batches),
+            lambda compiled, data: validate(compiled, data), max_drop=max_drop / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE, preset=presets[best], subset_size=len(rep))
+        rec["accuracy_control"] = True
+        rec["validation_accuracy"] = validate(core.compile_model(q, "CPU"), batches)
+    rec["float_layers"] = float_ops(q)
+    xml = Path(xml)
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(q, str(xml), compress_to_fp16=False)
+    return rec
+
+
+def float_ops(model):
+    """Convolution / MatMul ops of an OpenVINO model whose weights are not quantized (neither a
+    FakeQuantize nor an int8 constant on their weight input)."""
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul") and \
+                not _quantized(op.input_value(1).get_node()):
+            out.append(op.get_friendly_name())
+    return out
+
+
+def _quantized(node, depth=0):
+    kind = node.get_type_name()
+    if kind == "FakeQuantize":
+        return True
+    if kind == "Constant":
+        return node.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4")
+    if depth > 6 or node.get_input_size() == 0:
+        return False
+    return any(_quantized(node.input_value(i).get_node(), depth + 1)
+               for i in range(node.get_input_size()))
+
+
+__all__ = ["onnx_int8", "openvino_int8", "float_ops", "ONNX_METHODS", "OPENVINO_PRESETS"]
