@@ -108,7 +108,7 @@ class Artifact:
         if not mpath.is_file():
             raise EdgekitError("{} has no {}: not an edgekit artifact".format(path, MANIFEST))
         from edgekit.schemas import load_json
-        manifest = validate_manifest(load_json(mpath, "manifest"), path)
+        manifest = validate_manifest(load_json(mpath, "an edgekit manifest"), path)
         art = cls(path, manifest)
         if verify:
             art.verify()
@@ -189,7 +189,10 @@ class Artifact:
 
     def staging_dir(self):
         """A temp dir inside the artifact (same filesystem) for files about to be added."""
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=str(self.path)))
+        from edgekit.util import clean_stale
+        clean_stale(self.path, "export")
+        return Path(tempfile.mkdtemp(prefix=".export.staging-{}-".format(os.getpid()),
+                                     dir=str(self.path)))
 
 
 def inside(root, name, what="file"):
@@ -225,7 +228,7 @@ def validate_manifest(manifest, root):
     """Check a manifest's fields (schema) and that every file name it holds stays inside
     ``root``; returns it, or raises EdgekitError naming the first problem."""
     from edgekit.schemas import MANIFEST_SCHEMA, check
-    check(manifest, MANIFEST_SCHEMA, Path(root) / MANIFEST)
+    check(manifest, MANIFEST_SCHEMA, "{} is not an edgekit manifest".format(Path(root) / MANIFEST))
     for name, entry in manifest["files"].items():
         inside(root, name)
         if entry.get("format") == "openvino" and "weights" in entry:  # an IR's .bin

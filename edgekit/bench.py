@@ -217,34 +217,24 @@ def raise_no_tensorrt():
     import_tensorrt()
 
 
-RESULT_KEYS = {"target", "runtime", "runtime_version", "latency_ms", "batch", "iterations"}
-LATENCY_KEYS = {"mean", "std", "min", "p50", "p90", "p95", "p99", "max"}
-
-
 def load_results(paths):
-    """Read results JSON files (object or list each); refuses files that aren't ours."""
+    """Read results JSON files (an object or a list each), checked against
+    :data:`edgekit.schemas.RESULTS_FILE_SCHEMA` (CONTRACT.md): files that aren't ours, NaN,
+    negative or string figures, percentiles out of order -> EdgekitError."""
+    from edgekit.schemas import LATENCY_KEYS, RESULTS_FILE_SCHEMA, check, load_json
     out = []
     for p in paths:
         p = Path(p)
-        try:
-            obj = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise EdgekitError("results file {} does not exist".format(p)) from None
-        except IsADirectoryError:
-            raise EdgekitError("{} is a directory, not an edgekit results file".format(p)) from None
-        except (ValueError, UnicodeDecodeError):
-            raise EdgekitError("{} is not an edgekit results file (not JSON)".format(p)) from None
-        items = obj if isinstance(obj, list) else [obj]
-        if not items:
-            raise EdgekitError("{} is not an edgekit results file (empty list)".format(p))
-        for r in items:
-            if not isinstance(r, dict) or not RESULT_KEYS <= set(r) \
-                    or not isinstance(r.get("latency_ms"), dict) \
-                    or not LATENCY_KEYS <= set(r["latency_ms"]):
-                raise EdgekitError("{} is not an edgekit results file (needs {} and latency_ms "
-                                   "with {}): make one with `edgekit bench ... --json FILE`".format(
-                                       p, ", ".join(sorted(RESULT_KEYS - {"latency_ms"})),
-                                       "/".join(sorted(LATENCY_KEYS))))
+        what = "an edgekit results file"
+        obj = load_json(p, what)
+        check(obj, RESULTS_FILE_SCHEMA, "{} is not {} (make one with `edgekit bench ... --json "
+                                        "FILE`)".format(p, what))
+        for r in obj if isinstance(obj, list) else [obj]:
+            lat = [r["latency_ms"][k] for k in ("min", "p50", "p90", "p95", "p99", "max")]
+            if lat != sorted(lat):
+                raise EdgekitError("{} is not {}: latency_ms min <= p50 <= p90 <= p95 <= p99 <= max "
+                                   "does not hold ({})".format(p, what, ", ".join(
+                                       "{} {}".format(k, r["latency_ms"][k]) for k in LATENCY_KEYS)))
             r = dict(r)
             r["source_file"] = str(p)
             out.append(r)

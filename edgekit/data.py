@@ -19,6 +19,8 @@ import gzip
 import hashlib
 import os
 import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,9 @@ def load_data(spec, val_fraction=VAL_FRACTION):
             "unknown data spec {!r}: use digits, mnist:DIR, folder:DIR or npz:FILE".format(spec))
     x_tr, y_tr, x_te, y_te, classes, scale = raw
     x_tr, x_te = _nhwc(x_tr, "training"), _nhwc(x_te, "test")
+    for what, x, y in (("training", x_tr, y_tr), ("test", x_te, y_te)):
+        check_images(x, "{}: {} images".format(spec, what))
+        check_labels(y, len(x), "{}: {} labels".format(spec, what))
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise EdgekitError("train images {} and test images {} differ in shape".format(
             x_tr.shape[1:], x_te.shape[1:]))
@@ -100,6 +105,47 @@ def load_data(spec, val_fraction=VAL_FRACTION):
                    x_tr[tr_idx].astype(np.float32) * f, y_tr[tr_idx],
                    x_tr[va_idx].astype(np.float32) * f, y_tr[va_idx],
                    x_te.astype(np.float32) * f, y_te, classes, norm)
+
+
+MAX_ARRAY_BYTES = 4 << 30  # one array of a data set; more is a bomb or a mistake, not MNIST
+MAX_CLASSES = 100000
+
+
+def check_images(x, what):
+    """Refuse image arrays edgekit cannot train on: empty, non-numeric (strings, objects),
+    a zero-sized image dimension, NaN or infinite pixels."""
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.dtype.kind not in "biuf":
+        raise EdgekitError("{} are {} values, not numbers (pixels must be numeric)".format(
+            what, x.dtype))
+    if x.ndim < 1 or len(x) == 0:
+        raise EdgekitError("{}: the set is empty (0 images)".format(what))
+    if 0 in x.shape[1:]:
+        raise EdgekitError("{} have an empty dimension (shape {})".format(what, x.shape))
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise EdgekitError("{} hold {:,} NaN or infinite pixel values: fix or drop those "
+                           "images".format(what, bad))
+
+
+def check_labels(y, n, what):
+    """Refuse labels that are not whole non-negative numbers, one per image."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise EdgekitError("{} are {} values, not class numbers (use 0..C-1, names go in "
+                           "`classes`)".format(what, y.dtype))
+    if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise EdgekitError("{} must be one number per image, got shape {}".format(what, y.shape))
+    y = y.ravel()
+    if len(y) != n:
+        raise EdgekitError("{}: {:,} labels for {:,} images (need one per image)".format(
+            what, len(y), n))
+    if y.dtype.kind == "f" and (not np.isfinite(y).all() or (y != np.round(y)).any()):
+        raise EdgekitError("{} must be whole class numbers 0..C-1 (found fractions or NaN)"
+                           .format(what))
+    if y.size and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        raise EdgekitError("{} must be in 0..C-1 (found {:g}..{:g})".format(
+            what, float(y.min()), float(y.max())))
 
 
 def normalize(raw, norm):
@@ -133,6 +179,10 @@ def _mnist(folder):
             raise EdgekitError("{}: missing the {}-idx… file (expected the four MNIST IDX files)"
                                .format(folder, pattern))
         found[role] = read_idx(matches[0])
+    for role in ("y_train", "y_test"):
+        if found[role].ndim != 1:
+            raise EdgekitError("{}: {} IDX file must hold labels (1 dim), got {} dims".format(
+                folder, role, found[role].ndim))
     for role in ("x_train", "x_test"):
         if found[role].ndim != 3:
             raise EdgekitError("{}: {} IDX file must hold images (3 dims), got {} dims".format(
@@ -142,26 +192,35 @@ def _mnist(folder):
 
 
 def read_idx(path):
-    """Read an IDX file (optionally gzipped); bad magic or short payload -> EdgekitError."""
+    """Read an IDX file (optionally gzipped); bad magic, a header whose dims overflow or
+    exceed the size limit, or a short payload -> EdgekitError. Reads only the bytes the
+    header announces (a gzip bomb is not inflated past them)."""
+    import math
     path = Path(path)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, EOFError) as exc:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise EdgekitError("{}: not an IDX file of unsigned bytes (bad magic number)"
+                                   .format(path))
+            ndim = head[3]
+            raw_dims = fh.read(4 * ndim) if 1 <= ndim <= 4 else b""
+            if ndim < 1 or ndim > 4 or len(raw_dims) < 4 * ndim:
+                raise EdgekitError("{}: bad IDX header".format(path))
+            dims = struct.unpack(">" + "I" * ndim, raw_dims)
+            need = math.prod(dims)  # Python ints: no overflow
+            if need > MAX_ARRAY_BYTES:
+                raise EdgekitError("{}: IDX header announces {} = {:,} bytes (over the {:,} "
+                                   "limit): a corrupt header".format(
+                                       path, "x".join(map(str, dims)), need, MAX_ARRAY_BYTES))
+            payload = fh.read(need)
+    except (OSError, EOFError, zlib.error) as exc:
         raise EdgekitError("{}: cannot read IDX file ({})".format(path, exc)) from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise EdgekitError("{}: not an IDX file of unsigned bytes (bad magic number)".format(path))
-    ndim = data[3]
-    if ndim < 1 or ndim > 4 or len(data) < 4 + 4 * ndim:
-        raise EdgekitError("{}: bad IDX header".format(path))
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    need = int(np.prod(dims))
-    payload = data[4 + 4 * ndim:]
     if len(payload) < need:
         raise EdgekitError("{}: truncated IDX file ({} of {} bytes of payload)".format(
             path, len(payload), need))
-    return np.frombuffer(payload[:need], dtype=np.uint8).reshape(dims)
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 
 def _folder(folder):
@@ -183,10 +242,17 @@ def _folder(folder):
             raise EdgekitError("{}: class folder has no images".format(d))
         for p in files:
             try:
-                with Image.open(p) as im:
-                    im = im.convert("L") if im.mode in ("L", "1", "P", "LA", "I;16") else im.convert("RGB")
-                    a = np.asarray(im)
-            except (UnidentifiedImageError, OSError) as exc:
+                with warnings.catch_warnings():
+                    # over PIL's MAX_IMAGE_PIXELS: a decompression bomb, refused not warned
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(p) as im:
+                        im = im.convert("L") if im.mode in ("L", "1", "P", "LA", "I;16") \
+                            else im.convert("RGB")
+                        a = np.asarray(im)
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+                raise EdgekitError("{}: refused, too many pixels ({})".format(p, exc)) from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+                    struct.error, zlib.error) as exc:  # PIL's decoders raise all of these
                 raise EdgekitError("{}: cannot read image ({})".format(p, exc)) from None
             if shape is None:
                 shape = a.shape
@@ -200,34 +266,76 @@ def _folder(folder):
     return x[tr], y[tr], x[te], y[te], [d.name for d in class_dirs], 1.0 / 255.0
 
 
+def _npz_headers(path):
+    """{array name: (shape, dtype)} from an npz's .npy headers, without loading any data."""
+    import zipfile
+    if not zipfile.is_zipfile(str(path)):
+        raise EdgekitError("{}: not an .npz file (a zip of .npy arrays, as np.savez writes)"
+                           .format(path))
+    out = {}
+    with zipfile.ZipFile(str(path)) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(fh)
+            out[info.filename[:-4]] = (shape, dtype)
+    return out
+
+
 def _npz(path):
+    import math
     if not path.is_file():
         raise EdgekitError("npz file {} does not exist".format(path))
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile/ValueError/OSError: all mean "not a valid npz"
+        headers = _npz_headers(path)
+    except EdgekitError:
+        raise
+    except Exception as exc:  # BadZipFile / ValueError from a corrupt member or header
         raise EdgekitError("{}: not a readable .npz file ({})".format(path, exc)) from None
+    for key, (shape, dtype) in headers.items():
+        if dtype.hasobject:
+            raise EdgekitError("{}: array {!r} holds Python objects: only numeric arrays are "
+                               "read (save x and y as numbers)".format(path, key))
+        if math.prod(shape) * dtype.itemsize > MAX_ARRAY_BYTES:
+            raise EdgekitError("{}: array {!r} of shape {} is over the {:,}-byte limit".format(
+                path, key, shape, MAX_ARRAY_BYTES))
     for key in ("x", "y"):
-        if key not in arrays:
+        if key not in headers:
             raise EdgekitError("{}: the npz has no array {!r} (needs x (N,H,W[,C]) and y (N,))"
                                .format(path, key))
-    x, y = arrays["x"], arrays["y"].astype(np.int64).ravel()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k in ("x", "y", "x_test", "y_test", "classes")}
+    except Exception as exc:  # zipfile/ValueError/OSError: a corrupt member
+        raise EdgekitError("{}: not a readable .npz file ({})".format(
+            path, str(exc).split(";")[0])) from None
+    x = arrays["x"]
     if x.ndim not in (3, 4):
         raise EdgekitError("{}: x must be (N,H,W) or (N,H,W,C), got shape {}".format(path, x.shape))
+    check_images(x, "{}: x".format(path))
+    check_labels(arrays["y"], len(x), "{}: y".format(path))
+    y = arrays["y"].astype(np.int64).ravel()
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise EdgekitError("{}: the npz has {} but not {}: give both x_test and y_test, or neither"
                            .format(path, *(("x_test", "y_test") if "x_test" in arrays
                                            else ("y_test", "x_test"))))
     if "x_test" in arrays and "y_test" in arrays:
+        check_images(arrays["x_test"], "{}: x_test".format(path))
+        check_labels(arrays["y_test"], len(arrays["x_test"]), "{}: y_test".format(path))
         x_tr, y_tr, x_te, y_te = x, y, arrays["x_test"], arrays["y_test"].astype(np.int64).ravel()
     else:
         tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
         x_tr, y_tr, x_te, y_te = x[tr], y[tr], x[te], y[te]
     if "classes" in arrays:
+        if arrays["classes"].ndim != 1:
+            raise EdgekitError("{}: classes must be a 1-D array of names".format(path))
         classes = [str(c) for c in arrays["classes"]]
     else:
-        classes = [str(c) for c in range(int(max(y_tr.max(), y_te.max())) + 1)]
+        classes = [str(c) for c in range(int(max(y_tr.max(initial=0), y_te.max(initial=0))) + 1)]
     scale = 1.0 / 255.0 if x.dtype == np.uint8 or x.max() > 1.5 else 1.0
     return x_tr, y_tr, x_te, y_te, classes, scale
 

@@ -202,6 +202,18 @@ def check_model_fits(model, data):
 SCHEDULES = ("constant", "cosine")
 
 
+def check_training_params(epochs=None, lr=None, batch_size=None):
+    """Refuse hyperparameters Keras would take and turn into NaN weights or a crash:
+    ``epochs``/``batch_size`` < 1, ``lr`` not a finite number > 0 (``--lr nan``)."""
+    import math
+    if epochs is not None and int(epochs) < 1:
+        raise EdgekitError("--epochs must be >= 1 (got {})".format(epochs))
+    if batch_size is not None and int(batch_size) < 1:
+        raise EdgekitError("--batch-size must be >= 1 (got {})".format(batch_size))
+    if lr is not None and not (math.isfinite(lr) and 0 < lr <= 10):
+        raise EdgekitError("--lr must be a number in (0, 10] (got {})".format(lr))
+
+
 def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(),
         schedule="constant"):
     """Compile (Adam, sparse CE on logits) and fit on the train split, validating on val.
@@ -261,9 +273,8 @@ def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=Fals
     ``callbacks`` are extra Keras callbacks (e.g. a progress bar; pass ``progress=False``).
     """
     from edgekit._tf import set_seed
+    check_training_params(epochs, lr, batch_size)
     ds = data if hasattr(data, "x_train") else load_data(data)
-    if epochs < 1:
-        raise EdgekitError("--epochs must be >= 1")
     if schedule not in SCHEDULES:
         raise EdgekitError("unknown --schedule {!r}; choose one of: {}".format(
             schedule, ", ".join(SCHEDULES)))

@@ -133,24 +133,34 @@ def plots(results, out_dir):
     return files
 
 
-def report(result_files, out_dir, baseline=None, title="edgekit benchmark report"):
-    """Write ``report.md`` and PNG plots into ``out_dir``; returns the written paths.
+def report(result_files, out_dir, baseline=None, title="edgekit benchmark report", force=False):
+    """Write ``report.md`` and PNG plots into a new ``out_dir``; returns the written paths.
 
-    Refuses (EdgekitError) any input that is not an edgekit results JSON.
+    Like an artifact, the report is staged beside ``out_dir`` and renamed into place only
+    when complete; an existing ``out_dir`` is refused unless ``force`` (then replaced whole).
+    Refuses (EdgekitError) any input that is not an edgekit results JSON
+    (:func:`edgekit.bench.load_results` checks each against the contract's schema).
     """
+    import shutil
+    from edgekit.util import check_output, publish_dir, stage_dir_next_to
     if not result_files:
         raise EdgekitError("no results files given: pass one or more `edgekit bench --json` files")
-    results = load_results(result_files)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise EdgekitError("output {} exists and is not a directory".format(out))
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out, "dir", force=force)
+    results = load_results(result_files)
     body = markdown(results, baseline=baseline)
-    written = plots(results, out)
-    md = out / "report.md"
-    figs = "\n".join("![{}]({})".format(p.stem, p.name) for p in written)
-    # relative to the report: stays right when the report and its results move together
-    sources = "\n".join("- `{}`".format(os.path.relpath(str(f), str(out)))
-                        for f in dict.fromkeys(str(f) for f in result_files))
-    atomic_write_text(md, "# {}\n\n{}\n{}\n\nResults files:\n{}\n".format(title, body, figs, sources))
-    return [md] + written
+    tmp = stage_dir_next_to(out)
+    try:
+        written = [out / p.name for p in plots(results, tmp)]
+        figs = "\n".join("![{}]({})".format(p.stem, p.name) for p in written)
+        # relative to the report: stays right when the report and its results move together
+        sources = "\n".join("- `{}`".format(os.path.relpath(os.path.abspath(str(f)),
+                                                            os.path.abspath(str(out))))
+                            for f in dict.fromkeys(str(f) for f in result_files))
+        atomic_write_text(tmp / "report.md", "# {}\n\n{}\n{}\n\nResults files:\n{}\n".format(
+            title, body, figs, sources))
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(str(tmp), ignore_errors=True)
+        raise
+    return [out / "report.md"] + written

@@ -8,8 +8,8 @@ is one ``error:`` line instead of a crash or a wrong number several steps later.
 
 Example::
 
-    manifest = load_json(path / "manifest.json", "manifest")
-    check(manifest, MANIFEST_SCHEMA, path / "manifest.json")
+    manifest = load_json(path / "manifest.json", "an edgekit manifest")
+    check(manifest, MANIFEST_SCHEMA, "{} is not an edgekit manifest".format(path))
 """
 import json
 import math
@@ -107,24 +107,25 @@ def _finite_float(text):
 
 
 def load_json(path, what):
-    """Parse a JSON file strictly (no NaN/Infinity); unreadable or invalid -> EdgekitError."""
+    """Parse a JSON file strictly (no NaN/Infinity/overflow): ``what`` names what it should
+    be (``"an edgekit manifest"``); unreadable or invalid -> EdgekitError."""
     try:
         with open(str(path), "rb") as fh:
             text = fh.read().decode("utf-8")
     except FileNotFoundError:
-        raise EdgekitError("{} {} does not exist".format(what, path)) from None
+        raise EdgekitError("{} does not exist".format(path)) from None
     except IsADirectoryError:
-        raise EdgekitError("{} is a directory, not a {}".format(path, what)) from None
+        raise EdgekitError("{} is a directory, not {}".format(path, what)) from None
     except UnicodeDecodeError:
-        raise EdgekitError("{}: {} is not UTF-8 text".format(path, what)) from None
+        raise EdgekitError("{} is not {} (not UTF-8 text)".format(path, what)) from None
     except OSError as exc:
-        raise EdgekitError("cannot read {} {}: {}".format(what, path, exc.strerror)) from None
+        raise EdgekitError("cannot read {}: {}".format(path, exc.strerror)) from None
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
-        raise EdgekitError("{}: {} is nested too deeply".format(path, what)) from None
+        raise EdgekitError("{} is not {} (nested too deeply)".format(path, what)) from None
     except ValueError as exc:
-        raise EdgekitError("{}: {} is not valid JSON ({})".format(path, what, exc)) from None
+        raise EdgekitError("{} is not {} (not valid JSON: {})".format(path, what, exc)) from None
 
 
 def check(instance, schema, where):

@@ -180,6 +180,290 @@ for verb in ("eval", "bench", "doctor", "export", "deploy"):
              r"manifest")
 
 
+# -- class 5: data content ---------------------------------------------------------------------
+
+def _npz(w, name, **arrays):
+    path = w.tmp / (name + ".npz")
+    np.savez(str(path), **arrays)
+    return path
+
+
+def _imgs(n=40, h=8, dtype=np.uint8):
+    rng = np.random.RandomState(0)
+    return (rng.rand(n, h, h) * 255).astype(dtype)
+
+
+def _labels(n=40, c=4):
+    return np.arange(n) % c
+
+
+def _with_nan(value):
+    x = _imgs(dtype=np.float32)
+    x[3, 2, 2] = value
+    return x
+
+
+def _npz_bomb(w):
+    """An npz whose x.npy header announces 400 GB (the data itself is 64 bytes)."""
+    import zipfile
+    path = w.tmp / "bomb.npz"
+    with zipfile.ZipFile(str(path), "w") as zf:
+        zf.writestr("x.npy", _npy_header((100000, 1000, 1000)) + b"\0" * 64)
+        zf.writestr("y.npy", _npy_header((100000,), "<i8"))
+    return path
+
+
+def _npy_header(shape, descr="<f4"):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()  # magic string + header dict
+
+
+def _idx(dims, payload=b""):
+    return bytes([0, 0, 8, len(dims)]) + struct.pack(">" + "I" * len(dims), *dims) + payload
+
+
+def _mnist(w, name, **override):
+    """A four-file MNIST folder (20 train / 10 test 8x8 images), with files replaced."""
+    d = w.tmp / name
+    d.mkdir()
+    files = {"train-images-idx3-ubyte": _idx((20, 8, 8), bytes(20 * 64)),
+             "train-labels-idx1-ubyte": _idx((20,), bytes(i % 10 for i in range(20))),
+             "t10k-images-idx3-ubyte": _idx((10, 8, 8), bytes(10 * 64)),
+             "t10k-labels-idx1-ubyte": _idx((10,), bytes(range(10)))}
+    files.update(override)
+    for fname, data in files.items():
+        if data is not None:
+            (d / fname).write_bytes(data)
+    return d
+
+
+def _png(size=(8, 8), color=0):
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("L", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _png_claiming(width, height):
+    """A valid small PNG whose IHDR (CRC fixed up) claims width x height pixels."""
+    import zlib
+    data = bytearray(_png())
+    ihdr = 8 + 8  # signature, then length + b"IHDR"
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[12:ihdr + 13])))
+    return bytes(data)
+
+
+def _folder(w, name, classes):
+    """folder:DIR with ``classes`` = {class: {file: bytes}}."""
+    d = w.tmp / name
+    for cls, files in classes.items():
+        (d / cls).mkdir(parents=True)
+        for fname, data in files.items():
+            (d / cls / fname).write_bytes(data)
+    return d
+
+
+def _good_class(n=5, color=0):
+    return {"{}.png".format(i): _png(color=color + i) for i in range(n)}
+
+
+DATA = {  # name -> (builder returning the --data spec, message pattern)
+    "unknown_spec": (lambda w: "imagenet", r"unknown data spec"),
+    "npz_missing": (lambda w: "npz:{}/nope.npz".format(w.tmp), r"does not exist"),
+    "npz_text": (lambda w: "npz:{}".format(_write(w, "t.npz", b"x,y\n1,2\n")),
+                 r"not an \.npz file"),
+    "npz_empty": (lambda w: "npz:" + str(_npz(w, "e", x=np.zeros((0, 8, 8)), y=np.zeros(0))),
+                  r"empty"),
+    "npz_nan": (lambda w: "npz:" + str(_npz(w, "n", x=_with_nan(np.nan), y=_labels())), r"NaN"),
+    "npz_inf": (lambda w: "npz:" + str(_npz(w, "i", x=_with_nan(np.inf), y=_labels())), r"infinite"),
+    "npz_y_longer": (lambda w: "npz:" + str(_npz(w, "l", x=_imgs(), y=_labels(45))),
+                     r"45 labels for 40 images"),
+    "npz_y_shorter": (lambda w: "npz:" + str(_npz(w, "s", x=_imgs(), y=_labels(30))),
+                      r"30 labels for 40 images"),
+    "npz_labels_negative": (lambda w: "npz:" + str(_npz(w, "ng", x=_imgs(), y=_labels() - 1)),
+                            r"must be in 0\.\.C-1"),
+    "npz_labels_huge": (lambda w: "npz:" + str(_npz(w, "h", x=_imgs(), y=_labels() * 10**9)),
+                        r"must be in 0\.\.C-1"),
+    "npz_labels_fraction": (lambda w: "npz:" + str(_npz(w, "f", x=_imgs(), y=_labels() + 0.5)),
+                            r"whole class numbers"),
+    "npz_labels_vs_classes": (lambda w: "npz:" + str(_npz(w, "c", x=_imgs(), y=_labels(c=4),
+                                                          classes=np.array(["a", "b"]))),
+                              r"labels must be in 0\.\.1"),
+    "npz_x_strings": (lambda w: "npz:" + str(_npz(w, "xs", x=np.full((40, 8, 8), "a"),
+                                                  y=_labels())), r"not numbers"),
+    "npz_y_strings": (lambda w: "npz:" + str(_npz(w, "ys", x=_imgs(),
+                                                  y=np.array(["cat"] * 40))), r"not class numbers"),
+    "npz_object": (lambda w: "npz:" + str(_npz(w, "o", x=np.array([None] * 40, dtype=object),
+                                               y=_labels())), r"Python objects"),
+    "npz_no_y": (lambda w: "npz:" + str(_npz(w, "noy", x=_imgs())), r"no array 'y'"),
+    "npz_x_2d": (lambda w: "npz:" + str(_npz(w, "x2", x=_imgs().reshape(40, 64), y=_labels())),
+                 r"x must be"),
+    "npz_zero_width": (lambda w: "npz:" + str(_npz(w, "zw", x=np.zeros((40, 8, 0)), y=_labels())),
+                       r"empty dimension"),
+    "npz_one_class": (lambda w: "npz:" + str(_npz(w, "oc", x=_imgs(), y=np.zeros(40, int))),
+                      r"at least 2 classes"),
+    "npz_x_test_only": (lambda w: "npz:" + str(_npz(w, "xt", x=_imgs(), y=_labels(),
+                                                    x_test=_imgs(10))), r"x_test .*y_test"),
+    "npz_test_nan": (lambda w: "npz:" + str(_npz(w, "tn", x=_imgs(), y=_labels(),
+                                                 x_test=_with_nan(np.nan), y_test=_labels())),
+                     r"x_test .*NaN"),
+    "npz_bomb": (lambda w: "npz:" + str(_npz_bomb(w)), r"over the .*-byte limit"),
+    "mnist_missing_dir": (lambda w: "mnist:{}/nope".format(w.tmp), r"does not exist"),
+    "mnist_missing_file": (lambda w: "mnist:" + str(_mnist(w, "m1", **{"t10k-labels-idx1-ubyte": None})),
+                           r"missing the t10k-labels"),
+    "idx_bad_magic": (lambda w: "mnist:" + str(_mnist(w, "m2", **{"train-images-idx3-ubyte": b"PK\3\4junk"})),
+                      r"bad magic"),
+    "idx_dims_overflow": (lambda w: "mnist:" + str(_mnist(w, "m3", **{
+        "train-images-idx3-ubyte": _idx((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF))})), r"limit"),
+    "idx_truncated": (lambda w: "mnist:" + str(_mnist(w, "m4", **{
+        "train-images-idx3-ubyte": _idx((20, 8, 8), bytes(100))})), r"truncated"),
+    "idx_gz_garbage": (lambda w: "mnist:" + str(_mnist(w, "m5", **{
+        "train-images-idx3-ubyte": None, "train-images-idx3-ubyte.gz": b"\x1f\x8bnot gzip"})),
+        r"cannot read IDX"),
+    "idx_labels_3d": (lambda w: "mnist:" + str(_mnist(w, "m6", **{
+        "train-labels-idx1-ubyte": _idx((20, 1, 1), bytes(20))})), r"labels \(1 dim\)"),
+    "idx_label_count": (lambda w: "mnist:" + str(_mnist(w, "m7", **{
+        "train-labels-idx1-ubyte": _idx((15,), bytes(15))})), r"15 labels for 20 images"),
+    "idx_no_images": (lambda w: "mnist:" + str(_mnist(w, "m8", **{
+        "t10k-images-idx3-ubyte": _idx((0, 8, 8)), "t10k-labels-idx1-ubyte": _idx((0,))})),
+        r"empty"),
+    "folder_missing": (lambda w: "folder:{}/nope".format(w.tmp), r"does not exist"),
+    "folder_one_class": (lambda w: "folder:" + str(_folder(w, "f1", {"a": _good_class()})),
+                         r"at least 2 classes"),
+    "folder_bomb": (lambda w: "folder:" + str(_folder(w, "f2", {
+        "a": _good_class(), "b": {"big.png": _png_claiming(30000, 30000)}})), r"too many pixels"),
+    "folder_text_as_png": (lambda w: "folder:" + str(_folder(w, "f3", {
+        "a": _good_class(), "b": {"x.png": b"hello"}})), r"cannot read image"),
+    "folder_truncated_png": (lambda w: "folder:" + str(_folder(w, "f4", {
+        "a": _good_class(), "b": {"x.png": _png()[:30]}})), r"cannot read image"),
+    "folder_mixed_sizes": (lambda w: "folder:" + str(_folder(w, "f5", {
+        "a": _good_class(), "b": {"x.png": _png((9, 9))}})), r"differs from the first"),
+    "folder_empty_class": (lambda w: "folder:" + str(_folder(w, "f6", {
+        "a": _good_class(), "b": {}})), r"has no images"),
+    "folder_not_image": (lambda w: "folder:" + str(_folder(w, "f7", {
+        "a": _good_class(), "b": {"notes.txt": b"x"}})), r"not an image file"),
+}
+
+
+def _write(w, name, data):
+    (w.tmp / name).write_bytes(data)
+    return w.tmp / name
+
+
+BUILDERS.update({"data_" + k: (lambda b: b)(v[0]) for k, v in DATA.items()})
+
+DATA_VERBS = {
+    "train": ["train", "--arch", "tiny", "--data", "{D}", "-o", "{tmp}/o", "--epochs", "1"],
+    "eval": ["eval", "{onnx}", "--data", "{D}"],
+    "compress": ["compress", "{keras}", "--method", "prune", "--data", "{D}", "-o", "{tmp}/c"],
+    "export": ["export", "{onnx}", "--format", "onnx", "--data", "{D}", "-o", "{tmp}/e"],
+    "bench": ["bench", "{onnx}", "--iterations", "1", "--warmup", "0", "--data", "{D}"],
+    "demo": ["demo", "--data", "{D}", "-o", "{tmp}/d", "--epochs", "1"],
+}
+BUILDERS["onnx"] = lambda w: w.copy("tiny_onnx", "art")
+BUILDERS["keras"] = lambda w: w.copy("tiny_artifact", "art")
+SAMPLED = ("npz_nan", "npz_y_longer", "npz_x_strings", "idx_dims_overflow", "folder_bomb",
+           "npz_text")  # the verbs after train/eval: each class, not every case again
+for verb, args in DATA_VERBS.items():
+    for name, (_, pattern) in DATA.items():
+        if verb in ("train", "eval") or name in SAMPLED:
+            case("data-{}-{}".format(verb, name),
+                 [a.replace("{D}", "{data_%s}" % name) for a in args], 1, pattern)
+
+# -- class 5: hyperparameters that reach Keras ----------------------------------------------------
+for flag, value, pattern in (("--lr", "nan", r"--lr must be"), ("--lr", "inf", r"--lr must be"),
+                             ("--lr", "-0.1", r"--lr must be"), ("--lr", "0", r"--lr must be"),
+                             ("--batch-size", "0", r"--batch-size must be >= 1"),
+                             ("--batch-size", "-5", r"--batch-size must be >= 1"),
+                             ("--epochs", "0", r"--epochs must be >= 1")):
+    case("params-train{}-{}".format(flag, value),
+         ["train", "--arch", "tiny", "--data", "digits", "-o", "{tmp}/o", flag, value], 1, pattern)
+    if flag != "--epochs":
+        case("params-compress{}-{}".format(flag, value),
+             ["compress", "{keras}", "--method", "prune", "--data", "digits", "-o", "{tmp}/c",
+              flag, value], 1, pattern)
+        case("params-demo{}-{}".format(flag, value) if flag == "--batch-size" else
+             "params-distill{}-{}".format(flag, value),
+             ["demo", "--data", "digits", "-o", "{tmp}/d", flag, value] if flag == "--batch-size"
+             else ["compress", "{keras}", "--method", "distill", "--data", "digits", "-o",
+                   "{tmp}/c", flag, value], 1, pattern)
+
+# -- class 4: outputs that cannot be written, found before any work ------------------------------
+BUILDERS["file"] = lambda w: _write(w, "afile", b"x")
+BUILDERS["dir"] = lambda w: (w.tmp / "adir").mkdir() or w.tmp / "adir"
+OUTPUT_VERBS = {
+    "train": ["train", "--arch", "tiny", "--data", "digits", "--epochs", "1", "-o", "{O}"],
+    "compress": ["compress", "{keras}", "--method", "prune", "--data", "digits", "-o", "{O}"],
+    "export": ["export", "{onnx}", "--format", "onnx", "-o", "{O}"],
+    "demo": ["demo", "-o", "{O}", "--epochs", "1"],
+    "report": ["report", "{results}", "-o", "{O}"],
+}
+for verb, args in OUTPUT_VERBS.items():
+    for oid, out, pattern in (("proc", "/proc/edgekit-out", r"is not writable"),
+                              ("under_file", "{file}/sub", r"is not a directory"),
+                              ("is_file", "{file}", r"exists and is not a directory"),
+                              ("exists", "{dir}", r"already exists: .*--force")):
+        case("output-{}-{}".format(verb, oid), [a.replace("{O}", out) for a in args], 1, pattern)
+for verb, args in {"bench": ["bench", "{onnx}", "--iterations", "1", "--json", "{O}"],
+                   "deploy": ["deploy", "{onnx}", "--host", "u@127.0.0.1", "--dry-run",
+                              "--json", "{O}"]}.items():
+    for oid, out, pattern in (("proc", "/proc/edgekit.json", r"is not writable"),
+                              ("under_file", "{file}/r.json", r"is not a directory"),
+                              ("is_dir", "{dir}", r"is a directory")):
+        case("output-{}-{}".format(verb, oid), [a.replace("{O}", out) for a in args], 1, pattern)
+
+# -- class 7: results files that are not edgekit results ----------------------------------------
+GOOD_RESULT = {"target": "laptop-cpu", "runtime": "onnxruntime", "runtime_version": "1.20",
+               "device": "CPU", "batch": 1, "iterations": 10, "warmup": 2, "cold_start_ms": 5.0,
+               "latency_ms": {"mean": 1.0, "std": 0.1, "min": 0.8, "p50": 1.0, "p90": 1.1,
+                              "p95": 1.2, "p99": 1.3, "max": 1.5},
+               "throughput_ips": 1000.0, "peak_rss_mb": 100.0, "accuracy": 0.9,
+               "host": "h", "timestamp": "2026-01-01T00:00:00Z"}
+
+
+def _result(w, name, edit=None, text=None):
+    r = json.loads(json.dumps(GOOD_RESULT))
+    if edit:
+        edit(r)
+    path = w.tmp / (name + ".json")
+    path.write_text(text if text is not None else json.dumps(r))
+    return path
+
+
+BUILDERS["results"] = lambda w: _result(w, "good")
+RESULTS = {
+    "p50_nan": (dict(text=json.dumps(GOOD_RESULT).replace('"p50": 1.0', '"p50": NaN')), r"not valid JSON"),
+    "p50_negative": (dict(edit=lambda r: r["latency_ms"].update(p50=-1.0, min=-2.0)), r"less than the minimum"),
+    "p50_string": (dict(edit=lambda r: r["latency_ms"].update(p50="fast")), r"p50"),
+    "p99_infinity": (dict(text=json.dumps(GOOD_RESULT).replace('"p99": 1.3', '"p99": Infinity')), r"not valid JSON"),
+    "p99_overflow": (dict(text=json.dumps(GOOD_RESULT).replace('"p99": 1.3', '"p99": 1e999')), r"overflows"),
+    "order": (dict(edit=lambda r: r["latency_ms"].update(p50=9.0)), r"min <= p50"),
+    "no_latency": (dict(edit=lambda r: r.pop("latency_ms")), r"latency_ms"),
+    "latency_list": (dict(edit=lambda r: r.update(latency_ms=[1, 2])), r"latency_ms"),
+    "accuracy_2": (dict(edit=lambda r: r.update(accuracy=2)), r"accuracy"),
+    "batch_0": (dict(edit=lambda r: r.update(batch=0)), r"batch"),
+    "bytes_string": (dict(edit=lambda r: r.update(bytes="1 MB")), r"bytes"),
+    "empty_list": (dict(text="[]"), r"not an edgekit results file"),
+    "list_of_str": (dict(text='["a"]'), r"not an edgekit results file"),
+    "not_json": (dict(text="latency,3\n"), r"not valid JSON"),
+    "empty_file": (dict(text=""), r"not valid JSON"),
+    "deep": (dict(text="[" * 50000 + "]" * 50000), r"not an edgekit results file"),
+}
+BUILDERS.update({"res_" + k: (lambda kw, k: lambda w: _result(w, k, **kw))(v[0], k)
+                 for k, v in RESULTS.items()})
+for name, (_, pattern) in RESULTS.items():
+    case("results-report-" + name, ["report", "{results}", "{res_%s}" % name, "-o", "{tmp}/rep"],
+         1, pattern)
+case("results-report-missing", ["report", "{tmp}/nope.json", "-o", "{tmp}/rep"], 1, r"does not exist")
+case("results-report-dir", ["report", "{dir}", "-o", "{tmp}/rep"], 1, r"is a directory")
+case("results-report-artifact", ["report", "{results}", "-o", "{onnx}"], 1, r"already exists")
+
+
 # -- the check ------------------------------------------------------------------------------
 
 def listing(root):

@@ -5,7 +5,9 @@ Each command lives in its own module under ``edgekit.cli`` and imports heavy lib
 An :class:`~edgekit.errors.EdgekitError` becomes one ``error: …`` line on stderr and its exit
 code (1 user error, 2 missing dependency/hardware); bugs keep their tracebacks.
 """
+import functools
 import importlib
+import inspect
 import sys
 
 import typer
@@ -50,6 +52,24 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """edgekit: compress, export, bench and deploy CNNs for edge targets."""
 
 
+# parameter name -> kind of output: checked (writable, not a dir / not existing without
+# --force) before the command does any work, so no minutes of training end in an OSError.
+OUTPUTS = {"out": "dir", "json_file": "file"}
+
+
+def _checks_outputs(fn):
+    """``fn`` preceded by :func:`edgekit.util.check_output` on each output it is given."""
+    @functools.wraps(fn)
+    def command(**kwargs):
+        from edgekit.util import check_output
+        for param, kind in OUTPUTS.items():
+            if kwargs.get(param) is not None:
+                check_output(kwargs[param], kind, force=bool(kwargs.get("force")),
+                             option="-o" if param == "out" else "--json")
+        return fn(**kwargs)
+    return command
+
+
 def _register():
     for name, target in COMMANDS.items():
         module, func = target.split(":")
@@ -59,6 +79,8 @@ def _register():
             if exc.name == module:  # a command module not written yet on this branch
                 continue
             raise
+        if set(OUTPUTS) & set(inspect.signature(fn).parameters):
+            fn = _checks_outputs(fn)
         app.command(name)(fn)
 
 

@@ -12,11 +12,12 @@ def report(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
     baseline: str = typer.Option(None, "--baseline",
                                  help="Row to compare against too (text in 'target / runtime')."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ):
     """Compare benchmark results side by side (ratios vs the fastest) and plot them.
 
     Example: edgekit report laptop.json ncs2.json -o report/
     """
     from edgekit.report import report as do_report
-    for p in do_report(results, out, baseline=baseline):
+    for p in do_report(results, out, baseline=baseline, force=force):
         console.print("wrote {}".format(p))

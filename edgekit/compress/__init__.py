@@ -52,7 +52,10 @@ METHOD_OPTIONS = {
 
 
 def check_params(method, params):
-    """Refuse options that belong to another method (``--sparsity`` with ``--method quantize``)."""
+    """Refuse options that belong to another method (``--sparsity`` with ``--method quantize``)
+    and training hyperparameters Keras would turn into NaN (``--lr nan``, ``--batch-size 0``)."""
+    from edgekit.models import check_training_params
+    check_training_params(lr=params.get("lr"), batch_size=params.get("batch_size"))
     allowed = METHOD_OPTIONS.get(method)
     if allowed is None:
         return
