@@ -270,7 +270,8 @@ def _npz_headers(path):
     """{array name: (shape, dtype)} from an npz's .npy headers, without loading any data."""
     import zipfile
     if not zipfile.is_zipfile(str(path)):
-        raise EdgekitError("{}: not an .npz file (a zip of .npy arrays, as np.savez writes)"
+        raise EdgekitError("{}: not a readable .npz file (not a zip of .npy arrays, as np.savez "
+                           "writes)"
                            .format(path))
     out = {}
     with zipfile.ZipFile(str(path)) as zf:

@@ -297,6 +297,33 @@ def fingerprint(key):
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
+def check_known_hosts(path):
+    """Refuse a known_hosts file SSH could not use: a directory, unreadable, not text, or a line
+    that is not a host key entry (paramiko would skip it silently and every host would then be
+    "unknown"). A missing file is fine: nothing is known yet. Returns the path."""
+    import paramiko
+    p = Path(path or "~/.ssh/known_hosts").expanduser()
+    if not os.path.lexists(str(p)):
+        return p
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise EdgekitError("known_hosts {} is not a text file".format(p)) from None
+    except OSError as exc:
+        raise EdgekitError("cannot read known_hosts {}: {}".format(p, exc.strerror or exc)) from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            ok = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno) is not None
+        except Exception:  # InvalidHostKey, binascii / struct errors on garbage
+            ok = False
+        if not ok:
+            raise EdgekitError("known_hosts {} line {} is not a host key entry (HOST KEYTYPE "
+                               "BASE64): fix or remove it".format(p, lineno))
+    return p
+
+
 class _HostKeyPolicy:
     """paramiko policy for keys not in known_hosts: refuse, or record with accept_new."""
 
@@ -318,7 +345,8 @@ class _HostKeyPolicy:
 
 
 class Remote:
-    """One SSH connection to a device: commands with timeouts, SFTP."""
+    """One SSH connection to a device: commands with timeouts, file transfer over SFTP or,
+    when the server has no SFTP subsystem, streamed over exec channels."""
 
     def __init__(self, host, identity=None, known_hosts=None, accept_new_host_key=False,
                  connect_timeout=10.0, log=print):
@@ -326,6 +354,7 @@ class Remote:
         self.host, self.log = host, log
         self.known_hosts = Path(known_hosts or "~/.ssh/known_hosts").expanduser()
         client = paramiko.SSHClient()
+        check_known_hosts(self.known_hosts)
         if self.known_hosts.is_file():
             try:
                 client.load_host_keys(str(self.known_hosts))
@@ -382,12 +411,28 @@ class Remote:
         self.client = client
         self._sftp = None
         self.home = None
+        self.transport = None  # "sftp", or "exec" on devices without an SFTP subsystem
 
     @property
     def sftp(self):
-        if self._sftp is None:
-            self._sftp = self.client.open_sftp()
-            self.home = self._sftp.normalize(".")
+        """The SFTP session, or None when the server has no ``sftp`` subsystem (dropbear,
+        minimal Yocto, hardened sshd): files then go over the exec channel instead."""
+        import paramiko
+        if self.transport is None:
+            try:
+                self._sftp = self.client.open_sftp()
+                self.home = self._sftp.normalize(".")
+                self.transport = "sftp"
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._sftp = None
+                self.transport = "exec"
+                self.log("no SFTP on {} ({}): files go over the exec channel (like scp -O), "
+                         "sha256-checked".format(self.host.hostname, exc or type(exc).__name__))
+                code, out, err = self.run("pwd", timeout=30)
+                if code or not out.strip().startswith("/"):
+                    raise EdgekitError("{}: cannot find the home directory ({})".format(
+                        self.host.hostname, (err or out).strip()[:200])) from None
+                self.home = out.strip().splitlines()[-1]
         return self._sftp
 
     def abspath(self, path):
@@ -398,6 +443,77 @@ class Remote:
         if path.startswith("~/"):
             return posixpath.join(self.home, path[2:])
         return path if path.startswith("/") else posixpath.join(self.home, path)
+
+    def exists(self, path):
+        if self.sftp is not None:
+            try:
+                self.sftp.stat(path)
+                return True
+            except IOError:
+                return False
+        return self.run("test -e {}".format(_q(path)), timeout=30)[0] == 0
+
+    def makedirs(self, path):
+        """``mkdir -p``: over SFTP (no shell round trip) or one exec."""
+        if self.sftp is None:
+            code, _, err = self.run("mkdir -p -- {}".format(_q(path)), timeout=30)
+            if code:
+                raise EdgekitError("cannot create {} on {}: {}".format(
+                    path, self.host.hostname, err.strip()[:200]))
+            return
+        cur = ""
+        for part in path.strip("/").split("/"):
+            cur += "/" + part
+            try:
+                self.sftp.stat(cur)
+            except IOError:
+                try:
+                    self.sftp.mkdir(cur)
+                except IOError as exc:
+                    raise EdgekitError("cannot create {} on {}: {}".format(
+                        cur, self.host.hostname, exc.strerror or exc)) from None
+
+    def put(self, data, path, progress=None, timeout=600.0):
+        """Write ``data`` (bytes) to the remote ``path``: SFTP, or streamed into ``cat`` over
+        an exec channel. Integrity is checked by the caller (sha256 on the device)."""
+        if self.sftp is not None:
+            self.sftp.putfo(io.BytesIO(data), path, file_size=len(data), callback=progress,
+                            confirm=True)
+            return
+        chan = self.client.get_transport().open_session()
+        chan.settimeout(timeout)
+        chan.exec_command("cat > {}".format(_q(path)))
+        view, step = memoryview(data), 1 << 16
+        for i in range(0, len(data), step):
+            chan.sendall(view[i:i + step])
+            if progress:
+                progress(min(i + step, len(data)), len(data))
+        if not data and progress:
+            progress(0, 0)
+        chan.shutdown_write()
+        err = b""
+        while not chan.exit_status_ready() or chan.recv_stderr_ready():
+            if chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            else:
+                time.sleep(0.02)
+        code = chan.recv_exit_status()
+        chan.close()
+        if code:
+            raise EdgekitError("{}: cannot write {}: {}".format(
+                self.host.hostname, path, err.decode("utf-8", "replace").strip()[:200]))
+
+    def get(self, path, timeout=120.0):
+        """The bytes of the remote file ``path`` (SFTP, or ``cat`` over an exec channel)."""
+        if self.sftp is not None:
+            buf = io.BytesIO()
+            self.sftp.getfo(path, buf)
+            return buf.getvalue()
+        code, out, err = self.run("cat {}".format(_q(path)), timeout=timeout)
+        if code:
+            raise EdgekitError("{}: cannot read {}: {}".format(self.host.hostname, path,
+                                                             err.strip()[:200]))
+        return out.encode("utf-8")
 
     def run(self, command, timeout=60.0, stdin=None, on_line=None):
         """Run ``command`` (a shell string); returns (exit code, stdout, stderr) as text.
@@ -500,11 +616,23 @@ def preflight(remote, target, python="python3", remote_dir=DEFAULT_REMOTE_DIR, m
     return report
 
 
-def _listdir(sftp, path):
-    try:
-        return sftp.listdir_attr(path)
-    except IOError:
-        return []
+def _stale_tmp_dirs(remote, base, stale_after, python):
+    """``.tmp-*`` dirs in ``base`` older than ``stale_after`` s (leftovers of dropped uploads)."""
+    now = time.time()
+    if remote.sftp is not None:
+        try:
+            attrs = remote.sftp.listdir_attr(base)
+        except IOError:
+            return []
+        return [a.filename for a in attrs
+                if a.filename.startswith(".tmp-") and now - (a.st_mtime or 0) >= stale_after]
+    code, out, _ = remote.run(
+        "{} -c {}".format(remote_python_cmd(remote, python), _q(
+            "import os,sys,time\nb=sys.argv[1]\nfor n in os.listdir(b):\n"
+            " p=os.path.join(b,n)\n"
+            " if n.startswith('.tmp-') and time.time()-os.lstat(p).st_mtime>={}: print(n)"
+            .format(float(stale_after)))) + " " + _q(base), timeout=60)
+    return out.split() if code == 0 else []
 
 
 def _rm_tree(remote, path):
@@ -514,18 +642,8 @@ def _rm_tree(remote, path):
 
 
 def _sftp_makedirs(remote, path):
-    """``mkdir -p`` over SFTP (no shell round trip)."""
-    sftp, parts, cur = remote.sftp, path.strip("/").split("/"), ""
-    for part in parts:
-        cur += "/" + part
-        try:
-            sftp.stat(cur)
-        except IOError:
-            try:
-                sftp.mkdir(cur)
-            except IOError as exc:
-                raise EdgekitError("cannot create {} on {}: {}".format(
-                    cur, remote.host.hostname, exc.strerror or exc)) from None
+    """``mkdir -p`` on the device (SFTP or exec)."""
+    remote.makedirs(path)
 
 
 def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stale_after=3600.0,
@@ -533,23 +651,16 @@ def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stal
     """Install ``bundle`` at ``REMOTE/<sha>`` atomically; returns (path, bytes sent)."""
     base = remote.abspath(remote_dir)
     dest = posixpath.join(base, bundle.short)
-    sftp = remote.sftp
-    try:
-        sftp.stat(posixpath.join(dest, COMPLETE))
+    if remote.exists(posixpath.join(dest, COMPLETE)):
         return dest, 0  # already there, verified when it was installed
-    except IOError:
-        pass
-    _sftp_makedirs(remote, base)
-    now = time.time()
-    for a in _listdir(sftp, base):  # leftovers of dropped connections
-        if a.filename.startswith(".tmp-") and now - (a.st_mtime or 0) >= stale_after:
-            _rm_tree(remote, posixpath.join(base, a.filename))
+    remote.makedirs(base)
+    for name in _stale_tmp_dirs(remote, base, stale_after, python):
+        _rm_tree(remote, posixpath.join(base, name))
     tmp = posixpath.join(base, ".tmp-{}-{}".format(bundle.short[:8], os.urandom(4).hex()))
-    sftp.mkdir(tmp)
+    remote.makedirs(tmp)
     tar = posixpath.join(tmp, "bundle.tar")
     try:
-        sftp.putfo(io.BytesIO(bundle.data), tar, file_size=bundle.size, callback=progress,
-                   confirm=True)
+        remote.put(bundle.data, tar, progress=progress, timeout=timeout)
     except (OSError, EOFError) as exc:
         raise EdgekitError("connection to {} lost during upload ({}): nothing was installed; "
                            "re-run to resume".format(remote.host.hostname,
@@ -685,9 +796,11 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
         last = (err.strip().splitlines() or ["exit code {}".format(code)])[-1]
         cls = MissingDependency if code == 2 else EdgekitError
         raise cls("{}: remote bench failed: {}".format(remote.host.hostname, last))
-    buf = io.BytesIO()
-    remote.sftp.getfo(out_path, buf)
-    return json.loads(buf.getvalue().decode())
+    try:
+        return json.loads(remote.get(out_path).decode("utf-8"))
+    except ValueError as exc:
+        raise EdgekitError("{}: the device's results {} are not JSON ({})".format(
+            remote.host.hostname, out_path, exc)) from None
 
 
 def setup_device(remote, target, venv="~/edgekit/venv", python="python3", timeout=1800.0, log=print):
@@ -704,6 +817,18 @@ def setup_device(remote, target, venv="~/edgekit/venv", python="python3", timeou
 
 
 # -- the verb -----------------------------------------------------------------------------------
+
+def _network_error(exc):
+    """True for what a flaky network or a foreign SSH server raises (paramiko's exceptions,
+    socket errors, EOF on a dropped channel), as opposed to a bug in edgekit."""
+    return (type(exc).__module__.split(".")[0] == "paramiko"
+            or isinstance(exc, (OSError, EOFError, socket.timeout)))
+
+
+def _describe(exc):
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return "{} ({})".format(text, type(exc).__name__) if text else type(exc).__name__
+
 
 def _one(host, bundles, opts, log):
     """Deploy to one device; returns its summary dict (never raises EdgekitError)."""
@@ -750,9 +875,10 @@ def _one(host, bundles, opts, log):
         dest, sent = upload(remote, bundle, o["remote_dir"], python, stale_after=o["stale_after"],
                             timeout=o["command_timeout"] * 5, progress=progress)
         row["bytes_sent"], row["remote_path"] = sent, dest
+        row["transport"] = remote.transport
         say("bundle {} at {} ({})".format(bundle.short, dest,
-                                          "{:,} bytes sent".format(sent) if sent
-                                          else "unchanged, nothing sent"))
+                                          "{:,} bytes sent over {}".format(sent, remote.transport)
+                                          if sent else "unchanged, nothing sent"))
         if o["docker"] and o["setup"]:
             if target == "jetson-nano":
                 check_docker_default_runtime(remote)
@@ -768,12 +894,17 @@ def _one(host, bundles, opts, log):
                                o["docker"], timeout=o["command_timeout"] * 30, log=say,
                                l4t=report["identity"].get("l4t"))
             res["deploy"] = {"ssh_host": host.spec, "address": str(host), "remote_path": dest,
-                             "docker": bool(o["docker"]), "remote_python": python}
+                             "docker": bool(o["docker"]), "remote_python": python,
+                             "transport": remote.transport}
             res.setdefault("artifact", str(o["artifact"]))
             row["results"] = res
         row["ok"], row["exit_code"] = True, 0
     except EdgekitError as exc:
         row["error"], row["exit_code"] = str(exc), exc.exit_code
+    except Exception as exc:  # the network's failures, one line each; bugs keep tracebacks
+        if not _network_error(exc):
+            raise
+        row["error"] = "{}: {}".format(host.hostname, _describe(exc))
     finally:
         if remote is not None:
             remote.close()
@@ -818,12 +949,15 @@ def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=Non
                                "model": b.meta["model"], "runtime": b.meta["runtime"]}
                            for t, b in bundles.items()},
                "devices": [], "results": []}
-    if dry_run:
-        return summary
-    specs = []
+    specs = []  # SSH config and known_hosts are read (and refused) in --dry-run too
     for d in devices:
         o = {k: v for k, v in d.items() if k not in ("host", "name")}
         specs.append(resolve_host(d["host"], ssh_config, o))
+    if ssh_config and not devices:
+        resolve_host("localhost", ssh_config)
+    check_known_hosts(known_hosts)
+    if dry_run:
+        return summary
     opts = {"target": target, "identity": identity, "known_hosts": known_hosts,
             "accept_new_host_key": accept_new_host_key, "remote_python": remote_python,
             "remote_dir": remote_dir, "setup": setup, "bench": bench, "docker": docker,

@@ -33,7 +33,8 @@ def keygen(path, kind="ed25519"):
 
 
 class SshServer:
-    def __init__(self, root):
+    def __init__(self, root, sftp=True):
+        """``sftp=False``: no ``Subsystem sftp`` line, like dropbear or a minimal Yocto image."""
         if not os.path.exists(SSHD):
             pytest.fail("{} not found: run `make system-deps` (apt-get install openssh-server)"
                         .format(SSHD))
@@ -60,7 +61,7 @@ class SshServer:
             "KbdInteractiveAuthentication no",
             "UsePAM no",
             "StrictModes no",
-            "Subsystem sftp internal-sftp",
+            "Subsystem sftp internal-sftp" if sftp else "",
             "LogLevel ERROR",
             "MaxStartups 50",
             "MaxSessions 50",

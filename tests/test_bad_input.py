@@ -276,7 +276,7 @@ DATA = {  # name -> (builder returning the --data spec, message pattern)
     "unknown_spec": (lambda w: "imagenet", r"unknown data spec"),
     "npz_missing": (lambda w: "npz:{}/nope.npz".format(w.tmp), r"does not exist"),
     "npz_text": (lambda w: "npz:{}".format(_write(w, "t.npz", b"x,y\n1,2\n")),
-                 r"not an \.npz file"),
+                 r"not a readable \.npz file \(not a zip"),
     "npz_empty": (lambda w: "npz:" + str(_npz(w, "e", x=np.zeros((0, 8, 8)), y=np.zeros(0))),
                   r"empty"),
     "npz_nan": (lambda w: "npz:" + str(_npz(w, "n", x=_with_nan(np.nan), y=_labels())), r"NaN"),
