@@ -140,7 +140,7 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
     files = [pick_file(art, target, rt) for rt in runtimes]  # refuse before any work
 
     from edgekit.data import load_data
-    from edgekit.onnx_model import manifest_layout, to_model_layout
+    from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
     if hasattr(data, "x_test"):  # an already loaded Dataset (no second read of the files)
         ds, spec = data, data.spec
     else:
@@ -149,6 +149,7 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
     if ds is None:  # an imported model with no data set: time it on random input of its shape
         x_test, y_test, n_test = _random_input, None, 0
     else:
+        check_artifact_data(art, ds)  # the user's ONNX: say what does not fit
         x_test, y_test = to_model_layout(ds.x_test, manifest_layout(art.manifest)), ds.y_test
         n_test = int(len(ds.y_test) if not eval_samples else min(eval_samples, len(ds.y_test)))
     results = []

@@ -211,10 +211,10 @@ def _test_npz(spec, samples, art=None):
     """The test subset shipped with a bundle, in the model's input layout (the manifest's)."""
     import numpy as np
     from edgekit.data import load_data
-    from edgekit.onnx_model import check_data_fits, inspect_onnx, manifest_layout, to_model_layout
+    from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
     ds = load_data(spec)
-    if art is not None and art.method == "import" and art.find("onnx"):
-        check_data_fits(inspect_onnx(art.file(art.find("onnx")[0])), ds, what=str(art.path))
+    if art is not None:
+        check_artifact_data(art, ds)
     n = min(int(samples), len(ds.x_test))
     x = ds.x_test[:n].astype(np.float32)
     if art is not None:

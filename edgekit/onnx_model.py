@@ -217,6 +217,15 @@ def check_data_fits(facts, ds, what="the model"):
             what, n, ds.spec, ds.num_classes))
 
 
+def check_artifact_data(art, ds):
+    """For an imported ONNX artifact, :func:`check_data_fits` naming the user's file (a bare
+    file is wrapped in a temp artifact whose path means nothing to them); else nothing."""
+    names = art.find("onnx") if art.method == "import" else []
+    if names:
+        what = (art.manifest.get("source") or {}).get("model") or str(art.path)
+        check_data_fits(inspect_onnx(art.file(names[0])), ds, what=what)
+
+
 def _shape_str(shape):
     return "[" + ",".join("N" if d is None else str(d) for d in shape) + "]"
 
@@ -344,5 +353,5 @@ def _first_line(exc):
 
 
 __all__ = ["inspect_onnx", "import_onnx", "write_import", "artifact_for", "to_model_layout",
-           "check_data_fits", "onnx_accuracy", "onnx_source", "refuse_training", "is_onnx_file",
+           "check_data_fits", "check_artifact_data", "onnx_accuracy", "onnx_source", "refuse_training", "is_onnx_file",
            "manifest_layout", "ONNX_VERBS"]

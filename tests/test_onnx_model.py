@@ -151,8 +151,11 @@ BAD = [
     (["export", "{nchw}", "--format", "openvino", "--data", "digits", "-o", "{out}"],
      "expects 8x8x3 images"),
     (["bench", "{junk}"], "is not a readable ONNX model"),
+    (["bench", "{nchw}", "--data", "digits"], "nchw.onnx expects 8x8x3 images"),
     (["doctor", "--target", "jetson-nano", "{nchw_opset17}"],
      "nchw_opset17.onnx: opset 17 > jetson-nano's max opset 13"),
+    (["deploy", "{nchw}", "--target", "laptop-cpu", "--host", "127.0.0.1:9", "--data", "digits"],
+     "nchw.onnx expects 8x8x3 images"),
 ]
 
 

@@ -61,6 +61,8 @@ def compress(
 
     Example: edgekit compress out/seed --method quantize --calibration-samples 500 --data digits -o out/int8
 
+    Example: edgekit compress model.onnx --method quantize --data npz:images.npz -o out/int8   (any framework's ONNX: int8 ONNX + OpenVINO)
+
     Example: edgekit compress out/seed --method knn-slice --data mnist:../shared/datasets/mnist -o out/knn --cut auto
     """
     from edgekit.compress import compress as do_compress

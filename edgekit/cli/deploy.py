@@ -36,6 +36,8 @@ def deploy(
     model_file: str = typer.Option(None, "--model-file", help="Ship this artifact file (default: the "
                                                               "one exported for the target)."),
     test_samples: int = typer.Option(1000, "--test-samples", help="Test images shipped for accuracy."),
+    data: str = typer.Option(None, "--data", help="Data spec whose test images are shipped "
+                                                  "(default: the manifest's; a bare .onnx has none)."),
     ssh_config: Path = typer.Option(None, "--ssh-config", help="SSH config (default ~/.ssh/config)."),
     connect_timeout: float = typer.Option(10.0, "--connect-timeout", help="Seconds."),
     command_timeout: float = typer.Option(120.0, "--command-timeout",
@@ -45,6 +47,8 @@ def deploy(
     """Copy what the device needs over SSH, check it, optionally benchmark there.
 
     Example: edgekit deploy out/seed --target jetson-nano --host nano@192.168.1.50 --bench --json nano.json
+
+    Example: edgekit deploy model.onnx --target laptop-cpu --host pi@box --bench --data npz:images.npz
     """
     from edgekit.cli import fail
     from edgekit.deploy import deploy as do_deploy
@@ -54,7 +58,7 @@ def deploy(
                         json_path=json_file, docker=docker, dry_run=dry_run, runtime=runtime,
                         device=device, iterations=iterations, warmup=warmup, batch=batch,
                         model_file=model_file,
-                        test_samples=test_samples, ssh_config=ssh_config,
+                        test_samples=test_samples, data=data, ssh_config=ssh_config,
                         connect_timeout=connect_timeout, command_timeout=command_timeout,
                         min_free_mb=min_free_mb, log=lambda m: err_console.print(m, markup=False))
     if dry_run:

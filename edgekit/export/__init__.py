@@ -83,12 +83,8 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     ds = load_data(spec or "digits")
     n = min(int(parity_samples), len(ds.x_test))
     x, y = ds.x_test[:n].astype(np.float32), ds.y_test[:n]
-    if art.method == "import":
-        from edgekit.onnx_model import check_data_fits, inspect_onnx
-        onnx_files = art.find("onnx")
-        if onnx_files:
-            check_data_fits(inspect_onnx(art.file(onnx_files[0])), ds, what=str(art.path))
-    from edgekit.onnx_model import manifest_layout, to_model_layout
+    from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
+    check_artifact_data(art, ds)
     x = to_model_layout(x, manifest_layout(art.manifest))
     model, ref, src_onnx = _reference(art, x)
 
