@@ -4,6 +4,7 @@
 Conv whose kernels are the class-mean images (NCHW, as PyTorch exports it) and whose bias is
 ``-|mean|^2 / 2``, so its argmax is the nearest mean. Its accuracy is known in closed form
 (:func:`centroid_accuracy`), so a test can tell whether edgekit fed it the right layout.
+Nodes are named as torch.onnx.export names them (``/means/Conv``).
 ``layout="NHWC"`` puts a Transpose 0,3,1,2 in front (what tf2onnx writes); ``softmax=True``
 ends the graph in a Softmax node.
 
@@ -52,16 +53,19 @@ def centroid_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
     bias = (-0.5 * (mu.reshape(n_cls, -1) ** 2).sum(axis=1)).astype(np.float32)
     nodes, x_name = [], "image"
     if layout == "NHWC":
-        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2],
+                                     name="/Transpose"))
         x_name = "image_nchw"
         in_shape = [batch or "N", h, w, ch]
     else:
         in_shape = [batch or "N", ch, h, w]
-    nodes += [helper.make_node("Conv", [x_name, "W", "B"], ["scores4d"], kernel_shape=[h, w]),
-              helper.make_node("Flatten", ["scores4d"], ["logits" if not softmax else "scores"])]
+    nodes += [helper.make_node("Conv", [x_name, "W", "B"], ["scores4d"], kernel_shape=[h, w],
+                               name="/means/Conv"),
+              helper.make_node("Flatten", ["scores4d"], ["logits" if not softmax else "scores"],
+                               name="/Flatten")]
     out = "logits"
     if softmax:
-        nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], axis=1))
+        nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], axis=1, name="/Softmax"))
         out = "probs"
     graph = helper.make_graph(
         nodes, "nearest_mean",

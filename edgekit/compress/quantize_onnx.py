@@ -5,10 +5,13 @@ from the TRAINING split of ``data`` (or ``calibration_data``) and put into the m
 layout (NCHW for PyTorch-style graphs). Two outputs, each measured by its own runtime on the
 test split:
 
-* ``model.int8.onnx``: onnxruntime ``quantize_static``, QDQ format, per-channel int8 weights
-  (the same routine :mod:`edgekit.compress.quantize` uses for Keras models);
-* ``openvino/model.int8.xml`` (+ ``.bin``): ``nncf.quantize`` on the model OpenVINO reads from
-  the ONNX file (``precision="fp16"``: an FP16 IR instead).
+* ``model.int8.onnx``: onnxruntime ``quantize_static``, QDQ format, per-channel int8 weights;
+* ``openvino/model.int8.xml`` (+ ``.bin``): NNCF on the model OpenVINO reads from the ONNX
+  file (``precision="fp16"``: an FP16 IR instead).
+
+Both go through the same calibration search as Keras models
+(:mod:`edgekit.compress.int8_search`: calibration / preset chosen on the validation split,
+sensitive layers kept float while the drop exceeds ``max_drop`` points).
 
 TFLite and quantization-aware training need the Keras model and are refused in one line.
 
@@ -30,12 +33,14 @@ RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_samples=200,
                   calibration_data=None, io="float", qat=False, target=None,
-                  onnx_activations="uint8", per_channel=True, seed=0, force=False, progress=True):
+                  onnx_activations="uint8", per_channel=True, seed=0, force=False, progress=True,
+                  max_drop=None):
     """Quantize the ONNX model ``model`` (a ``.onnx`` file or an imported artifact) and write
     the artifact ``out``; returns it. Options as :func:`edgekit.compress.quantize.quantize`."""
     from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
     from edgekit.compress._common import calibration_images, printer
-    from edgekit.compress.quantize import _check_target, _onnx_int8, _openvino
+    from edgekit.compress.int8_search import DEFAULT_MAX_DROP, onnx_int8, openvino_int8
+    from edgekit.compress.quantize import _check_target, _openvino
     from edgekit.data import file_sha256, load_data
     from edgekit.onnx_model import (check_data_fits, input_spec, inspect_onnx, onnx_accuracy,
                                     onnx_source, output_spec, refuse_training, to_model_layout)
@@ -75,6 +80,8 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
     before = {"accuracy": onnx_accuracy(src, ds.x_test, ds.y_test, layout),
               "params": facts["params"], "bytes": int(src.stat().st_size)}
     x_test = to_model_layout(ds.x_test.astype(np.float32), layout)
+    x_val = to_model_layout(ds.x_val.astype(np.float32), layout)
+    drop = DEFAULT_MAX_DROP if max_drop is None else float(max_drop)
 
     files = {}
     with staging(out, force=force) as tmp, tempfile.TemporaryDirectory() as work:
@@ -83,8 +90,9 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
             if fmt == "onnx":
                 name = "model.int8.onnx"
                 try:
-                    _onnx_int8(src, tmp / name, rep, facts["input_name"], onnx_activations,
-                               per_channel, work)
+                    search = onnx_int8(src, tmp / name, rep, facts["input_name"], x_val,
+                                       ds.y_val, drop, onnx_activations, per_channel,
+                                       Path(work), say)
                 except EdgekitError:
                     raise
                 except Exception as exc:  # onnxruntime.quantization raises plain errors
@@ -92,11 +100,16 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
                         src, _first_line(exc))) from None
                 extra = {"opset": facts["opset"], "quant_format": "QDQ",
                          "activations": onnx_activations, "weights": "int8",
-                         "per_channel": bool(per_channel)}
+                         "per_channel": bool(per_channel), "calibration": search,
+                         "float_layers": search["float_layers"]}
             else:
                 name = "openvino/model.{}.xml".format(precision)
-                _openvino(src, tmp / name, precision, rep)
                 extra = {"weights": name[:-4] + ".bin", "from": "ONNX {}".format(src.name)}
+                if precision == "int8":
+                    search = openvino_int8(src, tmp / name, rep, x_val, ds.y_val, drop, say)
+                    extra.update(calibration=search, float_layers=search["float_layers"])
+                else:
+                    _openvino(src, tmp / name, precision, rep)
             acc, io_names = _measure(RUNTIME[fmt], tmp / name, x_test, ds.y_test)
             entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
                                   **io_names)
@@ -117,14 +130,15 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
                    "params": facts["params"], "primary": primary, "before": before,
                    "formats": {n: {"accuracy": e["accuracy"], "bytes": e["bytes"],
                                    "fp32_bytes": before["bytes"],
-                                   "ratio_vs_fp32": before["bytes"] / float(e["bytes"])}
+                                   "ratio_vs_fp32": before["bytes"] / float(e["bytes"]),
+                                   "float_layers": e.get("float_layers", [])}
                                for n, e in files.items() if e.get("inference")}}
         params = {"precision": precision, "formats": list(fmts), "qat": False,
                   "calibration_samples": None if rep is None else int(len(rep)),
                   "calibration_data": cal.spec if rep is not None else None,
                   "calibration_split": "train" if rep is not None else None,
                   "onnx_activations": onnx_activations, "per_channel": bool(per_channel),
-                  "seed": seed, "target": target, "from": "onnx"}
+                  "seed": seed, "target": target, "from": "onnx", "max_drop": drop}
         source = {"model_sha256": file_sha256(src), "model": str(model), "data": ds.spec,
                   "data_sha256": ds.fingerprint()}
         manifest = new_manifest("compressed", "quantize", params, source,
