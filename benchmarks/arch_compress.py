@@ -67,6 +67,31 @@ def main(argv=None):
                                target_macs=a.target_macs, epochs=a.epochs, force=True, **extra)
             elif run == "quantize":
                 art = compress(src, "quantize", ds, dst, force=True, **extra)
+            elif run == "students":  # derived students' cost only (untrained: no accuracy)
+                from edgekit.compress.student import derive
+                from edgekit.models import count_macs, count_params
+                teacher = load_model(src)
+                b_onnx = out / (name + ".fp32.onnx")
+                if not b_onnx.exists():
+                    to_onnx(teacher, b_onnx)
+                res, paths = {}, [b_onnx]
+                for label, kw in (("width0.5", {"width": 0.5}), ("depthwise", {"depthwise": True}),
+                                  ("resolution0.75", {"resolution": 0.75})):
+                    net = derive(teacher, **kw)
+                    p = out / "{}-student-{}.onnx".format(name, label)
+                    to_onnx(net, p)
+                    paths.append(p)
+                    res[label] = {"params": count_params(net), "macs": count_macs(net),
+                                  "teacher_params": count_params(teacher),
+                                  "teacher_macs": count_macs(teacher)}
+                lat = p50(paths, ds.x_test)
+                for label, p in zip(res, paths[1:]):
+                    res[label]["p50_ms"] = lat[str(p)]
+                    res[label]["teacher_p50_ms"] = lat[str(b_onnx)]
+                results[key] = res
+                print(key, json.dumps(res), flush=True)
+                Path(a.json).write_text(json.dumps(results, indent=1, default=str))
+                continue
             elif run.startswith("distill"):
                 how = {"distill-width": {"width": 0.5}, "distill-depthwise": {"depthwise": True},
                        "distill-resolution": {"resolution": 0.75}}[run]

@@ -140,8 +140,8 @@ class ChannelGroups(object):
             return a
         self._parent[b] = a
         for attr in ("producers", "followers", "consumers", "fenced"):
-            merged = getattr(ga, attr) + [x for x in getattr(gb, attr) if x not in getattr(ga, attr)]
-            setattr(ga, attr, merged)
+            mine = getattr(ga, attr)
+            setattr(ga, attr, mine + [x for x in getattr(gb, attr) if x not in mine])
         del self._groups[b]
         return a
 
