@@ -161,12 +161,41 @@ class Artifact:
         return out
 
     def keras_path(self):
-        """Path of the artifact's Keras model (refuses if it has none)."""
-        names = self.find("keras")
+        """Path of the artifact's Keras inference model (refuses if it has none: a k-NN
+        slice's ``trunk.h5`` is part of its ONNX, not a model that classifies)."""
+        names = [n for n in self.find("keras") if self.files[n].get("inference", True)]
         if not names:
             raise EdgekitError("{} holds no Keras model (it is a {} artifact)".format(
                 self.path, self.kind))
         return self.path / names[0]
+
+    def run_bytes(self, name):
+        """Bytes on disk needed to run file ``name``: the file (a directory's total) plus the
+        weights file it names (an OpenVINO IR's ``.bin``). Every table, manifest and report
+        uses this, so an IR is never counted as its ``.xml`` alone."""
+        entry = self.files[name]
+        total = int(entry.get("bytes") or 0)
+        weights = entry.get("weights")
+        if entry.get("format") == "openvino" and weights in self.files:
+            total += int(self.files[weights].get("bytes") or 0)
+        return total
+
+    def check_data_fits(self, ds):
+        """Refuse a data set whose class count (or image shape) is not the one this artifact
+        was made for: a 10-class model scored on 3-class data gives a number, not an answer."""
+        classes = self.manifest.get("classes") or []
+        if classes and len(classes) != ds.num_classes:
+            raise EdgekitError("{} was made for {} classes but {} has {}: pass the --data it was "
+                               "trained on (or one with the same classes)".format(
+                                   self.path, len(classes), ds.spec, ds.num_classes))
+        inp = self.manifest.get("input") or {}
+        shape = inp.get("shape") or []
+        if len(shape) == 4 and inp.get("layout") in ("NHWC", "NCHW"):
+            want = shape[1:] if inp["layout"] == "NHWC" else [shape[2], shape[3], shape[1]]
+            if any(w is not None and w != g for w, g in zip(want, ds.input_shape)):
+                raise EdgekitError("{} expects {} images but {} has {}".format(
+                    self.path, "x".join("?" if w is None else str(w) for w in want), ds.spec,
+                    "x".join(str(g) for g in ds.input_shape)))
 
     # -- in-place additions (exports) ------------------------------------------
     def add_files(self, staged, entries, manifest_updates=None):

@@ -150,6 +150,7 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
         x_test, y_test, n_test = _random_input, None, 0
     else:
         check_artifact_data(art, ds)  # the user's ONNX: say what does not fit
+        art.check_data_fits(ds)  # the class count / image size the artifact was made for
         x_test, y_test = to_model_layout(ds.x_test, manifest_layout(art.manifest)), ds.y_test
         n_test = int(len(ds.y_test) if not eval_samples else min(eval_samples, len(ds.y_test)))
     results = []
@@ -204,12 +205,9 @@ def _static_batch(runner):
 
 
 def _run_bytes(art, entry):
-    """Bytes on disk needed to run a file: an IR's .xml plus its weights .bin."""
-    total = entry.get("bytes") or 0
-    weights = entry.get("weights")
-    if weights and weights in art.files:
-        total += art.files[weights].get("bytes") or 0
-    return total or None
+    """Bytes on disk needed to run a file (:meth:`Artifact.run_bytes`: an IR's .xml + .bin)."""
+    name = next(n for n, e in art.files.items() if e is entry)
+    return art.run_bytes(name) or None
 
 
 def raise_no_tensorrt():

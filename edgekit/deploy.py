@@ -214,7 +214,8 @@ def _test_npz(spec, samples, art=None):
     from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
     ds = load_data(spec)
     if art is not None:
-        check_artifact_data(art, ds)
+        check_artifact_data(art, ds)  # an imported ONNX: names the user's file
+        art.check_data_fits(ds)
     n = min(int(samples), len(ds.x_test))
     x = ds.x_test[:n].astype(np.float32)
     if art is not None:

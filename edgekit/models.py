@@ -316,8 +316,10 @@ def evaluate(artifact, data, runtime=None):
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     art = Artifact.open(artifact)
     ds = data if hasattr(data, "x_train") else load_data(data)
+    art.check_data_fits(ds)
     results = {}
-    if art.find("keras") and runtime in (None, "keras"):
+    keras_files = [n for n in art.find("keras") if art.files[n].get("inference", True)]
+    if keras_files and runtime in (None, "keras"):
         model = load_model(art.path)
         check_model_fits(model, ds)
         results["keras"] = keras_accuracy(model, ds.x_test, ds.y_test)

@@ -164,8 +164,10 @@ ARTIFACT_VERBS = {
 CASES = []
 
 
-def case(cid, args, code=1, pattern=""):
-    CASES.append(pytest.param(args, code, pattern, id=cid))
+def case(cid, args, code=1, pattern="", progress=False):
+    """``progress``: the verb may log progress on stderr before failing (then the error line
+    must be the last one instead of the first)."""
+    CASES.append(pytest.param(args, code, pattern, progress, id=cid))
 
 
 for verb, args in ARTIFACT_VERBS.items():
@@ -464,6 +466,34 @@ case("results-report-dir", ["report", "{dir}", "-o", "{tmp}/rep"], 1, r"is a dir
 case("results-report-artifact", ["report", "{results}", "-o", "{onnx}"], 1, r"already exists")
 
 
+# -- class 9: messages that name the real problem ------------------------------------------------
+case("messages-export-opset5", ["export", "{onnx}", "--format", "onnx", "--opset", "5"], 1,
+     r"--opset 5 is below 9")
+case("messages-knn-dims", ["compress", "{keras}", "--method", "knn-slice", "--data", "digits",
+                           "-o", "{tmp}/k", "--cut", "auto", "--dims", "100000",
+                           "--prototypes", "5"], 1, r"--dims 100000 is larger than the features",
+     progress=True)
+case("messages-npz-text-no-pickle", ["eval", "{onnx}", "--data", "{data_npz_text}"], 1,
+     r"^(?!.*pickle).*not a zip")
+case("messages-npz-object-no-pickle", ["eval", "{onnx}", "--data", "{data_npz_object}"], 1,
+     r"^(?!.*allow_pickle).*Python objects")
+
+# -- class 6: data that does not fit the artifact -------------------------------------------------
+BUILDERS["data_three_classes"] = lambda w: "npz:" + str(_npz(w, "three", x=_imgs(60).astype(
+    np.float32) / 16, y=_labels(60, 3)))
+BUILDERS["data_9x9"] = lambda w: "npz:" + str(_npz(w, "nine", x=_imgs(40, 9), y=_labels(40, 10)))
+for verb, args in {"eval": ["eval", "{onnx}", "--data"],
+                   "bench": ["bench", "{onnx}", "--iterations", "1", "--data"],
+                   "export": ["export", "{onnx}", "--format", "onnx", "--data"],
+                   "export_o": ["export", "{onnx}", "-o", "{tmp}/e", "--data"],
+                   "compress": ["compress", "{keras}", "--method", "quantize", "-o", "{tmp}/q",
+                                "--data"]}.items():
+    case("mismatch-{}-classes".format(verb), args + ["{data_three_classes}"], 1,
+         r"(made for 10 classes but .* has 3|has 10 outputs but .* has 3 classes)")
+    case("mismatch-{}-shape".format(verb), args + ["{data_9x9}"], 1,
+         r"expects (8x8(x1)? images|input \(8, 8, 1\))")
+
+
 # -- the check ------------------------------------------------------------------------------
 
 def listing(root):
@@ -480,22 +510,26 @@ def listing(root):
     return out
 
 
-def assert_one_error_line(code, err, want_code, pattern):
+def assert_one_error_line(code, err, want_code, pattern, progress=False):
+    """The exit code; exactly one ``error:`` line, first on stderr (or last, after progress
+    lines, for verbs that log progress); no traceback; the message matches ``pattern``."""
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == want_code, "exit {} (want {}); stderr:\n{}".format(code, want_code, err)
     assert "Traceback" not in err, err
-    assert lines and lines[0].startswith("error: "), "first stderr line is not error::\n" + err
-    assert sum(ln.startswith("error:") for ln in lines) == 1, err
-    assert re.search(pattern, lines[0]), "{!r} not in {!r}".format(pattern, lines[0])
+    assert sum(ln.startswith("error") for ln in lines) == 1, err
+    line = lines[-1] if progress else lines[0]
+    assert line.startswith("error: "), "the error line is not {}:\n{}".format(
+        "last" if progress else "first", err)
+    assert re.search(pattern, line), "{!r} not in {!r}".format(pattern, line)
 
 
-@pytest.mark.parametrize("args, code, pattern", CASES)
-def test_bad_input(args, code, pattern, tmp_path, request, run_cli, monkeypatch):
+@pytest.mark.parametrize("args, code, pattern, progress", CASES)
+def test_bad_input(args, code, pattern, progress, tmp_path, request, run_cli, monkeypatch):
     world = World(tmp_path / "w", request)
     world.tmp.mkdir()
     argv = [a.format_map(world) for a in args]
     monkeypatch.chdir(world.tmp)
     before = listing(world.tmp)
     got, out, err = run_cli(*argv)
-    assert_one_error_line(got, err, code, pattern)
+    assert_one_error_line(got, err, code, pattern, progress)
     assert listing(world.tmp) == before, "files were created, changed or removed"

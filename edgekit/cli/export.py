@@ -37,7 +37,7 @@ def export(
         p = e.get("parity")
         if p and e.get("target") == tname:
             ov = e.get("ov2022")
-            rows.append((name, e["format"], e["precision"], "{:,}".format(e["bytes"]),
+            rows.append((name, e["format"], e["precision"], "{:,}".format(art.run_bytes(name)),
                          "{:.2%}".format(p["agreement"]),
                          "-" if p.get("max_abs_diff") is None else "{:.2e}".format(p["max_abs_diff"]),
                          "{:.2%}".format(p["accuracy_export"]),

@@ -189,6 +189,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             if not cands:
                 raise EdgekitError("the model has no conv/pool block to cut after: give --cut")
             sw_idx = _subsample(y_ref, sweep_samples)
+            skipped = []
             for idx in cands:
                 trunk = _trunk(net, idx)
                 if int8_weights:
@@ -204,6 +205,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                                                   reduction, int8, weights, int8_weights)
                 except EdgekitError as exc:
                     say("cut {}: skipped ({})".format(net.layers[idx].name, exc))
+                    skipped.append("{}: {}".format(net.layers[idx].name, exc))
                     continue
                 acc = _val_acc(reducer, head, Fv, ds.y_val)
                 gpath = tmpdir / "cand{}.onnx".format(idx)
@@ -216,7 +218,11 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                            trunk.output_shape[1:]), "reference": len(sw_idx)}
                 sweep.append(row)
             if not sweep:
-                raise EdgekitError("no cut point could be evaluated: give --cut")
+                if dims and skipped and all("--dims" in r for r in skipped):
+                    raise EdgekitError("--dims {} is larger than the features at every cut point "
+                                       "(e.g. {}): lower --dims".format(dims, skipped[-1]))
+                raise EdgekitError("no cut point could be evaluated ({}): give --cut".format(
+                    skipped[0] if skipped else "no candidate"))
             chosen = pick_cut(sweep, objective, max_bytes, min_accuracy)
             _print_sweep(sweep, chosen, progress)
             cut_idx = chosen["index"]

@@ -16,6 +16,7 @@ Example::
     export("out/seed", ["onnx", "openvino"], target="ncs2")    # FP16 IR + ONNX opset 13
 """
 import copy
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from edgekit.errors import EdgekitError
 FORMATS = ("onnx", "tflite", "openvino")
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
 DEFAULT_TARGET = "laptop-cpu"
+
+
+MIN_OPSET = 9  # tf2onnx's oldest supported opset; onnxruntime runs 7+
 
 
 def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=None, force=False,
@@ -68,6 +72,10 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     if batch is None and not dynamic_batch:
         batch = t.get("static_batch")
     opset = int(opset or t["default_opset"])
+    if opset < MIN_OPSET:
+        raise EdgekitError("--opset {} is below {}, the oldest opset edgekit exports (tf2onnx and "
+                           "onnxruntime need it): use {}..{} for {}".format(
+                               opset, MIN_OPSET, MIN_OPSET, t["max_opset"], tname))
     if opset > t["max_opset"]:
         raise EdgekitError("opset {} is above {}'s max opset {}".format(opset, tname, t["max_opset"]))
     if out is not None and Path(out).exists() and not force:
@@ -85,8 +93,14 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     x, y = ds.x_test[:n].astype(np.float32), ds.y_test[:n]
     from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
     check_artifact_data(art, ds)
+    art.check_data_fits(ds)
     x = to_model_layout(x, manifest_layout(art.manifest))
     model, ref, src_onnx = _reference(art, x)
+    if src_onnx is not None and art.files[src_onnx].get("precision") == "int8" \
+            and precision != "int8":
+        raise EdgekitError("{} holds only an int8 model ({}): its float weights are gone, so it "
+                           "cannot be exported as {} for {}; export the float model it was "
+                           "quantized from".format(art.path, src_onnx, precision, tname))
 
     job = _Job(art, t, precision, opset, batch, model, ref, src_onnx, x, y)
     stage = art.staging_dir() if out is None else _scratch_next_to(out)
@@ -104,6 +118,11 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
         elif t.get("check_ov2022"):
             job.notes.append("OpenVINO 2022.3 check skipped")
         return job.write(out, force, spec)
+    except EdgekitError as exc:  # name the file, not the staging dir it was in (removed now)
+        text = str(exc).replace(str(stage) + os.sep, "")
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -192,6 +211,7 @@ class _Job:
         if self.model is None:  # ONNX-only artifact (k-NN slice): the ONNX is the source
             name = self.src_onnx
             self.onnx_path, self.onnx_name = self.art.file(name), name
+            self.opset = _file_opset(self.onnx_path)  # the file's, not the one asked for
             problems = check_onnx_model(self.onnx_path, t)
             if problems:
                 raise EdgekitError("{} cannot run {}: {}".format(t["name"], name, "; ".join(problems)))
@@ -405,6 +425,13 @@ def _scratch_next_to(out):
 def _union(entry, tname):
     have = list(entry.get("targets") or ([entry["target"]] if entry.get("target") else []))
     return have + ([tname] if tname not in have else [])
+
+
+def _file_opset(path):
+    """The default-domain opset an ONNX file was written with."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _reference(art, x):
