@@ -3,6 +3,7 @@ artifact is evaluated through its inference ONNX (not the trunk), an int8-only a
 "exported" for a float target, IR bytes are .xml + .bin everywhere, the exports record names
 the opset of the file it points at, and data with another class count is refused."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -74,5 +75,5 @@ def test_data_with_another_class_count_is_refused(verb, tiny_onnx, tmp_path, run
             "export": ["export", tiny_onnx.path, "-o", tmp_path / "e", "--data"]}[verb]
     code, out, err = run_cli(*args, "npz:{}".format(tmp_path / "three.npz"))
     assert code == 1 and err.startswith("error: "), err
-    assert "made for 10 classes but" in err and "has 3" in err
+    assert re.search(r"(made for 10 classes but|has 10 outputs but) .* has 3", err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["three.npz"]
