@@ -44,7 +44,7 @@ $(DEVICES)/ov2022/.ok:
 	@if [ -n "$(PY310)" ]; then \
 	  $(PY310) -m venv $(DEVICES)/ov2022 && \
 	  $(DEVICES)/ov2022/bin/python -m pip install -q --upgrade pip && \
-	  $(DEVICES)/ov2022/bin/python -m pip install -q 'numpy<2' openvino==2022.3.1 && touch $@; \
+	  $(DEVICES)/ov2022/bin/python -m pip install -q 'numpy<2' openvino==2022.3.1 tomli && touch $@; \
 	else echo "WARNING: no Python 3.10 interpreter found: OpenVINO 2022.3 tests will fail loudly"; fi
 
 # --force: a second `make demo` replaces demo-out/ (only once the new run has completed).

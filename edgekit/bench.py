@@ -1,61 +1,25 @@
 """Host-side ``bench``: pick the artifact's file for a target/runtime and run the protocol.
 
 The protocol itself is :func:`edgekit.runtime.bench.measure` (shared with the device, where
-``python3 -m edgekit.runtime bench`` runs it). ``runtime="all"`` runs every laptop-cpu
-runtime installed here that the artifact has a file for, and marks the fastest (lowest p50)
+``python3 -m edgekit.runtime bench`` runs it). ``runtime="all"`` runs every runtime of the
+target installed here that the artifact has a file for, and marks the fastest (lowest p50)
 with ``"fastest": true``.
 
-* ``ncs2``: OpenVINO on device ``MYRIAD`` (FP16 IR preferred); no stick -> exit 2 with what
-  to install/attach. ``device="CPU"`` runs the same path on the CPU (results say so).
-* ``jetson-nano``: only on a Jetson (``/etc/nv_tegra_release``); elsewhere exit 2 pointing at
-  ``edgekit deploy --bench``, so no laptop number is ever labelled as a Nano's.
+Before timing anything, :func:`edgekit.targets.require_machine` checks that this machine is
+the target's hardware (targets/T.toml: host arch, marker file, USB device, packages): a board
+target benched elsewhere exits 2 pointing at ``edgekit deploy --bench``, so no number is ever
+labelled with hardware it was not measured on. An OpenVINO ``device="CPU"`` runs a device
+target's path on the CPU (results say so).
 
 Example::
 
-    results = bench("out/seed", "laptop-cpu", runtime="all", iterations=200)
+    results = bench("out/seed", runtime="all", iterations=200)   # the default target
 """
 import json
 import os
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
-
-TARGET_DEVICE = {"ncs2": "MYRIAD", "laptop-cpu": "CPU", "jetson-nano": "GPU"}
-JETSON_MARKER = "/etc/nv_tegra_release"
-
-
-def _runnable(art, runtime, target):
-    """Names of inference files ``runtime`` can run for ``target``, best first."""
-    from edgekit.runtime import RUNTIME_FORMATS
-    fmts = [RUNTIME_FORMATS[runtime]]
-    if runtime == "openvino" and target == "ncs2":
-        fmts.append("onnx")  # OpenVINO reads ONNX too; the NCS2 target lists both
-    names = [n for f in fmts for n in art.find(f) if art.files[n].get("inference", True)]
-    if target == "ncs2":
-        names = sorted(names, key=lambda n: art.files[n].get("precision") != "fp16")
-    tagged = [n for n in names if _for_target(art.files[n], target)]
-    return tagged + [n for n in names if n not in tagged]
-
-
-def _for_target(entry, target):
-    tags = entry.get("targets") or entry.get("target") or []
-    return target in ([tags] if isinstance(tags, str) else tags)
-
-
-def pick_file(art, target, runtime):
-    """(path, files entry) of the file ``runtime`` runs for ``target``, preferring exports
-    made for that target; refuses with the export command to run."""
-    from edgekit.runtime import RUNTIME_FORMATS
-    names = _runnable(art, runtime, target)
-    if not names:
-        fmt = RUNTIME_FORMATS[runtime]
-        raise EdgekitError("{} has no {} file for {} on {}: run `edgekit export {} --format {} "
-                           "--target {}`".format(art.path, fmt, runtime, target, art.path, fmt,
-                                                 target))
-    e = art.files[names[0]]
-    p = art.file(names[0])
-    return (p / e["entry"] if (e.get("entry") and p.is_dir()) else p), e
-
 
 def installed(runtime):
     """True when ``runtime``'s Python package imports here (without loading a model)."""
@@ -65,24 +29,12 @@ def installed(runtime):
     return any(importlib.util.find_spec(m) is not None for m in mods.get(runtime, [runtime]))
 
 
-def _check_target_hardware(target, runtimes, device):
-    if target == "jetson-nano" and not os.path.exists(JETSON_MARKER):
-        if "tensorrt" in runtimes:
-            from edgekit.runtime.tensorrt import import_tensorrt
-            import_tensorrt()  # MissingDependency with what to install, when absent
-        raise HardwareMissing(
-            "this machine is not a Jetson Nano (no {}): benchmark on the device with `edgekit "
-            "deploy ART --target jetson-nano --host USER@NANO --bench`".format(JETSON_MARKER))
-    if target == "ncs2" and (device or "MYRIAD") == "MYRIAD" and not installed("openvino"):
-        from edgekit.runtime.openvino import NCS2_HELP
-        raise MissingDependency("OpenVINO is not installed: " + NCS2_HELP)
-
-
-def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, iterations=100,
+def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=100,
           duration=0.0, threads=None, data=None, json_path=None, eval_samples=None, device=None,
           warmup_seconds=0.0, progress=None):
     """Benchmark an artifact on ``target``; returns a list of results dicts (CONTRACT.md).
 
+    ``target``: a target name (default: the default target) or a loaded descriptor dict.
     ``runtime``: one of the target's runtimes, ``None`` (the first one the artifact has a
     file for) or ``"all"``. ``data``: a data spec or a loaded Dataset for accuracy (default:
     the manifest's).
@@ -106,19 +58,22 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
                                                     indent=2) + "\n")
         return results
     from edgekit.artifact import Artifact
-    from edgekit.runtime import RUNNERS, runner_class
+    from edgekit.runtime import RUNNERS, runner_class, runner_options
     from edgekit.runtime.bench import measure
-    from edgekit.targets import load_target
+    from edgekit.targets import candidate_files, file_path, load_target, pick_file, \
+        require_machine
 
     if iterations < 1 and duration <= 0:
         raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
     if batch < 1:
         raise EdgekitError("--batch must be >= 1")
-    t = load_target(target)
+    from edgekit.targets import default_target
+    t = load_target(target or default_target())
+    target = t["name"]
     art = Artifact.open(artifact)
     if runtime in (None, "all"):
         cands = [r for r in t["runtimes"] if r in RUNNERS]
-        with_file = [r for r in cands if _runnable(art, r, target)]
+        with_file = [r for r in cands if candidate_files(art, t, r)]
         if not with_file:
             fmt = t["formats"][0]
             raise EdgekitError("{} has no file any {} runtime can run ({}): run `edgekit export "
@@ -136,8 +91,9 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
             raise EdgekitError("target {} has no runtime {!r} (it has: {})".format(
                 target, runtime, ", ".join(t["runtimes"])))
         runtimes = [runtime]
-    _check_target_hardware(target, runtimes, device)
-    files = [pick_file(art, target, rt) for rt in runtimes]  # refuse before any work
+    require_machine(t, runtimes, device)
+    picked = [pick_file(art, t, rt, any_file=True) for rt in runtimes]  # refuse before any work
+    files = [(file_path(art, name), entry) for name, entry in picked]
 
     from edgekit.data import load_data
     from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
@@ -155,13 +111,9 @@ def bench(artifact, target="laptop-cpu", runtime=None, batch=1, warmup=10, itera
         n_test = int(len(ds.y_test) if not eval_samples else min(eval_samples, len(ds.y_test)))
     results = []
     for rt, (path, entry) in zip(runtimes, files):
-        opts = {"threads": threads} if threads else {}
-        if rt == "openvino":
-            opts["device"] = device or TARGET_DEVICE.get(target, "CPU")
+        opts = runner_options(rt, threads=threads, device=device or t["device"], batch=batch)
         if rt == "litert":
             opts["allow_tf"] = True  # host side: tf.lite as the explicit last resort
-        if rt == "tensorrt":
-            opts.update({"batch": batch, "max_batch": max(64, batch)})
         runner = runner_class(rt)(path, **opts)
         try:
             res = measure(runner, x_test, y_test, batch=batch, warmup=warmup,
@@ -208,12 +160,6 @@ def _run_bytes(art, entry):
     """Bytes on disk needed to run a file (:meth:`Artifact.run_bytes`: an IR's .xml + .bin)."""
     name = next(n for n, e in art.files.items() if e is entry)
     return art.run_bytes(name) or None
-
-
-def raise_no_tensorrt():
-    """MissingDependency (exit 2) naming what the jetson-nano target needs."""
-    from edgekit.runtime.tensorrt import import_tensorrt
-    import_tensorrt()
 
 
 def load_results(paths):

@@ -78,6 +78,12 @@ class DemoRun(object):
 
 # -- steps ------------------------------------------------------------------------------
 
+
+def _target():
+    """The demo's target: the default one (targets/*.toml ``default = true``)."""
+    from edgekit.targets import default_target
+    return default_target()
+
 def load_dataset(run):
     """Load ``--data`` and record its splits and normalisation."""
     from edgekit.data import load_data
@@ -131,7 +137,7 @@ def export_onnx(run):
         export = None
     task = run.task("export ONNX", None)
     if export is not None:
-        run.art = export(run.art.path, ["onnx"], target="laptop-cpu", data=run.data)
+        run.art = export(run.art.path, ["onnx"], target=_target(), data=run.data)
     else:
         _export_onnx_direct(run.art)
         run.art = Artifact.open(run.art.path)
@@ -172,7 +178,7 @@ def bench_cpu(run):
     from edgekit.runtime.ort import OrtRunner
     from edgekit.util import atomic_write_text
     ds = run.ds
-    task = run.task("bench laptop-cpu / onnxruntime", run.iterations)
+    task = run.task("bench {} / onnxruntime".format(_target()), run.iterations)
     runner = OrtRunner(str(run.art.file(run.onnx_name)))
 
     def tick(done, total):
@@ -186,10 +192,10 @@ def bench_cpu(run):
     if task is not None:
         run.progress.update(task, completed=run.iterations)
     entry = run.art.files[run.onnx_name]
-    res.update({"target": "laptop-cpu", "artifact": run.final("model"), "file": run.onnx_name,
+    res.update({"target": _target(), "artifact": run.final("model"), "file": run.onnx_name,
                 "precision": entry.get("precision", "fp32"), "bytes": entry["bytes"],
                 "method": "train", "threads": None, "data": run.data})
-    rel = "results/laptop-cpu-onnxruntime.json"
+    rel = "results/{}-onnxruntime.json".format(_target())
     atomic_write_text(run.stage / rel, json.dumps(res, indent=2) + "\n")
     run.summary["bench"] = res
     run.summary["files"]["results"] = [run.final(rel)]
@@ -258,7 +264,7 @@ def compress_model(run):
                           on_done=lambda row: run.advance(task))
     for row in rows:
         row["artifact"] = run.final_of(row["artifact"])
-    export(run.stage / "compress" / "prune-structured", ["onnx"], target="laptop-cpu",
+    export(run.stage / "compress" / "prune-structured", ["onnx"], target=_target(),
            data=run.data)
     run.summary["compress"] = rows
     run.summary["files"]["compress"] = run.final("compress")
@@ -287,7 +293,7 @@ def export_formats(run):
     """Export TFLite and OpenVINO IR beside the ONNX file, each parity-checked."""
     from edgekit.export import export
     task = run.task("export TFLite + OpenVINO IR (parity-checked)", None)
-    run.art = export(run.art.path, ["tflite", "openvino"], target="laptop-cpu", data=run.data)
+    run.art = export(run.art.path, ["tflite", "openvino"], target=_target(), data=run.data)
     run.summary["formats"] = {
         name: {"format": e.get("format"), "bytes": e.get("bytes"),
                "agreement": (e.get("parity") or {}).get("agreement")}
@@ -299,7 +305,7 @@ def export_formats(run):
 def bench_all(run):
     """Time every runtime on its file, and the compressed / k-NN models with onnxruntime.
 
-    One results file per artifact (``results/laptop-cpu-*.json``), all in the report.
+    One results file per artifact (``results/<default target>-*.json``), all in the report.
     """
     from edgekit.bench import bench, installed
     from edgekit.util import atomic_write_text
@@ -315,17 +321,17 @@ def bench_all(run):
                      "onnxruntime"))
     if "knn" in run.summary:
         jobs.append(("knn-slice", run.stage / "knn-slice", "onnxruntime"))
-    task = run.task("bench laptop-cpu: every runtime and model", None)
+    task = run.task("bench {}: every runtime and model".format(_target()), None)
     rows = []
     for name, path, runtime in jobs:
         if not installed(runtime):
             continue
-        results = bench(path, "laptop-cpu", runtime=runtime, warmup=WARMUP,
+        results = bench(path, _target(), runtime=runtime, warmup=WARMUP,
                         iterations=run.iterations, data=run.ds)
         for r in results:
             r["data"] = run.data
             r["artifact"] = run.final_of(r["artifact"])
-            rel = "results/laptop-cpu-{}-{}.json".format(name, r["runtime"])
+            rel = "results/{}-{}-{}.json".format(_target(), name, r["runtime"])
             atomic_write_text(run.stage / rel, json.dumps(r, indent=2) + "\n")
             run.summary["files"]["results"].append(run.final(rel))
             rows.append({"model": name, "runtime": r["runtime"],
@@ -421,7 +427,7 @@ def summary_rows(s):
     b = s.get("bench")
     if b:
         L = b["latency_ms"]
-        rows.append(("latency, laptop-cpu / onnxruntime {}".format(b["runtime_version"]),
+        rows.append(("latency, {} / onnxruntime {}".format(_target(), b["runtime_version"]),
                      "p50 {:.3f} ms, mean {:.3f} ± {:.3f} ms, p99 {:.3f} ms (batch 1, {} runs)".format(
                          L["p50"], L["mean"], L["std"], L["p99"], b["iterations"])))
         rows.append(("throughput / cold start", "{:,.0f} img/s / {:.1f} ms".format(

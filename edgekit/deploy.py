@@ -14,7 +14,7 @@ Steps per device (in parallel over devices, one failure never stops the others):
    stale ``.tmp-*`` dirs from dropped connections are removed;
 5. bench (optional): ``python -m edgekit.runtime bench`` (the protocol of ``edgekit bench``)
    inside the bundle, progress streamed, results JSON pulled back and stamped with the
-   device identity. ``docker=True`` runs it in the image built from Dockerfile.jetson/ncs2.
+   device identity. ``docker=True`` runs it in the target's image (targets/T.toml [docker]).
 
 The bundle is a deterministic tar (sorted entries, mtime 0, uid/gid 0): the model file the
 target runs, manifest.json, edgekit/__init__.py + edgekit/runtime, deploy/edgekit_remote.py,
@@ -24,7 +24,7 @@ it is (wrapped as an imported artifact while the bundle is built).
 
 Example::
 
-    results = deploy("out/seed", "jetson-nano", hosts=["nano@192.168.1.50"], bench=True,
+    results = deploy("out/seed", target_name, hosts=["me@192.168.1.50"], bench=True,
                      remote_python="~/edgekit/venv/bin/python")
 """
 import base64
@@ -44,15 +44,12 @@ from pathlib import Path
 from edgekit import __version__
 from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
 
-REPO = Path(__file__).resolve().parent.parent
-DEPLOY_DIR = REPO / "deploy"
-REMOTE_SCRIPT = DEPLOY_DIR / "edgekit_remote.py"
-SETUP_SCRIPT = DEPLOY_DIR / "setup_device.sh"
+from edgekit.resources import data_file
+
+REMOTE_SCRIPT = data_file("deploy", "edgekit_remote.py")   # packaged: found in any install
+SETUP_SCRIPT = data_file("deploy", "setup_device.sh")
 DEFAULT_REMOTE_DIR = "~/edgekit"
 COMPLETE = ".edgekit-complete"
-TARGET_RUNTIME = {"jetson-nano": "tensorrt", "laptop-cpu": "onnxruntime", "ncs2": "openvino"}
-DOCKERFILES = {"jetson-nano": "Dockerfile.jetson", "ncs2": "Dockerfile.ncs2"}
-DOCKER_IMAGES = {"jetson-nano": "edgekit/jetson:" + __version__, "ncs2": "edgekit/ncs2:" + __version__}
 _HOST_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9._-]*)"
                       r"(?::(?P<port>[0-9]{1,5}))?$")
@@ -160,33 +157,6 @@ class Bundle:
         return self.sha256[:16]
 
 
-def _model_file(art, target, runtime, model_file=None):
-    """(name, files entry) of the model file ``target`` runs; refuses with the export to run.
-    ``model_file`` picks one explicitly (e.g. an opset-13 ONNX for an older onnxruntime)."""
-    from edgekit.bench import _for_target, _runnable
-    from edgekit.runtime import RUNTIME_FORMATS
-    from edgekit.targets import check_onnx_model, load_target
-    t = load_target(target)
-    fmt = RUNTIME_FORMATS[runtime]
-    names = _runnable(art, runtime, target)
-    if model_file is not None:
-        if model_file not in names:
-            raise EdgekitError("--model-file {!r} is not a {} file of {} that {} runs (it has: {})"
-                               .format(model_file, fmt, art.path, runtime, ", ".join(names) or "none"))
-        problems = check_onnx_model(art.file(model_file), t) if fmt == "onnx" else []
-        if problems:
-            raise EdgekitError("{} cannot run {}: {}".format(target, model_file, "; ".join(problems)))
-        return model_file, art.files[model_file]
-    usable = [n for n in names if _for_target(art.files[n], target)]
-    if not usable:  # untagged files: accept one whose ops/opset the target reads
-        usable = [n for n in names if not art.files[n].get("targets") and not art.files[n].get("target")
-                  and (art.files[n].get("format") != "onnx" or not check_onnx_model(art.file(n), t))]
-    if not usable:
-        raise EdgekitError("{} has no {} file exported for {}: run `edgekit export {} --format {} "
-                           "--target {}`".format(art.path, fmt, target, art.path, fmt, target))
-    return usable[0], art.files[usable[0]]
-
-
 def _tar_add(tf, name, data, mode=0o644):
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -199,10 +169,11 @@ def _tar_add(tf, name, data, mode=0o644):
 
 def _runtime_sources():
     """edgekit/__init__.py + edgekit/runtime/* (the device-side package, Python 3.6)."""
-    pkg = REPO / "edgekit"
+    from importlib import resources
+    pkg = resources.files("edgekit")
     files = {"edgekit/__init__.py": (pkg / "__init__.py").read_bytes()}
     for p in sorted((pkg / "runtime").iterdir()):
-        if p.is_file() and p.suffix in (".py", ".onnx", ".tflite"):
+        if p.is_file() and p.name.endswith((".py", ".onnx", ".tflite")):
             files["edgekit/runtime/" + p.name] = p.read_bytes()
     return files
 
@@ -229,16 +200,16 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
                  model_file=None):
     """Build the bundle for ``target`` (deterministic: same inputs -> same bytes/sha256)."""
     from edgekit.artifact import Artifact
-    from edgekit.targets import load_target
+    from edgekit.targets import load_target, pick_file
     t = load_target(target)
-    runtime = runtime or TARGET_RUNTIME.get(t["name"], t["runtimes"][0])
+    runtime = runtime or t["runtimes"][0]
     if runtime not in t["runtimes"]:
         raise EdgekitError("target {} has no runtime {!r} (it has: {})".format(
             t["name"], runtime, ", ".join(t["runtimes"])))
     if int(test_samples) < 0:
         raise EdgekitError("--test-samples must be >= 0")
     art = Artifact.open(artifact)
-    name, entry = _model_file(art, t["name"], runtime, model_file)
+    name, entry = pick_file(art, t, runtime, model_file)
     files = {}
     src = art.file(name)
     if src.is_dir():
@@ -258,17 +229,15 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
     files["deploy/edgekit_remote.py"] = REMOTE_SCRIPT.read_bytes()
     files["deploy/setup_device.sh"] = SETUP_SCRIPT.read_bytes()
     if docker:
-        if t["name"] not in DOCKERFILES:
-            raise EdgekitError("--docker has no image for target {} (images: {})".format(
-                t["name"], ", ".join(sorted(DOCKERFILES))))
-        files[DOCKERFILES[t["name"]]] = (REPO / DOCKERFILES[t["name"]]).read_bytes()
+        dockerfile = _docker(t)["dockerfile"]
+        files[dockerfile] = data_file("docker", dockerfile).read_bytes()
     n = 0
     spec = data or art.manifest.get("source", {}).get("data")
     if int(test_samples) > 0 and spec:
         files["data/test.npz"], n = _test_npz(spec, test_samples, art)
     meta = {"edgekit_version": __version__, "target": t["name"], "runtime": runtime,
             "model": model_rel, "format": entry.get("format"), "precision": entry.get("precision"),
-            "device": t.get("device"),  # the target's device (targets/T.toml), e.g. MYRIAD
+            "device": t.get("device"),  # the target's device (targets/T.toml)
             "bytes": entry.get("bytes"), "model_sha256": entry.get("sha256"),
             "artifact": art.path.name, "method": art.method,
             "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None}
@@ -592,9 +561,9 @@ def preflight(remote, target, python="python3", remote_dir=DEFAULT_REMOTE_DIR, m
         args += ["--runtime", runtime]
     if device:
         args += ["--device", device]
-    from edgekit.targets import load_target
-    if load_target(target).get("host_arch"):  # e.g. NCS2 hosts are x86-64 (targets/ncs2.toml)
-        args += ["--host-arch", ",".join(load_target(target)["host_arch"])]
+    from edgekit.targets import remote_facts
+    # the target's facts (targets/T.toml) as JSON: the device has neither the TOML nor tomllib
+    args += ["--facts", json.dumps(remote_facts(target), sort_keys=True)]
     cmd = "{} - {}".format(remote_python_cmd(remote, python), " ".join(_q(a) for a in args))
     code, out, err = remote.run(cmd, timeout=timeout, stdin=REMOTE_SCRIPT.read_bytes())
     line = [ln for ln in out.splitlines() if ln.startswith("EDGEKIT-PREFLIGHT ")]
@@ -680,63 +649,61 @@ def upload(remote, bundle, remote_dir=DEFAULT_REMOTE_DIR, python="python3", stal
     return dest, bundle.size
 
 
-def docker_image(target, l4t=None):
-    """The image tag for ``target``. A Jetson image names the L4T base it was built on
-    (``edgekit/jetson:0.1.0-r32.7.1``, from the device's ``l4t`` and targets/jetson-nano.toml):
-    an r32.7.1 image does not run on R32.6.1, so a reflashed Nano needs ``--setup`` again
-    instead of running an image made for another JetPack."""
-    if target not in DOCKER_IMAGES:
+def _docker(target):
+    """The target's ``[docker]`` table (targets/T.toml); refuses a target without an image."""
+    from edgekit.targets import load_target, target_names
+    t = load_target(target)
+    if not t.get("docker"):
+        have = [n for n in target_names() if load_target(n).get("docker")]
         raise EdgekitError("--docker has no image for target {} (images: {})".format(
-            target, ", ".join(sorted(DOCKER_IMAGES))))
-    if target == "jetson-nano" and l4t:
-        from edgekit.targets import l4t_release_info
-        return "{}-{}".format(DOCKER_IMAGES[target],
-                              l4t_release_info(target, l4t)["base_image"].rsplit(":", 1)[1])
-    return DOCKER_IMAGES[target]
+            t["name"], ", ".join(have)))
+    return t["docker"]
+
+
+def docker_image(target, l4t=None):
+    """The image tag for ``target`` (``[docker] image`` + the edgekit version). A target with an
+    ``[l4t]`` table names the L4T base it was built on (``edgekit/jetson:0.1.0-r32.7.1``, from
+    the device's ``l4t``): an r32.7.1 image does not run on R32.6.1, so a reflashed board
+    needs ``--setup`` again instead of running an image made for another JetPack."""
+    from edgekit.targets import l4t_release_info, load_target
+    tag = "{}:{}".format(_docker(target)["image"], __version__)
+    if load_target(target).get("l4t") and l4t:
+        return "{}-{}".format(tag, l4t_release_info(target, l4t)["base_image"].rsplit(":", 1)[1])
+    return tag
 
 
 def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=(), l4t=None):
     """The ``docker run`` line that benches the bundle inside the target's image.
 
-    NCS2: ``-u "$(id -u):$(id -g)"`` (expanded by the device's shell) so the results written to
-    the host's runs/ belong to the SSH user, whatever uid the image's ``openvino`` user has (the
-    udev rule's MODE 0666 on the stick's USB ids lets any uid open it).
-    Jetson (L4T r32): ``--runtime nvidia`` mounts CUDA/cuDNN/TensorRT's libraries from the host;
-    the host's TensorRT Python package (targets/jetson-nano.toml ``trt_python_dir``) is mounted
-    read-only beside them. It runs as root, like NVIDIA's L4T containers (the GPU nodes belong
-    to group video); engines are cached outside the container, next to runs/."""
+    The flags are the target's ``[docker] run_flags`` ({home}: the parent of runs/, plus any
+    key of the target such as {trt_python_dir}) and ``shell_flags``, left unquoted on
+    purpose so the device's shell expands them (e.g. ``-u "$(id -u):$(id -g)"``: results
+    written to runs/ belong to the SSH user)."""
     from edgekit.targets import load_target
-    image = docker_image(target, l4t)
     t = load_target(target)
-    cmd = ["docker", "run", "--rm"]
-    if target == "jetson-nano":
-        trt_py = t["trt_python_dir"]
-        cmd += ["--runtime", "nvidia", "-v", "/etc/nv_tegra_release:/etc/nv_tegra_release:ro",
-                # --mount (not -v): a host without TensorRT fails clearly instead of getting
-                # an empty directory created in its place
-                "--mount", "type=bind,source={0},target={0},readonly".format(trt_py),
-                "-v", "{}:/trt-cache".format(posixpath.join(posixpath.dirname(runs_dir), "trt-cache")),
-                "-e", "EDGEKIT_TRT_CACHE=/trt-cache"]
-    else:  # the NCS2 re-enumerates on load: give the container the whole USB bus
-        cmd += ["--device-cgroup-rule=c 189:* rmw", "-v", "/dev/bus/usb:/dev/bus/usb"]
+    dk = _docker(t)
+    image = docker_image(target, l4t)
+    fill = {k: v for k, v in t.items() if isinstance(v, str)}
+    fill["home"] = posixpath.dirname(runs_dir)
+    cmd = ["docker", "run", "--rm"] + [f.format(**fill) for f in dk.get("run_flags", [])]
     cmd += ["-v", "{}:/bundle:ro".format(bundle_dir), "-v", "{}:/runs".format(runs_dir),
             "-w", "/bundle", image, "python3", "deploy/edgekit_remote.py", "bench",
             "--bundle", "/bundle", "--json", "/runs/" + json_name]
     cmd += list(bench_args)
     line = " ".join(_q(c) for c in cmd)
-    if target == "ncs2":  # unquoted on purpose: the device's shell expands it
-        line = line.replace("docker run --rm", 'docker run --rm -u "$(id -u):$(id -g)"', 1)
+    if dk.get("shell_flags"):  # unquoted on purpose: the device's shell expands it
+        line = line.replace("docker run --rm", "docker run --rm " + dk["shell_flags"], 1)
     return line
 
 
 def docker_build_command(target, bundle_dir, l4t=None):
     """``docker build`` of the target's image from the Dockerfile shipped in the bundle.
-    For the Jetson the base image follows the device's L4T release (``l4t``, from the
-    preflight), looked up in targets/jetson-nano.toml: an r32.7.1 base runs on R32.7.x only."""
+    With an ``[l4t]`` table the base image follows the device's L4T release (``l4t``, from
+    the preflight): an r32.7.1 base runs on R32.7.x only."""
+    from edgekit.targets import l4t_release_info, load_target
     cmd = "docker build -t {} -f {}".format(
-        _q(docker_image(target, l4t)), _q(posixpath.join(bundle_dir, DOCKERFILES[target])))
-    if target == "jetson-nano" and l4t:
-        from edgekit.targets import l4t_release_info
+        _q(docker_image(target, l4t)), _q(posixpath.join(bundle_dir, _docker(target)["dockerfile"])))
+    if load_target(target).get("l4t") and l4t:
         cmd += " --build-arg L4T_BASE={}".format(_q(l4t_release_info(target, l4t)["base_image"]))
     return cmd + " " + _q(bundle_dir)
 
@@ -746,13 +713,14 @@ DAEMON_JSON_FIX = ('set "default-runtime": "nvidia" in /etc/docker/daemon.json (
                    '"default-runtime": "nvidia"}), then sudo systemctl restart docker')
 
 
-def check_docker_default_runtime(remote, docker="docker"):
+def check_docker_default_runtime(remote, docker="docker", want="nvidia"):
     """On L4T r32 ``docker build`` sees CUDA (which pycuda compiles against) only when the
-    daemon's default runtime is nvidia: refuse before building otherwise (exit 2)."""
+    daemon's default runtime is nvidia (``[docker] default_runtime``): refuse before
+    building otherwise (exit 2)."""
     code, out, err = remote.run("{} info --format '{{{{.DefaultRuntime}}}}'".format(_q(docker)),
                                 timeout=60)
     got = out.strip()
-    if code or got != "nvidia":
+    if code or got != want:
         raise MissingDependency("{}: docker's default runtime is {} but building the Jetson image "
                                 "needs nvidia (L4T r32 mounts CUDA from the host): {}".format(
                                     remote.host.hostname,
@@ -762,9 +730,9 @@ def check_docker_default_runtime(remote, docker="docker"):
 
 
 def device_args(meta, bench_args):
-    """``bench_args`` plus ``--device`` from the bundle's target (targets/T.toml ``device``,
-    e.g. MYRIAD for ncs2) for OpenVINO, unless the user chose one: the remote runner never
-    picks a device itself, so the NCS2 bench times the stick, not the host CPU."""
+    """``bench_args`` plus ``--device`` from the bundle's target (targets/T.toml ``device``)
+    for OpenVINO, unless the user chose one: the remote runner never picks a device itself,
+    so a stick's bench times the stick, not the host CPU."""
     args = list(bench_args)
     if meta.get("runtime") == "openvino" and "--device" not in args:
         if not meta.get("device"):
@@ -785,8 +753,8 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
     out_path = posixpath.join(runs, name)
     bench_args = device_args(bundle.meta, bench_args)
     if docker:
-        if bundle.meta["target"] == "jetson-nano":
-            _sftp_makedirs(remote, posixpath.join(posixpath.dirname(runs), "trt-cache"))
+        for d in _docker(bundle.meta["target"]).get("make_dirs", []):  # e.g. an engine cache
+            _sftp_makedirs(remote, posixpath.join(posixpath.dirname(runs), d))
         cmd = docker_command(bundle.meta["target"], dest, runs, name, bench_args, l4t=l4t)
     else:
         cmd = "cd {} && {} deploy/edgekit_remote.py bench --bundle . --json {} {}".format(
@@ -804,11 +772,25 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
             remote.host.hostname, out_path, exc)) from None
 
 
+def setup_command(target, venv_abs, python_cmd):
+    """The ``sh -s`` line that runs deploy/setup_device.sh for ``target``: its arguments are
+    the target's ``[setup]`` (packages, a pip pin, a PATH prefix) and ``host_arch``."""
+    from edgekit.targets import load_target
+    t = load_target(target)
+    setup = t.get("setup") or {}
+    if not setup.get("packages"):
+        raise EdgekitError("target {} has no [setup] packages in targets/{}.toml: --setup cannot "
+                           "prepare its device".format(t["name"], t["name"]))
+    args = [_q(t["name"]), _q(venv_abs), python_cmd] + [_q(a) for a in [
+        ",".join(t["host_arch"]), setup.get("pip", ""), setup.get("path", "")] + setup["packages"]]
+    return "sh -s -- " + " ".join(args)
+
+
 def setup_device(remote, target, venv="~/edgekit/venv", python="python3", timeout=1800.0, log=print):
-    """Pipe ``deploy/setup_device.sh`` to the device: a venv with numpy + the runtime.
-    Returns the venv's python path (to use as the remote Python)."""
+    """Pipe ``deploy/setup_device.sh`` to the device: a venv with numpy + the runtime
+    (the target's ``[setup]``). Returns the venv's python path (to use as the remote Python)."""
     venv_abs = remote.abspath(venv)
-    cmd = "sh -s -- {} {} {}".format(_q(target), _q(venv_abs), remote_python_cmd(remote, python))
+    cmd = setup_command(target, venv_abs, remote_python_cmd(remote, python))
     code, out, err = remote.run(cmd, timeout=timeout, stdin=SETUP_SCRIPT.read_bytes(),
                                 on_line=lambda ln: log(ln) if ln else None)
     if code:
@@ -858,8 +840,8 @@ def _one(host, bundles, opts, log):
         report = preflight(remote, target, python, o["remote_dir"], o["min_free_mb"], o["docker"],
                            o.get("runtime"), o.get("device"), timeout=o["command_timeout"])
         row["identity"] = report["identity"]
-        if target == "jetson-nano":  # refuses an L4T release the runner/image was not made for
-            from edgekit.targets import l4t_release_info
+        from edgekit.targets import l4t_release_info, load_target
+        if load_target(target).get("l4t"):  # refuses an L4T release the runner/image isn't for
             say("L4T {l4t}: {jetpack}, TensorRT {tensorrt}".format(
                 l4t=report["identity"].get("l4t"),
                 **l4t_release_info(target, report["identity"].get("l4t"))))
@@ -881,8 +863,9 @@ def _one(host, bundles, opts, log):
                                           "{:,} bytes sent over {}".format(sent, remote.transport)
                                           if sent else "unchanged, nothing sent"))
         if o["docker"] and o["setup"]:
-            if target == "jetson-nano":
-                check_docker_default_runtime(remote)
+            want = _docker(target).get("default_runtime")
+            if want:
+                check_docker_default_runtime(remote, want=want)
             cmd = docker_build_command(target, dest, report["identity"].get("l4t"))
             say("setup: " + cmd)
             code, _, err = remote.run(cmd, timeout=o["command_timeout"] * 30,
@@ -913,7 +896,7 @@ def _one(host, bundles, opts, log):
     return row
 
 
-def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=None, known_hosts=None,
+def deploy(artifact, target=None, hosts=(), inventory=None, identity=None, known_hosts=None,
            accept_new_host_key=False, remote_python="python3", remote_dir=DEFAULT_REMOTE_DIR,
            setup=False, bench=False, json_path=None, docker=False, dry_run=False, runtime=None,
            device=None, test_samples=1000, data=None, ssh_config=None, connect_timeout=10.0,
@@ -924,8 +907,10 @@ def deploy(artifact, target="laptop-cpu", hosts=(), inventory=None, identity=Non
     Returns ``{"bundles": {target: info}, "devices": [row per host], "results": [...]}``; each
     row says ok/exit_code/error/bytes_sent/results. ``dry_run`` builds the bundle(s) and
     returns without connecting. Raises only for bad input found before connecting.
+    ``target``: the default for devices that name none (default: the default target).
     """
-    from edgekit.targets import load_target
+    from edgekit.targets import default_target, load_target
+    target = load_target(target or default_target())["name"]
     devices = [{"host": h} for h in hosts or ()]
     if inventory:
         devices += read_inventory(inventory)

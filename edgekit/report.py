@@ -8,7 +8,7 @@ against bytes on disk.
 
 Example::
 
-    report(["laptop.json", "ncs2.json"], "report/")   # report/report.md, latency.png, accuracy_bytes.png
+    report(["laptop.json", "stick.json"], "report/")   # report/report.md, latency.png, accuracy_bytes.png
 """
 import os
 from pathlib import Path
@@ -26,9 +26,19 @@ def label(r):
         text += " ({})".format(r["precision"])
     if r.get("method") and r.get("method") not in ("train", "model"):
         text += " " + str(r["method"])
-    if r.get("target") == "ncs2" and r.get("device") and r.get("device") != "MYRIAD":
+    if r.get("runtime") == "openvino" and r.get("device") and \
+            r.get("device").split(".")[0] != _target_device(r.get("target")):
         text += " on {}".format(r["device"])
     return text
+
+
+def _target_device(name):
+    """The target's own device (targets/T.toml ``device``), or None for an unknown target."""
+    from edgekit.targets import load_target
+    try:
+        return load_target(name)["device"]
+    except EdgekitError:
+        return None
 
 
 def _unique_labels(results):

@@ -1,17 +1,21 @@
 """Target descriptors (``targets/*.toml``): the single source of truth, read by code.
 
-Each says which runtimes, formats and precisions a target runs (``format_precisions``: what
-``edgekit export`` writes per format), its max/default ONNX opset, the op domains/ops it
-rejects, its input layout and why a precision is refused.
+Each says which runtimes a target runs (preference order), which formats and precisions
+(``format_precisions``: what ``edgekit export`` writes per format), its max/default ONNX opset,
+the op domains/ops it rejects, its input layout, why a precision is refused, its device, the
+hardware it needs (``host_arch``, ``[hardware]``: marker file, USB vendor, packages), what to
+install (``[install]``), its container (``[docker]``) and the device's venv (``[setup]``).
+No Python names a target: a new target is one TOML file.
 
 Example::
 
-    t = load_target("jetson-nano")
-    t["max_opset"]                                   # 13 (TensorRT 8.2's ONNX parser)
-    check_onnx_model("model.onnx", "jetson-nano")    # -> list of problems, [] when it runs
-    check_artifact("out/seed", "ncs2")               # what `edgekit doctor --target` prints
+    t = load_target("laptop-cpu")
+    t["max_opset"]                                   # 17
+    check_onnx_model("model.onnx", t)                # -> list of problems, [] when it runs
+    check_artifact("out/seed", t)                    # what `edgekit doctor --target` prints
+    pick_file(Artifact.open("out/seed"), t, "onnxruntime")   # (name, files entry)
+    machine_check(t)                                 # can this machine run it?
 """
-from pathlib import Path
 
 try:
     import tomllib
@@ -23,7 +27,6 @@ except ModuleNotFoundError:  # Python 3.10 (e.g. an NCS2 host's OpenVINO 2022.3 
 
 from edgekit.errors import EdgekitError
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 REQUIRED_KEYS = ("name", "runtimes", "formats", "precisions", "max_opset")
 
 # ONNX ops TensorRT 8.2's parser converts (onnx-tensorrt docs/operators.md of the 8.x branch,
@@ -44,17 +47,31 @@ TopK Transpose Unsqueeze Upsample Where Xor""".split())
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
+def _targets_dir():
+    from edgekit.resources import data_file
+    return data_file("targets")
+
+
 def target_names():
-    """Names of every target descriptor in ``targets/``."""
-    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+    """Names of every target descriptor in ``targets/`` (packaged as edgekit/_data/targets)."""
+    return sorted(p.name[:-len(".toml")] for p in _targets_dir().iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def default_target():
+    """The target used when none is named: the descriptor with ``default = true``."""
+    for name in target_names():
+        if load_target(name).get("default"):
+            return name
+    raise EdgekitError("no target descriptor says default = true in targets/")
 
 
 def load_target(name):
     """The descriptor dict of target ``name`` (refuses unknown names, names the known ones)."""
     if isinstance(name, dict):
         return name
-    path = TARGETS_DIR / "{}.toml".format(name)
-    if not name or "/" in str(name) or not path.is_file():
+    path = _targets_dir() / "{}.toml".format(name)
+    if not name or "/" in str(name) or "\\" in str(name) or not path.is_file():
         raise EdgekitError("unknown target {!r}; choose one of: {}".format(
             name, ", ".join(target_names())))
     if tomllib is None:
@@ -75,7 +92,232 @@ def load_target(name):
     t.setdefault("forbidden_ops", [])
     t.setdefault("refuse_reasons", {})
     t.setdefault("format_precisions", {f: list(t["precisions"]) for f in t["formats"]})
+    t.setdefault("runtime_formats", {})
+    t.setdefault("hardware", {})
+    t.setdefault("install", {})
+    t.setdefault("host_arch", [])
+    t.setdefault("device", "CPU")
     return t
+
+
+# -- which file a runtime runs --------------------------------------------------------------
+
+def runtime_formats(target, runtime):
+    """The formats ``runtime`` reads for ``target``, best first (``[runtime_formats]``, else
+    the runtime's own format, e.g. openvino -> openvino IR)."""
+    from edgekit.runtime import RUNTIME_FORMATS
+    t = load_target(target)
+    return list(t["runtime_formats"].get(runtime) or [RUNTIME_FORMATS[runtime]])
+
+
+def made_for(entry, target):
+    """True when a manifest files entry was exported for ``target`` (its ``targets`` tag)."""
+    tags = entry.get("targets") or entry.get("target") or []
+    return load_target(target)["name"] in ([tags] if isinstance(tags, str) else tags)
+
+
+def candidate_files(art, target, runtime):
+    """Names of the inference files ``runtime`` can run for ``target``, best first: the
+    target's preferred precision (``[hardware] prefer_precision``), files exported for the
+    target before the others."""
+    t = load_target(target)
+    names = [n for f in runtime_formats(t, runtime) for n in art.find(f)
+             if art.files[n].get("inference", True)]
+    prefer = t["hardware"].get("prefer_precision")
+    if prefer:
+        names = sorted(names, key=lambda n: art.files[n].get("precision") != prefer)
+    tagged = [n for n in names if made_for(art.files[n], t)]
+    return tagged + [n for n in names if n not in tagged]
+
+
+def pick_file(art, target, runtime, model_file=None, any_file=False):
+    """(name, files entry) of the file ``runtime`` runs for ``target``: ``model_file`` if given
+    (checked), else one exported for the target, else an untagged file whose ops/opset the
+    target reads; ``any_file`` also accepts files exported for other targets (a host-side
+    bench of e.g. a laptop export on the NCS2 path). Refuses with the export command to run.
+
+    Example: ``pick_file(Artifact.open("out/seed"), "laptop-cpu", "onnxruntime")``."""
+    t = load_target(target)
+    fmt = runtime_formats(t, runtime)[0]
+    names = candidate_files(art, t, runtime)
+    if model_file is not None:
+        if model_file not in names:
+            raise EdgekitError("--model-file {!r} is not a {} file of {} that {} runs (it has: {})"
+                               .format(model_file, fmt, art.path, runtime,
+                                       ", ".join(names) or "none"))
+        problems = (check_onnx_model(art.file(model_file), t)
+                    if art.files[model_file].get("format") == "onnx" else [])
+        if problems:
+            raise EdgekitError("{} cannot run {}: {}".format(t["name"], model_file,
+                                                            "; ".join(problems)))
+        return model_file, art.files[model_file]
+    usable = [n for n in names if made_for(art.files[n], t)]
+    if not usable:  # untagged files: accept one whose ops/opset the target reads
+        usable = [n for n in names if not art.files[n].get("targets")
+                  and not art.files[n].get("target")
+                  and (art.files[n].get("format") != "onnx"
+                       or not check_onnx_model(art.file(n), t))]
+    if not usable and any_file:
+        usable = names
+    if not usable:
+        raise EdgekitError("{} has no {} file exported for {}: run `edgekit export {} --format {} "
+                           "--target {}`".format(art.path, fmt, t["name"], art.path, fmt,
+                                                 t["name"]))
+    return usable[0], art.files[usable[0]]
+
+
+def file_path(art, name):
+    """The path a runner opens for files entry ``name`` (a SavedModel-like dir's ``entry``)."""
+    e = art.files[name]
+    p = art.file(name)
+    return p / e["entry"] if (e.get("entry") and p.is_dir()) else p
+
+
+# -- can this machine run the target ---------------------------------------------------------
+
+def remote_facts(target):
+    """The target's facts the device-side preflight needs (JSON-able; the device has no
+    tomllib): name, runtimes, device, host_arch, hardware marker / USB vendor, install hints."""
+    t = load_target(target)
+    hw = t["hardware"]
+    facts = {"name": t["name"], "runtimes": t["runtimes"], "device": t["device"],
+             "host_arch": t["host_arch"], "install": t["install"]}
+    for key in ("what", "marker_file", "marker_text", "not_here", "usb_vendor", "cuda_bindings"):
+        if key in hw:
+            facts[key] = hw[key]
+    return facts
+
+
+def hardware_problems(target, usb=True):
+    """Failed hardware checks ({"name", "ok", "value", "what", "fix"}) for running ``target``
+    here: host arch, marker file, USB vendor. The same checks the device preflight runs
+    (``deploy/edgekit_remote.py hardware_checks``), from the same file."""
+    from edgekit.resources import remote_module
+    return [c for c in remote_module().hardware_checks(remote_facts(target), usb=usb)
+            if not c["ok"]]
+
+
+def _missing(what, install, hardware=False):
+    return {"what": what, "install": install, "hardware": hardware}
+
+
+def machine_check(target, runtimes=None, device=None, versions=None):
+    """Can this machine run ``target``? ``{"name", "ready", "runtimes", "missing", "notes"}``
+    (``missing``: [{"what", "install", "hardware"}], what to install or attach for each).
+
+    Checks, all from targets/T.toml: the hardware (:func:`hardware_problems`; the L4T release
+    against ``[l4t]``), then packages: ``[hardware] requires`` (all of them, at the pinned
+    ``versions``), or at least one of ``runtimes``; and for OpenVINO on a device other than
+    the CPU, that OpenVINO lists it. ``runtimes``: only those (what ``bench`` will run);
+    ``device``: an OpenVINO device chosen by the user (``CPU`` skips the hardware checks).
+    The one checker behind ``edgekit doctor --target``, ``bench`` and (on the device, from
+    the same facts) the deploy preflight.
+    """
+    from edgekit.doctor import INSTALL, package_version
+    t = load_target(target)
+    hw, hints = t["hardware"], t["install"]
+    ver = versions if versions is not None else {}
+
+    def version(pkg):
+        if pkg not in ver:
+            ver[pkg] = package_version(pkg)
+        return ver[pkg]
+    missing, notes = [], []
+    on_own_device = device is None or str(device).split(".")[0] == t["device"]
+    if on_own_device:
+        for c in hardware_problems(t):
+            missing.append(_missing(c["what"], c["fix"], hardware=True))
+            if c["name"] == "arch":
+                return _report(t, [], missing, notes)  # nothing else matters on this machine
+        if t.get("l4t") and not any(m["hardware"] for m in missing):
+            from edgekit.errors import HardwareMissing
+            from edgekit.resources import remote_module
+            rel = remote_module().l4t_release(hw["marker_file"])
+            try:
+                info = l4t_release_info(t, rel)
+                notes.append("L4T {} = {} (TensorRT {})".format(rel, info["jetpack"],
+                                                               info["tensorrt"]))
+            except HardwareMissing as exc:
+                missing.append(_missing("a supported L4T release ({})".format(rel), str(exc),
+                                        hardware=True))
+        if hw.get("usb_vendor"):
+            notes.append("USB vendor {} ({}) {}".format(
+                hw["usb_vendor"], hw.get("what", t["name"]),
+                "not found" if any("USB" in m["what"] for m in missing) else "found"))
+    wanted = list(runtimes or t["runtimes"])
+    requires = [p for p in hw.get("requires", []) if runtimes is None or
+                any(rt in hw["requires"] for rt in wanted)]
+    pins = hw.get("versions", {}) if on_own_device else {}  # pinned for the device's plugin
+
+    def pkg_problem(pkg):
+        v = version(pkg)
+        hint = hints.get(pkg) or INSTALL.get(pkg, "pip install " + pkg)
+        if not v:
+            return _missing("{}{}".format(pkg, " " + pins[pkg] if pkg in pins else ""), hint)
+        if pkg in pins and not v.startswith(pins[pkg]):
+            return _missing("{} {} (installed {} {})".format(
+                pkg, pins[pkg], v, hints.get(pkg + "_version", "is another release")), hint)
+        return None
+    if requires:
+        missing += [p for p in map(pkg_problem, requires) if p]
+        usable = [rt for rt in wanted if not pkg_problem(rt)]
+    else:
+        usable = [rt for rt in wanted if not pkg_problem(rt)]
+        if not usable:
+            missing.append(_missing("an inference runtime ({})".format(" or ".join(wanted)),
+                                    hints.get(wanted[0]) or INSTALL.get(wanted[0],
+                                                                        "pip install " + wanted[0])))
+    notes.append("runtimes available: " + (", ".join(usable) or "none"))
+    for rt in [r for r in t["runtimes"] if r not in wanted and r != "openvino"]:
+        if version(rt):
+            notes.append("{} {} is installed (another runtime of {})".format(
+                rt, version(rt), t["name"]))
+    want_dev = device or t["device"]
+    if "openvino" in usable and want_dev.split(".")[0] not in ("CPU", "GPU") and \
+            not any(m["what"].startswith("openvino") for m in missing):
+        devices = _openvino_devices()
+        notes.append("OpenVINO devices: " + (", ".join(devices) or "none"))
+        if not any(d == want_dev or d.startswith(want_dev + ".") for d in devices):
+            missing.append(_missing("a {} device ({})".format(want_dev, hw.get("what", t["name"])),
+                                    hints.get("device", "attach the device"), hardware=True))
+    if any(m["hardware"] for m in missing):  # the USB check first, then the OpenVINO devices:
+        hw_missing = [m for m in missing if m["hardware"]]  # report only the first hardware gap
+        if len(hw_missing) > 1 and "USB" in hw_missing[0]["what"]:
+            missing.remove(hw_missing[0])
+    return _report(t, [] if missing else usable, missing, notes)
+
+
+def _report(t, runtimes, missing, notes):
+    return {"name": t["name"], "ready": not missing, "runtimes": runtimes, "missing": missing,
+            "notes": notes}
+
+
+def _openvino_devices():
+    """Devices OpenVINO (2022.3 API) sees; imports openvino, never tensorflow."""
+    try:
+        from openvino.runtime import Core
+        return list(Core().available_devices)
+    except Exception as exc:  # a broken install: report it as "no device" with the reason
+        return ["(cannot query devices: {})".format(str(exc).splitlines()[0] if str(exc) else
+                                                     type(exc).__name__)]
+
+
+def require_machine(target, runtimes, device=None):
+    """Raise (exit 2) unless this machine can run ``runtimes`` of ``target``: HardwareMissing
+    naming where to run it instead (``[hardware] elsewhere``), or MissingDependency with what
+    to install. ``bench`` calls this so no number is ever labelled with hardware it was not
+    measured on."""
+    from edgekit.errors import HardwareMissing, MissingDependency
+    rep = machine_check(target, runtimes=runtimes, device=device)
+    if rep["ready"]:
+        return rep
+    t = load_target(target)
+    what = "; ".join("{} -> {}".format(m["what"], m["install"]) for m in rep["missing"])
+    if any(m["hardware"] for m in rep["missing"]):
+        where = t["hardware"].get("elsewhere")
+        raise HardwareMissing("{} cannot run here: {}{}".format(
+            t["name"], what, "; run it there: `{}`".format(where) if where else ""))
+    raise MissingDependency("{} cannot run here: {}".format(t["name"], what))
 
 
 def l4t_release_info(target, l4t):
@@ -190,8 +432,9 @@ def check_artifact(artifact, target):
         if t.get("check_ov2022") and e.get("ov2022", {}).get("readable") is False:
             mine.append("{}: OpenVINO 2022.3 cannot read it ({})".format(
                 name, e["ov2022"].get("error", "see manifest")))
-        if t["name"] == "ncs2" and e.get("format") == "openvino" and prec != "fp16":
-            mine.append("{}: the NCS2 needs an FP16 IR (this one is {})".format(name, prec))
+        if e.get("format") == "openvino" and prec and prec not in t["precisions"]:
+            mine.append("{}: {} needs a {} IR (this one is {})".format(
+                name, t["name"], "/".join(t["precisions"]).upper(), prec))
         problems += mine
         if not mine:
             ok.append(name)

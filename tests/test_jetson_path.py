@@ -135,7 +135,8 @@ def test_device_preflight_checks_that_cuda_starts(monkeypatch, init_error):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     _fake_pycuda(monkeypatch, init_error)
-    code, report = mod.preflight("jetson-nano")
+    from edgekit.targets import remote_facts
+    code, report = mod.preflight("jetson-nano", facts=remote_facts("jetson-nano"))
     cuda = [c for c in report["checks"] if c["name"] == "cuda"][0]
     assert code == 2  # not a Jetson here either way
     if init_error:

@@ -265,7 +265,8 @@ def test_device_preflight_refuses_an_ncs2_host_that_is_not_x86_64(monkeypatch, m
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(platform, "machine", lambda: machine)
-    got, report = mod.preflight("ncs2", docker=True, host_arch=["x86_64"])
+    from edgekit.targets import remote_facts
+    got, report = mod.preflight("ncs2", docker=True, facts=remote_facts("ncs2"))
     assert got == code
     arch = [c for c in report["checks"] if c["name"] == "arch"][0]
     assert not arch["ok"] and arch["value"] == machine and "x86-64" in arch["fix"]
@@ -278,9 +279,11 @@ def test_setup_script_refuses_ncs2_on_arm(tmp_path):
     (fake / "uname").write_text("#!/bin/sh\necho aarch64\n")
     (fake / "uname").chmod(0o755)
     r = subprocess.run(["sh", str(REPO / "deploy" / "setup_device.sh"), "ncs2", str(tmp_path / "v"),
-                        sys.executable], env={"PATH": "{}:/usr/bin:/bin".format(fake)},
+                        sys.executable, "x86_64", "", "", "numpy<2"],
+                       env={"PATH": "{}:/usr/bin:/bin".format(fake)},
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    assert r.returncode == 1 and r.stderr.startswith("error: the NCS2 needs an x86-64 host")
+    assert r.returncode == 1 and r.stderr.startswith("error: ncs2 needs a host of type x86_64 "
+                                                     "(this is aarch64)")
     assert not (tmp_path / "v").exists()
 
 

@@ -24,7 +24,7 @@ def _graph(nodes, opset=13, inits=(), domains=()):
 
 
 def test_descriptors_load_and_unknown_target_is_refused():
-    assert target_names() == ["jetson-nano", "laptop-cpu", "ncs2"]
+    assert target_names() == ["jetson-nano", "laptop-cpu", "ncs2", "raspberry-pi"]
     nano, ncs2 = load_target("jetson-nano"), load_target("ncs2")
     assert nano["max_opset"] == 13 and "int8" not in nano["precisions"]
     assert ncs2["precisions"] == ["fp16"] and ncs2["static_batch"] == 1

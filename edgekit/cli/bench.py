@@ -8,7 +8,7 @@ from edgekit.cli.common import console, table
 
 def bench(
     artifact: Path = typer.Argument(..., help="Artifact directory (exported), or a bare .onnx file."),
-    target: str = typer.Option("laptop-cpu", "--target", help="laptop-cpu | ncs2 | jetson-nano."),
+    target: str = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor --target NAME`; default: the one marked default = true)."),
     runtime: str = typer.Option(None, "--runtime", help="onnxruntime | openvino | litert | tensorrt | all."),
     batch: int = typer.Option(1, "--batch"),
     warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations."),
@@ -21,12 +21,12 @@ def bench(
                                      help="Accuracy on the first N test samples (default: all)."),
     json_file: Path = typer.Option(None, "--json", help="Write results JSON here."),
     device: str = typer.Option(None, "--device", help=(
-        "OpenVINO device (default: the target's, MYRIAD for ncs2; MYRIAD.<id> picks one of "
-        "several sticks; CPU runs the path on the CPU).")),
+        "OpenVINO device (default: the target's `device`; DEVICE.<id> picks one of several "
+        "sticks; CPU runs the path on the CPU).")),
 ):
     """Measure cold start, latency percentiles, throughput, peak RSS and accuracy.
 
-    Example: edgekit bench out/seed --target laptop-cpu --runtime all --json laptop.json
+    Example: edgekit bench out/seed --runtime all --json laptop.json
     """
     from edgekit.bench import bench as do_bench
     results = do_bench(artifact, target, runtime=runtime, batch=batch, warmup=warmup,

@@ -9,7 +9,7 @@ from edgekit.cli.common import console, err_console, kib, table
 
 def deploy(
     artifact: Path = typer.Argument(..., help="Artifact directory (exported for the target), or a bare .onnx file."),
-    target: str = typer.Option("laptop-cpu", "--target", help="jetson-nano | ncs2 | laptop-cpu."),
+    target: str = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor --target NAME`; default: the one marked default = true)."),
     host: List[str] = typer.Option([], "--host", help="[USER@]HOST[:PORT] or ~/.ssh/config alias "
                                                       "(repeatable)."),
     inventory: Path = typer.Option(None, "--inventory", help="Fleet TOML with [[device]] entries."),
@@ -24,11 +24,11 @@ def deploy(
     setup: bool = typer.Option(False, "--setup", help="Create a venv on the device (numpy + runtime)."),
     bench: bool = typer.Option(False, "--bench", help="Run the benchmark on the device, pull results."),
     json_file: Path = typer.Option(None, "--json", help="Write the pulled-back results JSON here."),
-    docker: bool = typer.Option(False, "--docker", help="Run inside the Dockerfile.jetson/ncs2 image."),
+    docker: bool = typer.Option(False, "--docker", help="Run inside the target's image (targets/*.toml [docker])."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent, send nothing."),
     runtime: str = typer.Option(None, "--runtime", help="Override the target's runtime."),
     device: str = typer.Option(None, "--device", help=(
-        "OpenVINO device (default: the target's, MYRIAD for ncs2; MYRIAD.<id> picks one of "
+        "OpenVINO device (default: the target's `device`; DEVICE.<id> picks one of "
         "several sticks; CPU runs the path on the CPU).")),
     iterations: int = typer.Option(100, "--iterations", help="Timed iterations on the device."),
     warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations on the device."),
@@ -46,9 +46,9 @@ def deploy(
 ):
     """Copy what the device needs over SSH, check it, optionally benchmark there.
 
-    Example: edgekit deploy out/seed --target jetson-nano --host nano@192.168.1.50 --bench --json nano.json
+    Example: edgekit deploy out/seed --target NAME --host me@192.168.1.50 --bench --json dev.json
 
-    Example: edgekit deploy model.onnx --target laptop-cpu --host pi@box --bench --data npz:images.npz
+    Example: edgekit deploy model.onnx --host me@box --bench --data npz:images.npz
     """
     from edgekit.cli import fail
     from edgekit.deploy import deploy as do_deploy

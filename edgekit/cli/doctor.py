@@ -8,7 +8,7 @@ from edgekit.cli.common import console, print_json, table
 
 def doctor(
     artifact: Path = typer.Argument(None, help="Also check this artifact (or a bare .onnx file) against the target."),
-    target: str = typer.Option(None, "--target", help="laptop-cpu | jetson-nano | ncs2"),
+    target: str = typer.Option(None, "--target", help="A target name from targets/*.toml."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
     """List installed versions (without importing tensorflow) and what a target still needs.
@@ -16,7 +16,7 @@ def doctor(
     Exit 0 when the target can run here, 2 when hardware or a runtime is missing, 1 when the
     artifact cannot run on the target as it is.
 
-    Example: edgekit doctor --target ncs2
+    Example: edgekit doctor --target NAME   (NAME: a targets/*.toml)
     """
     from edgekit.doctor import doctor as run_doctor
     from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency

@@ -16,7 +16,7 @@ def report(
 ):
     """Compare benchmark results side by side (ratios vs the fastest) and plot them.
 
-    Example: edgekit report laptop.json ncs2.json -o report/
+    Example: edgekit report laptop.json stick.json -o report/
     """
     from edgekit.report import report as do_report
     for p in do_report(results, out, baseline=baseline, force=force):

@@ -13,7 +13,7 @@ sha256, opset, input/output names, target(s) and the parity figures.
 
 Example::
 
-    export("out/seed", ["onnx", "openvino"], target="ncs2")    # FP16 IR + ONNX opset 13
+    export("out/seed", ["onnx", "openvino"])    # for the default target (targets/*.toml)
 """
 import copy
 import os
@@ -27,7 +27,6 @@ from edgekit.errors import EdgekitError
 
 FORMATS = ("onnx", "tflite", "openvino")
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
-DEFAULT_TARGET = "laptop-cpu"
 
 
 MIN_OPSET = 9  # tf2onnx's oldest supported opset; onnxruntime runs 7+
@@ -57,7 +56,8 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     from edgekit.targets import check_format, check_precision, load_target
 
     formats = parse_formats(formats)
-    t = load_target(target or DEFAULT_TARGET)
+    from edgekit.targets import default_target
+    t = load_target(target or default_target())
     tname = t["name"]
     precision = precision or t["default_precision"]
     check_precision(t, precision)
@@ -114,7 +114,7 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
             job.make_tflite(ds, calibration_samples)
         job.run_parity()
         if check_ov2022:
-            job.check_ncs2()
+            job.check_ov2022()
         elif t.get("check_ov2022"):
             job.notes.append("OpenVINO 2022.3 check skipped")
         return job.write(out, force, spec)
@@ -127,11 +127,11 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def export_plan(target=DEFAULT_TARGET):
+def export_plan(target=None):
     """[(precision, [formats])] covering every format x precision ``target``'s descriptor
     allows (``format_precisions``), default precision first."""
-    from edgekit.targets import load_target
-    t = load_target(target)
+    from edgekit.targets import default_target, load_target
+    t = load_target(target or default_target())
     by_prec = {}
     for fmt in t["formats"]:
         for prec in t["format_precisions"].get(fmt, []):
@@ -140,10 +140,10 @@ def export_plan(target=DEFAULT_TARGET):
     return [(p, by_prec[p]) for p in order]
 
 
-def export_all(artifact_dir, target=DEFAULT_TARGET, out=None, force=False, **options):
+def export_all(artifact_dir, target=None, out=None, force=False, **options):
     """Every format x precision ``target`` allows (one :func:`export` per precision, each
     parity-checked); returns the Artifact. TFLite is skipped for ONNX-only artifacts (no
-    ONNX->TFLite converter). What ``edgekit demo`` shows for laptop-cpu."""
+    ONNX->TFLite converter). What ``edgekit demo`` shows for the default target."""
     from edgekit.artifact import Artifact
     art = Artifact.open(artifact_dir)
     has_keras = any(art.files[n].get("inference", True) for n in art.find("keras"))
@@ -294,7 +294,7 @@ class _Job:
             if self.entries[name]["format"] == "tflite" and not self.entries[name]["output_names"]:
                 self.entries[name]["output_names"] = _tflite_outputs(self.stage / name)
 
-    def check_ncs2(self):
+    def check_ov2022(self):
         """Every file for the NCS2 must load and predict in OpenVINO 2022.3; what it cannot read
         falls back to ONNX opset 13 (written if needed), recorded in the manifest."""
         from edgekit.export.openvino import check_ov2022

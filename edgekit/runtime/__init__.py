@@ -40,6 +40,26 @@ def runner_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
+def runner_options(runtime, threads=None, device=None, batch=1, max_batch=None):
+    """The options ``runtime``'s runner takes for one benchmark run: ``threads`` (when given),
+    OpenVINO's ``device`` (default CPU) and the static ``batch`` a device-compiled model is
+    reshaped to, TensorRT's engine ``batch`` / ``max_batch`` (default max(64, batch)).
+    One place for the host's ``edgekit bench`` and the device's ``python -m edgekit.runtime``.
+
+    Example: ``runner_class("openvino")(path, **runner_options("openvino", device="MYRIAD"))``.
+    """
+    opts = {}
+    if threads:
+        opts["threads"] = int(threads)
+    if runtime == "openvino":
+        opts["device"] = device or "CPU"
+        opts["batch"] = int(batch)
+    if runtime == "tensorrt":
+        opts["batch"] = int(batch)
+        opts["max_batch"] = int(max_batch or max(64, int(batch)))
+    return opts
+
+
 def open_runner(name, path, **options):
     """Create and load the runner ``name`` for the model file at ``path``."""
     runner = runner_class(name)(path, **options)
@@ -47,5 +67,5 @@ def open_runner(name, path, **options):
     return runner
 
 
-__all__ = ["RUNNERS", "RUNTIME_FORMATS", "runner_class", "open_runner", "EdgekitError",
+__all__ = ["RUNNERS", "RUNTIME_FORMATS", "runner_class", "runner_options", "open_runner", "EdgekitError",
            "MissingDependency"]

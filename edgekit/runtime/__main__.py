@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from edgekit.runtime import RUNNERS, RUNTIME_FORMATS, runner_class
+from edgekit.runtime import RUNNERS, RUNTIME_FORMATS, runner_class, runner_options
 from edgekit.runtime.errors import EdgekitError, MissingDependency
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -165,20 +165,13 @@ def run_bench(model, runtime, batch=1, warmup=10, warmup_seconds=0.0, iterations
     from edgekit.runtime.bench import measure
     if not os.path.exists(model):
         raise EdgekitError("model file {} does not exist".format(model))
-    opts = {}
-    if threads:
-        opts["threads"] = int(threads)
-    if runtime == "openvino":
-        if not device and target:
-            raise EdgekitError(
-                "--target {} with --runtime openvino needs --device (e.g. MYRIAD for the NCS2, "
-                "CPU): the device runtime does not guess it; `edgekit deploy` passes the "
-                "target's device from targets/{}.toml".format(target, target))
-        opts["device"] = device or "CPU"
-        opts["batch"] = batch  # the static batch a MYRIAD model is reshaped to
-    if runtime == "tensorrt":
-        opts["batch"] = batch
-        opts["max_batch"] = max_batch or max(64, batch)
+    if runtime == "openvino" and not device and target:
+        raise EdgekitError(
+            "--target {} with --runtime openvino needs --device (the target's device, e.g. "
+            "CPU): the device runtime does not guess it; `edgekit deploy` passes the "
+            "target's device from targets/{}.toml".format(target, target))
+    opts = runner_options(runtime, threads=threads, device=device, batch=batch,
+                          max_batch=max_batch)
     if iterations < 1 and duration <= 0:
         raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
     runner = runner_class(runtime)(model, **opts)

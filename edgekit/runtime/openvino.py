@@ -30,7 +30,7 @@ def _core():
         import openvino as ov
     except ImportError:
         raise MissingDependency("openvino is not installed: pip install openvino "
-                                "(for the NCS2: OpenVINO 2022.3 LTS, see `--target ncs2`)")
+                                "(for the NCS2: OpenVINO 2022.3 LTS, see `edgekit doctor --target NAME`)")
     core_cls = getattr(ov, "Core", None)
     version = getattr(ov, "__version__", None)
     if core_cls is None or version is None:  # 2022.x: everything under openvino.runtime
@@ -59,7 +59,7 @@ def plugin_version(device="MYRIAD"):
     Asks ``Core().get_versions(device)``, which loads the plugin without needing the stick:
     the pip wheels of 2022.3.x answer "not registered" for MYRIAD, the 2022.3 archive / the
     openvino/ubuntu20_runtime:2022.3.1 image answer with the MYRIAD plugin's version.
-    Dockerfile.ncs2 runs this at build time so an image without MYRIAD never gets built.
+    The NCS2 image's Dockerfile runs this at build time so an image without MYRIAD never gets built.
     """
     core, _ = _core()
     try:

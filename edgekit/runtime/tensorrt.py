@@ -29,10 +29,10 @@ import numpy as np
 from edgekit.runtime.base import Runner
 from edgekit.runtime.errors import EdgekitError, HardwareMissing, MissingDependency
 
-TRT_HELP = ("TensorRT is not installed here: the jetson-nano target runs on a Jetson Nano with "
-            "JetPack 4.6.x (4.6 ships TensorRT 8.0.1, 4.6.1+ TensorRT 8.2.1: `sudo apt install "
-            "python3-libnvinfer`) and pycuda; from the host use `edgekit deploy ART --target "
-            "jetson-nano --host USER@NANO --bench`")
+TRT_HELP = ("TensorRT is not installed here: a TensorRT target runs on its board (e.g. a Jetson "
+            "Nano with JetPack 4.6.x: 4.6 ships TensorRT 8.0.1, 4.6.1+ TensorRT 8.2.1: `sudo apt "
+            "install python3-libnvinfer`) with pycuda; from the host use `edgekit deploy ART "
+            "--target NAME --host USER@BOARD --bench`")
 CUDA_HELP = ("pycuda is not installed: on the Jetson Nano `pip3 install pycuda` with "
              "/usr/local/cuda/bin on PATH (JetPack's CUDA 10.2); cuda-python is an alternative "
              "only on CUDA >= 11 with Python >= 3.8, so not on the Nano")

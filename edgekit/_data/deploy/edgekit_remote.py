@@ -92,71 +92,146 @@ def _cuda_gpu():
                                      if str(exc).strip() else "")
 
 
-def _fix(what, py):
+# runtime name -> the modules that provide it (first importable wins)
+RUNTIME_MODULES = {"onnxruntime": ["onnxruntime"], "openvino": ["openvino"],
+                   "litert": ["ai_edge_litert", "tflite_runtime"], "tensorrt": ["tensorrt"]}
+
+
+def _fix(what, py, facts=None):
+    """What to do about a failed check: the target's own hint (targets/T.toml ``[install]``,
+    shipped as ``facts``) first, then generic ones."""
+    hints = (facts or {}).get("install") or {}
+    if what in hints:
+        return hints[what]
+    if what == "openvino" and "remote_openvino" in hints:
+        return hints["remote_openvino"]
     pip = "{} -m pip install --user".format(py)
     return {
-        "python": "install Python >= 3.6 (JetPack 4.6 ships 3.6), then pass --remote-python",
+        "python": "install Python >= 3.6, then pass --remote-python",
         "numpy": "{} 'numpy<1.20'".format(pip) if sys.version_info < (3, 7) else "{} numpy".format(pip),
         "onnxruntime": "{} onnxruntime".format(pip),
-        "tensorrt": "sudo apt-get install python3-libnvinfer (JetPack 4.6 ships TensorRT 8.0.1, "
-                    "JetPack 4.6.1+ TensorRT 8.2.1), or deploy with --docker",
+        "litert": "{} ai-edge-litert".format(pip),
+        "openvino": "{} openvino".format(pip),
+        "tensorrt": "install the vendor's TensorRT Python bindings (python3-libnvinfer), "
+                    "or deploy with --docker",
         "pycuda": "{} pycuda (needs /usr/local/cuda/bin on PATH)".format(pip),
-        "cuda": "run on the Jetson's own OS with JetPack's CUDA 10.2 (libcuda from the L4T driver); "
-                "in Docker add --runtime nvidia; check `ls -l /dev/nvhost-ctrl-gpu` and that the "
-                "user is in group video",
-        "openvino": "OpenVINO 2022.3 with the MYRIAD plugin: deploy with --docker "
-                    "(openvino/ubuntu20_runtime:2022.3.1) or install the 2022.3 archive",
-        "MYRIAD": "plug in the NCS2 and add the udev rule for vendor 03e7 "
-                  "(97-myriad-usbboot.rules from OpenVINO's install_dependencies), then replug",
+        "cuda": "run on the device's own OS with its CUDA driver; in Docker add --runtime nvidia; "
+                "check `ls -l /dev/nvhost-ctrl-gpu` and that the user is in group video",
+        "device": "attach the device and check its udev rules, then replug",
         "docker": "install Docker (sudo apt-get install docker.io) and add the user to group docker",
-        "jetson": "run on the Jetson itself",
         "disk": "free space on the device (or choose another --remote-dir)",
-        "arch:ncs2": "plug the stick into an x86-64 Linux host: OpenVINO 2022.3 (the last with "
-                     "MYRIAD) has no aarch64 build (pip's first aarch64 wheel is 2023.1, which "
-                     "has no MYRIAD) and openvino/ubuntu20_runtime is amd64 only",
-    }.get(what, "the target's host architecture")
+    }.get(what, "the target's host architecture" if what == "arch" else "see targets/T.toml")
+
+
+def usb_vendor_present(vendor):
+    """True when a USB device of ``vendor`` (hex id, e.g. '03e7') is attached (sysfs)."""
+    import glob
+    for path in glob.glob("/sys/bus/usb/devices/*/idVendor"):
+        try:
+            with open(path) as fh:
+                if fh.read().strip().lower() == vendor.lower():
+                    return True
+        except (IOError, OSError):
+            continue
+    return False
+
+
+def _read_marker(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4096).decode("utf-8", "replace").replace("\x00", "").strip()
+    except (IOError, OSError):
+        return None
+
+
+def hardware_checks(facts, usb=True):
+    """Can this machine be the target's hardware? One check per fact of targets/T.toml, in
+    order: ``host_arch`` (machine type), ``[hardware] marker_file`` (+ ``marker_text``: a file
+    only that board has), ``usb_vendor`` (a USB device that must be attached). Each check is
+    {"name", "ok", "value", "what", "fix"}; ``fix`` comes from the target's ``[install]``.
+    Used by the device preflight and, loaded from this same file, by the host's doctor/bench.
+
+    Example: ``hardware_checks({"name": "stick", "host_arch": ["x86_64"]})[0]["ok"]``."""
+    py = sys.executable or "python3"
+    name = facts.get("name", "this target")
+    out = []
+
+    def add(check, ok, value, what, fix_key):
+        out.append({"name": check, "ok": bool(ok), "value": value, "what": what,
+                    "fix": None if ok else _fix(fix_key, py, facts)})
+    arch = facts.get("host_arch") or []
+    if arch:
+        machine = platform.machine()
+        add("arch", machine in arch, machine, "an {} host for {} (this is {})".format(
+            "/".join(arch), name, machine), "arch")
+    marker = facts.get("marker_file")
+    if marker:
+        text = _read_marker(marker)
+        want = facts.get("marker_text")
+        ok = text is not None and (not want or want in text)
+        not_here = facts.get("not_here") or "not " + name
+        why = "no {}".format(marker) if text is None else "{} says {!r}".format(marker, text[:60])
+        value = (text.splitlines() or [""])[0] if ok else "{} ({})".format(not_here, why)
+        add("hardware", ok, value, "{} ({})".format(
+            facts.get("what") or name, marker if ok else "{}: {}".format(not_here, why)),
+            "hardware")
+    vendor = facts.get("usb_vendor")
+    if vendor and usb:
+        ok = usb_vendor_present(vendor)
+        add("usb", ok, "USB vendor {} {}".format(vendor, "found" if ok else "not found"),
+            "{} on USB (vendor {})".format(facts.get("what") or name, vendor), "hardware")
+    return out
+
+
+def _runtime_version(runtime):
+    mods = RUNTIME_MODULES.get(runtime, [runtime])
+    err = None
+    for m in mods:
+        v, err = _version(m)
+        if v is not None:
+            return v, None
+    return None, err
 
 
 def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=None, device=None,
-              host_arch=None):
+              host_arch=None, facts=None):
     """(exit code, report dict). Checks are listed in ``report['checks']`` as
-    {"name", "ok", "value", "fix"}; ``missing`` names what failed. ``host_arch``: the machine
-    types the target runs on (targets/T.toml ``host_arch``, e.g. x86_64 for the NCS2)."""
+    {"name", "ok", "value", "fix"}; ``missing`` names what failed. ``facts``: the target's
+    facts from targets/T.toml (host arch, hardware marker, runtimes, device, install hints),
+    passed by the host as JSON (this file runs without the TOML and without tomllib)."""
+    facts = dict(facts or {})
+    facts.setdefault("name", target)
+    if host_arch is not None:
+        facts["host_arch"] = host_arch
     py = sys.executable or "python3"
     checks = []
 
     def add(name, ok, value, fix_key=None):
         checks.append({"name": name, "ok": bool(ok), "value": value,
-                       "fix": None if ok else _fix(fix_key or name, py)})
+                       "fix": None if ok else _fix(fix_key or name, py, facts)})
 
     hardware = []
     add("python", sys.version_info >= (3, 6), platform.python_version())
-    if host_arch:
-        machine = platform.machine()
-        ok = machine in host_arch
-        add("arch", ok, machine, "arch:" + target)
-        if not ok:
+    for c in hardware_checks(facts, usb=False):
+        checks.append({k: c[k] for k in ("name", "ok", "value", "fix")})
+        if not c["ok"]:
             hardware.append("{} hosts are {} (this one is {})".format(
-                target, "/".join(host_arch), machine))
-    if target == "jetson-nano":
-        rel = l4t_release()
-        if rel is None:
-            hardware.append("not a Jetson (no {})".format(TEGRA_RELEASE))
-        add("jetpack/l4t", rel is not None, rel or "not a Jetson (no {})".format(TEGRA_RELEASE),
-            "jetson")
+                target, "/".join(facts["host_arch"]), c["value"]) if c["name"] == "arch"
+                else c["value"])
     if docker:
         add("docker", shutil.which("docker") is not None, shutil.which("docker") or "not found")
-        if target == "ncs2":
-            add("usb", os.path.isdir("/dev/bus/usb"), "/dev/bus/usb", "MYRIAD")
+        if facts.get("usb_vendor"):
+            add("usb", os.path.isdir("/dev/bus/usb"), "/dev/bus/usb", "device")
     else:
         v, err = _version("numpy")
         add("numpy", v is not None, v or err)
-        runtime = runtime or {"jetson-nano": "tensorrt", "ncs2": "openvino"}.get(target, "onnxruntime")
+        runtime = runtime or (facts.get("runtimes") or ["onnxruntime"])[0]
         if runtime == "tensorrt":
             v, err = _version("tensorrt")
             add("tensorrt", v is not None, v or err)
+            bindings = facts.get("cuda_bindings") or ["pycuda", "cuda"]
             cv, cerr = _version("pycuda")
-            if cv is None and target != "jetson-nano":  # cuda-python needs CUDA >= 11: not the Nano
+            if cv is None and "cuda" in bindings:  # cuda-python: CUDA >= 11 only
                 cv2, cerr2 = _version("cuda")
                 add("pycuda", cv2 is not None, "cuda-python " + cv2 if cv2 else cerr)
             else:
@@ -177,16 +252,17 @@ def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=Non
                 except Exception as exc:
                     err, v = "{}: {}".format(type(exc).__name__, exc), None
             add("openvino", v is not None, v or err)
-            want = device or "MYRIAD"
-            if v is not None:  # MYRIAD matches MYRIAD or MYRIAD.<id> (several sticks)
+            want = device or facts.get("device") or "CPU"
+            if v is not None:  # a device matches itself or <device>.<id> (several of them)
                 found = any(d == want or d.startswith(want + ".") for d in (ov or []))
-                myriad = want.split(".")[0] == "MYRIAD"
+                special = want.split(".")[0] not in ("CPU", "GPU", "AUTO")
                 add("device " + want, found, ", ".join(ov or []) or "no devices",
-                    "MYRIAD" if myriad else "openvino")
-                if not found and myriad:
-                    hardware.append("no {} device (NCS2) visible to OpenVINO".format(want))
+                    "device" if special else "openvino")
+                if not found and special:
+                    hardware.append("no {} device ({}) visible to OpenVINO".format(
+                        want, facts.get("what") or target))
         else:
-            v, err = _version(runtime)
+            v, err = _runtime_version(runtime)
             add(runtime, v is not None, v or err, runtime)
     d = os.path.expanduser(directory)
     probe = d
@@ -320,7 +396,7 @@ def bench(bundle_dir, json_out, argv_extra):
         args += ["--npz", os.path.join(bundle_dir, meta["npz"])]
     args += list(argv_extra)
     if meta["runtime"] == "openvino" and "--device" not in args and meta.get("device"):
-        args += ["--device", meta["device"]]  # the target's device (MYRIAD for ncs2): no fallback
+        args += ["--device", meta["device"]]  # the target's device (targets/T.toml): no fallback
     print("bench: {} on {} with {} ({} test samples)".format(
         meta["model"], meta["target"], meta["runtime"], meta.get("test_samples", 0)))
     sys.stdout.flush()
@@ -358,6 +434,7 @@ def main(argv=None):
     pf.add_argument("--runtime")
     pf.add_argument("--device")
     pf.add_argument("--host-arch", help="comma-separated machine types, e.g. x86_64")
+    pf.add_argument("--facts", help="the target's facts (JSON, from targets/T.toml)")
     up = sub.add_parser("unpack")
     up.add_argument("tar")
     up.add_argument("--sha256", required=True)
@@ -371,7 +448,8 @@ def main(argv=None):
     if args.command == "preflight":
         code, report = preflight(args.target, args.dir, args.min_free_mb, args.docker,
                                  args.runtime, args.device,
-                                 args.host_arch.split(",") if args.host_arch else None)
+                                 args.host_arch.split(",") if args.host_arch else None,
+                                 json.loads(args.facts) if args.facts else None)
         print("EDGEKIT-PREFLIGHT " + json.dumps(report))
         return code
     if args.command == "unpack":
