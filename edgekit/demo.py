@@ -295,7 +295,7 @@ def export_formats(run):
     task = run.task("export TFLite + OpenVINO IR (parity-checked)", None)
     run.art = export(run.art.path, ["tflite", "openvino"], target=_target(), data=run.data)
     run.summary["formats"] = {
-        name: {"format": e.get("format"), "bytes": e.get("bytes"),
+        name: {"format": e.get("format"), "bytes": run.art.run_bytes(name),  # IR: .xml + .bin
                "agreement": (e.get("parity") or {}).get("agreement")}
         for name, e in run.art.files.items() if e.get("inference", True)}
     if task is not None:

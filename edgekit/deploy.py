@@ -238,7 +238,7 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
     meta = {"edgekit_version": __version__, "target": t["name"], "runtime": runtime,
             "model": model_rel, "format": entry.get("format"), "precision": entry.get("precision"),
             "device": t.get("device"),  # the target's device (targets/T.toml)
-            "bytes": entry.get("bytes"), "model_sha256": entry.get("sha256"),
+            "bytes": art.run_bytes(name), "model_sha256": entry.get("sha256"),  # IR: +.bin
             "artifact": art.path.name, "method": art.method,
             "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None}
     files["bundle.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()

@@ -63,6 +63,9 @@ def test_openvino_ir_bytes_are_xml_plus_bin_in_every_table(tiny_onnx, artifact_c
                            "--warmup", "0", "--eval-samples", "10", "--json", tmp_path / "r.json")
     assert code == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["bytes"] == want  # bench / report
+    from edgekit.deploy import build_bundle
+    bundle = build_bundle(path, "laptop-cpu", runtime="openvino", test_samples=5)
+    assert bundle.meta["bytes"] == want  # what the device's results report
 
 
 @pytest.mark.parametrize("verb", ["eval", "bench", "export"])
