@@ -99,6 +99,10 @@ def load_data(spec, val_fraction=VAL_FRACTION):
         if y.size and (y.min() < 0 or y.max() >= n_cls):
             raise EdgekitError("{}: {} labels must be in 0..{}".format(spec, name, n_cls - 1))
     tr_idx, va_idx = _stratified_split(y_tr, val_fraction, SPLIT_SEED)
+    if val_fraction > 0 and (len(va_idx) == 0 or len(tr_idx) == 0):
+        raise EdgekitError("{}: too few training images ({:,} for {} classes) to carve a "
+                           "validation split: give at least 2 images of some class".format(
+                               spec, len(y_tr), n_cls))
     norm = {"scale": float(scale), "mean": [0.0], "std": [1.0]}
     f = np.float32(scale)
     return Dataset(spec,

@@ -307,6 +307,8 @@ DATA = {  # name -> (builder returning the --data spec, message pattern)
                  r"x must be"),
     "npz_zero_width": (lambda w: "npz:" + str(_npz(w, "zw", x=np.zeros((40, 8, 0)), y=_labels())),
                        r"empty dimension"),
+    "npz_no_validation": (lambda w: "npz:" + str(_npz(w, "nv", x=_imgs(8), y=_labels(8, 4))),
+                          r"too few training images .* validation split"),
     "npz_one_class": (lambda w: "npz:" + str(_npz(w, "oc", x=_imgs(), y=np.zeros(40, int))),
                       r"at least 2 classes"),
     "npz_x_test_only": (lambda w: "npz:" + str(_npz(w, "xt", x=_imgs(), y=_labels(),

@@ -12,36 +12,48 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edgekit.errors import EdgekitError
 
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=60, deadline=None, database=None,  # no .hypothesis/ in the repo
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
 
 def _valid_or_edgekit_error(fn, *args):
     try:
-        return fn(*args)
+        value = fn(*args)
     except EdgekitError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
+        event("EdgekitError")  # --hypothesis-show-statistics: how often each outcome occurs
         return None
+    event("valid result")
+    return value
 
 
 # -- IDX -------------------------------------------------------------------------------------
 
 @st.composite
 def idx_files(draw):
-    ndim = draw(st.integers(0, 6))
-    dims = draw(st.lists(st.one_of(st.integers(0, 12), st.integers(0, 2**32 - 1)),
-                         min_size=ndim, max_size=ndim))
-    magic = draw(st.sampled_from([b"\0\0\x08", b"\0\0\x08", b"\0\0\x0d", b"\x1f\x8b\x08"]))
-    payload = draw(st.binary(max_size=600))
-    data = magic + bytes([ndim]) + struct.pack(">" + "I" * ndim, *dims) + payload
-    cut = draw(st.integers(0, len(data)))
-    return data[:cut] if draw(st.booleans()) else data
+    """A well-formed IDX file (small dims, exact payload), then maybe one damage: truncated,
+    a header byte changed, dims that overflow, a bogus ndim."""
+    ndim = draw(st.integers(1, 3))
+    dims = draw(st.lists(st.integers(0, 6), min_size=ndim, max_size=ndim))
+    payload = draw(st.binary(min_size=int(np.prod(dims)), max_size=int(np.prod(dims))))
+    data = b"\0\0\x08" + bytes([ndim]) + struct.pack(">" + "I" * ndim, *dims) + payload
+    damage = draw(st.sampled_from(["none", "none", "truncate", "byte", "overflow", "ndim"]))
+    if damage == "truncate":
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif damage == "byte":
+        i = draw(st.integers(0, 4 + 4 * ndim - 1))
+        data = data[:i] + bytes([draw(st.integers(0, 255))]) + data[i + 1:]
+    elif damage == "overflow":
+        data = data[:4] + struct.pack(">I", 2**32 - 1) + data[8:]
+    elif damage == "ndim":
+        data = data[:3] + bytes([draw(st.sampled_from([0, 5, 255]))]) + data[4:]
+    return data
 
 
 @SETTINGS
@@ -54,6 +66,7 @@ def test_read_idx_returns_an_array_or_one_error(tmp_path, data, gz):
     arr = _valid_or_edgekit_error(read_idx, path)
     if arr is not None:
         assert arr.dtype == np.uint8 and arr.ndim == data[3]
+        assert arr.size == int(np.prod(struct.unpack(">" + "I" * data[3], data[4:4 + 4 * data[3]])))
 
 
 # -- npz ---------------------------------------------------------------------------------------
@@ -61,31 +74,48 @@ def test_read_idx_returns_an_array_or_one_error(tmp_path, data, gz):
 DTYPES = ["uint8", "float32", "float64", "int64", "bool", "U3", "complex64", "float16"]
 
 
+MUTATIONS = ["none", "none", "drop", "dtype", "nonfinite", "y_length", "x_test_only",
+             "negative", "shape", "truncate", "flip"]
+
+
 @st.composite
 def npz_files(draw):
-    n = draw(st.integers(0, 30))
-    arrays = {}
-    for key in draw(st.sets(st.sampled_from(["x", "y", "x_test", "y_test", "classes", "z"]),
-                            min_size=1)):
-        shape = draw(st.lists(st.integers(0, 9), min_size=1, max_size=5))
-        if key.startswith("x") and draw(st.booleans()):
-            shape = [n, 8, 8]
-        if key.startswith("y") and draw(st.booleans()):
-            shape = [n + draw(st.integers(-2, 2)) if n > 2 else n]
-        dtype = draw(st.sampled_from(DTYPES))
-        if dtype == "U3":
-            a = np.full(shape, "ab", dtype=dtype)
-        else:
-            a = (np.arange(int(np.prod(shape))) % draw(st.integers(1, 12))).reshape(shape).astype(dtype)
-            if dtype.startswith("float") and a.size and draw(st.booleans()):
-                a.flat[0] = draw(st.sampled_from([np.nan, np.inf, -1.0, 0.5, 300.0]))
+    """A valid npz data set (x (N,8,8), y in 0..C-1), then maybe one damage."""
+    n = draw(st.integers(8, 30))
+    c = draw(st.integers(2, 4))
+    arrays = {"x": (np.arange(n * 64) % 17).reshape(n, 8, 8).astype(draw(st.sampled_from(
+                  ["uint8", "float32", "float64", "int64"]))),
+              "y": (np.arange(n) % c).astype(draw(st.sampled_from(["int64", "uint8", "float32"])))}
+    if draw(st.booleans()):
+        arrays["x_test"], arrays["y_test"] = arrays["x"][:c + 1].copy(), arrays["y"][:c + 1].copy()
+    mutation = draw(st.sampled_from(MUTATIONS))
+    key = draw(st.sampled_from(sorted(arrays)))
+    if mutation == "drop":
+        del arrays[key]
+    elif mutation == "dtype":
+        arrays[key] = np.full(arrays[key].shape, "ab", dtype=draw(st.sampled_from(["U3", "S2"])))
+    elif mutation == "nonfinite":
+        a = arrays[key].astype(np.float32)
+        a.flat[draw(st.integers(0, a.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
         arrays[key] = a
+    elif mutation == "y_length":
+        arrays["y"] = np.resize(arrays["y"], n + draw(st.sampled_from([-3, -1, 1, 5])))
+    elif mutation == "x_test_only":
+        arrays.pop("y_test", None)
+        arrays["x_test"] = arrays["x"][:3]
+    elif mutation == "negative":
+        arrays["y"] = arrays["y"].astype(np.int64) - draw(st.integers(1, 3))
+    elif mutation == "shape":
+        shape = draw(st.lists(st.integers(0, 9), min_size=0, max_size=5))
+        arrays[key] = np.zeros(shape, dtype=np.float32)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     data = buf.getvalue()
-    if draw(st.booleans()):  # damage: truncate or flip a byte
+    if mutation == "truncate":
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif mutation == "flip":
         i = draw(st.integers(0, len(data) - 1))
-        data = data[:i] if draw(st.booleans()) else data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
     return data
 
 
@@ -129,8 +159,24 @@ def image_files(draw):
     return draw(st.binary(max_size=200))
 
 
+@st.composite
+def image_folders(draw):
+    """2-3 classes of 3 good 8x8 PNGs each, then maybe one file replaced by a damaged one,
+    one class emptied or a class added with arbitrary files."""
+    classes = [[_png((8, 8))] * 3 for _ in range(draw(st.integers(2, 3)))]
+    damage = draw(st.sampled_from(["none", "none", "file", "file", "empty", "extra"]))
+    if damage == "file":
+        c = draw(st.integers(0, len(classes) - 1))
+        classes[c][draw(st.integers(0, 2))] = draw(image_files())
+    elif damage == "empty":
+        classes[draw(st.integers(0, len(classes) - 1))] = []
+    elif damage == "extra":
+        classes.append(draw(st.lists(image_files(), max_size=3)))
+    return classes
+
+
 @SETTINGS
-@given(classes=st.lists(st.lists(image_files(), max_size=4), min_size=0, max_size=3))
+@given(classes=image_folders())
 def test_folder_loader_returns_a_dataset_or_one_error(tmp_path_factory, classes):
     from edgekit.data import load_data
     root = tmp_path_factory.mktemp("folder")
