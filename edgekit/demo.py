@@ -154,7 +154,9 @@ def export_onnx(run):
 
 
 def check_onnx(run):
-    """ONNX (onnxruntime) vs Keras on the whole test split: agreement and max abs diff."""
+    """ONNX (onnxruntime) vs Keras on the whole test split, with the export's parity comparator
+    (:func:`edgekit.export.parity.compare`): agreement, max abs diff, accuracy."""
+    from edgekit.export.parity import compare
     from edgekit.runtime import open_runner
     ds = run.ds
     if run.keras_logits is None:
@@ -162,39 +164,30 @@ def check_onnx(run):
     with open_runner("onnxruntime", run.art.file(run.onnx_name)) as r:
         got = _batched(run, "check ONNX vs Keras", ds.x_test,
                        lambda xb: np.asarray(list(r.infer(xb).values())[0]))
-    ref = run.keras_logits
-    ref_cls, got_cls = np.argmax(ref, axis=1), np.argmax(got, axis=1)
-    run.summary["onnx"].update({
-        "samples": int(len(ds.x_test)),
-        "agreement": float(np.mean(ref_cls == got_cls)),
-        "max_abs_diff": float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))),
-        "accuracy": float(np.mean(got_cls == ds.y_test)),
-    })
+    fig = compare(run.keras_logits, got, ds.y_test, "fp32")
+    run.summary["onnx"].update({"samples": fig["samples"], "agreement": fig["agreement"],
+                                "max_abs_diff": fig["max_abs_diff"],
+                                "accuracy": fig["accuracy_export"]})
 
 
 def bench_cpu(run):
-    """Benchmark the ONNX file on this CPU with onnxruntime (batch 1), write results JSON."""
-    from edgekit.runtime.bench import measure
-    from edgekit.runtime.ort import OrtRunner
+    """Benchmark the ONNX file on this CPU with onnxruntime (batch 1) through
+    :func:`edgekit.bench.bench` (the one host-side bench), write results JSON."""
+    from edgekit.bench import bench
     from edgekit.util import atomic_write_text
-    ds = run.ds
     task = run.task("bench {} / onnxruntime".format(_target()), run.iterations)
-    runner = OrtRunner(str(run.art.file(run.onnx_name)))
 
     def tick(done, total):
         if task is not None:
             run.progress.update(task, completed=min(done, total))
-    try:
-        res = measure(runner, ds.x_test, ds.y_test, batch=1, warmup=WARMUP,
-                      iterations=run.iterations, progress=tick)
-    finally:
-        runner.close()
+    res = bench(run.art.path, _target(), runtime="onnxruntime", batch=1, warmup=WARMUP,
+                iterations=run.iterations, data=run.ds, progress=tick)[0]
     if task is not None:
         run.progress.update(task, completed=run.iterations)
-    entry = run.art.files[run.onnx_name]
-    res.update({"target": _target(), "artifact": run.final("model"), "file": run.onnx_name,
-                "precision": entry.get("precision", "fp32"), "bytes": entry["bytes"],
-                "method": "train", "threads": None, "data": run.data})
+    if res["file"] != run.onnx_name:
+        raise EdgekitError("bench ran {} instead of the exported {}".format(res["file"],
+                                                                           run.onnx_name))
+    res.update({"artifact": run.final("model"), "data": run.data})
     rel = "results/{}-onnxruntime.json".format(_target())
     atomic_write_text(run.stage / rel, json.dumps(res, indent=2) + "\n")
     run.summary["bench"] = res

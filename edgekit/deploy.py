@@ -167,17 +167,6 @@ def _tar_add(tf, name, data, mode=0o644):
     tf.addfile(info, io.BytesIO(data))
 
 
-def _runtime_sources():
-    """edgekit/__init__.py + edgekit/runtime/* (the device-side package, Python 3.6)."""
-    from importlib import resources
-    pkg = resources.files("edgekit")
-    files = {"edgekit/__init__.py": (pkg / "__init__.py").read_bytes()}
-    for p in sorted((pkg / "runtime").iterdir()):
-        if p.is_file() and p.name.endswith((".py", ".onnx", ".tflite")):
-            files["edgekit/runtime/" + p.name] = p.read_bytes()
-    return files
-
-
 def _test_npz(spec, samples, art=None):
     """The test subset shipped with a bundle, in the model's input layout (the manifest's)."""
     import numpy as np
@@ -225,7 +214,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
         if bin_name in art.files and art.file(bin_name).is_file():
             files["model/" + bin_name] = art.file(bin_name).read_bytes()
     files["manifest.json"] = (art.path / "manifest.json").read_bytes()
-    files.update(_runtime_sources())
+    from edgekit.resources import runtime_sources
+    files.update(runtime_sources())
     files["deploy/edgekit_remote.py"] = REMOTE_SCRIPT.read_bytes()
     files["deploy/setup_device.sh"] = SETUP_SCRIPT.read_bytes()
     if docker:

@@ -32,3 +32,15 @@ def remote_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def runtime_sources():
+    """``{relative path: bytes}`` of the device-side package: edgekit/__init__.py and
+    edgekit/runtime/* (Python 3.6 syntax, numpy + one runtime). Shipped in every deploy bundle
+    and run by the OpenVINO 2022.3 interpreter for the NCS2 export check."""
+    pkg = resources.files("edgekit")
+    files = {"edgekit/__init__.py": (pkg / "__init__.py").read_bytes()}
+    for p in sorted((pkg / "runtime").iterdir(), key=lambda p: p.name):
+        if p.is_file() and p.name.endswith((".py", ".onnx", ".tflite")):
+            files["edgekit/runtime/" + p.name] = p.read_bytes()
+    return files

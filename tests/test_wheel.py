@@ -89,3 +89,4 @@ def test_every_verb_from_outside_the_checkout(installed, tiny_artifact, tmp_path
     assert r.returncode == 0, r.stderr
     r = run(installed, "deploy", art, "--target", "laptop-cpu", "--dry-run", "--docker", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("error: --docker has no image for target")
+

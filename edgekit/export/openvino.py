@@ -23,34 +23,36 @@ from edgekit.errors import EdgekitError, MissingDependency
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
-# Runs inside the OpenVINO 2022.3 venv (Python 3.10, numpy < 2): read, compile on CPU, predict.
+# Runs inside the OpenVINO 2022.3 venv (Python 3.10, numpy < 2) with edgekit's device-side
+# package (edgekit/runtime, copied next to it): OvRunner reads and compiles the model on the CPU
+# and predicts, exactly as on the NCS2's host (there with device MYRIAD).
 _OV2022_SCRIPT = r"""
 import json, sys
 import numpy as np
-from openvino.runtime import Core, get_version
-core = Core()
+from openvino.runtime import get_version
+from edgekit.runtime.openvino import OvRunner
 try:
-    model = core.read_model(sys.argv[1])
-    compiled = core.compile_model(model, "CPU")
+    runner = OvRunner(sys.argv[1], device="CPU")
+    runner.load()
 except Exception as exc:
+    exc = exc.__context__ or exc  # OpenVINO's own multi-line message, not the one-line summary
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     print(json.dumps({"readable": False, "version": get_version(),
                       "error": (lines[-1] if lines else type(exc).__name__)[:300]}))
     sys.exit(0)
 x = np.load(sys.argv[2])
-ps = compiled.inputs[0].get_partial_shape()
-b = ps[0].get_length() if ps[0].is_static else len(x)
-req = compiled.create_infer_request()
+shape = runner.input_shape or []
+b = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else len(x)
 outs = []
 for i in range(0, len(x), b):
     chunk = x[i:i + b]
     n = len(chunk)
     if n < b:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-    req.infer({0: chunk})
-    outs.append(np.array(req.get_output_tensor(0).data)[:n])
+    outs.append(np.asarray(list(runner.infer(chunk).values())[0])[:n])
+runner.close()
 np.save(sys.argv[3], np.concatenate(outs))
-print(json.dumps({"readable": True, "version": get_version()}))
+print(json.dumps({"readable": True, "version": get_version(), "runner": "OvRunner"}))
 """
 
 
@@ -105,8 +107,13 @@ def check_ov2022(model_path, x, python=None, timeout=600):
         np.save(xin, np.ascontiguousarray(x, dtype=np.float32))
         script = Path(tmp) / "run.py"
         script.write_text(_OV2022_SCRIPT)
+        from edgekit.resources import runtime_sources
+        for rel, data in runtime_sources().items():  # the device-side package, nothing else
+            dst = Path(tmp) / "pkg" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
         env = dict(os.environ)
-        env.pop("PYTHONPATH", None)
+        env["PYTHONPATH"] = str(Path(tmp) / "pkg")
         try:
             p = subprocess.run([python, str(script), str(model_path), str(xin), str(xout)],
                                capture_output=True, text=True, timeout=timeout, env=env)
