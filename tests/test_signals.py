@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 CODE = "import sys; from edgekit.cli import main; main(sys.argv[1:])"
 
@@ -83,3 +85,22 @@ def test_clean_stale_spares_live_owners_and_foreign_names(tmp_path):
     removed = clean_stale(tmp_path, "out")
     assert sorted(p.name for p in removed) == sorted(names[:2])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+@pytest.mark.slow
+def test_sigint_during_compress_exits_130_and_writes_nothing(tiny_artifact, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+               TF_USE_LEGACY_KERAS="1")
+    proc = subprocess.Popen([sys.executable, "-c", CODE, "compress", str(tiny_artifact.path),
+                             "--method", "prune", "--data", "digits", "--epochs", "300",
+                             "-o", str(tmp_path / "pruned")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        _read_until(proc, b"Epoch 2/")  # fine-tuning under the pruning schedule
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert [ln for ln in err.decode().splitlines() if ln.startswith("error")] == ["error: interrupted"]
+    assert sorted(os.listdir(tmp_path)) == []
