@@ -84,13 +84,13 @@ def test_lambda_fences_its_group_and_names_it():
     k = keras()
     L = k.layers
     inp = L.Input(SHAPE)
-    a = L.Conv2D(8, 3, padding="same", name="a")(inp)
+    a = L.Conv2D(16, 3, padding="same", name="a")(inp)
     a = L.Lambda(lambda t: t * 2.0, name="double")(a)
-    b = L.Conv2D(8, 3, padding="same", name="b")(a)
+    b = L.Conv2D(16, 3, padding="same", name="b")(a)
     out = L.Dense(3, name="out")(L.GlobalAveragePooling2D()(b))
     small, report = prune_channels(k.Model(inp, out), ratio=0.5)
-    assert small.get_layer("a").filters == 8            # fenced: kept whole
-    assert small.get_layer("b").filters == 4            # the rest is still pruned
+    assert small.get_layer("a").filters == 16           # fenced: kept whole
+    assert small.get_layer("b").filters == 8            # the rest is still pruned
     assert report["fenced"][0]["layers"] == ["a"]
     assert "double" in report["fenced"][0]["why"][0]
 
@@ -148,7 +148,7 @@ def test_target_macs_is_reached(zoo, name, fraction):
     macs, before = count_macs(small), count_macs(model)
     assert report["macs"] == macs and report["macs_before"] == before
     assert macs <= fraction * before
-    assert macs >= (fraction - 0.1) * before  # removes what the target needs, not everything
+    assert macs >= (fraction - 0.15) * before  # what the target needs (8-channel steps), no more
     assert report["kept"] and all(n % 8 == 0 for name, n in report["kept"].items()
                                   if report["original"][name] >= 8)  # CPU-kernel friendly
 
