@@ -6,7 +6,7 @@ keep the most sensitive layers in float when that is still not enough.
   than ``max_drop`` points against the float ONNX, a **sensitivity pass** quantizes the model
   once per Conv/Gemm/MatMul with just that node left float and ranks the nodes by how much of
   the output error (mean |p_int8 - p_fp32| on validation) that removes; the top 1, 2, 4, ...
-  go to ``nodes_to_exclude`` until the drop is within ``max_drop``.
+  (at most half of them) go to ``nodes_to_exclude`` until the drop is within ``max_drop``.
 * OpenVINO (NNCF): the ``performance`` (symmetric) and ``mixed`` (asymmetric activations)
   presets are tried; if the best still loses more than ``max_drop``,
   ``nncf.quantize_with_accuracy_control`` reverts the most harmful layers to float.
@@ -102,7 +102,11 @@ def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_
         say("  onnx: {:.2f} pt over --max-drop {:g}; most sensitive layers: {}".format(
             100 * (base - cands[best]), max_drop, ", ".join(n for n, _ in ranked[:5])))
         rec["sensitivity"] = [[n, s] for n, s in ranked]
-        steps = sorted({min(2 ** i, len(ranked)) for i in range(len(ranked).bit_length() + 1)})
+        # at most half the layers float: beyond that the file is not an int8 model any more
+        # (MobileNetV2 0.35 on 32x32 MNIST needed all 53 float to recover: its loss sits in
+        # the quantized Add / ReLU6 activations, not in the convs), and the guard decides
+        cap = max(1, len(ranked) // 2)
+        steps = sorted({min(2 ** i, cap) for i in range(cap.bit_length() + 1)})
         for k in steps:
             names = [n for n, _ in ranked[:k]]
             dst = quant(work / "cand.exclude{}.onnx".format(k), best, names)
