@@ -30,6 +30,7 @@ _OV2022_SCRIPT = r"""
 import json, sys
 import numpy as np
 from openvino.runtime import get_version
+from edgekit.runtime.base import first_output
 from edgekit.runtime.openvino import OvRunner
 try:
     runner = OvRunner(sys.argv[1], device="CPU")
@@ -40,18 +41,9 @@ except Exception as exc:
     print(json.dumps({"readable": False, "version": get_version(),
                       "error": (lines[-1] if lines else type(exc).__name__)[:300]}))
     sys.exit(0)
-x = np.load(sys.argv[2])
-shape = runner.input_shape or []
-b = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else len(x)
-outs = []
-for i in range(0, len(x), b):
-    chunk = x[i:i + b]
-    n = len(chunk)
-    if n < b:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-    outs.append(np.asarray(list(runner.infer(chunk).values())[0])[:n])
+out = first_output(runner, np.load(sys.argv[2]))
 runner.close()
-np.save(sys.argv[3], np.concatenate(outs))
+np.save(sys.argv[3], out)
 print(json.dumps({"readable": True, "version": get_version(), "runner": "OvRunner"}))
 """
 

@@ -26,8 +26,9 @@ def compare(ref_outputs, got_outputs, y, precision="fp32"):
     if len(ref) != len(got):
         raise EdgekitError("parity: {} reference outputs but {} exported ones".format(
             len(ref), len(got)))
-    ref_cls = _classes(ref)
-    got_cls = _classes(got)
+    from edgekit.runtime.base import classes_of
+    ref_cls = classes_of(ref)
+    got_cls = classes_of(got)
     y = np.asarray(y)[:len(ref_cls)]
     fig = {"samples": int(len(ref_cls)), "precision": precision,
            "agreement": float(np.mean(ref_cls == got_cls)),
@@ -68,28 +69,11 @@ def run_file(runtime, path, x, **options):
     """First output of the model file at ``path`` run by ``runtime`` on all of ``x``; a static
     batch dimension is honoured by running chunks (the last one padded, then trimmed)."""
     from edgekit.runtime import open_runner
-    x = np.asarray(x, dtype=np.float32)
+    from edgekit.runtime.base import first_output
     with open_runner(runtime, path, **options) as r:
-        shape = r.input_shape or []
-        b = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
-        if b is None:
-            return np.asarray(list(r.infer(x).values())[0])
-        outs = []
-        for i in range(0, len(x), b):
-            chunk = x[i:i + b]
-            n = len(chunk)
-            if n < b:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-            outs.append(np.asarray(list(r.infer(chunk).values())[0])[:n])
-        return np.concatenate(outs)
+        return first_output(r, x)
 
 
 def check_file(runtime, path, reference, x, y, precision="fp32", **options):
     """Run ``path`` with ``runtime`` and return its parity figures against ``reference``."""
     return compare(reference, run_file(runtime, path, x, **options), y, precision)
-
-
-def _classes(a):
-    if a.ndim == 1:
-        return a.astype(np.int64)
-    return np.argmax(a.reshape(len(a), -1), axis=1)

@@ -119,10 +119,36 @@ def classes_from_outputs(outputs):
     The first output decides: a 1-D output already holds class ids (the k-NN graph's
     ``class_id``); a 2-D one holds per-class scores and is arg-maxed.
     """
-    first = np.asarray(list(outputs.values())[0])
+    return classes_of(list(outputs.values())[0])
+
+
+def classes_of(first):
+    """Class ids from one output array: 1-D = already class ids, else arg-max per sample."""
+    first = np.asarray(first)
     if first.ndim == 1:
         return first.astype(np.int64)
     return np.argmax(first.reshape(first.shape[0], -1), axis=1).astype(np.int64)
+
+
+def first_output(runner, x):
+    """The first output of a loaded ``runner`` on all of ``x``: one call for a dynamic batch,
+    else chunks of the model's static batch (the last one padded, then trimmed). What parity
+    checks compare (here and in the OpenVINO 2022.3 interpreter).
+
+    Example: ``first_output(open_runner("onnxruntime", "m.onnx"), x).shape`` -> (len(x), C)."""
+    x = np.asarray(x, dtype=np.float32)
+    shape = runner.input_shape or []
+    b = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+    if b is None:
+        return np.asarray(list(runner.infer(x).values())[0])
+    outs = []
+    for i in range(0, len(x), b):
+        chunk = x[i:i + b]
+        n = len(chunk)
+        if n < b:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+        outs.append(np.asarray(list(runner.infer(chunk).values())[0])[:n])
+    return np.concatenate(outs)
 
 
 def _shape_str(shape):
