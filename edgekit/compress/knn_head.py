@@ -24,6 +24,7 @@ Example::
     head.predict(F_test); head.prototypes_.shape
 """
 import numpy as np
+from threadpoolctl import threadpool_limits
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -105,7 +106,15 @@ class KnnHead(ClassifierMixin, BaseEstimator):
             P, L = self._condensed(X, y_idx)
         else:
             P, L = X, y_idx
-        P, L = _dedupe(np.asarray(P, np.float32), np.asarray(L, np.int64))
+        self._store(*_dedupe(np.asarray(P, np.float32), np.asarray(L, np.int64)))
+        if self.n_neighbors > self.n_prototypes_:
+            raise KnnHeadError(
+                "k={} is larger than the {} prototype(s) kept (from {} sample(s)): choose "
+                "k <= {} or keep more prototypes".format(
+                    self.n_neighbors, self.n_prototypes_, len(X), self.n_prototypes_))
+        return self
+
+    def _store(self, P, L):
         if self.int8:
             amax = float(np.max(np.abs(P))) if P.size else 0.0
             scale = np.float32(amax / 127.0 if amax > 0 else 1.0)
@@ -116,12 +125,17 @@ class KnnHead(ClassifierMixin, BaseEstimator):
         self.prototypes_ = np.ascontiguousarray(P, dtype=np.float32)
         self.prototype_labels_ = L
         self.n_prototypes_ = int(len(P))
-        if self.n_neighbors > self.n_prototypes_:
-            raise KnnHeadError(
-                "k={} is larger than the {} prototype(s) kept (from {} sample(s)): choose "
-                "k <= {} or keep more prototypes".format(
-                    self.n_neighbors, self.n_prototypes_, len(X), self.n_prototypes_))
-        return self
+
+    def as_int8(self):
+        """A copy of this fitted float head with its prototypes stored as int8 (no refit):
+        what ``int8=True`` would have given from the same prototypes."""
+        check_is_fitted(self, "prototypes_")
+        if self.int8:
+            raise KnnHeadError("the head already stores int8 prototypes")
+        q = KnnHead(**dict(self.get_params(), int8=True))
+        q.classes_, q.n_features_in_ = self.classes_, self.n_features_in_
+        q._store(self.prototypes_, self.prototype_labels_)
+        return q
 
     def _kmeans(self, X, y_idx):
         from sklearn.cluster import KMeans
@@ -139,7 +153,10 @@ class KnnHead(ClassifierMixin, BaseEstimator):
                 centers = Xc
             else:
                 km = KMeans(n_clusters=per, n_init=1, random_state=self.random_state)
-                centers = km.fit(Xc.astype(np.float64)).cluster_centers_
+                # one thread: k-means' OpenMP threads spin when the cores are shared
+                # (measured 10x slower at load 18 on 2 cores), and a class is small work
+                with threadpool_limits(1):
+                    centers = km.fit(Xc.astype(np.float64)).cluster_centers_
             P.append(np.asarray(centers, np.float32))
             L.append(np.full(per, c, np.int64))
         return np.concatenate(P), np.concatenate(L)
@@ -174,22 +191,49 @@ class KnnHead(ClassifierMixin, BaseEstimator):
     def _votes(self, X):
         check_is_fitted(self, "prototypes_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
+        out = np.zeros((len(X), len(self.classes_)), np.float32)
+        for s, nn, d in self._neighbours(X, self.n_neighbors):
+            out[s:s + len(nn)] = self._vote(nn, d, self.n_neighbors)
+        return out
+
+    def _neighbours(self, X, k):
+        """Chunks ``(start, indices (n, k), distances (n, k))`` of the k nearest prototypes,
+        ordered by (distance, index)."""
+        check_is_fitted(self, "prototypes_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         P = self.prototypes_
         p_sq = np.sum(P * P, axis=1, dtype=np.float32)
-        k = self.n_neighbors
-        C = len(self.classes_)
-        out = np.zeros((len(X), C), np.float32)
         for s in range(0, len(X), CHUNK):
             d = sq_distances(X[s:s + CHUNK], P, p_sq)
             nn = _k_smallest(d, k)
-            labels = self.prototype_labels_[nn]
-            if self.weights == "distance":
-                w = np.float32(1.0) / (np.take_along_axis(d, nn, axis=1) + np.float32(DIST_EPS))
-            else:
-                w = np.ones(nn.shape, np.float32)
-            onehot = (labels[:, :, None] == np.arange(C)[None, None, :]).astype(np.float32)
-            out[s:s + CHUNK] = np.sum(onehot * w[:, :, None], axis=1, dtype=np.float32)
-        return out
+            yield s, nn, np.take_along_axis(d, nn, axis=1)
+
+    def _vote(self, nn, d, k):
+        """Votes (n, C) of the first ``k`` of the sorted neighbours ``nn`` at distances ``d``."""
+        nn, d = nn[:, :k], d[:, :k]
+        C = len(self.classes_)
+        labels = self.prototype_labels_[nn]
+        if self.weights == "distance":
+            w = np.float32(1.0) / (d + np.float32(DIST_EPS))
+        else:
+            w = np.ones(nn.shape, np.float32)
+        onehot = (labels[:, :, None] == np.arange(C)[None, None, :]).astype(np.float32)
+        return np.sum(onehot * w[:, :, None], axis=1, dtype=np.float32)
+
+    def accuracy_by_k(self, X, y, ks):
+        """``{k: accuracy}`` for every k in ``ks`` from one neighbour search: equal to
+        ``set_params(n_neighbors=k).score(X, y)`` for each k, at the cost of the largest."""
+        ks = sorted(set(int(k) for k in ks))
+        if not ks or ks[0] < 1 or ks[-1] > self.n_prototypes_:
+            raise KnnHeadError("k must be in 1..{} (the prototype count), got {}".format(
+                self.n_prototypes_, ks))
+        y = np.asarray(y)
+        hits = dict.fromkeys(ks, 0)
+        for s, nn, d in self._neighbours(X, ks[-1]):
+            for k in ks:
+                pred = self.classes_[np.argmax(self._vote(nn, d, k), axis=1)]
+                hits[k] += int(np.sum(pred == y[s:s + len(nn)]))
+        return {k: hits[k] / float(len(y)) for k in ks}
 
     def vote_scores(self, X):
         """Per-class votes (N, C), float32: the graph's ``scores`` output."""
@@ -221,6 +265,12 @@ class KnnHead(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def clone_fitted(head):
+    """An independent copy of a fitted head (``set_params`` on it leaves ``head`` alone)."""
+    import copy
+    return copy.deepcopy(head)
 
 
 def _k_smallest(d, k):

@@ -47,6 +47,13 @@ def pool_name(pool):
     return "none" if p is None else "{}{}".format(*p)
 
 
+def l2_normalise(x):
+    """Rows divided by their L2 norm (eps-guarded), float32: the graph's normalisation."""
+    x = np.asarray(x, np.float32)
+    sq = np.sum(x * x, axis=1, keepdims=True, dtype=np.float32)
+    return (x / np.sqrt(np.maximum(sq, np.float32(L2_EPS)))).astype(np.float32)
+
+
 class FeatureReducer:
     """Pooling + flatten + optional PCA + L2 normalisation, in numpy float32.
 
@@ -107,8 +114,18 @@ class FeatureReducer:
         x = self.pooled(fmap)
         if self.W is not None:
             x = x @ self.W + self.b
-        sq = np.sum(x * x, axis=1, keepdims=True, dtype=np.float32)
-        return (x / np.sqrt(np.maximum(sq, np.float32(L2_EPS)))).astype(np.float32)
+        return l2_normalise(x)
+
+    @classmethod
+    def from_pca(cls, pool, mean, components, dims, int8=False):
+        """A fitted reducer from a PCA fitted elsewhere: ``components`` (>= dims, D) rows
+        sorted by variance, ``mean`` (D,); keeps the first ``dims`` (``None``: no PCA)."""
+        red = cls(pool, dims, int8=int8)
+        if dims:
+            W = np.ascontiguousarray(np.asarray(components, np.float32)[:int(dims)].T)
+            red.W = quantize_array(W, axis=1) if int8 else W
+            red.b = (-(np.asarray(mean, np.float32) @ red.W)).astype(np.float32)
+        return red
 
     def out_dims(self, fmap_shape):
         return int(self.dims) if self.W is not None else self.in_dims(fmap_shape)
@@ -123,12 +140,13 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
     """Write trunk + reducer + head as one ONNX file at ``path``; returns part byte counts.
 
     ``trunk`` is the Keras sub-model up to the cut (converted with tf2onnx at opset 13)
-    unless ``trunk_onnx`` (an existing ONNX file of it) is given. ``int8_weights``: trunk
-    kernels and the PCA matrix, already int8-exact (see :func:`quantize_keras_trunk` and
+    unless ``trunk_onnx`` (an ONNX file of it, or a ``ModelProto`` such as
+    :func:`trunk_subgraph` returns) is given. ``int8_weights``: trunk kernels and the PCA
+    matrix, already int8-exact (see :func:`quantize_keras_trunk` and
     ``FeatureReducer(int8=True)``), are stored as int8 initializers + ``Cast`` + ``Mul``.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     path = Path(path)
     if trunk_onnx is None:
@@ -140,13 +158,130 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
         finally:
             if tmp.exists():
                 tmp.unlink()
+    elif hasattr(trunk_onnx, "graph"):
+        model = onnx.ModelProto()
+        model.CopyFrom(trunk_onnx)
     else:
         model = onnx.load(str(trunk_onnx))
-    g = model.graph
     if int8_weights:
         quantize_initializers(model)
-    trunk_bytes = int(sum(_tensor_bytes(t) for t in g.initializer))
-    feat = g.output[0].name
+    trunk_bytes = int(sum(_tensor_bytes(t) for t in model.graph.initializer))
+    arrays = head_arrays(reducer, head, int8_weights)
+    _append_head(model, arrays, reducer.pool, int(head.n_neighbors), head.weights,
+                 len(head.classes_))
+    onnx.checker.check_model(model)
+    check_standard_ops(model)
+    path.write_bytes(model.SerializeToString())
+    red = [a for n, a in arrays.items() if n.startswith("pca_")]
+    protos = [a for n, a in arrays.items() if n.startswith("protos") or n == "labels"]
+    return {"trunk_weights": trunk_bytes,
+            "reduction": int(sum(a.nbytes for a in red)),
+            "prototypes_labels": int(sum(a.nbytes for a in protos)),
+            "total": int(path.stat().st_size)}
+
+
+def head_arrays(reducer, head, int8_weights=False):
+    """The head's stored arrays (name -> numpy array), as :func:`build_knn_graph` writes them."""
+    out = {}
+    if reducer.W is not None:
+        wq = int8_exact(reducer.W) if int8_weights else None
+        if wq is not None:
+            out["pca_w_int8"], out["pca_w_scale"] = wq
+        else:
+            out["pca_w"] = np.asarray(reducer.W, np.float32)
+        out["pca_b"] = np.asarray(reducer.b, np.float32)
+    if head.int8:
+        out["protos_t_int8"] = np.ascontiguousarray(head.prototypes_int8_.T)
+        out["protos_scale"] = np.array(head.scale_, np.float32)
+    else:
+        out["protos_t"] = np.ascontiguousarray(head.prototypes_.T)
+    n_cls = len(head.classes_)
+    out["labels"] = head.prototype_labels_.astype(np.uint8 if n_cls <= 255 else np.int32)
+    return out
+
+
+def head_array_specs(in_dims, dims, n_protos, n_classes, int8=False, int8_weights=False):
+    """name -> (dtype, shape) of :func:`head_arrays` for a head of these sizes (no arrays made).
+
+    ``dims=None``: no PCA. The PCA matrix is int8 when ``int8_weights`` and it has at least
+    256 entries (what :func:`int8_exact` accepts).
+    """
+    out = {}
+    d = in_dims
+    if dims:
+        d = int(dims)
+        if int8_weights and in_dims * d >= 256:
+            out["pca_w_int8"] = (np.int8, (in_dims, d))
+            out["pca_w_scale"] = (np.float32, (1, d))
+        else:
+            out["pca_w"] = (np.float32, (in_dims, d))
+        out["pca_b"] = (np.float32, (d,))
+    if int8:
+        out["protos_t_int8"] = (np.int8, (d, n_protos))
+        out["protos_scale"] = (np.float32, ())
+    else:
+        out["protos_t"] = (np.float32, (d, n_protos))
+    out["labels"] = (np.uint8 if n_classes <= 255 else np.int32, (n_protos,))
+    return out
+
+
+def predict_head_bytes(in_dims, dims, n_protos, n_classes, k, pool=None, int8=False,
+                       int8_weights=False, weights="uniform", feat="feat"):
+    """Bytes the head adds to the trunk's ONNX file, computed without building it.
+
+    = the stored arrays (shape x dtype, plus each tensor's protobuf header) + the graph
+    overhead of the head's nodes and outputs, measured once per structure on a tiny build.
+    """
+    specs = head_array_specs(in_dims, dims, n_protos, n_classes, int8, int8_weights)
+    key = (tuple(sorted(specs)), parse_pool(pool), int(k), weights, int(n_classes), feat)
+    if key not in _OVERHEAD:
+        tiny = {n: np.zeros([1] * len(shape), dtype) for n, (dtype, shape) in specs.items()}
+        _OVERHEAD[key] = _measured_overhead(tiny, parse_pool(pool), int(k), weights,
+                                            int(n_classes), feat)
+    return _OVERHEAD[key] + sum(_initializer_bytes("knn/" + n, dtype, shape)
+                                for n, (dtype, shape) in specs.items())
+
+
+_OVERHEAD = {}
+
+
+def _measured_overhead(arrays, pool, k, weights, n_classes, feat):
+    """Head bytes (nodes, outputs, constants) besides ``arrays``, from a real build."""
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Identity", ["input"], [feat])], "trunk",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1])],
+                          [])
+    model = helper.make_model(g)
+    _set_model_header(model)
+    before = model.ByteSize()
+    _append_head(model, arrays, pool, k, weights, n_classes, feat=feat)
+    return int(model.ByteSize() - before - sum(
+        _initializer_bytes("knn/" + n, a.dtype, a.shape) for n, a in arrays.items()))
+
+
+def _varint_len(n):
+    n, size = int(n), 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+def _initializer_bytes(name, dtype, shape):
+    """Serialized bytes of one raw-data initializer inside a GraphProto (tag + length + body)."""
+    from onnx import TensorProto, helper
+    t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                    dims=[int(d) for d in shape])
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    body = t.ByteSize() + 1 + _varint_len(nbytes) + nbytes
+    return 1 + _varint_len(body) + body
+
+
+def _append_head(model, arrays, pool, k, weights, n_cls, feat=None):
+    """Add the reduction + k-NN head after the trunk's (first) output, in place."""
+    from onnx import TensorProto, helper, numpy_helper
+    g = model.graph
+    feat = feat or g.output[0].name
     del g.output[:]
     nodes, inits = [], []
 
@@ -160,25 +295,21 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
         return out
 
     x = feat
-    if reducer.pool is not None:
-        mode, s = reducer.pool
+    if pool is not None:
+        mode, s = pool
         x = node("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
         x = node("AveragePool" if mode == "avg" else "MaxPool", [x], "pool",
                  kernel_shape=[s, s], strides=[s, s])
     x = node("Flatten", [x], "flat", axis=1)
-    reduction_bytes = 0
-    if reducer.W is not None:
-        wq = int8_exact(reducer.W) if int8_weights else None
-        if wq is not None:
-            q, sc = wq
-            w = node("Mul", [node("Cast", [const("pca_w_int8", q)], "pca_w_f", to=TensorProto.FLOAT),
-                             const("pca_w_scale", sc)], "pca_w")
-            reduction_bytes = int(q.nbytes + sc.nbytes + reducer.b.nbytes)
-        else:
-            w = const("pca_w", reducer.W)
-            reduction_bytes = reducer.storage_bytes()
+    if "pca_w_int8" in arrays:
+        w = node("Mul", [node("Cast", [const("pca_w_int8", arrays["pca_w_int8"])], "pca_w_f",
+                              to=TensorProto.FLOAT), const("pca_w_scale", arrays["pca_w_scale"])],
+                 "pca_w")
+    elif "pca_w" in arrays:
+        w = const("pca_w", arrays["pca_w"])
+    if "pca_b" in arrays:
         x = node("MatMul", [x, w], "pca_mm")
-        x = node("Add", [x, const("pca_b", reducer.b)], "pca")
+        x = node("Add", [x, const("pca_b", arrays["pca_b"])], "pca")
     sq = node("ReduceSum", [node("Mul", [x, x], "x2"), const("axes1", np.array([1], np.int64))],
               "xsq", keepdims=1)
     nrm = node("Sqrt", [node("Max", [sq, const("l2eps", np.array(L2_EPS, np.float32))],
@@ -186,12 +317,12 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
     a = node("Div", [x, nrm], "feat")
 
     # prototypes, stored transposed (d, M)
-    if head.int8:
-        pq = const("protos_t_int8", np.ascontiguousarray(head.prototypes_int8_.T))
+    if "protos_t_int8" in arrays:
+        pq = const("protos_t_int8", arrays["protos_t_int8"])
         pt = node("Mul", [node("Cast", [pq], "protos_f", to=TensorProto.FLOAT),
-                          const("protos_scale", np.array(head.scale_, np.float32))], "protos_t")
+                          const("protos_scale", arrays["protos_scale"])], "protos_t")
     else:
-        pt = const("protos_t", np.ascontiguousarray(head.prototypes_.T))
+        pt = const("protos_t", arrays["protos_t"])
     psq = node("ReduceSum", [node("Mul", [pt, pt], "p2"), const("axes0", np.array([0], np.int64))],
                "psq", keepdims=1)                                          # (1, M)
     asq = node("ReduceSum", [node("Mul", [a, a], "a2"), "knn/axes1"], "asq", keepdims=1)
@@ -199,21 +330,18 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
     d = node("Add", [node("Sub", [asq, node("Mul", [ab, const("two", np.array(2.0, np.float32))],
                                              "ab2")], "d0"), psq], "d1")
     d = node("Max", [d, const("zero", np.array(0.0, np.float32))], "dist")
-    k = int(head.n_neighbors)
     outs = ["knn/topk_d", "knn/topk_i"]
     nodes.append(helper.make_node("TopK", [d, const("k", np.array([k], np.int64))], outs,
                                   name="knn/topk", axis=1, largest=0, sorted=1))
-    n_cls = len(head.classes_)
-    ldtype = np.uint8 if n_cls <= 255 else np.int32
-    labels = const("labels", head.prototype_labels_.astype(ldtype))
-    if ldtype != np.int32:
+    labels = const("labels", arrays["labels"])
+    if arrays["labels"].dtype != np.int32:
         labels = node("Cast", [labels], "labels_i32", to=TensorProto.INT32)
     nl = node("Unsqueeze", [node("Gather", [labels, outs[1]], "nn_labels", axis=0),
                             "knn/axes_last"], "nn_labels3")
     const("axes_last", np.array([2], np.int64))
     hit = node("Cast", [node("Equal", [nl, const("class_range", np.arange(n_cls, dtype=np.int32))],
                              "hit_b")], "hit", to=TensorProto.FLOAT)      # (N, K, C)
-    if head.weights == "distance":
+    if weights == "distance":
         w = node("Div", [const("one", np.array(1.0, np.float32)),
                          node("Add", [outs[0], const("deps", np.array(1e-6, np.float32))],
                               "d_eps")], "w")
@@ -226,17 +354,65 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
     g.initializer.extend(inits)
     g.output.extend([helper.make_tensor_value_info("class_id", TensorProto.INT64, [None]),
                      helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, n_cls])])
+    _set_model_header(model)
+
+
+def _set_model_header(model):
+    from onnx import helper
     del model.opset_import[:]
     model.opset_import.extend([helper.make_opsetid("", OPSET)])
     model.ir_version = 7
     model.producer_name = "edgekit-knn-slice"
-    onnx.checker.check_model(model)
-    check_standard_ops(model)
-    path.write_bytes(model.SerializeToString())
-    head_init = [t for t in inits if t.name.startswith("knn/protos") or t.name == "knn/labels"]
-    return {"trunk_weights": trunk_bytes, "reduction": int(reduction_bytes),
-            "prototypes_labels": int(sum(_tensor_bytes(t) for t in head_init)),
-            "total": int(path.stat().st_size)}
+    model.producer_version = ""
+
+
+def trunk_subgraph(model, output):
+    """The part of ``model`` (a ``ModelProto``) that computes ``output`` (a name or an index
+    into its outputs): one input, one output, only the nodes and initializers it needs.
+
+    How a multi-output trunk (every candidate cut an output, converted once) yields each
+    candidate's own trunk without converting again.
+    """
+    import onnx
+    g = model.graph
+    if isinstance(output, (int, np.integer)):
+        output = g.output[int(output)].name
+    producer = {o: n for n in g.node for o in n.output}
+    need, stack, seen = set(), [output], set()
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        n = producer.get(t)
+        if n is not None and id(n) not in need:
+            need.add(id(n))
+            stack.extend(i for i in n.input if i)
+    sub = onnx.ModelProto()
+    sub.CopyFrom(model)
+    del sub.graph.node[:]
+    sub.graph.node.extend(n for n in g.node if id(n) in need)
+    del sub.graph.initializer[:]
+    sub.graph.initializer.extend(t for t in g.initializer if t.name in seen)
+    del sub.graph.value_info[:]
+    del sub.graph.output[:]
+    sub.graph.output.extend(o for o in g.output if o.name == output)
+    inputs = [i for i in g.input if i.name in seen]
+    del sub.graph.input[:]
+    sub.graph.input.extend(inputs)
+    return sub
+
+
+def trunk_file_bytes(sub, int8_weights=False):
+    """Bytes the trunk ``sub`` contributes to a k-NN graph file (its output replaced by the head)."""
+    import onnx
+    m = onnx.ModelProto()
+    m.CopyFrom(sub)
+    if int8_weights:
+        quantize_initializers(m)
+    del m.graph.output[:]
+    _set_model_header(m)
+    return int(m.ByteSize())
 
 
 def int8_exact(w, min_size=256):

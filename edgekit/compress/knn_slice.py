@@ -1,63 +1,69 @@
-"""k-NN slicing: cut a trained CNN after a conv block, classify with k-NN on its features.
+"""k-NN slicing: cut a trained CNN after a block, classify with k-NN on its features.
 
 The result is ONE ONNX graph (trunk + pooling/PCA/L2 reduction + k-NN head, default-domain
 ops at opset 13, see :mod:`edgekit.compress.knn_onnx`) in an artifact of kind
 ``compressed`` / method ``knn-slice``. ``metrics.bytes`` is that file's size: every byte
 inference needs (trunk weights, reduction, prototypes and labels).
 
-Cut choice (``cut="auto"``): every candidate (the end of each conv/pool block) is scored on
-the validation split with the same head settings (reference set subsampled to
-``sweep_samples``): validation accuracy, the ONNX file's bytes, onnxruntime CPU latency
-(batch 1). Candidates over ``max_bytes`` or under ``min_accuracy`` are dropped; then
-``objective="accuracy"`` takes the highest accuracy (ties: fewer bytes), ``"size"`` the
-fewest bytes, ``"latency"`` the lowest p50 latency. Then ``dims``, ``prototypes`` and ``k``
-(when not given) are chosen on the validation split, in that order, from small grids.
-Test accuracy is measured once, at the end, on the test split.
+How it scales (each step in its own module):
+
+* **candidate cuts** from the layer graph (:mod:`~edgekit.compress.knn_cuts`): block ends —
+  after a merge (residual / inception), after pooling, bottlenecks (strided / projection
+  blocks), global pooling; ``cut_candidates="all"``: every conv / pool unit;
+* **features streamed** (:mod:`~edgekit.compress.knn_features`): one Keras model with every
+  candidate as an output runs over the images in batches; PCA is fitted on a seeded
+  subsample; only ``images x PCA dims`` per candidate is kept;
+* **bytes computed, not built** (:mod:`~edgekit.compress.knn_search`): the Keras model is
+  converted to ONNX once (all candidates as outputs); each candidate's trunk is its subgraph,
+  and a configuration's bytes = trunk subgraph + PCA + prototypes x dims x dtype + labels +
+  measured head overhead. Only the chosen configuration is built, and the prediction is
+  recorded beside the real size (``metrics.bytes_predicted``);
+* **one search** over every cut x dims x reference set (all vectors up to
+  ``ALL_REFS_MAX``, else k-means prototypes per class) x int8 prototypes x k, within the
+  byte budget, scored on a seeded validation subset (``val_samples``): the ``objective``
+  (``accuracy``: most accurate; ``size``: fewest bytes within 0.5 pt of the best;
+  ``latency``: fastest trunk within 0.5 pt) picks the configuration. An explicit ``--cut``
+  runs the same search on one cut;
+* **default budget**: the input model's bytes on disk (the result is never bigger than what
+  it compresses); ``max_bytes="none"`` lifts it.
+
+Progress lines (stderr) name each candidate as it is scored. Test accuracy is measured once,
+at the end, on the test split.
 
 Example::
 
-    art = knn_slice("runs/seed", "mnist:data/mnist", "runs/knn", cut="pool1", k=9)
+    art = knn_slice("runs/seed", "mnist:data/mnist", "runs/knn", cut="auto", int8=True)
     art.manifest["metrics"]["bytes"], art.manifest["metrics"]["agreement"]
 """
 import json
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
+from edgekit.compress.knn_cuts import CANDIDATE_SETS, candidate_cuts, head_start
+from edgekit.compress.knn_search import (DEFAULT_K, OBJECTIVES, VAL_SAMPLES, head_options,
+                                         pick, search_cut)
 from edgekit.errors import EdgekitError
 
 ONNX_FILE = "model.onnx"
 TRUNK_FILE = "trunk.h5"
 SWEEP_FILE = "sweep.json"
-OBJECTIVES = ("accuracy", "size", "latency")
-BLOCK_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
-                "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
-BLOCK_TAIL = ("BatchNormalization", "Activation", "ReLU", "LeakyReLU")
-K_GRID = (1, 3, 5, 7, 9)
-DIMS_GRID = (16, 32, 64)
-PROTO_GRID = (10, 30, 100)
-DEFAULT_K = 5
+NO_LIMIT = "none"
+
+__all__ = ["knn_slice", "candidate_cuts", "resolve_cut", "pick_cut", "input_bytes"]
 
 
-def candidate_cuts(model):
-    """Indices (into ``model.layers``) that end a conv/pool block, output layer excluded."""
-    layers = model.layers
-    out = []
-    for i, layer in enumerate(layers):
-        if type(layer).__name__ not in BLOCK_LAYERS:
-            continue
-        j = i
-        while j + 1 < len(layers) and type(layers[j + 1]).__name__ in BLOCK_TAIL:
-            j += 1
-        if j < len(layers) - 1 and j not in out:
-            out.append(j)
-    return out
+def pick_cut(rows, objective="accuracy", max_bytes=None, min_accuracy=None):
+    """The configuration row chosen by the rule (:func:`edgekit.compress.knn_search.pick`)."""
+    return pick(rows, objective, max_bytes, min_accuracy)
 
 
 def resolve_cut(model, cut):
-    """A layer index from a name or index; refuses unknown layers and the output layer."""
+    """A layer index from a name or index; refuses unknown layers and the classifier."""
     layers = model.layers
     names = [l.name for l in layers]
     if isinstance(cut, str) and cut.lstrip("-").isdigit():
@@ -74,65 +80,46 @@ def resolve_cut(model, cut):
             raise EdgekitError("--cut {!r}: no such layer; layers are: {}".format(
                 cut, ", ".join(names)))
         idx = names.index(cut)
-    if idx == len(layers) - 1:
-        raise EdgekitError("--cut {!r} is the output layer: cut earlier (candidates: {})".format(
+    if idx >= head_start(model):
+        what = "the output layer" if idx == len(layers) - 1 else "part of the classifier"
+        raise EdgekitError("--cut {!r} is {}: cut earlier (candidates: {})".format(
+            names[idx], what, ", ".join(names[i] for i in candidate_cuts(model))))
+    if type(layers[idx]).__name__ == "InputLayer":
+        raise EdgekitError("--cut {!r} is the input: cut after a layer (candidates: {})".format(
             names[idx], ", ".join(names[i] for i in candidate_cuts(model))))
     return idx
 
 
-def _trunk(model, idx):
-    from edgekit._tf import keras
-    return keras().Model(model.inputs, model.layers[idx].output, name="trunk")
+def input_bytes(model):
+    """Bytes on disk of the model to compress (its Keras file, or a SavedModel dir's files);
+    None for an in-memory model."""
+    if hasattr(model, "layers"):
+        return None
+    p = Path(model)
+    if p.is_dir() and (p / "manifest.json").exists():
+        p = Artifact.open(p, verify=False).keras_path()
+    if p.is_file():
+        return int(p.stat().st_size)
+    return int(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
 
 
-def _features(trunk, x, batch=512):
-    return trunk.predict(x, batch_size=batch, verbose=0)
-
-
-def _subsample(y, n, seed=0):
-    """Stratified-ish seeded subsample of indices (all when n is None or >= len)."""
-    if n is None or n >= len(y):
-        return np.arange(len(y))
-    rng = np.random.RandomState(seed)
-    idx = []
-    for c in np.unique(y):
-        ic = np.flatnonzero(y == c)
-        take = max(1, int(round(n * len(ic) / float(len(y)))))
-        idx.append(rng.choice(ic, min(take, len(ic)), replace=False))
-    return np.sort(np.concatenate(idx))
-
-
-def _fit_pipeline(F_ref, y_ref, pool, dims, k, prototypes, reduction, int8, weights,
-                  int8_weights=False):
-    from edgekit.compress.knn_head import KnnHead
-    from edgekit.compress.knn_onnx import FeatureReducer
-    reducer = FeatureReducer(pool, dims, int8=int8_weights).fit(F_ref)
-    red = reduction or ("kmeans" if prototypes else "all")
-    head = KnnHead(n_neighbors=k, weights=weights, prototypes=prototypes if red == "kmeans" else None,
-                   reduction=red, int8=int8).fit(reducer.transform(F_ref), y_ref)
-    return reducer, head
-
-
-def _val_acc(reducer, head, F_val, y_val):
-    return float(np.mean(head.predict(reducer.transform(F_val)) == y_val))
-
-
-def _latency_ms(path, x):
-    from edgekit.runtime.bench import measure
-    from edgekit.runtime.ort import OrtRunner
-    r = measure(OrtRunner(path, threads=1), x[:16], batch=1, warmup=3, iterations=20)
-    return r["latency_ms"]["p50"]
-
-
-def _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction):
+def _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction,
+                cut_candidates, val_samples):
     if objective not in OBJECTIVES:
         raise EdgekitError("--objective must be one of {}, got {!r}".format(
             ", ".join(OBJECTIVES), objective))
+    if cut_candidates not in CANDIDATE_SETS:
+        raise EdgekitError("--cut-candidates must be one of {}, got {!r}".format(
+            ", ".join(CANDIDATE_SETS), cut_candidates))
+    mb = None if isinstance(max_bytes, str) and max_bytes.strip().lower() == NO_LIMIT \
+        else max_bytes
     for name, v in (("--k", k), ("--prototypes", prototypes), ("--dims", dims),
-                    ("--max-bytes", max_bytes)):
+                    ("--max-bytes", mb), ("val_samples", val_samples)):
         low = 0 if name == "--dims" else 1
-        if v is not None and (not isinstance(v, (int, np.integer)) or v < low):
-            raise EdgekitError("{} must be an integer >= {}, got {!r}".format(name, low, v))
+        if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
+                              or v < low):
+            raise EdgekitError("{} must be an integer >= {}{}, got {!r}".format(
+                name, low, " or 'none'" if name == "--max-bytes" else "", v))
     if min_accuracy is not None and not 0.0 <= float(min_accuracy) <= 1.0:
         raise EdgekitError("--min-accuracy must be in 0..1, got {!r}".format(min_accuracy))
     if reduction not in (None, "all", "kmeans", "cnn"):
@@ -141,34 +128,55 @@ def _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reducti
         raise EdgekitError("--prototypes needs reduction 'kmeans' (got {!r})".format(reduction))
 
 
+def _budget(max_bytes, model):
+    """(bytes or None, where it came from)."""
+    if isinstance(max_bytes, str):
+        return None, "none (--max-bytes none)"
+    if max_bytes is not None:
+        return int(max_bytes), "--max-bytes"
+    size = input_bytes(model)
+    if size is None:
+        return None, "none (in-memory model)"
+    return size, "input model bytes"
+
+
 def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, pool=None,
               objective="accuracy", max_bytes=None, min_accuracy=None, evolve=None, force=False,
-              progress=True, int8=False, weights="uniform", reduction=None, sweep_samples=3000,
-              ref_samples=None, int8_weights=False, **evolve_params):
+              progress=True, int8=None, weights="uniform", reduction=None, ref_samples=None,
+              int8_weights=False, cut_candidates="blocks", val_samples=VAL_SAMPLES,
+              **evolve_params):
     """Slice ``model`` at ``cut``, fit a k-NN head, write ONE ONNX graph artifact to ``out``.
 
-    ``model``: artifact dir, .h5 or SavedModel; ``data``: a spec or Dataset. ``pool``: None,
-    ``avgN`` / ``maxN`` (N x N pooling before flattening). ``int8``: int8 prototypes.
-    ``dims=0``: no PCA (and no dims search). ``ref_samples``: cap on the training vectors used as the reference set (seeded
-    subsample). ``evolve``: ``cma``/``pso`` to evolve the trunk weights first
+    ``model``: artifact dir, .h5 or SavedModel; ``data``: a spec or Dataset. ``cut``: a layer
+    name / index or ``"auto"`` (searched among ``cut_candidates``: ``"blocks"`` | ``"all"``).
+    ``max_bytes``: the budget (default: the input model's bytes; ``"none"``: no limit).
+    ``k``, ``prototypes`` (k-means per class), ``dims`` (PCA; ``0`` = none), ``int8``
+    (prototypes; ``None`` = try both): fixed when given, searched when not. ``pool``:
+    ``avgN`` / ``maxN`` pooling before flattening. ``int8_weights``: trunk kernels and PCA
+    stored as int8. ``ref_samples``: cap on the training vectors used as references (seeded).
+    ``val_samples``: validation images scoring the search (seeded, stratified). ``evolve``:
+    ``cma``/``pso`` to evolve the trunk weights after the cut is chosen
     (``edgekit.compress.evolve.evolve_trunk``; ``evolve_params`` are passed on).
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
+    from edgekit.compress.knn_features import stratified_subsample
+    from edgekit.compress.knn_onnx import parse_pool
     from edgekit.data import load_data
-    from edgekit.models import check_model_fits, count_params, load_model, model_sha256
+    from edgekit.models import check_model_fits, load_model
 
-    _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction)
+    _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction,
+                cut_candidates, val_samples)
     if Path(out).exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
     ds = data if hasattr(data, "x_train") else load_data(data)
-    net = load_model(model)
+    net = model if hasattr(model, "layers") else load_model(model)
     check_model_fits(net, ds)
-    from edgekit.compress.knn_onnx import (build_knn_graph, parse_pool, pool_name,
-                                           quantize_keras_trunk)
     parse_pool(pool)
     say = _printer(progress)
+    budget, budget_source = _budget(max_bytes, model)
+    t0 = time.time()
 
-    ref_idx = _subsample(ds.y_train, ref_samples)
+    ref_idx = stratified_subsample(ds.y_train, ref_samples)
     x_ref, y_ref = ds.x_train[ref_idx], ds.y_train[ref_idx]
     counts = np.bincount(y_ref, minlength=ds.num_classes)
     if prototypes is not None and prototypes > counts.min():
@@ -179,274 +187,316 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     if k is not None and k > n_protos_max:
         raise EdgekitError("--k {} is larger than the prototype count ({}): choose --k <= {}"
                            .format(k, n_protos_max, n_protos_max))
+    if cut in (None, "auto"):
+        cands = candidate_cuts(net, cut_candidates)
+        if not cands:
+            raise EdgekitError("the model has no block to cut after: give --cut")
+    else:
+        cands = [resolve_cut(net, cut)]
+    if dims:                                     # refuse before any work
+        from edgekit.compress.knn_onnx import FeatureReducer
+        widths = [(net.layers[i].name, FeatureReducer(pool).in_dims(_shape(net.layers[i])))
+                  for i in cands]
+        if all(dims > w for _, w in widths):
+            raise EdgekitError("--dims {} is larger than the features at every cut point (e.g. "
+                               "{}: {} features): lower --dims".format(dims, *widths[-1]))
+    vi = stratified_subsample(ds.y_val, val_samples, seed=1)
+    opts = head_options(k, prototypes, dims, int8, reduction, len(y_ref), counts[counts > 0])
+    setting = dict(opts=opts, pool=pool, weights=weights, int8_weights=int8_weights,
+                   objective=objective, budget=budget, min_accuracy=min_accuracy,
+                   num_classes=ds.num_classes)
+    say("k-NN slicing: {} candidate cut(s) ({}), {:,} reference images, validation subset "
+        "{:,} of {:,}, budget {}".format(
+            len(cands), cut_candidates if cut in (None, "auto") else "--cut", len(y_ref),
+            len(vi), len(ds.y_val), "{:,} B ({})".format(budget, budget_source)
+            if budget is not None else "none"))
 
-    # -- 1. cut ---------------------------------------------------------------------
-    sweep = []
     tmpdir = Path(tempfile.mkdtemp(prefix="edgekit-knn-"))
     try:
-        if cut == "auto" or cut is None:
-            cands = candidate_cuts(net)
-            if not cands:
-                raise EdgekitError("the model has no conv/pool block to cut after: give --cut")
-            sw_idx = _subsample(y_ref, sweep_samples)
-            skipped = []
-            for idx in cands:
-                trunk = _trunk(net, idx)
-                if int8_weights:
-                    trunk = quantize_keras_trunk(trunk)
-                Fr = _features(trunk, x_ref[sw_idx])
-                Fv = _features(trunk, ds.x_val)
-                kk = min(k or DEFAULT_K, len(sw_idx))
-                pp = None if prototypes is None else min(prototypes, int(np.bincount(
-                    y_ref[sw_idx]).min()))
-                dd = None if dims is None else min(dims, len(sw_idx))
-                try:
-                    reducer, head = _fit_pipeline(Fr, y_ref[sw_idx], pool, dd, kk, pp,
-                                                  reduction, int8, weights, int8_weights)
-                except EdgekitError as exc:
-                    say("cut {}: skipped ({})".format(net.layers[idx].name, exc))
-                    skipped.append("{}: {}".format(net.layers[idx].name, exc))
-                    continue
-                acc = _val_acc(reducer, head, Fv, ds.y_val)
-                gpath = tmpdir / "cand{}.onnx".format(idx)
-                parts = build_knn_graph(trunk, reducer, head, gpath, int8_weights=int8_weights)
-                row = {"index": idx, "layer": net.layers[idx].name,
-                       "feature_shape": list(trunk.output_shape[1:]),
-                       "trunk_params": count_params(trunk), "val_accuracy": acc,
-                       "bytes": parts["total"], "latency_ms_p50": _latency_ms(gpath, ds.x_val),
-                       "k": kk, "prototypes": head.n_prototypes_, "dims": reducer.out_dims(
-                           trunk.output_shape[1:]), "reference": len(sw_idx)}
-                sweep.append(row)
-            if not sweep:
-                if dims and skipped and all("--dims" in r for r in skipped):
-                    raise EdgekitError("--dims {} is larger than the features at every cut point "
-                                       "(e.g. {}): lower --dims".format(dims, skipped[-1]))
-                raise EdgekitError("no cut point could be evaluated ({}): give --cut".format(
-                    skipped[0] if skipped else "no candidate"))
-            chosen = pick_cut(sweep, objective, max_bytes, min_accuracy)
-            _print_sweep(sweep, chosen, progress)
-            cut_idx = chosen["index"]
-        else:
-            cut_idx = resolve_cut(net, cut)
-        trunk = _trunk(net, cut_idx)
-        say("cut after layer {} ({}): trunk {:,} params".format(
-            cut_idx, net.layers[cut_idx].name, count_params(trunk)))
-
-        # -- 2. optional evolution of the trunk --------------------------------------
+        res = _search(net, cands, x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say,
+                      **setting)
         logbook = None
         if evolve:
+            from edgekit._tf import keras
             from edgekit.compress.evolve import evolve_trunk
+            c = res["chosen"]
+            trunk = keras().Model(net.inputs, net.layers[c["index"]].output, name="trunk")
             strategy = evolve_params.pop("strategy", "serial")
             trunk, logbook = evolve_trunk(trunk, x_ref, y_ref, ds.x_val, ds.y_val, evolve,
                                           strategy, progress=progress, k=k or DEFAULT_K,
                                           **evolve_params)
-        if int8_weights:
-            trunk = quantize_keras_trunk(trunk)
-
-        # -- 3. reduction + head settings on the validation split ---------------------
-        say("extracting features of {:,} reference / {:,} validation images".format(
-            len(x_ref), len(ds.x_val)))
-        F_ref, F_val = _features(trunk, x_ref), _features(trunk, ds.x_val)
-        fshape = tuple(trunk.output_shape[1:])
-        trunk_bytes_est = _trunk_bytes(trunk, tmpdir, int8_weights)
-        chosen_cfg, grid = choose_head(F_ref, y_ref, F_val, ds.y_val, fshape, pool, k, prototypes,
-                                       dims, reduction, int8, weights, objective, max_bytes,
-                                       min_accuracy, trunk_bytes_est, say, int8_weights)
-        reducer, head = _fit_pipeline(F_ref, y_ref, pool, chosen_cfg["dims"], chosen_cfg["k"],
-                                      chosen_cfg["prototypes"], reduction, int8, weights,
-                                      int8_weights)
-        val_acc = _val_acc(reducer, head, F_val, ds.y_val)
-
-        # -- 4. export + measure ------------------------------------------------------
-        from edgekit.runtime.ort import OrtRunner
-        F_test = _features(trunk, ds.x_test)
-        py_pred = head.predict_index(reducer.transform(F_test))
-        with staging(out, force=force) as tmp:
-            parts = build_knn_graph(trunk, reducer, head, tmp / ONNX_FILE,
-                                    int8_weights=int8_weights)
-            if max_bytes is not None and parts["total"] > max_bytes:
-                raise EdgekitError("the engine is {:,} bytes, over --max-bytes {:,}: allow more "
-                                   "bytes or pass --prototypes/--dims/--pool to shrink it".format(
-                                       parts["total"], max_bytes))
-            with OrtRunner(tmp / ONNX_FILE) as r:
-                ort_pred = np.concatenate([r.predict(ds.x_test[i:i + 1024])
-                                           for i in range(0, len(ds.x_test), 1024)])
-            latency = _latency_ms(tmp / ONNX_FILE, ds.x_val)
-            trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
-            test_acc_py = float(np.mean(py_pred == ds.y_test))
-            test_acc_onnx = float(np.mean(ort_pred == ds.y_test))
-            agreement = float(np.mean(py_pred == ort_pred))
-            n_cls = ds.num_classes
-            params = {"cut": net.layers[cut_idx].name, "cut_index": int(cut_idx),
-                      "cut_requested": "auto" if cut in (None, "auto") else str(cut),
-                      "k": int(head.n_neighbors), "weights": weights,
-                      "reduction": head.reduction, "prototypes_per_class": chosen_cfg["prototypes"],
-                      "dims": chosen_cfg["dims"], "pool": pool_name(pool), "int8_prototypes": bool(int8),
-                      "int8_weights": bool(int8_weights),
-                      "objective": objective, "max_bytes": max_bytes, "min_accuracy": min_accuracy,
-                      "reference_samples": int(len(y_ref)), "evolve": evolve,
-                      "evolve_params": {kk: _jsonable(v) for kk, v in evolve_params.items()}}
-            metrics = {
-                "accuracy": test_acc_onnx,
-                "accuracy_python": test_acc_py,
-                "accuracy_onnx": test_acc_onnx,
-                "agreement": agreement,
-                "val_accuracy": val_acc,
-                "params": count_params(trunk),
-                "trunk_params": count_params(trunk),
-                "prototypes": int(head.n_prototypes_),
-                "dims": int(reducer.out_dims(fshape)),
-                "num_classes": n_cls,
-                "bytes": int(parts["total"]),
-                "bytes_parts": {"trunk_weights": parts["trunk_weights"],
-                                "reduction": parts["reduction"],
-                                "prototypes_labels": parts["prototypes_labels"],
-                                "graph_overhead": parts["total"] - parts["trunk_weights"]
-                                - parts["reduction"] - parts["prototypes_labels"]},
-                "latency_ms_p50_ort_cpu_b1": latency,
-                "sweep": sweep,
-                "head_grid": grid,
-            }
-            source = {"model_sha256": model_sha256(model) if not hasattr(model, "layers") else None,
-                      "data": ds.spec, "data_sha256": ds.fingerprint()}
-            manifest = new_manifest("compressed", "knn-slice", params, source, ds.input_spec(),
-                                    ds.classes, metrics)
-            manifest["outputs"] = ["class_id", "scores"]
-            manifest["files"][ONNX_FILE] = describe_file(
-                tmp / ONNX_FILE, "onnx", "fp32", opset=13, inference=True,
-                prototypes_precision="int8" if int8 else "fp32")
-            manifest["files"][TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32",
-                                                          inference=False, role="trunk")
-            (tmp / SWEEP_FILE).write_text(json.dumps({"objective": objective, "sweep": sweep,
-                                                      "head_grid": grid}, indent=2) + "\n")
-            manifest["files"][SWEEP_FILE] = describe_file(tmp / SWEEP_FILE, "json", "fp32",
-                                                          inference=False)
-            if logbook is not None:
-                _write_logbook(tmp, manifest, logbook)
-            write_manifest(tmp, manifest)
+            say("re-scoring the evolved trunk")
+            last = len(trunk.layers) - 1
+            res = _search(trunk, [last], x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say,
+                          labels={last: (c["layer"], c["index"])}, **setting)
+        art = _build(res, net, model, ds, out, force, y_ref, say, tmpdir, cut, logbook,
+                     dict(setting, budget_source=budget_source, k=k, prototypes=prototypes,
+                          dims=dims, int8=int8, reduction=reduction, evolve=evolve,
+                          evolve_params=evolve_params, cut_candidates=cut_candidates,
+                          val_samples=len(vi), seconds=time.time() - t0))
     finally:
-        import shutil
         shutil.rmtree(tmpdir, ignore_errors=True)
-    art = Artifact.open(out)
-    say("knn-slice -> {}: test accuracy {:.2%} (onnx) / {:.2%} (python), agreement {:.2%}, "
-        "{:,} bytes".format(out, test_acc_onnx, test_acc_py, agreement, parts["total"]))
     return art
 
 
-def pick_cut(sweep, objective, max_bytes=None, min_accuracy=None):
-    """The sweep row chosen by the stated rule (see the module docstring)."""
-    ok = list(sweep)
-    if max_bytes is not None:
-        ok = [r for r in ok if r["bytes"] <= max_bytes]
-        if not ok:
-            small = min(sweep, key=lambda r: r["bytes"])
-            raise EdgekitError("no cut meets --max-bytes {:,}: the smallest reachable is {:,} bytes "
-                               "(cut {}); raise --max-bytes or shrink with --prototypes/--dims/"
-                               "--pool".format(max_bytes, small["bytes"], small["layer"]))
-    if min_accuracy is not None:
-        ok2 = [r for r in ok if r["val_accuracy"] >= min_accuracy]
-        if not ok2:
-            best = max(ok, key=lambda r: r["val_accuracy"])
-            raise EdgekitError("no cut reaches --min-accuracy {:.4f} on the validation split: the "
-                               "best is {:.4f} (cut {})".format(min_accuracy, best["val_accuracy"],
-                                                                best["layer"]))
-        ok = ok2
-    if objective == "size":
-        return min(ok, key=lambda r: (r["bytes"], -r["val_accuracy"], r["index"]))
-    if objective == "latency":
-        return min(ok, key=lambda r: (r["latency_ms_p50"], -r["val_accuracy"], r["index"]))
-    return min(ok, key=lambda r: (-r["val_accuracy"], r["bytes"], r["index"]))
+def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, weights,
+            int8_weights, objective, budget, min_accuracy, num_classes, labels=None):
+    """Convert once, compute every candidate's bytes, stream features, score the grid.
 
-
-def choose_head(F_ref, y_ref, F_val, y_val, fshape, pool, k, prototypes, dims, reduction, int8,
-                weights, objective, max_bytes, min_accuracy, trunk_bytes, say, int8_weights=False):
-    """Choose dims, then prototypes, then k on the validation split (each only if not given).
-
-    Rule per stage: candidates whose estimated bytes exceed ``max_bytes`` are dropped;
-    ``objective="size"`` takes the smallest within 0.5 points of the best validation
-    accuracy (and >= ``min_accuracy``), otherwise the most accurate (ties: smaller).
+    ``cuts``: layer indices of ``model``; ``labels``: index -> (name, index) to report
+    instead (the evolved trunk is reported as the cut of the original model).
+    Returns ``{"rows", "sweep", "chosen", "feats", "multi", "onnx", "outputs"}``.
     """
-    from edgekit.compress.knn_head import label_itemsize
-    counts = np.bincount(y_ref)
-    counts = counts[counts > 0]
-    n_cls = len(counts)
-    grid = []
-
-    def est_bytes(d_out, n_protos):
-        per = 1 if int8 else 4
-        red = 0 if d_out is None or d_out == in_dims else \
-            in_dims * d_out * (1 if int8_weights else 4) + d_out * 4 * (2 if int8_weights else 1)
-        return trunk_bytes + red + n_protos * (d_out or in_dims) * per + n_protos * label_itemsize(n_cls)
-
-    from edgekit.compress.knn_onnx import FeatureReducer
-    in_dims = FeatureReducer(pool).in_dims(fshape)
-    cfg = {"dims": dims, "prototypes": prototypes, "k": k or DEFAULT_K}
-    cache = {}
-
-    def evaluate(stage, **change):
-        c = dict(cfg, **change)
-        red = reduction or ("kmeans" if c["prototypes"] else "all")
-        n_pro = c["prototypes"] * n_cls if red == "kmeans" else len(y_ref)
-        if c["k"] > n_pro:
-            return None
-        d_out = c["dims"] or in_dims
-        if max_bytes is not None and est_bytes(c["dims"], n_pro) > max_bytes and \
-                n_pro * d_out > 10 ** 6:
-            return None              # far too big to fit: skip the (expensive) evaluation
-        key = (c["dims"], c["prototypes"])
-        if key not in cache:        # prototypes and PCA do not depend on k: fit once
-            cache.clear()
-            cache[key] = _fit_pipeline(F_ref, y_ref, pool, c["dims"], c["k"], c["prototypes"],
-                                       reduction, int8, weights, int8_weights)
-        reducer, head = cache[key]
-        head.set_params(n_neighbors=c["k"])
-        row = dict(c, stage=stage, val_accuracy=_val_acc(reducer, head, F_val, y_val),
-                   est_bytes=int(est_bytes(c["dims"], head.n_prototypes_)))
-        grid.append(row)
-        return row
-
-    def choose(rows):
-        rows = [r for r in rows if r is not None]
-        if not rows:
-            return dict(cfg)
-        if max_bytes is not None:
-            fit = [r for r in rows if r["est_bytes"] <= max_bytes]
-            rows = fit or rows
-        best = max(r["val_accuracy"] for r in rows)
-        if objective == "size":
-            floor = max(best - 0.005, min_accuracy or 0.0)
-            ok = [r for r in rows if r["val_accuracy"] >= floor] or rows
-            return min(ok, key=lambda r: (r["est_bytes"], -r["val_accuracy"]))
-        return min(rows, key=lambda r: (-r["val_accuracy"], r["est_bytes"]))
-
-    if dims is None:
-        opts = [None] + [d for d in DIMS_GRID if d < min(in_dims, len(y_ref))]
-        if len(opts) > 1:
-            cfg["dims"] = choose([evaluate("dims", dims=d) for d in opts])["dims"]
-            say("dims chosen on validation: {}".format(cfg["dims"] or in_dims))
-    if prototypes is None and reduction in (None, "kmeans"):
-        opts = [None] + [p for p in PROTO_GRID if p < counts.min()]
-        if len(opts) > 1:
-            cfg["prototypes"] = choose([evaluate("prototypes", prototypes=p) for p in opts])[
-                "prototypes"]
-            say("prototypes per class chosen on validation: {}".format(cfg["prototypes"] or "all"))
-    if k is None:
-        cfg["k"] = choose([evaluate("k", k=kk) for kk in K_GRID])["k"]
-        say("k chosen on validation: {}".format(cfg["k"]))
-    return cfg, grid
-
-
-def _trunk_bytes(trunk, tmpdir, int8_weights=False):
     import onnx
-    from edgekit.compress.knn_onnx import quantize_initializers
+    from edgekit.compress.knn_features import cut_features, multi_output_model
+    from edgekit.compress.knn_onnx import predict_head_bytes, trunk_file_bytes, trunk_subgraph
+    from edgekit.compress.knn_search import DIMS_GRID
     from edgekit.export.onnx import to_onnx
-    p = Path(tmpdir) / "trunk_only.onnx"
-    to_onnx(trunk, p, opset=13)
-    if int8_weights:
-        m = onnx.load(str(p))
-        quantize_initializers(m)
-        p.write_bytes(m.SerializeToString())
-    return p.stat().st_size
+    labels = labels or {}
+
+    def label(i):
+        return labels.get(i, (model.layers[i].name, i))
+
+    t = time.time()
+    multi = multi_output_model(model, cuts, int8_weights)
+    path = Path(tmpdir) / "candidates.onnx"
+    to_onnx(multi, path)
+    graph = onnx.load(str(path))
+    path.unlink()
+    if len(graph.graph.output) != len(cuts):
+        raise EdgekitError("ONNX conversion merged candidate outputs ({} for {} cuts): give "
+                           "--cut".format(len(graph.graph.output), len(cuts)))
+    say("converted the trunk with {} candidate output(s) to ONNX in {:.1f} s".format(
+        len(cuts), time.time() - t))
+
+    info, keep, smallest = {}, [], None
+    for j, i in enumerate(cuts):
+        name, shown = label(i)
+        sub = trunk_subgraph(graph, j)
+        tb = trunk_file_bytes(sub, int8_weights)
+        shape = [int(d) for d in (multi.output_shape[j] if len(cuts) > 1
+                                  else multi.output_shape)[1:]]
+        info[i] = {"sub": sub, "trunk_bytes": tb, "feat": sub.graph.output[0].name,
+                   "trunk_params": _upstream_params(model, i), "shape": shape}
+        # the least this cut can cost: its trunk + the smallest head the options allow
+        from edgekit.compress.knn_onnx import FeatureReducer
+        try:
+            D = FeatureReducer(pool).in_dims(shape)
+        except EdgekitError:
+            D = int(np.prod(shape))
+        d_min = None if (opts["dims"] == 0 or D <= 512) else min(opts["dims"] or DIMS_GRID[0], D)
+        n_min = min(len(y_ref) if r in ("all",) else (1 if r == "cnn" else p * num_classes)
+                    for r, p in opts["refs"])
+        low = tb + predict_head_bytes(D, d_min, n_min, num_classes, 1, pool, any(opts["int8"]),
+                                      int8_weights, weights, info[i]["feat"])
+        if smallest is None or low < smallest[0]:
+            smallest = (int(low), name)
+        if budget is not None and low > budget:
+            say("cut {:>2}/{} {}: skipped, its smallest configuration is {:,} B > budget {:,} B "
+                "(trunk {:,} B)".format(j + 1, len(cuts), name, int(low), budget, tb))
+            continue
+        keep.append((j, i))
+    if objective == "latency":
+        for j, i in keep:
+            info[i]["latency_ms_p50"] = _latency_ms(info[i]["sub"], x_val, tmpdir)
+
+    feats = cut_features(multi, [(j, i, label(i)[0]) for j, i in keep], x_ref, y_ref, x_val,
+                         pool=pool, max_dims=max(DIMS_GRID), dims=opts["dims"],
+                         int8_weights=int8_weights, say=say)
+    rows, sweep = [], []
+    for n, cf in enumerate(feats):
+        t = time.time()
+        i = cf.index
+        name, shown = label(i)
+        crow, low, heads = search_cut(cf, y_ref, y_val, opts, info[i]["trunk_bytes"], budget,
+                               num_classes, pool, weights, int8_weights, info[i]["feat"])
+        if low is not None and low < smallest[0]:
+            smallest = (low, name)
+        for r in crow:
+            r.update(index=int(shown), layer=name, trunk_params=info[i]["trunk_params"])
+            if "latency_ms_p50" in info[i]:
+                r["latency_ms_p50"] = info[i]["latency_ms_p50"]
+        rows += crow
+        cf.heads = heads
+        entry = {"index": int(shown), "layer": name, "feature_shape": info[i]["shape"],
+                 "in_dims": int(cf.in_dims), "trunk_params": info[i]["trunk_params"],
+                 "trunk_bytes": info[i]["trunk_bytes"], "configs": len(crow),
+                 "pca_fit_samples": int(cf.fit_samples), "seconds": round(time.time() - t, 2)}
+        if crow:
+            best = pick(crow, objective, budget, None)
+            entry.update({kk: best[kk] for kk in ("val_accuracy", "bytes", "dims", "reduction",
+                                                   "prototypes", "n_prototypes", "int8", "k")})
+            if "latency_ms_p50" in best:
+                entry["latency_ms_p50"] = best["latency_ms_p50"]
+            say("cut {:>2}/{} {} {}: {:.2%} val with {} in {:,} B [{} configs, {:.1f} s]".format(
+                n + 1, len(feats), name, "x".join(map(str, cf.shape)), best["val_accuracy"],
+                _describe(best), best["bytes"], len(crow), time.time() - t))
+        else:
+            say("cut {:>2}/{} {}: no configuration within {:,} B (smallest {:,} B)".format(
+                n + 1, len(feats), name, budget, low or 0))
+        sweep.append(entry)
+    chosen = pick(rows, objective, budget, min_accuracy, smallest)
+    return {"rows": rows, "sweep": sweep, "chosen": chosen, "model": model,
+            "feats": {cf.index: cf for cf in feats}, "multi": multi, "info": info,
+            "cut_of": {label(i)[1]: (j, i) for j, i in keep}}
+
+
+def _shape(layer):
+    shape = layer.output_shape
+    return tuple(shape[0] if isinstance(shape, list) else shape)[1:]
+
+
+def _describe(r):
+    refs = "all {:,} refs".format(r["n_prototypes"]) if r["reduction"] == "all" else \
+        "{}/class".format(r["prototypes"]) if r["reduction"] == "kmeans" else \
+        "{:,} condensed".format(r["n_prototypes"])
+    return "{} dims, {}{}, k {}".format("raw {}".format(r.get("in_dims")) if r["dims"] is None
+                                        else r["dims"], refs, " int8" if r["int8"] else "", r["k"])
+
+
+def _upstream_params(model, idx):
+    """Parameters of the layers ``model.layers[idx]`` depends on (itself included)."""
+    from edgekit.compress.knn_cuts import layer_graph
+    consumers = layer_graph(model)
+    parents = [[] for _ in consumers]
+    for a, cs in enumerate(consumers):
+        for b in cs:
+            parents[b].append(a)
+    seen, stack = set(), [idx]
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(parents[i])
+    return int(sum(model.layers[i].count_params() for i in seen))
+
+
+def _latency_ms(onnx_model, x, tmpdir):
+    """onnxruntime CPU p50 (batch 1, one thread) of an ONNX model (file path or ModelProto)."""
+    from edgekit.runtime.bench import measure
+    from edgekit.runtime.ort import OrtRunner
+    path = onnx_model
+    if hasattr(onnx_model, "graph"):
+        path = Path(tmpdir) / "latency.onnx"
+        path.write_bytes(onnx_model.SerializeToString())
+    r = measure(OrtRunner(path, threads=1), x[:16], batch=1, warmup=3, iterations=20)
+    return r["latency_ms"]["p50"]
+
+
+def _stream_transform(trunk, reducer, x, batch=256):
+    """Reduced features of ``x`` through ``trunk``, batch by batch (no full feature maps)."""
+    out = [reducer.transform(trunk.predict_on_batch(x[s:s + batch]))
+           for s in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _build(res, net, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting):
+    """Fit the chosen configuration, build its ONE graph, measure it, write the artifact."""
+    from edgekit._tf import keras
+    from edgekit.compress.knn_head import clone_fitted
+    from edgekit.compress.knn_onnx import FeatureReducer, build_knn_graph, pool_name
+    from edgekit.models import model_sha256
+    from edgekit.runtime.ort import OrtRunner
+    c = res["chosen"]
+    j, i = res["cut_of"][c["index"]]
+    cf, info = res["feats"][i], res["info"][i]
+    int8_weights = setting["int8_weights"]
+    if c["dims"] is None:
+        reducer = FeatureReducer(setting["pool"])
+    else:
+        reducer = FeatureReducer.from_pca(setting["pool"], cf.mean, cf.components, c["dims"],
+                                          int8=int8_weights)
+    head = cf.heads[(c["dims"], c["reduction"], c["prototypes"])]   # as scored, no refit
+    head = head.as_int8() if c["int8"] else clone_fitted(head)
+    head.set_params(n_neighbors=c["k"])
+    multi = res["multi"]
+    trunk = keras().Model(multi.inputs, multi.outputs[j], name="trunk")
+    say("chosen: cut {} ({} trunk params), {} -> predicted {:,} B; measuring".format(
+        c["layer"], c["trunk_params"], _describe(c), c["bytes"]))
+    val_acc = float(np.mean(head.predict(_stream_transform(trunk, reducer, ds.x_val))
+                            == ds.y_val))
+    py_pred = head.predict_index(_stream_transform(trunk, reducer, ds.x_test))
+    budget = setting["budget"]
+    with staging(out, force=force) as tmp:
+        parts = build_knn_graph(None, reducer, head, tmp / ONNX_FILE, trunk_onnx=info["sub"],
+                                int8_weights=int8_weights)
+        if budget is not None and parts["total"] > budget:
+            raise EdgekitError("the engine is {:,} bytes, over the budget of {:,}: allow more "
+                               "bytes or pass --prototypes/--dims/--pool to shrink it".format(
+                                   parts["total"], budget))
+        with OrtRunner(tmp / ONNX_FILE) as r:
+            ort_pred = np.concatenate([r.predict(ds.x_test[s:s + 1024])
+                                       for s in range(0, len(ds.x_test), 1024)])
+        latency = _latency_ms(tmp / ONNX_FILE, ds.x_val, tmpdir)
+        trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
+        test_acc_py = float(np.mean(py_pred == ds.y_test))
+        test_acc_onnx = float(np.mean(ort_pred == ds.y_test))
+        agreement = float(np.mean(py_pred == ort_pred))
+        fshape = tuple(cf.shape)
+        params = {"cut": c["layer"], "cut_index": int(c["index"]),
+                  "cut_requested": "auto" if cut in (None, "auto") else str(cut),
+                  "cut_candidates": setting["cut_candidates"],
+                  "k": int(head.n_neighbors), "weights": setting["weights"],
+                  "reduction": head.reduction, "prototypes_per_class": c["prototypes"],
+                  "dims": c["dims"], "pool": pool_name(setting["pool"]),
+                  "int8_prototypes": bool(c["int8"]), "int8_weights": bool(int8_weights),
+                  "objective": setting["objective"], "max_bytes": budget,
+                  "max_bytes_source": setting["budget_source"],
+                  "min_accuracy": setting["min_accuracy"],
+                  "reference_samples": int(len(y_ref)),
+                  "search_validation_samples": int(setting["val_samples"]),
+                  "pca_fit_samples": int(cf.fit_samples),
+                  "evolve": setting["evolve"],
+                  "evolve_params": {kk: _jsonable(v)
+                                    for kk, v in setting["evolve_params"].items()}}
+        metrics = {
+            "accuracy": test_acc_onnx,
+            "accuracy_python": test_acc_py,
+            "accuracy_onnx": test_acc_onnx,
+            "agreement": agreement,
+            "val_accuracy": val_acc,
+            "val_accuracy_search": c["val_accuracy"],
+            "params": int(c["trunk_params"]),
+            "trunk_params": int(c["trunk_params"]),
+            "prototypes": int(head.n_prototypes_),
+            "dims": int(reducer.out_dims(fshape)),
+            "num_classes": ds.num_classes,
+            "bytes": int(parts["total"]),
+            "bytes_predicted": int(c["bytes"]),
+            "bytes_parts": {"trunk_weights": parts["trunk_weights"],
+                            "reduction": parts["reduction"],
+                            "prototypes_labels": parts["prototypes_labels"],
+                            "graph_overhead": parts["total"] - parts["trunk_weights"]
+                            - parts["reduction"] - parts["prototypes_labels"]},
+            "input_bytes": input_bytes(model),
+            "latency_ms_p50_ort_cpu_b1": latency,
+            "search_seconds": round(setting["seconds"], 1),
+            "sweep": res["sweep"],
+        }
+        source = {"model_sha256": model_sha256(model) if not hasattr(model, "layers") else None,
+                  "data": ds.spec, "data_sha256": ds.fingerprint()}
+        manifest = new_manifest("compressed", "knn-slice", params, source, ds.input_spec(),
+                                ds.classes, metrics)
+        manifest["outputs"] = ["class_id", "scores"]
+        manifest["files"][ONNX_FILE] = describe_file(
+            tmp / ONNX_FILE, "onnx", "fp32", opset=13, inference=True,
+            prototypes_precision="int8" if c["int8"] else "fp32")
+        manifest["files"][TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32",
+                                                      inference=False, role="trunk")
+        grid = sorted(res["rows"], key=lambda r: (r["index"], -r["val_accuracy"], r["bytes"]))
+        (tmp / SWEEP_FILE).write_text(json.dumps({
+            "objective": setting["objective"], "budget": budget, "chosen": c,
+            "sweep": res["sweep"], "configs": grid}, indent=1, default=_jsonable) + "\n")
+        manifest["files"][SWEEP_FILE] = describe_file(tmp / SWEEP_FILE, "json", "fp32",
+                                                      inference=False)
+        if logbook is not None:
+            _write_logbook(tmp, manifest, logbook)
+        write_manifest(tmp, manifest)
+    art = Artifact.open(out)
+    say("knn-slice -> {}: test accuracy {:.2%} (onnx) / {:.2%} (python), agreement {:.2%}, "
+        "{:,} bytes (predicted {:,})".format(out, test_acc_onnx, test_acc_py, agreement,
+                                             parts["total"], c["bytes"]))
+    return art
 
 
 def _write_logbook(tmp, manifest, logbook):
@@ -474,23 +524,8 @@ def _jsonable(v):
 
 
 def _printer(progress):
+    """Progress lines on stderr, one per event, flushed as they happen."""
+    import sys
     if not progress:
         return lambda *a: None
-    from rich.console import Console
-    console = Console(stderr=True)
-    return lambda msg: console.print(msg, highlight=False)
-
-
-def _print_sweep(sweep, chosen, progress):
-    if not progress:
-        return
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(title="k-NN slicing: cut sweep (validation split)")
-    for col in ("", "layer", "features", "trunk params", "val acc", "bytes", "p50 ms"):
-        t.add_column(col)
-    for r in sweep:
-        t.add_row("*" if r is chosen else "", r["layer"], "x".join(map(str, r["feature_shape"])),
-                  "{:,}".format(r["trunk_params"]), "{:.2%}".format(r["val_accuracy"]),
-                  "{:,}".format(r["bytes"]), "{:.3f}".format(r["latency_ms_p50"]))
-    Console(stderr=True).print(t)
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
