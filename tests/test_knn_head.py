@@ -114,3 +114,71 @@ def test_unfitted_raises_not_fitted():
     from sklearn.exceptions import NotFittedError
     with pytest.raises(NotFittedError):
         KnnHead().predict(np.zeros((1, 2)))
+
+
+def test_accuracy_by_k_equals_scoring_each_k():
+    Xa, ya = _blobs(n=500, c=4, seed=2)
+    h = KnnHead(n_neighbors=1, weights="distance").fit(Xa[:300], ya[:300])
+    got = h.accuracy_by_k(Xa[300:], ya[300:], [1, 3, 5, 9])
+    for k, acc in got.items():
+        assert acc == KnnHead(n_neighbors=k, weights="distance").fit(Xa[:300], ya[:300]).score(
+            Xa[300:], ya[300:])
+    with pytest.raises(KnnHeadError, match="k must be in 1..300"):
+        h.accuracy_by_k(Xa[300:], ya[300:], [301])
+
+
+def test_as_int8_equals_fitting_with_int8():
+    X, y = _blobs()
+    fp = KnnHead(n_neighbors=3, prototypes=7, reduction="kmeans").fit(X, y)
+    q = KnnHead(n_neighbors=3, prototypes=7, reduction="kmeans", int8=True).fit(X, y)
+    a = fp.as_int8()
+    assert np.array_equal(a.prototypes_int8_, q.prototypes_int8_) and a.scale_ == q.scale_
+    assert np.array_equal(a.predict(X), q.predict(X))
+    assert fp.int8 is False and not hasattr(fp, "prototypes_int8_")
+
+
+def _identity_trunk(path, shape):
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Identity", ["input"], ["trunk/features:0"])], "t",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                         [None] + list(shape))],
+                          [helper.make_tensor_value_info("trunk/features:0", TensorProto.FLOAT,
+                                                         [None] + list(shape))])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return onnx.load(str(path))
+
+
+@pytest.mark.parametrize("shape, pool, dims, n_per, n_cls, int8, int8_weights, weights", [
+    ((6, 6, 4), None, None, 20, 3, False, False, "uniform"),
+    ((6, 6, 4), None, 16, 20, 3, True, False, "uniform"),
+    ((6, 6, 4), None, 16, 20, 3, True, True, "uniform"),
+    ((6, 6, 4), "avg2", 8, 50, 3, False, True, "distance"),
+    ((6, 6, 4), "max3", None, 5, 3, True, False, "uniform"),
+    ((10,), None, 4, 3, 300, True, True, "uniform"),          # int32 labels, PCA too small for int8
+    ((64,), None, 32, 100, 10, True, True, "uniform"),       # a 1,000 x 32 int8 prototype set
+])
+def test_predicted_bytes_match_the_built_graph(tmp_path, shape, pool, dims, n_per, n_cls, int8,
+                                               int8_weights, weights):
+    """A configuration's bytes are computed from shapes + measured overhead: they match what
+    build_knn_graph writes (to the byte here; the slice tests allow a few hundred)."""
+    from edgekit.compress.knn_onnx import (FeatureReducer, build_knn_graph, predict_head_bytes,
+                                           trunk_file_bytes)
+    rng = np.random.RandomState(0)
+    trunk = _identity_trunk(tmp_path / "t.onnx", shape)
+    n = n_per * n_cls
+    F = rng.rand(n + 50, *shape).astype(np.float32)
+    y = np.arange(n + 50) % n_cls
+    red = FeatureReducer(pool)
+    D = red.in_dims(shape)
+    if dims:
+        comps = np.linalg.qr(rng.randn(D, D))[0][:dims]
+        red = FeatureReducer.from_pca(pool, rng.rand(D), comps, dims, int8=int8_weights)
+    head = KnnHead(n_neighbors=3, weights=weights, prototypes=n_per, reduction="kmeans",
+                   int8=int8).fit(red.transform(F), y)
+    parts = build_knn_graph(None, red, head, tmp_path / "g.onnx", trunk_onnx=trunk,
+                            int8_weights=int8_weights)
+    predicted = trunk_file_bytes(trunk, int8_weights) + predict_head_bytes(
+        D, dims, head.n_prototypes_, n_cls, 3, pool, int8, int8_weights, weights,
+        feat="trunk/features:0")
+    assert abs(parts["total"] - predicted) <= 4, (parts["total"], predicted)

@@ -43,7 +43,8 @@ def compress(
     int8: bool = typer.Option(None, "--int8/--no-int8", help="knn-slice: store prototypes as int8."),
     int8_weights: bool = typer.Option(None, "--int8-weights", help="knn-slice: store trunk kernels and PCA as int8."),
     objective: str = typer.Option(None, "--objective", help="knn-slice --cut auto: accuracy | size | latency."),
-    max_bytes: int = typer.Option(None, "--max-bytes", help="knn-slice --cut auto: size limit."),
+    max_bytes: str = typer.Option(None, "--max-bytes", help="knn-slice: size limit in bytes (default: the input model's bytes; 'none': no limit)."),
+    cut_candidates: str = typer.Option(None, "--cut-candidates", help="knn-slice --cut auto: blocks (default: block ends) | all (every conv/pool unit)."),
     min_accuracy: float = typer.Option(None, "--min-accuracy", help="knn-slice --cut auto: accuracy floor (0-1)."),
     evolve: str = typer.Option(None, "--evolve", help="knn-slice: cma | pso (evolve the trunk's kernels)."),
     strategy: str = typer.Option(None, "--strategy", help="evolution: serial | parallel."),
@@ -67,7 +68,8 @@ def compress(
     """
     from edgekit.compress import compress as do_compress
     given = {"cut": cut, "k": k, "prototypes": prototypes, "dims": dims, "pool": pool,
-             "int8": int8, "int8_weights": int8_weights, "objective": objective, "max_bytes": max_bytes,
+             "int8": int8, "int8_weights": int8_weights, "objective": objective,
+             "max_bytes": _max_bytes(max_bytes), "cut_candidates": cut_candidates,
              "min_accuracy": min_accuracy, "evolve": evolve, "strategy": strategy,
              "generations": generations, "population": population, "time_budget": time_budget,
              "init": init, "seed": seed, "checkpoint": checkpoint, "executor": executor,
@@ -106,6 +108,20 @@ def _format_rows(b, m):
         rows.append(("bytes, " + name, "-" if not f.get("fp32_bytes") else
                      "{:,}".format(f["fp32_bytes"]), "{:,}".format(f["bytes"])))
     return rows
+
+
+def _max_bytes(text):
+    """``--max-bytes``: a byte count (``74000``, ``74_000``) or ``none`` (no limit)."""
+    from edgekit.errors import EdgekitError
+    if text is None:
+        return None
+    t = text.strip().lower().replace("_", "").replace(",", "")
+    if t == "none":
+        return "none"
+    if not t.isdigit() or int(t) < 1:
+        raise EdgekitError("--max-bytes must be a positive byte count or 'none', got {!r}"
+                           .format(text))
+    return int(t)
 
 
 def _before_after(method, art, m):

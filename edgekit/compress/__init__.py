@@ -45,7 +45,8 @@ METHOD_OPTIONS = {
     "quantize": _COMMON | {"precision", "formats", "calibration_samples", "calibration_data",
                            "io", "onnx_activations", "qat", "target"},
     "distill": _COMMON | {"student", "width", "depthwise", "resolution", "temperature", "alpha"},
-    "knn-slice": {"cut", "k", "prototypes", "dims", "pool", "int8", "int8_weights", "objective",
+    "knn-slice": {"cut", "cut_candidates", "k", "prototypes", "dims", "pool", "int8",
+                  "int8_weights", "objective",
                   "max_bytes", "min_accuracy", "evolve", "strategy", "generations", "population",
                   "time_budget", "init", "seed", "checkpoint", "executor"},
 }

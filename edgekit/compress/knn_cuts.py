@@ -41,6 +41,66 @@ COMPUTE_LAYERS = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspo
                   "Dense"} | POOL_LAYERS | MERGE_LAYERS
 
 
+def flatten_nested(model):
+    """``model`` with nested functional / Sequential models (e.g. a
+    ``keras.applications`` base called as one layer) opened up into their layers, so their
+    blocks can be cut; weights are shared, not copied. ``model`` itself when nothing is
+    nested, or when opening it up would clash layer names."""
+    from edgekit._tf import keras, tf
+    k = keras()
+    if not any(_is_graph_model(l) for l in model.layers):
+        return model
+    names = [l.name for l in _leaf_layers(model)]
+    if len(names) != len(set(names)):
+        return model
+    inputs = [k.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
+              for t in model.inputs]
+    try:
+        outputs = _apply_graph(model, inputs, tf())
+        return k.Model(inputs, outputs, name=model.name)
+    except (ValueError, TypeError, KeyError):   # an exotic call signature: keep it nested
+        return model
+
+
+def _is_graph_model(layer):
+    return hasattr(layer, "_nodes_by_depth") and hasattr(layer, "layers") and \
+        getattr(layer, "inputs", None) is not None
+
+
+def _leaf_layers(model):
+    out = []
+    for l in model.layers:
+        out.extend(_leaf_layers(l) if _is_graph_model(l) else [l])
+    return out
+
+
+def _apply_graph(model, inputs, tf):
+    """Call ``model``'s layers (recursively for nested graph models) on ``inputs``."""
+    tensors = {id(t): x for t, x in zip(model.inputs, inputs)}
+
+    def swap(v):
+        return tensors[id(v)] if id(v) in tensors else v
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            args = tf.nest.map_structure(swap, node.call_args)
+            kwargs = tf.nest.map_structure(swap, node.call_kwargs)
+            layer = node.layer
+            if _is_graph_model(layer):
+                kwargs.pop("training", None)
+                kwargs.pop("mask", None)
+                if kwargs:
+                    raise ValueError("nested model called with {}".format(sorted(kwargs)))
+                out = _apply_graph(layer, tf.nest.flatten(args), tf)
+                out = out[0] if len(out) == 1 else out
+            else:
+                out = layer(*args, **kwargs)
+            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+                tensors[id(old)] = new
+    return [tensors[id(t)] for t in model.outputs]
+
+
 def layer_graph(model):
     """``consumers[i]``: indices (into ``model.layers``) of the layers fed by layer ``i``."""
     layers = model.layers

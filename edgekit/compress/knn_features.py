@@ -140,9 +140,9 @@ def _fit_pcas(multi, feats, keep, x_ref, y_ref, reducer, int8_weights, fit_sampl
         say("PCA fit: {} cut(s) on {:,} seeded training images{}".format(
             len(group), min(n, len(idx)), " (group {}/{})".format(g + 1, len(groups))
             if len(groups) > 1 else ""))
-        rng = np.random.RandomState(seed)
-        rows = [np.sort(rng.choice(len(idx), min(f.fit_n, len(idx)), replace=False))
-                for f, _ in group]        # each cut's own seeded share of the fit images
+        rows = [np.sort(np.random.RandomState(seed + f.index).choice(
+            len(idx), min(f.fit_n, len(idx)), replace=False))
+            for f, _ in group]            # each cut's own seeded share of the fit images
         used_rows = np.unique(np.concatenate(rows))
         mats = [np.empty((len(r), f.in_dims), np.float32) for r, (f, _) in zip(rows, group)]
         for s, outs in stream(multi, x_ref[idx[used_rows]]):

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
-from edgekit.compress.knn_cuts import CANDIDATE_SETS, candidate_cuts, head_start
+from edgekit.compress.knn_cuts import CANDIDATE_SETS, candidate_cuts, flatten_nested, head_start
 from edgekit.compress.knn_search import (DEFAULT_K, OBJECTIVES, VAL_SAMPLES, head_options,
                                          pick, search_cut)
 from edgekit.errors import EdgekitError
@@ -169,7 +169,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     if Path(out).exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
     ds = data if hasattr(data, "x_train") else load_data(data)
-    net = model if hasattr(model, "layers") else load_model(model)
+    net = flatten_nested(model if hasattr(model, "layers") else load_model(model))
     check_model_fits(net, ds)
     parse_pool(pool)
     say = _printer(progress)
@@ -177,7 +177,10 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     t0 = time.time()
 
     ref_idx = stratified_subsample(ds.y_train, ref_samples)
-    x_ref, y_ref = ds.x_train[ref_idx], ds.y_train[ref_idx]
+    if len(ref_idx) == len(ds.y_train):          # every image: no copy of the training set
+        x_ref, y_ref = ds.x_train, ds.y_train
+    else:
+        x_ref, y_ref = ds.x_train[ref_idx], ds.y_train[ref_idx]
     counts = np.bincount(y_ref, minlength=ds.num_classes)
     if prototypes is not None and prototypes > counts.min():
         raise EdgekitError("--prototypes {} per class is larger than the smallest class ({} "
@@ -229,7 +232,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             last = len(trunk.layers) - 1
             res = _search(trunk, [last], x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say,
                           labels={last: (c["layer"], c["index"])}, **setting)
-        art = _build(res, net, model, ds, out, force, y_ref, say, tmpdir, cut, logbook,
+        art = _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook,
                      dict(setting, budget_source=budget_source, k=k, prototypes=prototypes,
                           dims=dims, int8=int8, reduction=reduction, evolve=evolve,
                           evolve_params=evolve_params, cut_candidates=cut_candidates,
@@ -248,8 +251,9 @@ def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, we
     Returns ``{"rows", "sweep", "chosen", "feats", "multi", "onnx", "outputs"}``.
     """
     import onnx
-    from edgekit.compress.knn_features import cut_features, multi_output_model
-    from edgekit.compress.knn_onnx import predict_head_bytes, trunk_file_bytes, trunk_subgraph
+    from edgekit.compress.knn_features import RAW_MAX, cut_features, multi_output_model
+    from edgekit.compress.knn_onnx import (FeatureReducer, predict_head_bytes, trunk_file_bytes,
+                                           trunk_subgraph)
     from edgekit.compress.knn_search import DIMS_GRID
     from edgekit.export.onnx import to_onnx
     labels = labels or {}
@@ -279,21 +283,23 @@ def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, we
         info[i] = {"sub": sub, "trunk_bytes": tb, "feat": sub.graph.output[0].name,
                    "trunk_params": _upstream_params(model, i), "shape": shape}
         # the least this cut can cost: its trunk + the smallest head the options allow
-        from edgekit.compress.knn_onnx import FeatureReducer
-        try:
-            D = FeatureReducer(pool).in_dims(shape)
-        except EdgekitError:
-            D = int(np.prod(shape))
-        d_min = None if (opts["dims"] == 0 or D <= 512) else min(opts["dims"] or DIMS_GRID[0], D)
+        D = FeatureReducer(pool).in_dims(shape)
+        d_min = None if (opts["dims"] == 0 or D <= RAW_MAX) else \
+            min(opts["dims"] or DIMS_GRID[0], D)
         n_min = min(len(y_ref) if r in ("all",) else (1 if r == "cnn" else p * num_classes)
                     for r, p in opts["refs"])
         low = tb + predict_head_bytes(D, d_min, n_min, num_classes, 1, pool, any(opts["int8"]),
                                       int8_weights, weights, info[i]["feat"])
         if smallest is None or low < smallest[0]:
             smallest = (int(low), name)
+        info[i]["entry"] = {"index": int(shown), "layer": name, "feature_shape": shape,
+                            "in_dims": int(D), "trunk_params": info[i]["trunk_params"],
+                            "trunk_bytes": tb}
         if budget is not None and low > budget:
-            say("cut {:>2}/{} {}: skipped, its smallest configuration is {:,} B > budget {:,} B "
-                "(trunk {:,} B)".format(j + 1, len(cuts), name, int(low), budget, tb))
+            info[i]["entry"].update(skipped="smallest configuration over the budget",
+                                    smallest_bytes=int(low))
+            say("cut {} {}: skipped, its smallest configuration is {:,} B > budget {:,} B "
+                "(trunk {:,} B)".format(name, "x".join(map(str, shape)), int(low), budget, tb))
             continue
         keep.append((j, i))
     if objective == "latency":
@@ -303,7 +309,7 @@ def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, we
     feats = cut_features(multi, [(j, i, label(i)[0]) for j, i in keep], x_ref, y_ref, x_val,
                          pool=pool, max_dims=max(DIMS_GRID), dims=opts["dims"],
                          int8_weights=int8_weights, say=say)
-    rows, sweep = [], []
+    rows = []
     for n, cf in enumerate(feats):
         t = time.time()
         i = cf.index
@@ -318,10 +324,9 @@ def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, we
                 r["latency_ms_p50"] = info[i]["latency_ms_p50"]
         rows += crow
         cf.heads = heads
-        entry = {"index": int(shown), "layer": name, "feature_shape": info[i]["shape"],
-                 "in_dims": int(cf.in_dims), "trunk_params": info[i]["trunk_params"],
-                 "trunk_bytes": info[i]["trunk_bytes"], "configs": len(crow),
-                 "pca_fit_samples": int(cf.fit_samples), "seconds": round(time.time() - t, 2)}
+        entry = info[i]["entry"]
+        entry.update(configs=len(crow), pca_fit_samples=int(cf.fit_samples),
+                     seconds=round(time.time() - t, 2))
         if crow:
             best = pick(crow, objective, budget, None)
             entry.update({kk: best[kk] for kk in ("val_accuracy", "bytes", "dims", "reduction",
@@ -332,9 +337,10 @@ def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, we
                 n + 1, len(feats), name, "x".join(map(str, cf.shape)), best["val_accuracy"],
                 _describe(best), best["bytes"], len(crow), time.time() - t))
         else:
+            entry.update(skipped="no configuration within the budget", smallest_bytes=low)
             say("cut {:>2}/{} {}: no configuration within {:,} B (smallest {:,} B)".format(
                 n + 1, len(feats), name, budget, low or 0))
-        sweep.append(entry)
+    sweep = [info[i]["entry"] for i in cuts]
     chosen = pick(rows, objective, budget, min_accuracy, smallest)
     return {"rows": rows, "sweep": sweep, "chosen": chosen, "model": model,
             "feats": {cf.index: cf for cf in feats}, "multi": multi, "info": info,
@@ -390,7 +396,7 @@ def _stream_transform(trunk, reducer, x, batch=256):
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _build(res, net, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting):
+def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting):
     """Fit the chosen configuration, build its ONE graph, measure it, write the artifact."""
     from edgekit._tf import keras
     from edgekit.compress.knn_head import clone_fitted
