@@ -70,10 +70,12 @@ def multi_output_model(model, indices, int8_weights=False):
     return multi
 
 
-def stream(multi, x, batch=BATCH):
-    """Yield ``(start, [output arrays])`` batch by batch (never the whole set's outputs)."""
-    for s in range(0, len(x), batch):
-        out = multi.predict_on_batch(x[s:s + batch])
+def stream(multi, x, index=None, batch=BATCH):
+    """Yield ``(start, [output arrays])`` batch by batch over ``x`` (or ``x[index]``, without
+    copying it): never the whole set's outputs."""
+    n = len(x) if index is None else len(index)
+    for s in range(0, n, batch):
+        out = multi.predict_on_batch(x[s:s + batch] if index is None else x[index[s:s + batch]])
         yield s, out if isinstance(out, list) else [out]
 
 
@@ -145,18 +147,24 @@ def _fit_pcas(multi, feats, keep, x_ref, y_ref, reducer, int8_weights, fit_sampl
             for f, _ in group]            # each cut's own seeded share of the fit images
         used_rows = np.unique(np.concatenate(rows))
         mats = [np.empty((len(r), f.in_dims), np.float32) for r, (f, _) in zip(rows, group)]
-        for s, outs in stream(multi, x_ref[idx[used_rows]]):
+        for s, outs in stream(multi, x_ref, idx[used_rows]):
             for (f, j), r, mat in zip(group, rows, mats):
                 pos = np.searchsorted(used_rows, r)          # rows of r inside this pass
                 sel = (pos >= s) & (pos < s + len(outs[j]))
                 if sel.any():
                     mat[np.flatnonzero(sel)] = reducer.pooled(outs[j][pos[sel] - s])
-        for (f, _), mat in zip(group, mats):
+        for (f, _), mat, r in zip(group, mats, rows):
             f.mean, f.components = _pca(mat, f.n_components, seed)
             f.fit_samples = len(mat)
             W = np.ascontiguousarray(f.components.T)
             f._W = quantize_array(W, axis=1) if int8_weights else W
             f._b = (-(f.mean @ f._W)).astype(np.float32)
+            if len(r) == len(x_ref):      # fitted on every reference image: project them now
+                f.ref["pca"] = np.empty((len(x_ref), f.n_components), np.float32)
+                f.ref["pca"][idx[r]] = f._project(mat)
+                if f.keep_raw:
+                    f.ref["raw"] = np.empty((len(x_ref), f.in_dims), np.float32)
+                    f.ref["raw"][idx[r]] = mat
         del mats
 
 
@@ -165,24 +173,29 @@ def _pca(mat, n_components, seed):
     from sklearn.decomposition import PCA
     solver = "randomized" if mat.shape[1] > 500 and n_components < 0.8 * min(mat.shape) \
         else "full"
+    # two power iterations: enough for a k-NN basis, a third of the default's cost
     pca = PCA(n_components=int(n_components), random_state=seed, svd_solver=solver,
-              iterated_power=4 if solver == "randomized" else "auto")
+              iterated_power=2 if solver == "randomized" else "auto")
     pca.fit(mat)
     return pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
 
 
 def _project_all(multi, feats, keep, x_ref, x_val, reducer, say):
     for split, x in (("ref", x_ref), ("val", x_val)):
-        for f in feats:
+        todo = [(f, j) for f, j in zip(feats, keep)
+                if split == "val" or ("pca" if f.n_components else "raw") not in f.ref]
+        if not todo:                      # every cut was projected while fitting its PCA
+            continue
+        for f, _ in todo:
             store = f.ref if split == "ref" else f.val
             if f.n_components:
                 store["pca"] = np.empty((len(x), f.n_components), np.float32)
             if f.keep_raw:
                 store["raw"] = np.empty((len(x), f.in_dims), np.float32)
         say("features: {:,} {} images through {} cut(s)".format(
-            len(x), "reference" if split == "ref" else "validation", len(feats)))
+            len(x), "reference" if split == "ref" else "validation", len(todo)))
         for s, outs in stream(multi, x):
-            for f, j in zip(feats, keep):
+            for f, j in todo:
                 store = f.ref if split == "ref" else f.val
                 part = reducer.pooled(outs[j])
                 if f.n_components:

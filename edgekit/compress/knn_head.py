@@ -23,8 +23,9 @@ Example::
     head = KnnHead(n_neighbors=9, prototypes=20, reduction="kmeans", int8=True).fit(F, y)
     head.predict(F_test); head.prototypes_.shape
 """
+import functools
+
 import numpy as np
-from threadpoolctl import threadpool_limits
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -155,7 +156,7 @@ class KnnHead(ClassifierMixin, BaseEstimator):
                 km = KMeans(n_clusters=per, n_init=1, random_state=self.random_state)
                 # one thread: k-means' OpenMP threads spin when the cores are shared
                 # (measured 10x slower at load 18 on 2 cores), and a class is small work
-                with threadpool_limits(1):
+                with threadpools().limit(limits=1):
                     centers = km.fit(Xc.astype(np.float64)).cluster_centers_
             P.append(np.asarray(centers, np.float32))
             L.append(np.full(per, c, np.int64))
@@ -265,6 +266,13 @@ class KnnHead(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+@functools.lru_cache(maxsize=1)
+def threadpools():
+    """threadpoolctl's view of the loaded BLAS/OpenMP pools, found once (~50 ms each time)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
 
 def clone_fitted(head):

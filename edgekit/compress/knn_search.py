@@ -5,7 +5,8 @@ PCA dims x reference set x prototype precision x k:
 
 * dims: :data:`DIMS_GRID` below the feature size, and "no PCA" for narrow features;
 * reference set: every training vector (only up to :data:`ALL_REFS_MAX` of them: past that,
-  per-class k-means prototypes are the default) or :data:`PROTO_GRID` prototypes per class;
+  per-class k-means prototypes are the default) or :data:`PROTO_GRID` prototypes per class
+  (those that keep at most half of the smallest class);
 * prototypes fp32 or int8 (``int8=None``); k from :data:`K_GRID` (one neighbour search
   scores every k).
 
@@ -47,7 +48,8 @@ def head_options(k, prototypes, dims, int8, reduction, n_ref, class_counts):
         refs = [("kmeans", int(prototypes))]
     else:
         refs = [("all", None)] if (n_ref <= ALL_REFS_MAX or reduction == "all") else []
-        refs += [("kmeans", p) for p in PROTO_GRID if p < min_count]
+        # k-means keeping half a class or more is close to "every vector": not worth a fit
+        refs += [("kmeans", p) for p in PROTO_GRID if 2 * p <= min_count]
         if not refs:                     # tiny classes: every vector
             refs = [("all", None)]
     return {"k": [int(k)] if k is not None else list(K_GRID), "refs": refs,

@@ -160,6 +160,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit.compress.knn_features import stratified_subsample
+    from edgekit.compress.knn_head import threadpools
     from edgekit.compress.knn_onnx import parse_pool
     from edgekit.data import load_data
     from edgekit.models import check_model_fits, load_model
@@ -215,6 +216,10 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             if budget is not None else "none"))
 
     tmpdir = Path(tempfile.mkdtemp(prefix="edgekit-knn-"))
+    # numpy/scipy/sklearn on one thread: each piece of work is small, and multi-threaded BLAS
+    # spins when the cores are shared (randomized PCA 1,261 x 18,432: 3.8 s on one thread,
+    # 11.7 s on two at load 13 on this 2-core VM). TensorFlow and onnxruntime keep their own.
+    blas = threadpools().limit(limits=1)
     try:
         res = _search(net, cands, x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say,
                       **setting)
@@ -238,6 +243,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                           evolve_params=evolve_params, cut_candidates=cut_candidates,
                           val_samples=len(vi), seconds=time.time() - t0))
     finally:
+        blas.restore_original_limits()
         shutil.rmtree(tmpdir, ignore_errors=True)
     return art
 
@@ -389,7 +395,7 @@ def _latency_ms(onnx_model, x, tmpdir):
     return r["latency_ms"]["p50"]
 
 
-def _stream_transform(trunk, reducer, x, batch=256):
+def _stream_transform(trunk, reducer, x, batch=128):
     """Reduced features of ``x`` through ``trunk``, batch by batch (no full feature maps)."""
     out = [reducer.transform(trunk.predict_on_batch(x[s:s + batch]))
            for s in range(0, len(x), batch)]
@@ -430,9 +436,9 @@ def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting
             raise EdgekitError("the engine is {:,} bytes, over the budget of {:,}: allow more "
                                "bytes or pass --prototypes/--dims/--pool to shrink it".format(
                                    parts["total"], budget))
-        with OrtRunner(tmp / ONNX_FILE) as r:
-            ort_pred = np.concatenate([r.predict(ds.x_test[s:s + 1024])
-                                       for s in range(0, len(ds.x_test), 1024)])
+        with OrtRunner(tmp / ONNX_FILE) as r:        # small batches: a wide trunk's activations
+            ort_pred = np.concatenate([r.predict(ds.x_test[s:s + 128])
+                                       for s in range(0, len(ds.x_test), 128)])
         latency = _latency_ms(tmp / ONNX_FILE, ds.x_val, tmpdir)
         trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
         test_acc_py = float(np.mean(py_pred == ds.y_test))
@@ -530,8 +536,11 @@ def _jsonable(v):
 
 
 def _printer(progress):
-    """Progress lines on stderr, one per event, flushed as they happen."""
+    """Progress lines on stderr, one per event, flushed as they happen, with the seconds
+    since the start."""
     import sys
     if not progress:
         return lambda *a: None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
+    t0 = time.time()
+    return lambda msg: print("[{:6.1f} s] {}".format(time.time() - t0, msg), file=sys.stderr,
+                             flush=True)
