@@ -84,10 +84,10 @@ def train_mobilenetv2(path, x, y, epochs):
     return path
 
 
-def timed_cli(args, log):
-    """Run ``edgekit ARGS`` under /usr/bin/time -v: (exit code, wall s, peak RSS MB)."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-c",
-           "import sys; from edgekit.cli import main; main(sys.argv[1:])"] + [str(a) for a in args]
+def timed_cli(args, log, code="import sys; from edgekit.cli import main; main(sys.argv[1:])"):
+    """Run ``edgekit ARGS`` (or python ``code``) under /usr/bin/time -v:
+    (exit code, wall s, peak RSS MB)."""
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", code] + [str(a) for a in args]
     t = time.time()
     with open(log, "w") as fh:
         code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT,
@@ -155,6 +155,11 @@ def main(argv=None):
                "command": "edgekit " + " ".join(str(x) for x in args)}
         if code == 0:
             row.update(summary(run))
+        # the data loader alone (edgekit.data.load_data), for what of the peak is the data set
+        _, load_s, load_rss = timed_cli(["npz:{}".format(data)], out / "load-{}.log".format(n),
+                                        "import sys; from edgekit.data import load_data; "
+                                        "load_data(sys.argv[1])")
+        row.update(load_data_s=round(load_s, 1), load_data_peak_rss_mb=load_rss)
         res["runs"][str(n)] = row
         print(json.dumps(row, indent=1), flush=True)
         save()
