@@ -63,7 +63,7 @@ def multi_output_model(model, indices, int8_weights=False):
     when ``int8_weights``)."""
     from edgekit._tf import keras
     multi = keras().Model(model.inputs, [model.layers[i].output for i in indices],
-                          name="candidate_cuts")
+                          name="trunk")
     if int8_weights:
         from edgekit.compress.knn_onnx import quantize_keras_trunk
         multi = quantize_keras_trunk(multi)

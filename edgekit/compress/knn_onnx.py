@@ -400,7 +400,47 @@ def trunk_subgraph(model, output):
     inputs = [i for i in g.input if i.name in seen]
     del sub.graph.input[:]
     sub.graph.input.extend(inputs)
+    cancel_transpose_pairs(sub.graph)
     return sub
+
+
+def cancel_transpose_pairs(graph):
+    """Remove ``Transpose`` pairs that undo each other (in place); returns how many.
+
+    tf2onnx keeps NCHW inside and transposes every graph output back to NHWC; with every
+    candidate cut an output, the path through an earlier candidate goes NCHW -> NHWC ->
+    NCHW. Once that candidate is no longer an output (in its subgraph) the pair is dead
+    weight: bytes and two copies per inference.
+    """
+    from onnx import helper
+    removed = 0
+    while True:
+        producer = {o: n for n in graph.node for o in n.output}
+        outputs = {o.name for o in graph.output}
+        pair = None
+        for b in graph.node:
+            a = producer.get(b.input[0]) if b.op_type == "Transpose" and b.input else None
+            if a is None or a.op_type != "Transpose":
+                continue
+            pa = list(helper.get_attribute_value(a.attribute[0])) if a.attribute else None
+            pb = list(helper.get_attribute_value(b.attribute[0])) if b.attribute else None
+            if pa and pb and len(pa) == len(pb) and \
+                    [pa[pb[i]] for i in range(len(pb))] == list(range(len(pb))) and \
+                    b.output[0] not in outputs:
+                pair = (a, b)
+                break
+        if pair is None:
+            return removed
+        a, b = pair
+        src, dead = a.input[0], b.output[0]
+        for n in graph.node:
+            for i, name in enumerate(n.input):
+                if name == dead:
+                    n.input[i] = src
+        graph.node.remove(b)
+        if not any(a.output[0] in n.input for n in graph.node) and a.output[0] not in outputs:
+            graph.node.remove(a)
+        removed += 1
 
 
 def trunk_file_bytes(sub, int8_weights=False):
