@@ -329,11 +329,11 @@ def run_blocked(argvs, timeout=600):
                           timeout=timeout, cwd=str(REPO), env=env)
 
 
-def onnx_verbs(model, spec, out):
+def onnx_verbs(model, spec, out, quantize_args=()):
     """eval, quantize, export --format openvino, bench (file and artifacts), doctor."""
     return [["eval", model, "--data", spec, "--json"],
             ["compress", model, "--method", "quantize", "--data", spec, "-o", out / "int8",
-             "--calibration-samples", "50"],
+             "--calibration-samples", "50"] + list(quantize_args),
             ["export", model, "--format", "openvino", "--data", spec, "-o", out / "ir"],
             ["bench", model, "--iterations", "5", "--data", spec, "--json", out / "file.json"],
             ["bench", out / "ir", "--runtime", "all", "--iterations", "5", "--json", out / "ir.json"],
