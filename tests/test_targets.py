@@ -104,7 +104,7 @@ def test_ncs2_export_reads_in_openvino_2022_3(tiny_artifact, artifact_copy):
     assert ir["ov2022"]["agreement_vs_reference"] >= 0.995
     onnx_e = a.files["model.opset13.b1.onnx"]
     assert onnx_e["opset"] == 13 and onnx_e["ov2022"]["readable"] is True
-    assert a.manifest["exports"]["ncs2:fp16"]["ncs2_fallback"] is None
+    assert a.manifest["exports"]["ncs2:fp16"]["ov2022_fallback"] is None
     assert check_artifact(a, "ncs2") == []
 
 
@@ -127,8 +127,8 @@ def test_ncs2_knn_graph_falls_back_to_onnx_opset13(tiny_artifact, tmp_path):
     if ir["ov2022"]["readable"]:   # a future 2022.3-compatible IR writer would make this true
         assert ir["ov2022"]["agreement_vs_current_openvino"] >= 0.995
     else:
-        assert "TopK" in ir["ov2022"]["error"] and ir["ncs2_fallback"] == "model.onnx"
-        assert a.manifest["exports"]["ncs2:fp16"]["ncs2_fallback"] == {
+        assert "TopK" in ir["ov2022"]["error"] and ir["ov2022_fallback"] == "model.onnx"
+        assert a.manifest["exports"]["ncs2:fp16"]["ov2022_fallback"] == {
             "files": ["openvino/model.fp16.b1.xml"], "use": "model.onnx"}
     assert check_artifact(a, "ncs2") == []
 

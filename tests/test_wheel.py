@@ -21,9 +21,15 @@ from conftest import REPO
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(bin dir, env) of a fresh venv with the edgekit wheel installed non-editable."""
+    import shutil
     root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"  # a copy: setuptools writes build/ and *.egg-info next to the sources
+    shutil.copytree(str(REPO / "edgekit"), str(src / "edgekit"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(str(REPO / name), str(src / name))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                        "-q", "-w", str(root / "dist"), str(REPO)], capture_output=True, text=True,
+                        "-q", "-w", str(root / "dist"), str(src)], capture_output=True, text=True,
                        timeout=300, cwd=str(root))
     assert r.returncode == 0, r.stderr
     wheel = next((root / "dist").glob("edgekit-*.whl"))

@@ -43,7 +43,7 @@ def export(
                          "-" if p.get("max_abs_diff") is None else "{:.2e}".format(p["max_abs_diff"]),
                          "{:.2%}".format(p["accuracy_export"]),
                          "-" if not ov else ("reads" if ov.get("readable") else
-                                             "no -> " + str(e.get("ncs2_fallback")))))
+                                             "no -> " + str(e.get("ov2022_fallback")))))
     cols = ["file", "format", "precision", "bytes", "agreement", "max |diff|", "accuracy",
             "OpenVINO 2022.3"]
     if all(r[-1] == "-" for r in rows):

@@ -332,7 +332,7 @@ class _Job:
                 raise EdgekitError("OpenVINO 2022.3 runs {} but parity fails: {}".format(
                     name, "; ".join(fig["failures"])))
         if not fallback_needed:
-            self.ncs2_fallback = None
+            self.ov2022_fallback = None
             return
         # the fallback: ONNX opset 13 for what 2022.3 cannot read
         if self.onnx_name is None or self.onnx_name in fallback_needed:
@@ -363,8 +363,8 @@ class _Job:
                                "agreement_vs_reference": f2["agreement"],
                                "max_abs_diff": f2["max_abs_diff"]}
         for name in fallback_needed:
-            (self.entries.get(name) or self.updates[name])["ncs2_fallback"] = self.onnx_name
-        self.ncs2_fallback = {"files": fallback_needed, "use": self.onnx_name}
+            (self.entries.get(name) or self.updates[name])["ov2022_fallback"] = self.onnx_name
+        self.ov2022_fallback = {"files": fallback_needed, "use": self.onnx_name}
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, out, force, spec):
@@ -383,7 +383,7 @@ class _Job:
                    + list(self.updates.items()) if "ov2022" in e}
         if checked:
             record["ov2022_readable"] = checked
-            record["ncs2_fallback"] = getattr(self, "ncs2_fallback", None)
+            record["ov2022_fallback"] = getattr(self, "ov2022_fallback", None)
         if self.notes:
             record["notes"] = list(self.notes)
         key = "{}:{}".format(tname, self.precision)
