@@ -4,7 +4,7 @@ a test subset and bundle.json + SHA256SUMS. Same inputs -> same bytes -> same sh
 
 Example::
 
-    b = build_bundle("out/seed", "laptop-cpu"); b.sha256, b.meta["model"]
+    b = build_bundle("out/seed", target_name); b.sha256, b.meta["model"]   # a targets/*.toml name
 """
 import hashlib
 import io

@@ -4,7 +4,7 @@ from the target's ``[docker]`` table, and the remote bench whose results come ba
 
 Example::
 
-    report = preflight(remote, "laptop-cpu", python="python3")
+    report = preflight(remote, target_name, python="python3")   # a targets/*.toml name
     dest, sent = upload(remote, bundle)
 """
 import json
