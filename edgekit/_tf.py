@@ -4,7 +4,9 @@ tensorflow-model-optimization only works with Keras 2, so ``TF_USE_LEGACY_KERAS=
 set before tensorflow is first imported; every host module calls :func:`keras` instead of
 importing tensorflow itself.
 """
+import contextlib
 import os
+import sys
 
 from edgekit.errors import MissingDependency
 
@@ -18,6 +20,38 @@ def _env():
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
+VERBOSE_ENV = "EDGEKIT_VERBOSE"
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null while tensorflow's C++ code runs (its import, the
+    TFLite converter).
+
+    Importing tensorflow prints absl/XLA lines (``WARNING: All log messages before
+    absl::InitializeLog()…``, ``cudart_stub.cc… Could not find cuda drivers``) straight to fd 2,
+    before any Python logging setting can act; they would come before edgekit's own
+    ``error:`` line. ``--verbose`` (``EDGEKIT_VERBOSE=1``) keeps them.
+    """
+    if os.environ.get(VERBOSE_ENV) == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def tf():
     """Import and return tensorflow (Keras 2 mode)."""
     _env()
@@ -25,7 +59,8 @@ def tf():
     warnings.filterwarnings("ignore", message=".*HDF5 file.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        import tensorflow
+        with native_stderr_silenced():
+            import tensorflow
     except ImportError:
         raise MissingDependency("tensorflow is not installed: " + _INSTALL) from None
     try:

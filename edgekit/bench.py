@@ -102,6 +102,9 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
     else:
         spec = data or art.manifest.get("source", {}).get("data")
         ds = None if spec is None and art.method == "import" else load_data(spec or "digits")
+    if ds is not None:
+        from edgekit.adapt import data_for
+        ds = data_for(ds, art.manifest.get("input"))  # the preprocessing/size the model was built for
     if ds is None:  # an imported model with no data set: time it on random input of its shape
         x_test, y_test, n_test = _random_input, None, 0
     else:

@@ -43,6 +43,8 @@ class Dataset:
         self.x_test, self.y_test = x_test, y_test
         self.classes = [str(c) for c in classes]
         self.norm = norm
+        self.unit_scale = float(norm["scale"])  # raw pixels -> [0, 1] (see edgekit.adapt)
+        self.adapt = None                       # what edgekit.adapt.fit_data changed
 
     @property
     def input_shape(self):
@@ -54,8 +56,10 @@ class Dataset:
 
     def input_spec(self):
         """The manifest's ``input`` entry for models trained on this data."""
-        return {"shape": [None, *self.input_shape], "dtype": "float32", "layout": "NHWC",
+        spec = {"shape": [None, *self.input_shape], "dtype": "float32", "layout": "NHWC",
                 "scale": self.norm["scale"], "mean": self.norm["mean"], "std": self.norm["std"]}
+        spec.update(self.adapt or {})
+        return spec
 
     def fingerprint(self):
         """sha256 over the test and train arrays: what ``source.data_sha256`` records."""

@@ -238,7 +238,6 @@ def optional_step(*modules):
 
 # -- optional steps: every method and format, each reported in the table -----------------
 
-BIG_DATA = 20000      # more training images than this: compress with 1 epoch per method
 KNN_REF_SAMPLES = 5000  # reference vectors the demo's k-NN slice starts from (seeded subsample)
 
 
@@ -246,19 +245,21 @@ KNN_REF_SAMPLES = 5000  # reference vectors the demo's k-NN slice starts from (s
 def compress_model(run):
     """prune, prune --structured, quantize (int8) and distill the trained model.
 
-    Quick settings (:data:`edgekit.compress.quick.QUICK`); one epoch each on big data sets.
-    The structured-pruned model is exported to ONNX so the latency step can time it.
+    Each with its defaults (:data:`edgekit.compress.quick.QUICK`): fine-tuning budgeted to the
+    data, under the accuracy guard; a refused method is a row saying why. The structured-pruned
+    model is exported to ONNX so the latency step can time it.
     """
     from edgekit.compress.quick import QUICK, quick_compress
     from edgekit.export import export
-    epochs = 1 if len(run.ds.x_train) > BIG_DATA else None
     task = run.task("compress: " + ", ".join(QUICK), len(QUICK))
-    rows = quick_compress(run.art.path, run.ds, run.stage / "compress", epochs=epochs,
+    rows = quick_compress(run.art.path, run.ds, run.stage / "compress",
                           on_done=lambda row: run.advance(task))
     for row in rows:
-        row["artifact"] = run.final_of(row["artifact"])
-    export(run.stage / "compress" / "prune-structured", ["onnx"], target=_target(),
-           data=run.data)
+        if row["artifact"]:
+            row["artifact"] = run.final_of(row["artifact"])
+    if any(r["method"] == "prune-structured" and r["artifact"] for r in rows):
+        export(run.stage / "compress" / "prune-structured", ["onnx"], target=_target(),
+               data=run.data)
     run.summary["compress"] = rows
     run.summary["files"]["compress"] = run.final("compress")
 
@@ -306,7 +307,7 @@ def bench_all(run):
     jobs = [("model", run.art.path, rt) for rt, fmt in (("openvino", "openvino"),
                                                          ("litert", "tflite"))
             if run.art.find(fmt)]
-    comp = {r["method"]: r for r in run.summary.get("compress", [])}
+    comp = {r["method"]: r for r in run.summary.get("compress", []) if r.get("artifact")}
     if "quantize" in comp:
         jobs.append(("quantize", run.stage / "compress" / "quantize", "onnxruntime"))
     if "prune-structured" in comp:
@@ -427,6 +428,9 @@ def summary_rows(s):
             b["throughput_ips"], b["cold_start_ms"] or 0.0)))
         rows.append(("peak RSS", "{:.0f} MiB".format(b["peak_rss_mb"] or 0.0)))
     for r in s.get("compress", []):
+        if r.get("refused"):
+            rows.append(("compress: " + r["method"], "refused by the accuracy guard: " + r["refused"]))
+            continue
         rows.append(("compress: " + r["method"], "accuracy {} -> {}, params {:,} -> {:,}, {} -> {}"
                      .format(_pct(r["before_accuracy"]), _pct(r["accuracy"]),
                              r["before_params"] or 0, r["params"] or 0, _kib(r["before_bytes"]),

@@ -200,6 +200,56 @@ def check_model_fits(model, data):
 
 
 SCHEDULES = ("constant", "cosine")
+OUTPUTS = ("softmax", "logits")
+
+
+def output_convention(model):
+    """``"softmax"`` when the model ends in a softmax (a ``Softmax`` layer, an ``Activation``
+    or any layer with ``activation="softmax"``, also inside a nested model), else ``"logits"``.
+
+    Users' models end in softmax more often than not; every loss, the distillation targets and
+    the manifest follow what the model really outputs.
+    """
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    while layer is not None and getattr(layer, "layers", None):  # a nested Model/Sequential last
+        layer = layer.layers[-1]
+    if layer is None:
+        return "logits"
+    if type(layer).__name__ == "Softmax":
+        return "softmax"
+    act = getattr(layer, "activation", None)
+    name = getattr(act, "__name__", None) or (act if isinstance(act, str) else "")
+    return "softmax" if name == "softmax" else "logits"
+
+
+def as_logits(outputs, convention):
+    """Logits (up to a per-row constant, which softmax ignores) of a model's outputs:
+    ``log(p)`` for probabilities. Works on numpy arrays and tensorflow tensors."""
+    if convention != "softmax":
+        return outputs
+    if isinstance(outputs, np.ndarray):
+        return np.log(np.clip(outputs, 1e-12, 1.0)).astype(np.float32)
+    from edgekit._tf import tf
+    t = tf()
+    return t.math.log(t.clip_by_value(outputs, 1e-12, 1.0))
+
+
+def loss_for(model):
+    """Sparse categorical cross-entropy matching the model's output convention."""
+    from edgekit._tf import keras
+    return keras().losses.SparseCategoricalCrossentropy(
+        from_logits=output_convention(model) == "logits")
+
+
+def check_training_options(epochs=None, batch_size=None, lr=None):
+    """Refuse training settings Keras would turn into NaN or a crash, as one line each."""
+    import math
+    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 0):
+        raise EdgekitError("--epochs must be a whole number >= 0, got {}".format(epochs))
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise EdgekitError("--batch-size must be >= 1, got {}".format(batch_size))
+    if lr is not None and (not math.isfinite(float(lr)) or float(lr) <= 0):
+        raise EdgekitError("--lr must be a positive finite number, got {}".format(lr))
 
 
 def check_training_params(epochs=None, lr=None, batch_size=None):
@@ -215,8 +265,10 @@ def check_training_params(epochs=None, lr=None, batch_size=None):
 
 
 def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(),
-        schedule="constant"):
-    """Compile (Adam, sparse CE on logits) and fit on the train split, validating on val.
+        schedule="constant", initial_epoch=0, label="training"):
+    """Compile (Adam, sparse CE matching the output convention) and fit on the train split,
+    validating on val. Progress is edgekit's own (one line per epoch: loss, validation
+    accuracy), not Keras' per-step lines.
 
     ``schedule``: ``constant`` learning rate, or ``cosine`` decay from ``lr`` to 0 over the
     epochs (per epoch; worth ~0.2 pt on MNIST for small nets).
@@ -227,15 +279,18 @@ def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(
     if schedule not in SCHEDULES:
         raise EdgekitError("unknown --schedule {!r}; choose one of: {}".format(
             schedule, ", ".join(SCHEDULES)))
+    check_training_options(epochs, batch_size, lr)
+    callbacks = list(callbacks)
     if schedule == "cosine":
-        callbacks = list(callbacks) + [k.callbacks.LearningRateScheduler(
-            lambda e: lr * 0.5 * (1 + math.cos(math.pi * e / epochs)))]
-    model.compile(optimizer=k.optimizers.Adam(lr),
-                  loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+        callbacks.append(k.callbacks.LearningRateScheduler(
+            lambda e: lr * 0.5 * (1 + math.cos(math.pi * e / epochs))))
+    if progress:
+        from edgekit.progress import epoch_progress
+        callbacks.insert(0, epoch_progress(epochs, label))
+    model.compile(optimizer=k.optimizers.Adam(lr), loss=loss_for(model), metrics=["accuracy"])
     model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-              epochs=epochs, batch_size=batch_size, verbose=1 if progress else 0,
-              callbacks=list(callbacks))
+              epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks,
+              initial_epoch=initial_epoch)
     return model
 
 
@@ -259,6 +314,7 @@ def save_keras_artifact(model, out, data, method, params, source, force=False, e
         metrics.update(extra_metrics or {})
         manifest = new_manifest("model" if method == "train" else "compressed", method, params,
                                 source, data.input_spec(), data.classes, metrics)
+        manifest["output"] = {"convention": output_convention(model)}
         manifest["files"][MODEL_FILE] = describe_file(tmp / MODEL_FILE, "keras", "fp32")
         for name, entry in (extra_files or {}).items():
             manifest["files"][name] = entry
@@ -310,12 +366,16 @@ def evaluate(artifact, data, runtime=None):
             raise EdgekitError("{} is a Keras model: evaluate it with --runtime keras, or export "
                                "it first (edgekit export needs an artifact: edgekit compress or "
                                "train makes one)".format(path))
+        from edgekit.adapt import fit_data
         model = load_model(path)
         ds = data if hasattr(data, "x_train") else load_data(data)
+        ds = fit_data(ds, model)  # its preprocessing (Rescaling inside -> raw), size, channels
         check_model_fits(model, ds)
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
+    from edgekit.adapt import data_for
     art = Artifact.open(artifact)
     ds = data if hasattr(data, "x_train") else load_data(data)
+    ds = data_for(ds, art.manifest.get("input"))
     results = {}
     keras_files = [n for n in art.find("keras") if art.files[n].get("inference", True)]
     if keras_files and runtime in (None, "keras"):
@@ -350,12 +410,12 @@ def _is_bare_keras(path):
 
 def _evaluate_onnx(path, data, runtime):
     """Accuracy of a bare ONNX file: onnxruntime by default, OpenVINO reads ONNX too."""
-    from edgekit.onnx_model import check_data_fits, inspect_onnx, onnx_accuracy
+    from edgekit.onnx_model import fit_data_to_onnx, inspect_onnx, onnx_accuracy
     rt = runtime or "onnxruntime"
     if rt not in ("onnxruntime", "openvino"):
         raise EdgekitError("{} is an ONNX model: --runtime onnxruntime or openvino runs it "
                            "(not {})".format(path, rt))
     facts = inspect_onnx(path)
     ds = data if hasattr(data, "x_train") else load_data(data)
-    check_data_fits(facts, ds, what=str(path))
+    ds = fit_data_to_onnx(facts, ds, what=str(path))
     return {rt: onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)}

@@ -199,6 +199,18 @@ def to_model_layout(x, layout):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def fit_data_to_onnx(facts, ds, what="the model", preprocess=None, say=None):
+    """``ds`` fitted to the ONNX model's image size / channels and ``preprocess``
+    (:func:`edgekit.adapt.fit_data`), then checked (:func:`check_data_fits`)."""
+    shape = facts.get("image_shape")
+    if shape is not None and len(shape) == 3 and all(d is not None for d in shape) \
+            and len(ds.input_shape) == 3:
+        from edgekit.adapt import fit_data
+        ds = fit_data(ds, tuple(int(d) for d in shape), preprocess=preprocess, say=say)
+    check_data_fits(facts, ds, what=what)
+    return ds
+
+
 def check_data_fits(facts, ds, what="the model"):
     """Refuse data whose image shape or class count does not fit the ONNX model (one line)."""
     want = facts["image_shape"]
@@ -273,6 +285,7 @@ def input_spec(facts, ds=None):
         spec["layout"] = facts["layout"]
     if ds is not None:
         spec.update({"scale": ds.norm["scale"], "mean": ds.norm["mean"], "std": ds.norm["std"]})
+        spec.update(getattr(ds, "adapt", None) or {})  # preprocess / resize / channels
     return spec
 
 
@@ -293,7 +306,7 @@ def write_import(directory, path, data=None, measure=True):
     ds = None
     if data is not None:
         ds = data if hasattr(data, "x_train") else load_data(data)
-        check_data_fits(facts, ds, what=str(path))
+        ds = fit_data_to_onnx(facts, ds, what=str(path))
     dst = Path(directory) / MODEL_FILE
     shutil.copyfile(str(path), str(dst))
     metrics = {"params": facts["params"], "bytes": int(dst.stat().st_size)}

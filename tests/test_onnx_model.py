@@ -129,7 +129,8 @@ def test_import_records_the_models_facts_in_the_manifest(models, rgb, tmp_path):
 # -- bad input: one line, exit 1, nothing written --------------------------------------------------
 
 BAD = [
-    (["eval", "{nchw}", "--data", "digits"], "expects 8x8x3 images (NCHW input [N,3,8,8]) but digits has 8x8x1"),
+    # digits (8x8x1) are fitted to an 8x8x3 model (channels repeated); 2 channels cannot be
+    (["eval", "{nchw}", "--data", "{two_ch}"], "has 2-channel images but the model expects 3 channels"),
     (["eval", "{nchw}", "--data", "{three_classes}"], "has 10 outputs but"),
     (["eval", "{junk}", "--data", "{rgb}"], "is not a readable ONNX model"),
     (["eval", "{missing}", "--data", "{rgb}"], "does not exist"),
@@ -142,26 +143,30 @@ BAD = [
      "is an ONNX model and quantize --qat retrains it"),
     (["compress", "{nchw}", "--method", "quantize", "--formats", "tflite", "--data", "{rgb}", "-o",
       "{out}"], "TFLite needs the Keras model"),
-    (["compress", "{nchw}", "--method", "quantize", "--data", "digits", "-o", "{out}"],
-     "expects 8x8x3 images"),
+    (["compress", "{nchw}", "--method", "quantize", "--data", "{two_ch}", "-o", "{out}"],
+     "has 2-channel images but the model expects 3 channels"),
     (["export", "{nchw}", "--format", "openvino", "--data", "{rgb}"], "give -o DIR"),
     (["export", "{nchw}", "--format", "openvino", "-o", "{out}"], "pass --data SPEC"),
     (["export", "{nchw}", "--format", "onnx,tflite", "--data", "{rgb}", "-o", "{out}"],
      "TFLite export needs the Keras model"),
-    (["export", "{nchw}", "--format", "openvino", "--data", "digits", "-o", "{out}"],
-     "expects 8x8x3 images"),
+    (["export", "{nchw}", "--format", "openvino", "--data", "{two_ch}", "-o", "{out}"],
+     "has 2-channel images but the model expects 3 channels"),
     (["bench", "{junk}"], "is not a readable ONNX model"),
-    (["bench", "{nchw}", "--data", "digits"], "nchw.onnx expects 8x8x3 images"),
+    (["bench", "{nchw}", "--data", "{two_ch}"], "has 2-channel images but the model expects 3"),
     (["doctor", "--target", "jetson-nano", "{nchw_opset17}"],
      "nchw_opset17.onnx: opset 17 > jetson-nano's max opset 13"),
-    (["deploy", "{nchw}", "--target", "laptop-cpu", "--host", "127.0.0.1:9", "--data", "digits"],
-     "nchw.onnx expects 8x8x3 images"),
+    (["deploy", "{nchw}", "--target", "laptop-cpu", "--host", "127.0.0.1:9", "--data", "{two_ch}"],
+     "has 2-channel images but the model expects 3"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a[:2]) + " " + m[:20] for a, m in BAD])
 def test_bad_input_is_one_line_and_writes_nothing(models, rgb, run_cli, tmp_path, argv, message):
-    names = dict(models, rgb=rgb[0], missing=tmp_path / "missing.onnx", out=tmp_path / "out")
+    two = tmp_path / "two_ch.npz"
+    np.savez(two, x=np.random.RandomState(0).rand(60, 8, 8, 2).astype(np.float32),
+             y=np.arange(60) % 10)
+    names = dict(models, rgb=rgb[0], missing=tmp_path / "missing.onnx", out=tmp_path / "out",
+                 two_ch="npz:" + str(two))
     code, out, err = run_cli(*[a.format(**names) for a in argv])
     lines = err.strip().splitlines()
     assert code == 1, err
@@ -206,6 +211,7 @@ def test_quantize_an_nchw_onnx_to_int8_onnx_and_openvino(models, rgb, tmp_path):
     m = art.manifest
     assert m["input"]["layout"] == "NCHW" and m["method"]["params"]["from"] == "onnx"
     assert m["metrics"]["formats"]["model.int8.onnx"]["float_layers"] == []
+    assert all(e["guard"]["passed"] for e in m["files"].values() if e.get("inference"))
     assert m["metrics"]["before"]["accuracy"] == pytest.approx(expected)
     ints = {n: e for n, e in m["files"].items() if e.get("inference")}
     assert set(ints) == {"model.int8.onnx", "openvino/model.int8.xml"}

@@ -48,8 +48,14 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
+                                       help="Print the version and exit."),
+          verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Show the libraries' own logs (TensorFlow, absl).")):
     """edgekit: compress, export, bench and deploy CNNs for edge targets."""
+    if verbose:
+        import os
+        os.environ["EDGEKIT_VERBOSE"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
 # parameter name -> kind of output: checked (writable, not a dir / not existing without

@@ -12,7 +12,13 @@ def compress(
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     out: Path = typer.Option(..., "-o", "--out", help="Artifact directory to create."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    epochs: int = typer.Option(None, "--epochs", help="prune/distill/--qat: fine-tuning epochs."),
+    max_drop: float = typer.Option(None, "--max-drop", help="Most validation accuracy (points) the result may lose; over it nothing is written (default 1.0)."),
+    allow_drop: bool = typer.Option(None, "--allow-drop", help="Write the result even when it loses more than --max-drop."),
+    preprocess: str = typer.Option(None, "--preprocess", help="Input the model expects: unit (raw/255) | symmetric (raw/127.5-1) | raw | imagenet (default: raw if the model has a Rescaling layer, else unit)."),
+    scale: float = typer.Option(None, "--scale", help="Explicit preprocessing: x = (pixel*SCALE - MEAN) / STD on 0..255 pixels."),
+    mean: str = typer.Option(None, "--mean", help="Explicit preprocessing: MEAN (one value or one per channel, comma-separated)."),
+    std: str = typer.Option(None, "--std", help="Explicit preprocessing: STD (one value or one per channel)."),
+    epochs: int = typer.Option(None, "--epochs", help="prune/distill/--qat: most fine-tuning epochs (default: scaled to the data)."),
     lr: float = typer.Option(None, "--lr", help="prune/quantize --qat/distill: learning rate."),
     batch_size: int = typer.Option(None, "--batch-size", help="prune/quantize --qat/distill."),
     sparsity: float = typer.Option(None, "--sparsity", help="prune: target sparsity in (0,1) (default 0.8)."),
@@ -65,9 +71,19 @@ def compress(
     Example: edgekit compress model.onnx --method quantize --data npz:images.npz -o out/int8   (any framework's ONNX: int8 ONNX + OpenVINO)
 
     Example: edgekit compress out/seed --method knn-slice --data mnist:../shared/datasets/mnist -o out/knn --cut auto
+
+    Example: edgekit compress mobilenet.h5 --method prune --sparsity 0.5 --preprocess symmetric --data folder:imgs -o out/p50
+
+    Every method is checked on the validation split: a result more than --max-drop points
+    below the input is not written (exit 1) unless --allow-drop.
     """
     from edgekit.compress import compress as do_compress
-    given = {"cut": cut, "k": k, "prototypes": prototypes, "dims": dims, "pool": pool,
+    if scale is not None or mean is not None or std is not None:
+        from edgekit.adapt import parse_preprocess
+        parse_preprocess(preprocess, scale, mean, std)  # one clear error for a bad combination
+        preprocess = {"scale": scale, "mean": mean, "std": std}
+    given = {"max_drop": max_drop, "allow_drop": allow_drop, "preprocess": preprocess,
+             "cut": cut, "k": k, "prototypes": prototypes, "dims": dims, "pool": pool,
              "int8": int8, "int8_weights": int8_weights, "objective": objective,
              "max_bytes": _max_bytes(max_bytes), "cut_candidates": cut_candidates,
              "min_accuracy": min_accuracy, "evolve": evolve, "strategy": strategy,
@@ -130,11 +146,17 @@ def _before_after(method, art, m):
 
     def num(v):
         return "-" if v is None else "{:,}".format(v)
-    rows = [("test accuracy", pct(b.get("accuracy")), pct(m.get("accuracy"))),
-            ("params", num(b.get("params")), num(m.get("params"))),
-            ("nonzero params", num(b.get("nonzero_params")), num(m.get("nonzero_params"))),
-            ("MACs", num(b.get("macs")), num(m.get("macs"))),
-            ("bytes on disk", num(b.get("bytes")), num(m.get("bytes")))]
+    rows = [("test accuracy", pct(b.get("accuracy")), pct(m.get("accuracy")))]
+    g = m.get("guard")
+    if g:
+        rows.append(("validation accuracy", pct(g["base_accuracy"]), "{} ({:+.2f} pt; guard {} "
+                     "{:g} pt{})".format(pct(g["accuracy"]), -g["drop_pts"],
+                                         "within" if g["passed"] else "OVER", g["max_drop_pts"],
+                                         ", --allow-drop" if g.get("allowed_drop") else "")))
+    rows += [("params", num(b.get("params")), num(m.get("params"))),
+             ("nonzero params", num(b.get("nonzero_params")), num(m.get("nonzero_params"))),
+             ("MACs", num(b.get("macs")), num(m.get("macs"))),
+             ("bytes on disk", num(b.get("bytes")), num(m.get("bytes")))]
     if "gzip_bytes" in m:
         rows.append(("gzip bytes", num(b.get("gzip_bytes")), num(m.get("gzip_bytes"))))
     rows += _format_rows(b, m)
@@ -151,3 +173,5 @@ def _before_after(method, art, m):
             "{} {:.1%}".format(n, s) for n, s in m["layer_sparsity"].items()))
     if m.get("note"):
         console.print("  note: " + m["note"])
+    if (m.get("guard") or {}).get("note"):
+        console.print("  guard: " + m["guard"]["note"])

@@ -38,7 +38,7 @@ def compress(model, method, data, out, **params):
     return getattr(importlib.import_module(module), func)(model, data, out, **params)
 
 
-_COMMON = {"epochs", "lr", "batch_size", "seed"}
+_COMMON = {"epochs", "lr", "batch_size", "seed", "max_drop", "allow_drop", "preprocess"}
 # CLI options each method takes (the command declares them all; one command serves every method)
 METHOD_OPTIONS = {
     "prune": _COMMON | {"sparsity", "structured", "ratio", "keep", "dense_width", "target_macs"},

@@ -24,18 +24,23 @@ from edgekit.errors import EdgekitError
 
 
 def distill(model, data, out, student=None, width=None, depthwise=False, resolution=None,
-            temperature=4.0,
-            alpha=0.1, epochs=5, lr=1e-3, batch_size=128, seed=0, force=False, progress=True):
+            temperature=4.0, alpha=0.1, epochs=None, lr=1e-3, batch_size=None, seed=0,
+            max_drop=None, allow_drop=False, preprocess=None, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``) or None to derive it from the
-    teacher with ``width`` in (0, 1] (default 0.5) and/or ``depthwise``.
+    teacher with ``width`` in (0, 1] (default 0.5) and/or ``depthwise``. Training is budgeted
+    in optimizer steps (``epochs`` caps it) and stops once the student's validation accuracy
+    is within ``max_drop`` points of the teacher's; a student that cannot get there is not
+    written (GuardFailed) unless ``allow_drop``.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit._tf import set_seed
-    from edgekit.models import ARCHS, build, count_params
-    epochs = check_epochs(epochs)
-    if epochs < 1:
+    from edgekit.compress.guard import DISTILL_STEPS, epoch_cap
+    from edgekit.models import ARCHS, build, check_training_options, count_params
+    epochs = None if epochs is None else check_epochs(epochs)
+    check_training_options(epochs, batch_size, lr)
+    if epochs is not None and epochs < 1:
         raise EdgekitError("distillation trains the student: --epochs must be >= 1")
     if width is not None and not 0.0 < float(width) <= 1.0:
         raise EdgekitError("--width must be in (0, 1], got {}".format(width))
@@ -52,11 +57,19 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
     if student is not None and student not in ARCHS:
         raise EdgekitError("unknown student {!r}; choose one of: {} (or derive one with --width "
                            "/ --depthwise)".format(student, ", ".join(sorted(ARCHS))))
-    job = Job(model, data, out, force)
+    job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
+              preprocess=preprocess, method="distill")
     ds, teacher = job.ds, job.model
     say = printer(progress)
     set_seed(seed)
+    batch_size = batch_size or job.default_batch_size()
+    epochs = epoch_cap(len(ds.x_train), batch_size, epochs, steps=DISTILL_STEPS)
     if student is not None:
+        if (job.ds.adapt or {}).get("preprocess", "unit") != "unit":
+            raise EdgekitError("--student {} is an edgekit architecture trained on unit-scaled "
+                               "inputs; this teacher expects {!r} preprocessing: derive the "
+                               "student with --width / --depthwise instead".format(
+                                   student, job.ds.adapt["preprocess"]))
         net = build(student, ds.input_shape, ds.num_classes)
         how = {"student": student}
     else:
@@ -73,14 +86,22 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
         raise EdgekitError("the student has {:,} params, not fewer than the teacher's {:,}: pick a "
                            "smaller --student or a lower --width".format(s_params, t_params))
     before = job.before()
-    say("teacher {:,} params -> student {:,} params ({:.1f}x fewer); distilling {} epoch(s) at "
-        "T={}, alpha={}".format(t_params, s_params, t_params / float(s_params), epochs,
-                               temperature, alpha))
-    _train(net, teacher, ds, float(temperature), float(alpha), epochs, lr, batch_size, progress)
+    say("teacher {:,} params ({} out) -> student {:,} params ({:.1f}x fewer); distilling at "
+        "T={}, alpha={} until validation accuracy is within --max-drop {:g} of {:.2%} (at most "
+        "{} epochs, batch {})".format(t_params, job.output, s_params, t_params / float(s_params),
+                                      temperature, alpha, job.max_drop, before["val_accuracy"],
+                                      epochs, batch_size))
+    ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr, batch_size,
+                 progress)
+    hints = ["more --epochs (cap was {})".format(epochs)]
+    hints.append("a larger student (--width above {:g})".format(width) if student is None
+                 else "a larger --student than {}".format(student))
+    guard = job.check_guard(net, hints=hints)
     params = dict(how, temperature=float(temperature), alpha=float(alpha), epochs=epochs, lr=lr,
-                  batch_size=batch_size, seed=seed, loss="alpha*CE + (1-alpha)*T^2*KL")
+                  batch_size=batch_size, seed=seed, loss="alpha*CE + (1-alpha)*T^2*KL",
+                  teacher_output=job.output, max_drop=job.max_drop, **ran)
     extra = {"params_ratio": t_params / float(s_params)}
-    return job.save(net, "distill", params, extra)
+    return job.save(net, "distill", params, extra, guard=guard)
 
 
 def derive_student(teacher, width, depthwise, resolution=None):
@@ -91,18 +112,28 @@ def derive_student(teacher, width, depthwise, resolution=None):
     return derive(teacher, width, depthwise, resolution)
 
 
-def _train(net, teacher, ds, temperature, alpha, epochs, lr, batch_size, progress):
+def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress):
+    """Fit the student on [one-hot labels | teacher logits] with the KD loss, under the guard.
+
+    Teacher and student logits come from their outputs as the models define them: a softmax
+    model's probabilities become ``log p`` (softmax(log p / T) = softmax(z / T) exactly).
+    """
     from edgekit._tf import keras, tf
+    from edgekit.compress.guard import DISTILL_PATIENCE, bn_momentum, guard_stop
+    from edgekit.models import as_logits, output_convention
     k, tfm = keras(), tf()
+    ds = job.ds
     n_cls = ds.num_classes
-    soft_train = teacher.predict(ds.x_train, batch_size=256, verbose=0).astype(np.float32)
-    soft_val = teacher.predict(ds.x_val, batch_size=256, verbose=0).astype(np.float32)
+    t_conv, s_conv = output_convention(teacher), output_convention(net)
+    soft_train = as_logits(teacher.predict(ds.x_train, batch_size=256, verbose=0).astype(np.float32), t_conv)
+    soft_val = as_logits(teacher.predict(ds.x_val, batch_size=256, verbose=0).astype(np.float32), t_conv)
     y_train = np.concatenate([np.eye(n_cls, dtype=np.float32)[ds.y_train], soft_train], axis=1)
     y_val = np.concatenate([np.eye(n_cls, dtype=np.float32)[ds.y_val], soft_val], axis=1)
     T = temperature
 
-    def loss(y_true, logits):
+    def loss(y_true, out):
         hard, t_logits = y_true[:, :n_cls], y_true[:, n_cls:]
+        logits = as_logits(out, s_conv)
         ce = k.losses.categorical_crossentropy(hard, logits, from_logits=True)
         p_t = tfm.nn.softmax(t_logits / T)
         log_p_s = tfm.nn.log_softmax(logits / T)
@@ -110,10 +141,16 @@ def _train(net, teacher, ds, temperature, alpha, epochs, lr, batch_size, progres
         kl = tfm.reduce_sum(p_t * (log_p_t - log_p_s), axis=-1)
         return alpha * ce + (1.0 - alpha) * (T * T) * kl
 
-    def acc(y_true, logits):
-        return k.metrics.sparse_categorical_accuracy(tfm.argmax(y_true[:, :n_cls], axis=-1), logits)
+    def acc(y_true, out):
+        return k.metrics.sparse_categorical_accuracy(tfm.argmax(y_true[:, :n_cls], axis=-1), out)
 
+    stop = guard_stop(job.guard, patience=DISTILL_PATIENCE, say=printer(progress))
+    callbacks = [stop]
+    if progress:
+        from edgekit.progress import epoch_progress
+        callbacks.insert(0, epoch_progress(epochs, "distilling"))
     net.compile(optimizer=k.optimizers.Adam(lr), loss=loss, metrics=[acc])
-    net.fit(ds.x_train, y_train, validation_data=(ds.x_val, y_val), epochs=epochs,
-            batch_size=batch_size, verbose=1 if progress else 0)
-    return net
+    with bn_momentum(net):
+        net.fit(ds.x_train, y_train, validation_data=(ds.x_val, y_val), epochs=epochs,
+                batch_size=batch_size, verbose=0, callbacks=callbacks)
+    return stop.summary()

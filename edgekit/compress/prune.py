@@ -41,20 +41,24 @@ NO_LATENCY_NOTE = ("note: unstructured sparsity alone saves no latency - the ker
 
 
 def prune(model, data, out, sparsity=None, structured=False, ratio=None, keep=None,
-          dense_width=None, target_macs=None, epochs=2, lr=None, batch_size=128, seed=0,
-          force=False, progress=True):
+          dense_width=None, target_macs=None, epochs=None, lr=None, batch_size=None, seed=0,
+          max_drop=None, allow_drop=False, preprocess=None, force=False, progress=True):
     """Prune ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
 
     Unstructured (default, ``sparsity`` in (0, 1), default 0.8); ``structured=True`` removes
     conv channels by channel group (``ratio`` in (0, 1): fraction removed from every group,
     default 0.5; or ``keep``: a dict / ``"conv1=16,conv2=32"`` of channels kept per layer; or
     ``target_macs`` in (0, 1): globally weakest first until MACs <= that fraction of the
-    original's); ``dense_width=N`` shrinks the first
-    hidden Dense layer to N units. ``epochs`` of fine-tuning on the training split.
+    original's); ``dense_width=N`` shrinks the first hidden Dense layer to N units.
+    Fine-tuning on the training split is budgeted in optimizer steps (``epochs`` caps it) and
+    stops once validation accuracy is back within ``max_drop`` points (default 1.0) of the
+    input's; over it, nothing is written (GuardFailed) unless ``allow_drop``.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit._tf import set_seed
-    epochs = check_epochs(epochs)
+    from edgekit.models import check_training_options
+    epochs = None if epochs is None else check_epochs(epochs)
+    check_training_options(epochs, batch_size, lr)
     reshape = bool(structured) or dense_width is not None
     if sparsity is not None and reshape:
         raise EdgekitError("--sparsity is for unstructured pruning; with --structured / "
@@ -78,9 +82,11 @@ def prune(model, data, out, sparsity=None, structured=False, ratio=None, keep=No
     if dense_width is not None and int(dense_width) < 1:
         raise EdgekitError("--dense-width must be >= 1, got {}".format(dense_width))
     keep = parse_keep(keep)
-    job = Job(model, data, out, force)
+    job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
+              preprocess=preprocess, method="prune")
     say = printer(progress)
     set_seed(seed)
+    batch_size = batch_size or job.default_batch_size()
     if not reshape:
         return _unstructured(job, float(sparsity), epochs, lr or 1e-4, batch_size, progress, say)
     return _reshaped(job, bool(structured), ratio, keep, dense_width, epochs, lr or 5e-4,
@@ -116,35 +122,47 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
     if not names:
         raise EdgekitError("{} has no prunable layers (Conv2D / Dense kernels): nothing to "
                            "prune".format(job.model_path or "the model"))
-    if epochs < 1:
+    from edgekit.compress.guard import epoch_cap
+    if epochs is not None and epochs < 1:
         raise EdgekitError("unstructured pruning needs fine-tuning: --epochs must be >= 1")
     before = job.before()
     k, mot = keras(), tfmot()
-    steps = int(math.ceil(len(job.ds.x_train) / float(batch_size))) * epochs
+    n = len(job.ds.x_train)
+    per_epoch = int(math.ceil(n / float(batch_size)))
+    cap = epoch_cap(n, batch_size, epochs)
+    # sparsity ramps up over the first half of the cap (at least one epoch), then holds while
+    # the guard decides when accuracy is back
+    ramp = max(1, cap // 2)
+    steps = per_epoch * ramp
     freq = max(1, min(100, steps // 10))
-    end = max(freq, (int(steps * 0.7) // freq) * freq)  # reach the target, then recover
+    end = max(freq, (steps // freq) * freq)
     schedule = mot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
                                                   begin_step=0, end_step=end, frequency=freq)
-    say("pruning {} layers to {:.0%} sparsity over {} steps, fine-tuning {} epoch(s)".format(
-        len(names), sparsity, end, epochs))
+    say("pruning {} layers to {:.0%} sparsity over {} steps ({} epoch(s)), then fine-tuning "
+        "until validation accuracy is within --max-drop {:g} of {:.2%} (at most {} epochs, "
+        "batch {})".format(len(names), sparsity, end, ramp, job.max_drop, before["val_accuracy"],
+                           cap, batch_size))
     wrapped = _prune_wrap(model, mot, schedule, names, k)
-    fit(wrapped, job.ds, epochs, batch_size=batch_size, lr=lr, progress=progress,
-        callbacks=[mot.sparsity.keras.UpdatePruningStep()])
-    stripped = mot.sparsity.keras.strip_pruning(wrapped)
+    ran = fine_tune(wrapped, job, cap, lr, batch_size, progress, start_epoch=ramp,
+                    callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning")
+    stripped = _strip(wrapped, mot, k)
     per_layer = layer_sparsity(stripped, names)
-    kernels = [w for n in names for w in [stripped.get_layer(n).get_weights()[0]]]
+    kernels = [_find_layer(stripped, n).get_weights()[0] for n in names]
     total = float(sum(int(np.sum(w == 0)) for w in kernels)) / sum(w.size for w in kernels)
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "model.h5"
         stripped.save(str(p), include_optimizer=False)
         gz = gzip_size(p)
+    guard = job.check_guard(stripped, hints=["more --epochs (cap was {})".format(cap),
+                                             "a lower --sparsity than {:g}".format(sparsity)])
     params = {"mode": "unstructured", "sparsity": sparsity, "schedule": "PolynomialDecay",
-              "end_step": end, "frequency": freq, "epochs": epochs, "lr": lr,
-              "batch_size": batch_size, "layers": names}
+              "end_step": end, "frequency": freq, "epochs": cap, "lr": lr,
+              "batch_size": batch_size, "layers": names, "max_drop": job.max_drop}
+    params.update(ran)
     extra = {"sparsity": total, "layer_sparsity": per_layer, "gzip_bytes": gz,
              "gzip_ratio": before.get("gzip_bytes", gz) / float(gz),
              "note": NO_LATENCY_NOTE[len("note: "):]}
-    art = job.save(stripped, "prune", params, extra)
+    art = job.save(stripped, "prune", params, extra, guard=guard)
     say("sparsity reached: " + ", ".join("{} {:.1%}".format(n, s) for n, s in per_layer.items()))
     say("nonzero params {:,} -> {:,}; gzip {:,} -> {:,} bytes ({:.1f}x)".format(
         before["nonzero_params"], count_nonzero_params(stripped), before.get("gzip_bytes", 0), gz,
@@ -157,17 +175,44 @@ def _prune_wrap(model, mot, schedule, names, k):
     """Wrap exactly the layers in ``names`` (the tfmot-documented clone_model recipe: the
     wrapped layers are the trained ones, so their weights carry over)."""
     def wrap(layer):
+        if getattr(layer, "layers", None) and isinstance(layer, k.Model):  # a nested model
+            return k.models.clone_model(layer, clone_function=wrap)  # (keras.applications)
         if layer.name in names:
             return mot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
     return k.models.clone_model(model, clone_function=wrap)
 
 
+def _strip(model, mot, k):
+    """``strip_pruning``, also inside nested models (tfmot's stops at the top level)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import \
+        PruneLowMagnitude as wrapper
+
+    def unwrap(layer):
+        if isinstance(layer, wrapper):
+            return layer.layer
+        if getattr(layer, "layers", None) and isinstance(layer, k.Model):
+            return k.models.clone_model(layer, clone_function=unwrap)
+        return layer
+    return k.models.clone_model(model, clone_function=unwrap) if any(
+        getattr(l, "layers", None) for l in model.layers) else \
+        mot.sparsity.keras.strip_pruning(model)
+
+
+def _find_layer(model, name):
+    """A layer by name, also inside nested models."""
+    from edgekit.models import _flat_layers
+    for layer in _flat_layers(model):
+        if layer.name == name:
+            return layer
+    return model.get_layer(name)
+
+
 def layer_sparsity(model, names):
     """Fraction of zeros in each named layer's kernel."""
     out = {}
     for n in names:
-        w = model.get_layer(n).get_weights()[0]
+        w = _find_layer(model, n).get_weights()[0]
         out[n] = float(np.sum(w == 0)) / w.size
     return out
 
@@ -188,7 +233,21 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
             before["params"], count_params(small), before["macs"], count_macs(small)))
     for f in report["fenced"]:
         say("kept whole: {} ({})".format(", ".join(f["layers"]), "; ".join(f["why"])))
-    fine_tune(small, job.ds, epochs, lr, batch_size, progress)
+    from edgekit.compress.guard import epoch_cap
+    cap = epoch_cap(len(job.ds.x_train), batch_size, epochs)
+    if cap > 0:
+        say("fine-tuning until validation accuracy is within --max-drop {:g} of {:.2%} (at most "
+            "{} epochs, batch {})".format(job.max_drop, before["val_accuracy"], cap, batch_size))
+    ran = fine_tune(small, job, cap, lr, batch_size, progress)
+    hints = ["more --epochs (cap was {})".format(cap)]
+    if ratio is not None:
+        hints.append("a lower --ratio than {:g}".format(float(ratio)))
+    if target_macs is not None:
+        hints.append("a higher --target-macs than {:g}".format(float(target_macs)))
+    if dense_width is not None:
+        hints.append("a wider --dense-width than {}".format(int(dense_width)))
+    guard = job.check_guard(small, hints=hints)
+    epochs = cap
     mode = "+".join(m for m, on in (("structured", structured), ("dense-width", dense_width))
                     if on is not None and on is not False)
     params = {"mode": mode, "criterion": "L1", "epochs": epochs, "lr": lr,
@@ -203,4 +262,6 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
         params["dense_width"] = int(dense_width)
     extra = {"macs_ratio": before["macs"] / float(max(1, count_macs(small))),
              "params_ratio": before["params"] / float(max(1, count_params(small)))}
-    return job.save(small, "prune", params, extra)
+    params["max_drop"] = job.max_drop
+    params.update(ran)
+    return job.save(small, "prune", params, extra, guard=guard)

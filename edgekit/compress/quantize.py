@@ -39,15 +39,17 @@ ONNX_OPSET = 13
 
 
 def quantize(model, data, out, precision="int8", formats=None, calibration_samples=200,
-             calibration_data=None, io="float", qat=False, epochs=1, lr=1e-4, batch_size=128,
-             target=None, onnx_activations="uint8", per_channel=True, seed=0, force=False,
-             progress=True):
+             calibration_data=None, io="float", qat=False, epochs=None, lr=1e-4, batch_size=None,
+             target=None, onnx_activations="uint8", per_channel=True, seed=0, max_drop=None,
+             allow_drop=False, preprocess=None, force=False, progress=True):
     """Quantize ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
 
     ``precision``: int8 (default) or fp16. ``formats``: any of tflite, onnx, openvino (default:
     all three; ``qat`` writes TFLite). ``io``: TFLite input/output type, float or int8.
     ``onnx_activations``: uint8 (default, U8S8: onnxruntime's fast path on x86) or int8.
-    Returns the written :class:`~edgekit.artifact.Artifact`.
+    Every written file is run by its runtime on the validation split: one that loses more than
+    ``max_drop`` points (default 1.0) fails the whole run closed (GuardFailed, nothing written)
+    unless ``allow_drop``. Returns the written :class:`~edgekit.artifact.Artifact`.
     An ONNX model (a bare ``.onnx`` or an imported one) goes to
     :func:`edgekit.compress.quantize_onnx.quantize_onnx` (no tensorflow).
     """
@@ -58,7 +60,8 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                              calibration_samples=calibration_samples,
                              calibration_data=calibration_data, io=io, qat=qat, target=target,
                              onnx_activations=onnx_activations, per_channel=per_channel,
-                             seed=seed, force=force, progress=progress)
+                             seed=seed, max_drop=max_drop, allow_drop=allow_drop,
+                             preprocess=preprocess, force=force, progress=progress)
     from edgekit._tf import set_seed
     if precision not in ("int8", "fp16"):
         raise EdgekitError("--precision must be int8 or fp16 (fp32 is the model you have)")
@@ -71,24 +74,30 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
     if qat and precision != "int8":
         raise EdgekitError("--qat trains for int8: drop --precision fp16")
     fmts = _formats(formats, qat, precision)
-    epochs = check_epochs(epochs)
-    if qat and epochs < 1:
+    epochs = None if epochs is None else check_epochs(epochs)
+    if qat and epochs is not None and epochs < 1:
         raise EdgekitError("--qat needs fine-tuning: --epochs must be >= 1")
-    job = Job(model, data, out, force)
+    job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
+              preprocess=preprocess, method="qat" if qat else "quantize")
     say = printer(progress)
     net = job.model
     rep = None
     if precision == "int8":
         cal = job.ds
         if calibration_data is not None:
+            from edgekit.adapt import data_for
             from edgekit.data import load_data
             cal = calibration_data if hasattr(calibration_data, "x_train") \
                 else load_data(calibration_data)
+            cal = data_for(cal, job.ds.input_spec())
         rep = calibration_images(cal, calibration_samples, net.input_shape[1:], seed)
     before = job.before()
     set_seed(seed)
     if qat:
-        net = _qat(net, job.ds, epochs, lr, batch_size, progress, say)
+        from edgekit.compress.guard import epoch_cap
+        batch_size = batch_size or job.default_batch_size()
+        epochs = epoch_cap(len(job.ds.x_train), batch_size, epochs)
+        net = _qat(net, job, epochs, lr, batch_size, progress, say)
 
     from edgekit.artifact import describe_file, new_manifest, staging, write_manifest
     from edgekit.artifact import Artifact
@@ -131,9 +140,13 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                     extra.update(calibration=search, float_layers=search["float_layers"])
                 else:
                     _openvino(float_onnx, tmp / name, precision, rep)
-            acc, io_names = _measure(RUNTIME[fmt], tmp / name, job.ds)
+            acc, val_acc, io_names = _measure(RUNTIME[fmt], tmp / name, job.ds)
+            hints = ["--calibration-samples above {}".format(len(rep)) if rep is not None
+                     else "--precision fp16", "--formats without {}".format(fmt)]
+            guard = job.guard.check(val_acc, "{} {}".format(precision, fmt), hints)
             entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
                                   **io_names)
+            entry["guard"] = guard
             entry.update(extra)
             if rep is not None:
                 entry["calibration_samples"] = int(len(rep))
@@ -175,6 +188,7 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
             params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size})
         manifest = new_manifest("compressed", "quantize", params, job.source,
                                 job.ds.input_spec(), job.ds.classes, metrics)
+        manifest["output"] = {"convention": job.output}
         if io == "int8" and "tflite" in fmts and precision == "int8":
             manifest["input"]["tflite_dtype"] = "int8"
         manifest["files"] = files
@@ -210,7 +224,7 @@ def _formats(formats, qat, precision):
     return list(dict.fromkeys(formats))
 
 
-def _qat(model, ds, epochs, lr, batch_size, progress, say):
+def _qat(model, job, epochs, lr, batch_size, progress, say):
     from edgekit._tf import tfmot
     mot = tfmot()
     try:
@@ -219,7 +233,8 @@ def _qat(model, ds, epochs, lr, batch_size, progress, say):
         raise EdgekitError("quantization-aware training cannot wrap this model: {}".format(
             str(exc).splitlines()[0][:200])) from None
     say("quantization-aware training: {} epoch(s)".format(epochs))
-    return fine_tune(q, ds, epochs, lr, batch_size, progress)
+    return fine_tune(q, job, epochs, lr, batch_size or job.default_batch_size(), progress,
+                     label="quantization-aware training")
 
 
 def _tflite(model, path, precision, rep, io, qat):
@@ -247,11 +262,13 @@ def _size_note(fmt, ratio, precision):
 
 
 def _search_drop(job):
-    """Points of validation accuracy the int8 calibration search may lose per format: the run's
-    --max-drop when it has one, else int8_search's default."""
+    """Points of validation accuracy the int8 calibration search aims to stay within per format:
+    the run's --max-drop when the user gave one, else int8_search's own target (0.5, tighter
+    than the guard's default 1.0). The guard then holds every written file to --max-drop."""
     from edgekit.compress.int8_search import DEFAULT_MAX_DROP
-    drop = getattr(job, "max_drop", None)
-    return DEFAULT_MAX_DROP if drop is None else float(drop)
+    if getattr(job, "max_drop_given", False):
+        return float(job.max_drop)
+    return DEFAULT_MAX_DROP
 
 
 def _openvino(float_onnx, xml, precision, rep):
@@ -262,13 +279,15 @@ def _openvino(float_onnx, xml, precision, rep):
 
 
 def _measure(runtime, path, ds):
-    """Test accuracy of a quantized file, run by its runtime; plus its input/output names."""
+    """Test and validation accuracy of a quantized file, run by its runtime; plus its
+    input/output names."""
     from edgekit.runtime import open_runner
     from edgekit.runtime.bench import accuracy
     opts = {"allow_tf": True} if runtime == "litert" else {}
     with open_runner(runtime, path, **opts) as r:
         acc = accuracy(r, ds.x_test.astype(np.float32), ds.y_test, batch=256)
-        return acc, {"input_name": r.input_name, "output_names": list(r.output_names)}
+        val = accuracy(r, ds.x_val.astype(np.float32), ds.y_val, batch=256)
+        return acc, val, {"input_name": r.input_name, "output_names": list(r.output_names)}
 
 
 def int8_tensor_summary(path):

@@ -33,16 +33,19 @@ RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_samples=200,
                   calibration_data=None, io="float", qat=False, target=None,
-                  onnx_activations="uint8", per_channel=True, seed=0, force=False, progress=True,
-                  max_drop=None):
+                  onnx_activations="uint8", per_channel=True, seed=0, max_drop=None,
+                  allow_drop=False, preprocess=None, force=False, progress=True):
     """Quantize the ONNX model ``model`` (a ``.onnx`` file or an imported artifact) and write
-    the artifact ``out``; returns it. Options as :func:`edgekit.compress.quantize.quantize`."""
+    the artifact ``out``; returns it. Options as :func:`edgekit.compress.quantize.quantize`,
+    the same accuracy guard (validation split, ``max_drop`` points) included."""
     from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
     from edgekit.compress._common import calibration_images, printer
-    from edgekit.compress.int8_search import DEFAULT_MAX_DROP, onnx_int8, openvino_int8
+    from edgekit.compress.guard import DEFAULT_MAX_DROP, Guard
+    from edgekit.compress.int8_search import DEFAULT_MAX_DROP as SEARCH_DROP
+    from edgekit.compress.int8_search import onnx_int8, openvino_int8
     from edgekit.compress.quantize import _check_target, _openvino
     from edgekit.data import file_sha256, load_data
-    from edgekit.onnx_model import (check_data_fits, input_spec, inspect_onnx, onnx_accuracy,
+    from edgekit.onnx_model import (fit_data_to_onnx, input_spec, inspect_onnx, onnx_accuracy,
                                     onnx_source, output_spec, refuse_training, to_model_layout)
     src = onnx_source(model)
     if qat:
@@ -65,23 +68,28 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
             src, facts["precision"]))
     layout = facts["layout"]
     ds = data if hasattr(data, "x_train") else load_data(data)
-    check_data_fits(facts, ds, what=str(src))
     say = printer(progress)
+    ds = fit_data_to_onnx(facts, ds, what=str(src), preprocess=preprocess, say=say)
     rep = cal = None
     if precision == "int8":
         cal = ds
         if calibration_data is not None:
+            from edgekit.adapt import data_for
             cal = calibration_data if hasattr(calibration_data, "x_train") \
                 else load_data(calibration_data)
-            check_data_fits(facts, cal, what=str(src))
+            cal = data_for(cal, ds.input_spec())
         rep = to_model_layout(calibration_images(cal, calibration_samples, ds.input_shape, seed),
                               layout)
     say("measuring the fp32 model ...")
     before = {"accuracy": onnx_accuracy(src, ds.x_test, ds.y_test, layout),
+              "val_accuracy": onnx_accuracy(src, ds.x_val, ds.y_val, layout),
               "params": facts["params"], "bytes": int(src.stat().st_size)}
+    guard = Guard(before["val_accuracy"], DEFAULT_MAX_DROP if max_drop is None else max_drop,
+                  allow_drop, samples=len(ds.y_val))
+    # the search aims at the user's --max-drop, else its own 0.5; the guard then checks max_drop
+    drop = SEARCH_DROP if max_drop is None else guard.max_drop
     x_test = to_model_layout(ds.x_test.astype(np.float32), layout)
     x_val = to_model_layout(ds.x_val.astype(np.float32), layout)
-    drop = DEFAULT_MAX_DROP if max_drop is None else float(max_drop)
 
     files = {}
     with staging(out, force=force) as tmp, tempfile.TemporaryDirectory() as work:
@@ -111,8 +119,13 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
                 else:
                     _openvino(src, tmp / name, precision, rep)
             acc, io_names = _measure(RUNTIME[fmt], tmp / name, x_test, ds.y_test)
+            val_acc, _ = _measure(RUNTIME[fmt], tmp / name, x_val, ds.y_val)
+            hints = ["--calibration-samples above {}".format(len(rep)) if rep is not None
+                     else "--precision fp16", "--formats without {}".format(fmt)]
+            checked = guard.check(val_acc, "{} {}".format(precision, fmt), hints)
             entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
                                   **io_names)
+            entry["guard"] = checked
             entry.update(extra)
             if rep is not None:
                 entry["calibration_samples"] = int(len(rep))
@@ -138,7 +151,7 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
                   "calibration_data": cal.spec if rep is not None else None,
                   "calibration_split": "train" if rep is not None else None,
                   "onnx_activations": onnx_activations, "per_channel": bool(per_channel),
-                  "seed": seed, "target": target, "from": "onnx", "max_drop": drop}
+                  "seed": seed, "target": target, "from": "onnx", "max_drop": guard.max_drop}
         source = {"model_sha256": file_sha256(src), "model": str(model), "data": ds.spec,
                   "data_sha256": ds.fingerprint()}
         manifest = new_manifest("compressed", "quantize", params, source,

@@ -1,7 +1,8 @@
 """Every compression method on a small model, quickly: what ``edgekit demo`` shows.
 
-Settings sized for the ``digits`` data set (seconds per method on 2 CPU cores, see the
-README's Compression section); each row holds before/after accuracy, params, MACs, bytes.
+Each method runs with its defaults: fine-tuning budgeted to the data set and the accuracy
+guard (``--max-drop 1``); a method the guard refuses gives a row saying so (``refused``, the
+measured drop) instead of an artifact. Each row holds before/after accuracy, params, MACs, bytes.
 
 Example::
 
@@ -13,11 +14,12 @@ from pathlib import Path
 
 # method label -> (compress method, params): quick settings for digits-sized models
 QUICK = {
-    "prune": ("prune", {"sparsity": 0.5, "epochs": 2, "batch_size": 32}),
-    "prune-structured": ("prune", {"structured": True, "ratio": 0.5, "epochs": 3, "batch_size": 32}),
+    "prune": ("prune", {"sparsity": 0.5}),
+    "prune-structured": ("prune", {"structured": True, "ratio": 0.5}),
     "quantize": ("quantize", {"calibration_samples": 100, "formats": "tflite,onnx"}),
-    "distill": ("distill", {"width": 0.5, "epochs": 8, "batch_size": 32}),
+    "distill": ("distill", {"width": 0.5}),
 }
+TRAINS = ("prune", "distill")
 
 
 def quick_compress(model, data, out_dir, methods=tuple(QUICK), force=True, progress=False,
@@ -26,20 +28,29 @@ def quick_compress(model, data, out_dir, methods=tuple(QUICK), force=True, progr
     ``out_dir/<method>``. Returns one dict per method: method, artifact, seconds, accuracy,
     params, macs, bytes and their ``before_*`` values.
 
-    ``epochs`` overrides every method's fine-tuning / training epochs (e.g. 1 on MNIST, where
-    one epoch is 54,000 images); ``on_done(row)`` is called after each method.
+    ``epochs`` caps every method's fine-tuning / training epochs (default: the step budget);
+    ``on_done(row)`` is called after each method. A row the guard refused has ``refused``
+    (the one-line reason) and no artifact.
     """
     from edgekit.compress import compress
+    from edgekit.compress.guard import GuardFailed
     rows = []
     for label in methods:
         method, params = QUICK[label]
         params = dict(params)
-        if epochs is not None and "epochs" in params:
+        if epochs is not None and method in TRAINS:
             params["epochs"] = int(epochs)
-            params.pop("batch_size", None)  # the method's default batch for big data sets
         t0 = time.time()
-        art = compress(model, method, data, Path(out_dir) / label, force=force,
-                       progress=progress, **params)
+        try:
+            art = compress(model, method, data, Path(out_dir) / label, force=force,
+                           progress=progress, **params)
+        except GuardFailed as exc:
+            row = {"method": label, "artifact": None, "seconds": round(time.time() - t0, 1),
+                   "refused": str(exc)}
+            rows.append(row)
+            if on_done is not None:
+                on_done(row)
+            continue
         m = art.manifest["metrics"]
         b = m["before"]
         row = {"method": label, "artifact": str(art.path), "seconds": round(time.time() - t0, 1)}

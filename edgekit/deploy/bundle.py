@@ -62,12 +62,15 @@ def _tar_add(tf, name, data, mode=0o644):
 
 
 def _test_npz(spec, samples, art=None):
-    """The test subset shipped with a bundle, in the model's input layout (the manifest's)."""
+    """The test subset shipped with a bundle: prepared as the model was built for it
+    (edgekit.adapt.data_for: preprocessing, size, channels), in the model's input layout."""
     import numpy as np
+    from edgekit.adapt import data_for
     from edgekit.data import load_data
     from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout
     ds = load_data(spec)
     if art is not None:
+        ds = data_for(ds, art.manifest.get("input"))
         check_artifact_data(art, ds)  # an imported ONNX: names the user's file
         art.check_data_fits(ds)
     n = min(int(samples), len(ds.x_test))

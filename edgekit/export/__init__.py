@@ -88,7 +88,8 @@ def export(artifact_dir, formats=("onnx",), target=None, precision=None, out=Non
     if spec is None and art.method == "import":
         raise EdgekitError("{} was imported without a data set: pass --data SPEC (parity is "
                            "checked on its test split)".format(art.path))
-    ds = load_data(spec or "digits")
+    from edgekit.adapt import data_for
+    ds = data_for(load_data(spec or "digits"), art.manifest.get("input"))
     n = min(int(parity_samples), len(ds.x_test))
     x, y = ds.x_test[:n].astype(np.float32), ds.y_test[:n]
     from edgekit.onnx_model import check_artifact_data, manifest_layout, to_model_layout

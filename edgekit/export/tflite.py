@@ -50,8 +50,10 @@ def to_tflite(model, path, precision="fp32", representative=None, int8_io=False)
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
+    from edgekit._tf import native_stderr_silenced
     try:
-        blob = conv.convert()
+        with native_stderr_silenced():  # the converter logs "fully_quantize: 0, ..." to fd 2
+            blob = conv.convert()
     except Exception as exc:  # ConverterError: the message lists the ops it could not map
         raise EdgekitError("TFLite cannot express {}".format(_ops_in(exc))) from None
     Path(path).write_bytes(blob)
