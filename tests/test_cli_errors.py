@@ -174,12 +174,12 @@ def test_not_an_artifact(run_cli, tmp_path):
 
 def test_shapes_do_not_match_model(run_cli, tiny_artifact, tmp_path):
     rng = np.random.RandomState(0)
-    np.savez(tmp_path / "m28.npz", x=rng.randint(0, 255, (50, 28, 28)).astype(np.uint8),
+    # another size is resized to fit the model (edgekit.adapt); 2 channels cannot be adapted
+    np.savez(tmp_path / "m28.npz", x=rng.randint(0, 255, (50, 28, 28, 2)).astype(np.uint8),
              y=np.arange(50) % 10)
     before = snapshot(tiny_artifact.path)
     code, _, err = run_cli("eval", tiny_artifact.path, "--data", "npz:{}".format(tmp_path / "m28.npz"))
-    assert_one_error(code, err, "the model expects input (8, 8, 1)")
-    assert "(28, 28, 1)" in err
+    assert_one_error(code, err, "has 2-channel images but the model expects 1 channels")
     assert snapshot(tiny_artifact.path) == before
 
 

@@ -114,21 +114,27 @@ def test_export_and_bench_on_zoo(trained_zoo, digits, tmp_path, name):
     assert abs(rows[0]["accuracy"] - art.manifest["metrics"]["accuracy"]) < 0.01
 
 
+@pytest.mark.slow  # ~90 s: the int8 calibration search on a 150-layer graph
 def test_mobilenetv2_resized_digits_export_and_int8(digits, tmp_path):
     """keras.applications.MobileNetV2 at 32x32x3: digits are resized + channel-repeated by the
     loader, the manifest says so, the ONNX export agrees with Keras on those inputs, and its
     int8 ONNX runs on the same fitted data (untrained: --allow-drop)."""
     from edgekit.compress import compress
+    from edgekit.data import Dataset
     from edgekit.export import export
+    d = digits  # a slice keeps this in the default run (MobileNetV2 at 32x32 is ~100x tiny's cost)
+    small = Dataset("digits", d.x_train[:192], d.y_train[:192], d.x_val[:64], d.y_val[:64],
+                    d.x_test[:64], d.y_test[:64], d.classes, dict(d.norm))
     model = build("mobilenetv2", (32, 32, 3), 10, head="softmax")
     h5 = save_all(model, tmp_path / "mnv2", formats=("h5",))["h5"]
-    art = compress(h5, "quantize", digits, tmp_path / "q", formats="onnx",
+    art = compress(h5, "quantize", small, tmp_path / "q", formats="onnx",
                    calibration_samples=32, allow_drop=True, progress=False)
     inp = art.manifest["input"]
     assert inp["shape"] == [None, 32, 32, 3] and inp["resize"] == [32, 32]
     assert inp["channels"] == "repeat" and art.manifest["output"]["convention"] == "softmax"
-    p = compress(h5, "prune", digits, tmp_path / "p", sparsity=0.2, epochs=1, allow_drop=True,
+    p = compress(h5, "prune", small, tmp_path / "p", sparsity=0.2, epochs=1, allow_drop=True,
                  progress=False)
+    assert p.manifest["metrics"]["layer_sparsity"]["Conv1"] > 0.15  # pruned inside the nested model
     ex = export(p.path, ["onnx"], target="laptop-cpu", data="digits")
     onnx = [e for n, e in ex.files.items() if e.get("format") == "onnx"][0]
     assert onnx["parity"]["max_abs_diff"] < 1e-3
