@@ -141,24 +141,8 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                 else:
                     _openvino(float_onnx, tmp / name, precision, rep)
             acc, val_acc, io_names = _measure(RUNTIME[fmt], tmp / name, job.ds)
-            hints = ["--calibration-samples above {}".format(len(rep)) if rep is not None
-                     else "--precision fp16", "--formats without {}".format(fmt)]
-            guard = job.guard.check(val_acc, "{} {}".format(precision, fmt), hints)
-            entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
-                                  **io_names)
-            entry["guard"] = guard
-            entry.update(extra)
-            if rep is not None:
-                entry["calibration_samples"] = int(len(rep))
-            if fmt == "openvino":
-                binf = name[:-4] + ".bin"
-                entry["bytes"] += (tmp / binf).stat().st_size
-                files[name] = entry
-                files[binf] = describe_file(tmp / binf, "openvino", precision, role="weights",
-                                            of=name, inference=False)
-            else:
-                files[name] = entry
-            say("  {}: test accuracy {:.2%}, {:,} bytes".format(name, acc, entry["bytes"]))
+            add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep,
+                          job.guard, say)
         primary = [n for n in files if files[n].get("inference")][0]
         metrics = {"accuracy": files[primary]["accuracy"], "bytes": files[primary]["bytes"],
                    "params": before["params"], "macs": before["macs"],
@@ -194,6 +178,29 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
         manifest["files"] = files
         write_manifest(tmp, manifest)
     return Artifact.open(out)
+
+
+def add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep, guard,
+                  say):
+    """Check one quantized file against the accuracy guard (GuardFailed over it) and add its
+    manifest entries to ``files`` (an OpenVINO IR: the .xml counts the .bin's bytes too)."""
+    from edgekit.artifact import describe_file
+    hints = ["--calibration-samples above {}".format(len(rep)) if rep is not None
+             else "--precision fp16", "--formats without {}".format(fmt)]
+    checked = guard.check(val_acc, "{} {}".format(precision, fmt), hints)
+    entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True, **io_names)
+    entry["guard"] = checked
+    entry.update(extra)
+    if rep is not None:
+        entry["calibration_samples"] = int(len(rep))
+    files[name] = entry
+    if fmt == "openvino":
+        binf = name[:-4] + ".bin"
+        entry["bytes"] += (tmp / binf).stat().st_size
+        files[binf] = describe_file(tmp / binf, "openvino", precision, role="weights", of=name,
+                                    inference=False)
+    say("  {}: test accuracy {:.2%}, {:,} bytes".format(name, acc, entry["bytes"]))
+    return entry
 
 
 def _check_target(target, precision):

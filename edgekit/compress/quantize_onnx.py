@@ -43,7 +43,7 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
     from edgekit.compress.guard import DEFAULT_MAX_DROP, Guard
     from edgekit.compress.int8_search import DEFAULT_MAX_DROP as SEARCH_DROP
     from edgekit.compress.int8_search import onnx_int8, openvino_int8
-    from edgekit.compress.quantize import _check_target, _openvino
+    from edgekit.compress.quantize import _check_target, _openvino, add_quantized
     from edgekit.data import file_sha256, load_data
     from edgekit.onnx_model import (fit_data_to_onnx, input_spec, inspect_onnx, onnx_accuracy,
                                     onnx_source, output_spec, refuse_training, to_model_layout)
@@ -120,24 +120,8 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
                     _openvino(src, tmp / name, precision, rep)
             acc, io_names = _measure(RUNTIME[fmt], tmp / name, x_test, ds.y_test)
             val_acc, _ = _measure(RUNTIME[fmt], tmp / name, x_val, ds.y_val)
-            hints = ["--calibration-samples above {}".format(len(rep)) if rep is not None
-                     else "--precision fp16", "--formats without {}".format(fmt)]
-            checked = guard.check(val_acc, "{} {}".format(precision, fmt), hints)
-            entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True,
-                                  **io_names)
-            entry["guard"] = checked
-            entry.update(extra)
-            if rep is not None:
-                entry["calibration_samples"] = int(len(rep))
-            if fmt == "openvino":
-                binf = name[:-4] + ".bin"
-                entry["bytes"] += (tmp / binf).stat().st_size
-                files[name] = entry
-                files[binf] = describe_file(tmp / binf, "openvino", precision, role="weights",
-                                            of=name, inference=False)
-            else:
-                files[name] = entry
-            say("  {}: test accuracy {:.2%}, {:,} bytes".format(name, acc, entry["bytes"]))
+            add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep,
+                          guard, say)
         primary = [n for n in files if files[n].get("inference")][0]
         metrics = {"accuracy": files[primary]["accuracy"], "bytes": files[primary]["bytes"],
                    "params": facts["params"], "primary": primary, "before": before,
