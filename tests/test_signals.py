@@ -22,12 +22,13 @@ def _train(out, epochs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def _read_until(proc, marker, timeout=240):
+def _read_until(proc, marker, timeout=240, stream="stdout"):
     buf, end = b"", time.time() + timeout
+    pipe = getattr(proc, stream)
     while marker not in buf:
         assert time.time() < end, "no {!r} from train: {!r}".format(marker, buf[-300:])
-        chunk = proc.stdout.read1(4096)
-        assert chunk, "train ended early: {!r} {!r}".format(buf[-300:], proc.stderr.read())
+        chunk = pipe.read1(4096)
+        assert chunk, "train ended early: {!r}".format(buf[-300:])
         buf += chunk
     return buf
 
@@ -36,7 +37,8 @@ def test_sigint_during_training_exits_130_and_writes_nothing(tmp_path):
     out = tmp_path / "model"
     proc = _train(out, epochs=500)
     try:
-        _read_until(proc, b"Epoch 2/")  # inside Keras's fit
+        # edgekit's own per-epoch line on stderr: inside Keras's fit
+        _read_until(proc, b"training epoch 2/", stream="stderr")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
