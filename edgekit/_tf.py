@@ -7,6 +7,7 @@ importing tensorflow itself.
 import contextlib
 import os
 import sys
+import threading
 
 from edgekit.errors import MissingDependency
 
@@ -33,7 +34,10 @@ def native_stderr_silenced():
     before any Python logging setting can act; they would come before edgekit's own
     ``error:`` line. ``--verbose`` (``EDGEKIT_VERBOSE=1``) keeps them.
     """
-    if os.environ.get(VERBOSE_ENV) == "1":
+    # fd 2 is process-wide: only the main thread swaps it, never while worker threads (Dask)
+    # may be opening and closing descriptors of their own
+    if os.environ.get(VERBOSE_ENV) == "1" or \
+            threading.current_thread() is not threading.main_thread():
         yield
         return
     try:
@@ -59,8 +63,11 @@ def tf():
     warnings.filterwarnings("ignore", message=".*HDF5 file.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        with native_stderr_silenced():
+        if "tensorflow" in sys.modules:  # already loaded: never touch fd 2 again (threads)
             import tensorflow
+        else:
+            with native_stderr_silenced():
+                import tensorflow
     except ImportError:
         raise MissingDependency("tensorflow is not installed: " + _INSTALL) from None
     try:
