@@ -241,23 +241,13 @@ def loss_for(model):
         from_logits=output_convention(model) == "logits")
 
 
-def check_training_options(epochs=None, batch_size=None, lr=None):
-    """Refuse training settings Keras would turn into NaN or a crash, as one line each."""
-    import math
-    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 0):
-        raise EdgekitError("--epochs must be a whole number >= 0, got {}".format(epochs))
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise EdgekitError("--batch-size must be >= 1, got {}".format(batch_size))
-    if lr is not None and (not math.isfinite(float(lr)) or float(lr) <= 0):
-        raise EdgekitError("--lr must be a positive finite number, got {}".format(lr))
-
-
-def check_training_params(epochs=None, lr=None, batch_size=None):
+def check_training_params(epochs=None, lr=None, batch_size=None, min_epochs=1):
     """Refuse hyperparameters Keras would take and turn into NaN weights or a crash:
-    ``epochs``/``batch_size`` < 1, ``lr`` not a finite number > 0 (``--lr nan``)."""
+    ``epochs`` < ``min_epochs`` (0 where it means "no fine-tuning"), ``batch_size`` < 1,
+    ``lr`` not a finite number > 0 (``--lr nan``)."""
     import math
-    if epochs is not None and int(epochs) < 1:
-        raise EdgekitError("--epochs must be >= 1 (got {})".format(epochs))
+    if epochs is not None and int(epochs) < min_epochs:
+        raise EdgekitError("--epochs must be >= {} (got {})".format(min_epochs, epochs))
     if batch_size is not None and int(batch_size) < 1:
         raise EdgekitError("--batch-size must be >= 1 (got {})".format(batch_size))
     if lr is not None and not (math.isfinite(lr) and 0 < lr <= 10):
@@ -279,7 +269,7 @@ def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(
     if schedule not in SCHEDULES:
         raise EdgekitError("unknown --schedule {!r}; choose one of: {}".format(
             schedule, ", ".join(SCHEDULES)))
-    check_training_options(epochs, batch_size, lr)
+    check_training_params(epochs, lr, batch_size, min_epochs=0)
     callbacks = list(callbacks)
     if schedule == "cosine":
         callbacks.append(k.callbacks.LearningRateScheduler(

@@ -37,9 +37,9 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
     """
     from edgekit._tf import set_seed
     from edgekit.compress.guard import DISTILL_STEPS, epoch_cap
-    from edgekit.models import ARCHS, build, check_training_options, count_params
+    from edgekit.models import ARCHS, build, check_training_params, count_params
     epochs = None if epochs is None else check_epochs(epochs)
-    check_training_options(epochs, batch_size, lr)
+    check_training_params(epochs, lr, batch_size, min_epochs=0)
     if epochs is not None and epochs < 1:
         raise EdgekitError("distillation trains the student: --epochs must be >= 1")
     if width is not None and not 0.0 < float(width) <= 1.0:

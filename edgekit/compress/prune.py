@@ -56,9 +56,9 @@ def prune(model, data, out, sparsity=None, structured=False, ratio=None, keep=No
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit._tf import set_seed
-    from edgekit.models import check_training_options
+    from edgekit.models import check_training_params
     epochs = None if epochs is None else check_epochs(epochs)
-    check_training_options(epochs, batch_size, lr)
+    check_training_params(epochs, lr, batch_size, min_epochs=0)
     reshape = bool(structured) or dense_width is not None
     if sparsity is not None and reshape:
         raise EdgekitError("--sparsity is for unstructured pruning; with --structured / "
