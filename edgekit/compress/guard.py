@@ -203,7 +203,7 @@ def batchnorm_note(model, x, y, samples=512):
     training-mode accuracy (moving statistics that never caught up), else None."""
     if not batchnorm_layers(model) or len(x) == 0:
         return None
-    from edgekit.models import keras_accuracy, output_convention  # noqa: F401
+    from edgekit.models import keras_accuracy
     n = min(int(samples), len(x))
     infer = keras_accuracy(model, x[:n], y[:n])
     train_mode = float(np.mean(np.argmax(np.asarray(model(x[:n], training=True)), axis=1) == y[:n]))

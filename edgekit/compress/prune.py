@@ -116,7 +116,7 @@ def prunable_layers(model):
 
 def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
     from edgekit._tf import keras, tfmot
-    from edgekit.models import count_nonzero_params, fit
+    from edgekit.models import count_nonzero_params
     model = job.model
     names = prunable_layers(model)
     if not names:
