@@ -87,11 +87,16 @@ def dense_width(args, results):
             _compress(teacher, "prune", data, Path(args.out) / "dw8", dense_width=8))
 
 
-def _plain_keras(name, ds, epochs):
-    """Train as a user would: model.compile + model.fit, softmax head, Adam."""
+def _plain_keras(name, ds, epochs, bn_momentum=None):
+    """Train as a user would: model.compile + model.fit, softmax head, Adam. ``bn_momentum``
+    is what a user does after edgekit's BatchNorm hint (keras.applications ship 0.999)."""
     from tests.zoo import build, train_plain
     model = build(name, ds.input_shape, ds.num_classes, head="softmax")
     import numpy as np
+    if bn_momentum is not None:
+        from edgekit.compress.guard import batchnorm_layers
+        for layer in batchnorm_layers(model):
+            layer.momentum = bn_momentum
     t0 = time.time()
     train_plain(model, np.concatenate([ds.x_train, ds.x_val]),
                 np.concatenate([ds.y_train, ds.y_val]), epochs=epochs, batch_size=128, lr=1e-3)
@@ -108,13 +113,19 @@ def user_models(args, results):
     data = "mnist:" + args.mnist
     ds = fit_data(load_data(data), (32, 32, 3), say=print)
     for name in args.models.split(","):
-        model, secs = _plain_keras(name, ds, args.epochs)
         h5 = out / (name + ".h5")
         h5.parent.mkdir(parents=True, exist_ok=True)
-        model.save(str(h5), include_optimizer=False)
+        if h5.exists() and args.reuse:  # a model trained by an earlier run of this script
+            from edgekit.models import load_model
+            model, secs = load_model(h5), None
+        else:
+            model, secs = _plain_keras(name, ds, args.epochs,
+                                       args.bn_momentum if name.startswith("mobilenet") else None)
+            model.save(str(h5), include_optimizer=False)
         base = {"test_accuracy": keras_accuracy(model, ds.x_test, ds.y_test),
                 "val_accuracy": keras_accuracy(model, ds.x_val, ds.y_val),
-                "train_seconds": round(secs, 1), "epochs": args.epochs,
+                "train_seconds": None if secs is None else round(secs, 1),
+                "epochs": args.epochs, "bn_momentum": args.bn_momentum,
                 "bytes": h5.stat().st_size}
         _record(results, args.json, name + "/base", base)
         for label, method, params in (("prune50", "prune", {"sparsity": 0.5}),
@@ -155,6 +166,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--models", default="resnet,mobilenetv2")
     ap.add_argument("--only", default="prune50,distill50,int8,knn,export")
+    ap.add_argument("--bn-momentum", type=float, default=None,
+                    help="BatchNorm momentum for MobileNetV2 training (shipped: 0.999)")
+    ap.add_argument("--reuse", action="store_true", help="reuse OUT/NAME.h5 if present")
     args = ap.parse_args()
     results = {"what": args.what, "machine": "{} ({} cores)".format(platform.node(), os.cpu_count()),
                "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S"),

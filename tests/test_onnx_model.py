@@ -335,7 +335,8 @@ def run_blocked(argvs, timeout=600):
 
 
 def onnx_verbs(model, spec, out, quantize_args=()):
-    """eval, quantize, export --format openvino, bench (file and artifacts), doctor."""
+    """eval, quantize, export --format openvino, bench (file and artifacts), doctor, knn-slice
+    (its trunk cut out of the ONNX graph) and bench of its artifact."""
     return [["eval", model, "--data", spec, "--json"],
             ["compress", model, "--method", "quantize", "--data", spec, "-o", out / "int8",
              "--calibration-samples", "50"] + list(quantize_args),
@@ -343,7 +344,10 @@ def onnx_verbs(model, spec, out, quantize_args=()):
             ["bench", model, "--iterations", "5", "--data", spec, "--json", out / "file.json"],
             ["bench", out / "ir", "--runtime", "all", "--iterations", "5", "--json", out / "ir.json"],
             ["bench", out / "int8", "--runtime", "all", "--iterations", "5"],
-            ["doctor", "--target", "laptop-cpu", model]]
+            ["doctor", "--target", "laptop-cpu", model],
+            ["compress", model, "--method", "knn-slice", "--data", spec, "-o", out / "knn",
+             "--max-bytes", "none", "--max-drop", "100"],
+            ["bench", out / "knn", "--iterations", "5", "--data", spec, "--json", out / "knn.json"]]
 
 
 def test_onnx_verbs_never_import_tensorflow(keras_onnx, tiny_artifact, tmp_path):
@@ -365,3 +369,8 @@ def test_onnx_verbs_never_import_tensorflow(keras_onnx, tiny_artifact, tmp_path)
     assert {x["runtime"] for x in rows} == {"onnxruntime", "openvino"}
     q = json.loads((tmp_path / "a" / "int8" / "manifest.json").read_text())
     assert q["metrics"]["accuracy"] > q["metrics"]["before"]["accuracy"] - 0.02
+    knn = json.loads((tmp_path / "a" / "knn" / "manifest.json").read_text())
+    assert knn["metrics"]["agreement"] == 1.0 and knn["input"]["layout"] == "NHWC"
+    assert knn["metrics"]["before"]["accuracy"] == pytest.approx(acc["onnxruntime"])
+    bench_knn = json.loads((tmp_path / "a" / "knn.json").read_text())   # one row: an object
+    assert bench_knn["accuracy"] == pytest.approx(knn["metrics"]["accuracy"])

@@ -48,7 +48,8 @@ METHOD_OPTIONS = {
     "knn-slice": {"cut", "cut_candidates", "k", "prototypes", "dims", "pool", "int8",
                   "int8_weights", "objective",
                   "max_bytes", "min_accuracy", "evolve", "strategy", "generations", "population",
-                  "time_budget", "init", "seed", "checkpoint", "executor"},
+                  "time_budget", "init", "seed", "checkpoint", "executor",
+                  "max_drop", "allow_drop", "preprocess"},
 }
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 
 OPSET = 13
+HEAD_MAX_OPSET = 21   # the head's ops (ReduceSum with axes input, TopK, ...) are unchanged 13..21
 ALLOWED_DOMAINS = ("", "ai.onnx")
 L2_EPS = 1e-12
 
@@ -170,14 +171,14 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
     _append_head(model, arrays, reducer.pool, int(head.n_neighbors), head.weights,
                  len(head.classes_))
     onnx.checker.check_model(model)
-    check_standard_ops(model)
+    check_standard_ops(model, max_opset=min(max(OPSET, graph_opset(model)), HEAD_MAX_OPSET))
     path.write_bytes(model.SerializeToString())
     red = [a for n, a in arrays.items() if n.startswith("pca_")]
     protos = [a for n, a in arrays.items() if n.startswith("protos") or n == "labels"]
     return {"trunk_weights": trunk_bytes,
             "reduction": int(sum(a.nbytes for a in red)),
             "prototypes_labels": int(sum(a.nbytes for a in protos)),
-            "total": int(path.stat().st_size)}
+            "total": int(path.stat().st_size), "opset": graph_opset(model)}
 
 
 def head_arrays(reducer, head, int8_weights=False):
@@ -357,11 +358,20 @@ def _append_head(model, arrays, pool, k, weights, n_cls, feat=None):
     _set_model_header(model)
 
 
+def graph_opset(model):
+    """The default-domain opset of ``model`` (0 if it declares none)."""
+    return max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
+
+
 def _set_model_header(model):
+    """Opset 13, or the trunk's own when it is newer (a user's ONNX at opset 17: the head's ops
+    mean the same up to HEAD_MAX_OPSET; the Jetson's opset <= 13 check then says so)."""
     from onnx import helper
+    opset = max(OPSET, graph_opset(model))
+    ir = model.ir_version
     del model.opset_import[:]
-    model.opset_import.extend([helper.make_opsetid("", OPSET)])
-    model.ir_version = 7
+    model.opset_import.extend([helper.make_opsetid("", opset)])
+    model.ir_version = 7 if opset == OPSET else max(int(ir), 8)
     model.producer_name = "edgekit-knn-slice"
     model.producer_version = ""
 
@@ -526,15 +536,15 @@ def _tensor_bytes(t):
     return int(numpy_helper.to_array(t).nbytes)
 
 
-def check_standard_ops(model_or_path):
+def check_standard_ops(model_or_path, max_opset=OPSET):
     """Refuse non-default domains, opset > 13 or a TopK whose K is not a constant."""
     import onnx
     model = onnx.load(str(model_or_path)) if not hasattr(model_or_path, "graph") else model_or_path
     for op in model.opset_import:
         if op.domain not in ALLOWED_DOMAINS:
             raise EdgekitError("graph imports non-default domain {!r}".format(op.domain))
-        if op.version > OPSET:
-            raise EdgekitError("graph opset {} > {}".format(op.version, OPSET))
+        if op.version > max_opset:
+            raise EdgekitError("graph opset {} > {}".format(op.version, max_opset))
     consts = {t.name for t in model.graph.initializer}
     for n in model.graph.node:
         if n.domain not in ALLOWED_DOMAINS:

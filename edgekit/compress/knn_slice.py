@@ -144,37 +144,53 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
               objective="accuracy", max_bytes=None, min_accuracy=None, evolve=None, force=False,
               progress=True, int8=None, weights="uniform", reduction=None, ref_samples=None,
               int8_weights=False, cut_candidates="blocks", val_samples=VAL_SAMPLES,
-              **evolve_params):
+              max_drop=None, allow_drop=False, preprocess=None, **evolve_params):
     """Slice ``model`` at ``cut``, fit a k-NN head, write ONE ONNX graph artifact to ``out``.
 
-    ``model``: artifact dir, .h5 or SavedModel; ``data``: a spec or Dataset. ``cut``: a layer
-    name / index or ``"auto"`` (searched among ``cut_candidates``: ``"blocks"`` | ``"all"``).
+    ``model``: artifact dir, .h5/.keras, SavedModel dir, or an ONNX file from any framework
+    (its trunk cut out of the graph, features from onnxruntime, no tensorflow); ``data``: a
+    spec or Dataset, fitted to the model's input (``preprocess``, resize, channels: as every
+    method). ``cut``: a layer name / index (ONNX: a node or tensor name, or an index into
+    the candidates) or ``"auto"`` (searched among ``cut_candidates``: ``"blocks"`` | ``"all"``).
     ``max_bytes``: the budget (default: the input model's bytes; ``"none"``: no limit).
     ``k``, ``prototypes`` (k-means per class), ``dims`` (PCA; ``0`` = none), ``int8``
     (prototypes; ``None`` = try both): fixed when given, searched when not. ``pool``:
     ``avgN`` / ``maxN`` pooling before flattening. ``int8_weights``: trunk kernels and PCA
     stored as int8. ``ref_samples``: cap on the training vectors used as references (seeded).
     ``val_samples``: validation images scoring the search (seeded, stratified). ``evolve``:
-    ``cma``/``pso`` to evolve the trunk weights after the cut is chosen
-    (``edgekit.compress.evolve.evolve_trunk``; ``evolve_params`` are passed on).
+    ``cma``/``pso`` to evolve the trunk weights after the cut is chosen (Keras models;
+    ``edgekit.compress.evolve.evolve_trunk``; ``evolve_params`` are passed on).
+    The accuracy guard: the chosen configuration's validation accuracy may be at most
+    ``max_drop`` points (default 1.0) below the input model's, else nothing is written
+    (:class:`~edgekit.compress.guard.GuardFailed`) unless ``allow_drop``.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
+    from edgekit.compress._common import _say_stderr
+    from edgekit.compress.guard import DEFAULT_MAX_DROP, check_max_drop
     from edgekit.compress.knn_features import stratified_subsample
     from edgekit.compress.knn_head import threadpools
     from edgekit.compress.knn_onnx import parse_pool
     from edgekit.data import load_data
-    from edgekit.models import check_model_fits, load_model
+    from edgekit.onnx_model import onnx_source
 
     _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction,
                 cut_candidates, val_samples)
+    max_drop = check_max_drop(DEFAULT_MAX_DROP if max_drop is None else max_drop)
     if Path(out).exists() and not force:
         raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
-    ds = data if hasattr(data, "x_train") else load_data(data)
-    net = flatten_nested(model if hasattr(model, "layers") else load_model(model))
-    check_model_fits(net, ds)
+    src = None if hasattr(model, "layers") else onnx_source(model)
+    if src is not None and evolve:
+        raise EdgekitError("{} is an ONNX model and --evolve retrains the trunk's kernels, which "
+                           "needs the Keras model (.h5/.keras/SavedModel): drop --evolve".format(model))
     parse_pool(pool)
+    ds = data if hasattr(data, "x_train") else load_data(data)
     say = _printer(progress)
-    budget, budget_source = _budget(max_bytes, model)
+    if src is not None:
+        subject = _OnnxSubject(src, ds, preprocess, cut, cut_candidates)
+    else:
+        subject = _KerasSubject(model, ds, preprocess, cut, cut_candidates)
+    ds = subject.ds
+    budget, budget_source = _budget(max_bytes, src if src is not None else model)
     t0 = time.time()
 
     ref_idx = stratified_subsample(ds.y_train, ref_samples)
@@ -191,16 +207,9 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     if k is not None and k > n_protos_max:
         raise EdgekitError("--k {} is larger than the prototype count ({}): choose --k <= {}"
                            .format(k, n_protos_max, n_protos_max))
-    if cut in (None, "auto"):
-        cands = candidate_cuts(net, cut_candidates)
-        if not cands:
-            raise EdgekitError("the model has no block to cut after: give --cut")
-    else:
-        cands = [resolve_cut(net, cut)]
     if dims:                                     # refuse before any work
         from edgekit.compress.knn_onnx import FeatureReducer
-        widths = [(net.layers[i].name, FeatureReducer(pool).in_dims(_shape(net.layers[i])))
-                  for i in cands]
+        widths = [(name, FeatureReducer(pool).in_dims(shape)) for name, shape in subject.shapes()]
         if all(dims > w for _, w in widths):
             raise EdgekitError("--dims {} is larger than the features at every cut point (e.g. "
                                "{}: {} features): lower --dims".format(dims, *widths[-1]))
@@ -211,7 +220,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                    num_classes=ds.num_classes)
     say("k-NN slicing: {} candidate cut(s) ({}), {:,} reference images, validation subset "
         "{:,} of {:,}, budget {}".format(
-            len(cands), cut_candidates if cut in (None, "auto") else "--cut", len(y_ref),
+            subject.count, cut_candidates if cut in (None, "auto") else "--cut", len(y_ref),
             len(vi), len(ds.y_val), "{:,} B ({})".format(budget, budget_source)
             if budget is not None else "none"))
 
@@ -221,13 +230,14 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     # 11.7 s on two at load 13 on this 2-core VM). TensorFlow and onnxruntime keep their own.
     blas = threadpools().limit(limits=1)
     try:
-        res = _search(net, cands, x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say,
-                      **setting)
+        res = _search(subject.cuts_of(int8_weights, tmpdir, say), x_ref, y_ref, ds.x_val[vi],
+                      ds.y_val[vi], tmpdir, say, **setting)
         logbook = None
         if evolve:
             from edgekit._tf import keras
             from edgekit.compress.evolve import evolve_trunk
             c = res["chosen"]
+            net = subject.net
             trunk = keras().Model(net.inputs, net.layers[c["index"]].output, name="trunk")
             strategy = evolve_params.pop("strategy", "serial")
             trunk, logbook = evolve_trunk(trunk, x_ref, y_ref, ds.x_val, ds.y_val, evolve,
@@ -235,9 +245,12 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
                                           **evolve_params)
             say("re-scoring the evolved trunk")
             last = len(trunk.layers) - 1
-            res = _search(trunk, [last], x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say,
-                          labels={last: (c["layer"], c["index"])}, **setting)
-        art = _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook,
+            res = _search(KerasCuts(trunk, [last], int8_weights, tmpdir, say,
+                                    labels={last: (c["layer"], c["index"])}),
+                          x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say, **setting)
+        from edgekit.compress.guard import Guard
+        guard = Guard(subject.val_accuracy(), max_drop, allow_drop, samples=len(ds.y_val))
+        art = _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard,
                      dict(setting, budget_source=budget_source, k=k, prototypes=prototypes,
                           dims=dims, int8=int8, reduction=reduction, evolve=evolve,
                           evolve_params=evolve_params, cut_candidates=cut_candidates,
@@ -248,46 +261,187 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     return art
 
 
-def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, weights,
-            int8_weights, objective, budget, min_accuracy, num_classes, labels=None):
-    """Convert once, compute every candidate's bytes, stream features, score the grid.
+class _KerasSubject(object):
+    """A Keras model to slice: data fitted to it, its candidate cuts (layer indices)."""
 
-    ``cuts``: layer indices of ``model``; ``labels``: index -> (name, index) to report
-    instead (the evolved trunk is reported as the cut of the original model).
-    Returns ``{"rows", "sweep", "chosen", "feats", "multi", "onnx", "outputs"}``.
+    def __init__(self, model, ds, preprocess, cut, which):
+        from edgekit.adapt import fit_data
+        from edgekit.compress._common import _say_stderr
+        from edgekit.models import check_model_fits, load_model
+        self.path = None if hasattr(model, "layers") else model
+        self.net = flatten_nested(model if hasattr(model, "layers") else load_model(model))
+        self.ds = fit_data(ds, self.net, preprocess=preprocess, say=_say_stderr)
+        check_model_fits(self.net, self.ds)
+        if cut in (None, "auto"):
+            self.cands = candidate_cuts(self.net, which)
+            if not self.cands:
+                raise EdgekitError("the model has no block to cut after: give --cut")
+        else:
+            self.cands = [resolve_cut(self.net, cut)]
+        self.count = len(self.cands)
+
+    def shapes(self):
+        return [(self.net.layers[i].name, _shape(self.net.layers[i])) for i in self.cands]
+
+    def cuts_of(self, int8_weights, tmpdir, say):
+        return KerasCuts(self.net, self.cands, int8_weights, tmpdir, say)
+
+    def accuracy(self, x, y):
+        from edgekit.models import keras_accuracy
+        return keras_accuracy(self.net, x, y)
+
+    def val_accuracy(self):
+        return self.accuracy(self.ds.x_val, self.ds.y_val)
+
+    def input_spec(self):
+        return self.ds.input_spec()
+
+    def sha256(self):
+        from edgekit.models import model_sha256
+        return model_sha256(self.path) if self.path is not None else None
+
+
+class _OnnxSubject(object):
+    """An ONNX model to slice: data fitted to it (its layout, size, channels), its
+    candidate cuts (tensors, :mod:`edgekit.compress.knn_onnx_cuts`)."""
+
+    def __init__(self, path, ds, preprocess, cut, which):
+        import onnx
+        from edgekit.compress._common import _say_stderr
+        from edgekit.compress.knn_onnx_cuts import onnx_candidates, resolve_onnx_cut
+        from edgekit.onnx_model import fit_data_to_onnx, inspect_onnx
+        self.path = Path(path)
+        self.facts = inspect_onnx(self.path)
+        self.ds = fit_data_to_onnx(self.facts, ds, what=str(path), preprocess=preprocess,
+                                   say=_say_stderr)
+        self.model = _opset_checked(onnx.load(str(self.path)), path)
+        cands = onnx_candidates(self.model, which)
+        if cut in (None, "auto"):
+            if not cands:
+                raise EdgekitError("{}: no cut point found in the ONNX graph (no block end with "
+                                   "a known NCHW layout): give --cut NODE".format(path))
+            self.cands = cands
+        else:
+            self.cands = [resolve_onnx_cut(cands, cut, self.model)]
+        self.count = len(self.cands)
+
+    def shapes(self):
+        return [(c.node, c.shape) for c in self.cands]
+
+    def cuts_of(self, int8_weights, tmpdir, say):
+        return OnnxCuts(self.model, self.cands, self.facts["layout"], int8_weights, say)
+
+    def accuracy(self, x, y):
+        from edgekit.onnx_model import onnx_accuracy
+        return onnx_accuracy(self.path, x, y, self.facts["layout"])
+
+    def val_accuracy(self):
+        return self.accuracy(self.ds.x_val, self.ds.y_val)
+
+    def input_spec(self):
+        from edgekit.onnx_model import input_spec
+        return input_spec(self.facts, self.ds)
+
+    def sha256(self):
+        from edgekit.data import file_sha256
+        return file_sha256(self.path)
+
+
+def _opset_checked(model, path):
+    """``model`` if the k-NN head can join it: default-domain opset <= HEAD_MAX_OPSET."""
+    from edgekit.compress.knn_onnx import HEAD_MAX_OPSET, graph_opset
+    if graph_opset(model) > HEAD_MAX_OPSET:
+        raise EdgekitError("{} is at opset {}: the k-NN head is built for opsets 13..{}; export "
+                           "it at opset <= {}".format(path, graph_opset(model), HEAD_MAX_OPSET,
+                                                      HEAD_MAX_OPSET))
+    return model
+
+
+class KerasCuts(object):
+    """The candidate cuts of a Keras model: one multi-output model (every cut an output) for
+    the features, converted to ONNX once for the bytes. ``labels``: index -> (name, index)
+    to report instead (the evolved trunk is reported as the cut of the original model)."""
+
+    def __init__(self, model, cuts, int8_weights, tmpdir, say, labels=None):
+        import onnx
+        from edgekit.compress.knn_features import multi_output_model
+        from edgekit.export.onnx import to_onnx
+        t = time.time()
+        self.model, self.cuts, self.labels = model, list(cuts), labels or {}
+        self.multi = multi_output_model(model, cuts, int8_weights)
+        path = Path(tmpdir) / "candidates.onnx"
+        to_onnx(self.multi, path)
+        self.graph = onnx.load(str(path))
+        path.unlink()
+        if len(self.graph.graph.output) != len(cuts):
+            raise EdgekitError("ONNX conversion merged candidate outputs ({} for {} cuts): give "
+                               "--cut".format(len(self.graph.graph.output), len(cuts)))
+        say("converted the trunk with {} candidate output(s) to ONNX in {:.1f} s".format(
+            len(cuts), time.time() - t))
+
+    def label(self, i):
+        return self.labels.get(i, (self.model.layers[i].name, i))
+
+    def params(self, i, sub):
+        return _upstream_params(self.model, i)
+
+    def shape(self, j):
+        from edgekit.compress.knn_features import _output_shape
+        return [int(d) for d in _output_shape(self.multi, j)[1:]]
+
+    def trunk(self, j, sub):
+        from edgekit._tf import keras
+        return keras().Model(self.multi.inputs, self.multi.outputs[j], name="trunk")
+
+
+class OnnxCuts(object):
+    """The candidate cuts of an ONNX model (:mod:`edgekit.compress.knn_onnx_cuts`): the
+    graph with every candidate an output, run by onnxruntime; no tensorflow."""
+
+    def __init__(self, model, cands, layout, int8_weights, say):
+        from edgekit.compress.knn_onnx_cuts import OrtMulti, candidate_graph
+        self.cands, self.cuts, self.layout = cands, list(range(len(cands))), layout
+        self.graph = candidate_graph(model, cands, int8_weights)
+        self.multi = OrtMulti(self.graph, layout)
+        say("ONNX graph: {} candidate cut(s) as outputs ({})".format(
+            len(cands), ", ".join(c.node for c in cands)))
+
+    def label(self, i):
+        return self.cands[i].node, i
+
+    def params(self, i, sub):
+        from edgekit.compress.knn_onnx_cuts import float_params
+        return float_params(sub)
+
+    def shape(self, j):
+        return list(self.cands[j].shape)
+
+    def trunk(self, j, sub):
+        from edgekit.compress.knn_onnx_cuts import OrtMulti
+        return OrtMulti(sub, self.layout)
+
+
+def _search(cuts_of, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, weights,
+            int8_weights, objective, budget, min_accuracy, num_classes):
+    """Compute every candidate's bytes, stream features, score the grid.
+
+    ``cuts_of``: :class:`KerasCuts` or :class:`OnnxCuts` (the candidates, their graph).
+    Returns ``{"rows", "sweep", "chosen", "feats", "cuts_of", "info", "cut_of"}``.
     """
-    import onnx
-    from edgekit.compress.knn_features import RAW_MAX, cut_features, multi_output_model
-    from edgekit.compress.knn_onnx import (FeatureReducer, predict_head_bytes, trunk_file_bytes,
-                                           trunk_subgraph)
+    from edgekit.compress.knn_features import RAW_MAX, cut_features
+    from edgekit.compress.knn_onnx import FeatureReducer, predict_head_bytes, trunk_file_bytes, \
+        trunk_subgraph
     from edgekit.compress.knn_search import DIMS_GRID
-    from edgekit.export.onnx import to_onnx
-    labels = labels or {}
-
-    def label(i):
-        return labels.get(i, (model.layers[i].name, i))
-
-    t = time.time()
-    multi = multi_output_model(model, cuts, int8_weights)
-    path = Path(tmpdir) / "candidates.onnx"
-    to_onnx(multi, path)
-    graph = onnx.load(str(path))
-    path.unlink()
-    if len(graph.graph.output) != len(cuts):
-        raise EdgekitError("ONNX conversion merged candidate outputs ({} for {} cuts): give "
-                           "--cut".format(len(graph.graph.output), len(cuts)))
-    say("converted the trunk with {} candidate output(s) to ONNX in {:.1f} s".format(
-        len(cuts), time.time() - t))
+    label, cuts, graph, multi = cuts_of.label, cuts_of.cuts, cuts_of.graph, cuts_of.multi
 
     info, keep, smallest = {}, [], None
     for j, i in enumerate(cuts):
         name, shown = label(i)
         sub = trunk_subgraph(graph, j)
         tb = trunk_file_bytes(sub, int8_weights)
-        shape = [int(d) for d in (multi.output_shape[j] if len(cuts) > 1
-                                  else multi.output_shape)[1:]]
+        shape = cuts_of.shape(j)
         info[i] = {"sub": sub, "trunk_bytes": tb, "feat": sub.graph.output[0].name,
-                   "trunk_params": _upstream_params(model, i), "shape": shape}
+                   "trunk_params": cuts_of.params(i, sub), "shape": shape}
         # the least this cut can cost: its trunk + the smallest head the options allow
         D = FeatureReducer(pool).in_dims(shape)
         d_min = None if (opts["dims"] == 0 or D <= RAW_MAX) else \
@@ -348,8 +502,8 @@ def _search(model, cuts, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, we
                 n + 1, len(feats), name, budget, low or 0))
     sweep = [info[i]["entry"] for i in cuts]
     chosen = pick(rows, objective, budget, min_accuracy, smallest)
-    return {"rows": rows, "sweep": sweep, "chosen": chosen, "model": model,
-            "feats": {cf.index: cf for cf in feats}, "multi": multi, "info": info,
+    return {"rows": rows, "sweep": sweep, "chosen": chosen, "cuts_of": cuts_of,
+            "feats": {cf.index: cf for cf in feats}, "info": info,
             "cut_of": {label(i)[1]: (j, i) for j, i in keep}}
 
 
@@ -395,6 +549,21 @@ def _latency_ms(onnx_model, x, tmpdir):
     return r["latency_ms"]["p50"]
 
 
+def _ort_predict(runner, x):
+    """Class ids of ``x`` from a loaded runner, in chunks of its fixed batch if it has one."""
+    b = (runner.input_shape or [None])[0]
+    if not (isinstance(b, int) and b > 0):
+        return runner.predict(x)
+    out = []
+    for s in range(0, len(x), b):
+        chunk = x[s:s + b]
+        n = len(chunk)
+        if n < b:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, 0)])
+        out.append(np.asarray(runner.predict(chunk))[:n])
+    return np.concatenate(out)
+
+
 def _stream_transform(trunk, reducer, x, batch=128):
     """Reduced features of ``x`` through ``trunk``, batch by batch (no full feature maps)."""
     out = [reducer.transform(trunk.predict_on_batch(x[s:s + batch]))
@@ -402,12 +571,12 @@ def _stream_transform(trunk, reducer, x, batch=128):
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting):
-    """Fit the chosen configuration, build its ONE graph, measure it, write the artifact."""
-    from edgekit._tf import keras
+def _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard, setting):
+    """Fit the chosen configuration, check it against the accuracy ``guard``, build its ONE
+    graph, measure it, write the artifact."""
     from edgekit.compress.knn_head import clone_fitted
     from edgekit.compress.knn_onnx import FeatureReducer, build_knn_graph, pool_name
-    from edgekit.models import model_sha256
+    from edgekit.onnx_model import to_model_layout
     from edgekit.runtime.ort import OrtRunner
     c = res["chosen"]
     j, i = res["cut_of"][c["index"]]
@@ -421,13 +590,16 @@ def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting
     head = cf.heads[(c["dims"], c["reduction"], c["prototypes"])]   # as scored, no refit
     head = head.as_int8() if c["int8"] else clone_fitted(head)
     head.set_params(n_neighbors=c["k"])
-    multi = res["multi"]
-    trunk = keras().Model(multi.inputs, multi.outputs[j], name="trunk")
+    trunk = res["cuts_of"].trunk(j, info["sub"])
     say("chosen: cut {} ({} trunk params), {} -> predicted {:,} B; measuring".format(
         c["layer"], c["trunk_params"], _describe(c), c["bytes"]))
     val_acc = float(np.mean(head.predict(_stream_transform(trunk, reducer, ds.x_val))
                             == ds.y_val))
+    guard_record = guard.check(val_acc, "knn-slice", [
+        "a larger --max-bytes", "--cut-candidates all", "--objective accuracy"])
     py_pred = head.predict_index(_stream_transform(trunk, reducer, ds.x_test))
+    before_test = subject.accuracy(ds.x_test, ds.y_test)
+    layout = getattr(subject, "facts", {}).get("layout")
     budget = setting["budget"]
     with staging(out, force=force) as tmp:
         parts = build_knn_graph(None, reducer, head, tmp / ONNX_FILE, trunk_onnx=info["sub"],
@@ -437,10 +609,12 @@ def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting
                                "bytes or pass --prototypes/--dims/--pool to shrink it".format(
                                    parts["total"], budget))
         with OrtRunner(tmp / ONNX_FILE) as r:        # small batches: a wide trunk's activations
-            ort_pred = np.concatenate([r.predict(ds.x_test[s:s + 128])
+            ort_pred = np.concatenate([_ort_predict(r, to_model_layout(ds.x_test[s:s + 128],
+                                                                        layout))
                                        for s in range(0, len(ds.x_test), 128)])
-        latency = _latency_ms(tmp / ONNX_FILE, ds.x_val, tmpdir)
-        trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
+        latency = _latency_ms(tmp / ONNX_FILE, to_model_layout(ds.x_val[:16], layout), tmpdir)
+        if hasattr(trunk, "save"):                   # the Keras trunk (evolve starts from it)
+            trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
         test_acc_py = float(np.mean(py_pred == ds.y_test))
         test_acc_onnx = float(np.mean(ort_pred == ds.y_test))
         agreement = float(np.mean(py_pred == ort_pred))
@@ -468,6 +642,8 @@ def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting
             "agreement": agreement,
             "val_accuracy": val_acc,
             "val_accuracy_search": c["val_accuracy"],
+            "guard": guard_record,
+            "before": {"accuracy": before_test, "val_accuracy": guard.base_val},
             "params": int(c["trunk_params"]),
             "trunk_params": int(c["trunk_params"]),
             "prototypes": int(head.n_prototypes_),
@@ -480,21 +656,22 @@ def _build(res, model, ds, out, force, y_ref, say, tmpdir, cut, logbook, setting
                             "prototypes_labels": parts["prototypes_labels"],
                             "graph_overhead": parts["total"] - parts["trunk_weights"]
                             - parts["reduction"] - parts["prototypes_labels"]},
-            "input_bytes": input_bytes(model),
+            "input_bytes": input_bytes(subject.path) if subject.path is not None else None,
             "latency_ms_p50_ort_cpu_b1": latency,
             "search_seconds": round(setting["seconds"], 1),
             "sweep": res["sweep"],
         }
-        source = {"model_sha256": model_sha256(model) if not hasattr(model, "layers") else None,
-                  "data": ds.spec, "data_sha256": ds.fingerprint()}
-        manifest = new_manifest("compressed", "knn-slice", params, source, ds.input_spec(),
+        source = {"model_sha256": subject.sha256(), "data": ds.spec,
+                  "data_sha256": ds.fingerprint()}
+        manifest = new_manifest("compressed", "knn-slice", params, source, subject.input_spec(),
                                 ds.classes, metrics)
         manifest["outputs"] = ["class_id", "scores"]
         manifest["files"][ONNX_FILE] = describe_file(
-            tmp / ONNX_FILE, "onnx", "fp32", opset=13, inference=True,
+            tmp / ONNX_FILE, "onnx", "fp32", opset=parts["opset"], inference=True,
             prototypes_precision="int8" if c["int8"] else "fp32")
-        manifest["files"][TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32",
-                                                      inference=False, role="trunk")
+        if (tmp / TRUNK_FILE).exists():
+            manifest["files"][TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32",
+                                                          inference=False, role="trunk")
         grid = sorted(res["rows"], key=lambda r: (r["index"], -r["val_accuracy"], r["bytes"]))
         (tmp / SWEEP_FILE).write_text(json.dumps({
             "objective": setting["objective"], "budget": budget, "chosen": c,
