@@ -239,7 +239,7 @@ def _folder(folder):
     if len(class_dirs) < 2:
         raise EdgekitError("{}: need one sub-folder per class and at least 2 classes, found {}"
                            .format(folder, len(class_dirs)))
-    xs, ys, shape = [], [], None
+    xs, ys = [], []
     for label, d in enumerate(class_dirs):
         files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
         bad = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
@@ -262,16 +262,39 @@ def _folder(folder):
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                     struct.error, zlib.error) as exc:  # PIL's decoders raise all of these
                 raise EdgekitError("{}: cannot read image ({})".format(p, exc)) from None
-            if shape is None:
-                shape = a.shape
-            elif a.shape != shape:
-                raise EdgekitError("{}: image size {} differs from the first image's {}".format(
-                    p, a.shape, shape))
             xs.append(a)
             ys.append(label)
-    x, y = np.stack(xs), np.asarray(ys)
+    x, y = np.stack(_same_size(xs, folder)), np.asarray(ys)
     tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
     return x[tr], y[tr], x[te], y[te], [d.name for d in class_dirs], 1.0 / 255.0
+
+
+def _same_size(images, folder):
+    """A folder of assorted images made one size: the most common height x width (bilinear
+    resize), three channels if any image has colour; said once on stderr."""
+    import collections
+    import sys
+    from PIL import Image
+    sizes = collections.Counter(a.shape[:2] for a in images)
+    (h, w), _ = sizes.most_common(1)[0]
+    rgb = any(a.ndim == 3 for a in images)
+    out, resized, widened = [], 0, 0
+    for a in images:
+        if a.shape[:2] != (h, w):
+            a = np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR))
+            resized += 1
+        if rgb and a.ndim == 2:
+            a = np.repeat(a[:, :, None], 3, axis=2)
+            widened += 1
+        out.append(a)
+    if resized or widened:
+        print("note: folder:{}: {}{}{}".format(
+            folder, "{:,} of {:,} images resized to {}x{} (the most common size)".format(
+                resized, len(images), h, w) if resized else "",
+            "; " if resized and widened else "",
+            "{:,} grayscale images given 3 channels".format(widened) if widened else ""),
+            file=sys.stderr)
+    return out
 
 
 def _npz_headers(path):

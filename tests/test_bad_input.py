@@ -345,8 +345,6 @@ DATA = {  # name -> (builder returning the --data spec, message pattern)
         "a": _good_class(), "b": {"x.png": b"hello"}})), r"cannot read image"),
     "folder_truncated_png": (lambda w: "folder:" + str(_folder(w, "f4", {
         "a": _good_class(), "b": {"x.png": _png()[:30]}})), r"cannot read image"),
-    "folder_mixed_sizes": (lambda w: "folder:" + str(_folder(w, "f5", {
-        "a": _good_class(), "b": {"x.png": _png((9, 9))}})), r"differs from the first"),
     "folder_empty_class": (lambda w: "folder:" + str(_folder(w, "f6", {
         "a": _good_class(), "b": {}})), r"has no images"),
     "folder_not_image": (lambda w: "folder:" + str(_folder(w, "f7", {

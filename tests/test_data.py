@@ -196,3 +196,32 @@ def test_npz_x_test_without_y_test(tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x)
     with pytest.raises(EdgekitError, match="y_test"):
         load_data("npz:{}".format(tmp_path / "d.npz"))
+
+
+@pytest.mark.parametrize("sizes, modes, shape", [
+    ([(20, 20), (20, 20), (31, 17)], ["L", "L", "L"], (20, 20, 1)),       # one odd size
+    ([(16, 16), (16, 16), (16, 16)], ["L", "RGB", "L"], (16, 16, 3)),     # one colour image
+    ([(12, 10), (40, 40), (12, 10)], ["RGB", "L", "L"], (10, 12, 3)),     # PIL size is (w, h)
+])
+def test_folder_of_assorted_images_is_made_one_size_and_said_once(tmp_path, capfd, sizes,
+                                                                  modes, shape):
+    """JPEGs/PNGs of several sizes and modes: resized to the most common size, colour wins."""
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            size, mode = sizes[i % len(sizes)], modes[i % len(modes)]
+            chans = 3 if mode == "RGB" else 1
+            a = rng.randint(0, 255, (size[1], size[0], chans)).astype(np.uint8)
+            Image.fromarray(a if chans == 3 else a[:, :, 0], mode).save(
+                tmp_path / c / "{}.png".format(i))
+    capfd.readouterr()
+    ds = load_data("folder:{}".format(tmp_path))
+    assert ds.input_shape == shape
+    n = len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+    assert n == 12
+    err = capfd.readouterr().err
+    assert err.count("note: folder:") == 1
+    assert ("resized to {}x{}".format(shape[0], shape[1]) in err) == (len(set(sizes)) > 1)
+    assert ("given 3 channels" in err) == (len(set(modes)) > 1)

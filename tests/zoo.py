@@ -81,6 +81,25 @@ def resnet(input_shape, num_classes, head="softmax", rescaling=False):
     return k.Model(inp, _head(L, x, num_classes, head, separate_softmax=True), name="resnet_small")
 
 
+def resnet_deep(input_shape, num_classes, head="softmax", rescaling=False):
+    """A deeper ResNet-style net for full-size data (benchmarks, not the default tests):
+    stem 24, then three residual stages (24, 48 /2, 96 /2; projection shortcuts where the
+    shape changes), GAP, softmax as a separate layer. ~0.2M parameters."""
+    k = _keras()
+    L = k.layers
+    inp = L.Input(tuple(input_shape), name="image")
+    x = _conv_bn(L, _stem(L, inp, rescaling), 24, "stem")
+    for n, (width, stride) in enumerate(((24, 1), (48, 2), (96, 2)), 1):
+        b = "s{}".format(n)
+        y = _conv_bn(L, x, width, b + "_c1", strides=stride)
+        y = _conv_bn(L, y, width, b + "_c2", relu=False)
+        s = x if stride == 1 else _conv_bn(L, x, width, b + "_proj", strides=stride, kernel=1,
+                                           relu=False)
+        x = L.ReLU(name=b + "_out")(L.Add(name=b + "_add")([s, y]))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return k.Model(inp, _head(L, x, num_classes, head, separate_softmax=True), name="resnet_deep")
+
+
 def inception(input_shape, num_classes, head="softmax", rescaling=False):
     """Inception-style: two blocks of parallel 1x1 / 3x3 / pool-1x1 branches joined by
     ``Concatenate``, max pooling between them, GAP."""
@@ -144,6 +163,8 @@ ZOO = {
     "sequential": sequential,
 }
 MIN_SIDE = {"mobilenetv2": 32}
+# bigger models for the benchmarks (benchmarks/your_cnn.py); not in the tests' ZOO sweep
+BENCH_MODELS = {"resnet-deep": resnet_deep}
 
 
 def build(name, input_shape=(16, 16, 3), num_classes=10, head="softmax", rescaling=False, seed=0):
@@ -152,7 +173,8 @@ def build(name, input_shape=(16, 16, 3), num_classes=10, head="softmax", rescali
     if head not in HEADS:
         raise ValueError("head must be one of {}".format(HEADS))
     set_seed(seed)
-    return ZOO[name](tuple(input_shape), int(num_classes), head=head, rescaling=rescaling)
+    builder = ZOO.get(name) or BENCH_MODELS[name]
+    return builder(tuple(input_shape), int(num_classes), head=head, rescaling=rescaling)
 
 
 def compile_plain(model, lr=1e-3):
