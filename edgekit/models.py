@@ -10,6 +10,7 @@ Example::
     art = train("seed-mnist-cnn", "mnist:../shared/datasets/mnist", "out/seed", epochs=12)
     print(art.manifest["metrics"]["accuracy"])
 """
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -278,10 +279,50 @@ def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(
         from edgekit.progress import epoch_progress
         callbacks.insert(0, epoch_progress(epochs, label))
     model.compile(optimizer=k.optimizers.Adam(lr), loss=loss_for(model), metrics=["accuracy"])
-    model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-              epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks,
-              initial_epoch=initial_epoch)
+    with ctrl_c_at_batch_end() as stop:
+        model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+                  epochs=epochs, batch_size=batch_size, verbose=0,
+                  callbacks=callbacks + [stop], initial_epoch=initial_epoch)
     return model
+
+
+@contextlib.contextmanager
+def ctrl_c_at_batch_end():
+    """A Keras callback that raises KeyboardInterrupt at the first batch end after Ctrl-C.
+
+    Python's own SIGINT handler raises KeyboardInterrupt at whatever bytecode runs next; inside
+    Keras' fit that is often a TensorFlow object's ``__del__``, where the exception is printed
+    as "Exception ignored in ..." and lost — the run goes on as if Ctrl-C never came. Here the
+    signal only sets a flag (a second Ctrl-C raises at once), and the callback raises from
+    ordinary code at the next batch end. Main thread only (elsewhere: a no-op callback).
+    """
+    import signal
+    import threading
+    from edgekit._tf import keras
+    pressed = []
+
+    class _Stop(keras().callbacks.Callback):
+        def _check(self, *args, **kwargs):
+            if pressed:
+                raise KeyboardInterrupt()
+        on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+    if threading.current_thread() is not threading.main_thread():
+        yield _Stop()
+        return
+
+    def _handler(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt()
+        pressed.append(signum)
+
+    previous = signal.signal(signal.SIGINT, _handler)
+    try:
+        yield _Stop()
+        if pressed:   # fit returned between the signal and a batch end
+            raise KeyboardInterrupt()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def model_metrics(model, data, file_path):

@@ -150,7 +150,8 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
         from edgekit.progress import epoch_progress
         callbacks.insert(0, epoch_progress(epochs, "distilling"))
     net.compile(optimizer=k.optimizers.Adam(lr), loss=loss, metrics=[acc])
-    with bn_momentum(net):
+    from edgekit.models import ctrl_c_at_batch_end
+    with bn_momentum(net), ctrl_c_at_batch_end() as ctrl_c:
         net.fit(ds.x_train, y_train, validation_data=(ds.x_val, y_val), epochs=epochs,
-                batch_size=batch_size, verbose=0, callbacks=callbacks)
+                batch_size=batch_size, verbose=0, callbacks=callbacks + [ctrl_c])
     return stop.summary()
