@@ -68,3 +68,51 @@ def describe(logs):
         if key in logs:
             parts.append("{} {:.2%}".format(name, float(logs[key])))
     return ", ".join(parts)
+
+
+class TrialProgress(object):
+    """Progress of a search (``edgekit optimize``): a rich bar on a terminal with the best so
+    far, else one line per finished trial on stderr.
+
+    Example::
+
+        with TrialProgress(20, "optimize") as bar:
+            bar.advance("003 prune macs 0.5 -> onnx-fp32: 97.9% 41,220 B", best="97.9% 41,220 B")
+    """
+
+    def __init__(self, total, label="optimize", stream=None, done=0):
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.label = label
+        self.done = done
+        self.bar = None
+        self.task = None
+
+    def __enter__(self):
+        if getattr(self.stream, "isatty", lambda: False)():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total} best: {task.fields[best]}"),
+                                TimeElapsedColumn(), console=Console(file=self.stream),
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=self.total, completed=self.done,
+                                          best="-")
+        return self
+
+    def advance(self, line, best=None):
+        self.done += 1
+        text = "{} trial {}{}: {}{}".format(
+            self.label, self.done, "" if self.total is None else "/{}".format(self.total), line,
+            "" if best is None else " | best so far: " + best)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, best=best or "-")
+            self.bar.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

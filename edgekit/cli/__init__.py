@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "edgekit.cli.bench:bench",
     "deploy": "edgekit.cli.deploy:deploy",
     "report": "edgekit.cli.report:report",
+    "optimize": "edgekit.cli.optimize:optimize",
     "demo": "edgekit.cli.demo:demo",
 }
 

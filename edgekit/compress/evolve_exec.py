@@ -38,26 +38,10 @@ class DaskExecutor:
     """Evaluate population chunks on the workers of an existing Dask scheduler."""
 
     def __init__(self, fitness, address, timeout=DASK_TIMEOUT, chunks=None):
-        try:
-            from distributed import Client
-        except ImportError:
-            raise MissingDependency("dask executor needs dask.distributed: pip install 'distributed'") from None
         self.name = address
-        url = parse_dask_address(address)
+        self.client = connect(address, timeout)
         try:
-            self.client = Client(url, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise EdgekitError("cannot reach the Dask scheduler at {} within {:g}s ({}): start one with "
-                               "`dask scheduler` or use --executor local".format(
-                                   address, timeout, str(exc).splitlines()[0][:120] or type(exc).__name__)) from None
-        try:
-            try:
-                self.client.wait_for_workers(1, timeout=timeout)
-            except (OSError, TimeoutError):
-                raise EdgekitError("the Dask scheduler at {} has no workers (waited {:g}s): start one with "
-                                   "`dask worker {}`".format(address, timeout, url)) from None
-            workers = self.client.scheduler_info().get("workers", {})
-            self.n_workers = max(1, len(workers))
+            self.n_workers = n_workers(self.client)
             self.chunks = chunks or self.n_workers
             self.fitness_future = self.client.scatter(fitness, broadcast=True, hash=False)
         except Exception:
@@ -76,6 +60,36 @@ class DaskExecutor:
             self.client.close()
         except Exception:  # closing a client whose scheduler died must not hide the real result
             pass
+
+
+def connect(address, timeout=DASK_TIMEOUT):
+    """A ``distributed.Client`` on the scheduler at ``dask://HOST:PORT`` with at least one
+    worker, or one ``EdgekitError`` line saying what to start (within ``timeout`` s)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise MissingDependency("dask executor needs dask.distributed: pip install 'distributed'") from None
+    url = parse_dask_address(address)
+    try:
+        client = Client(url, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise EdgekitError("cannot reach the Dask scheduler at {} within {:g}s ({}): start one with "
+                           "`dask scheduler` or use --executor local".format(
+                               address, timeout, str(exc).splitlines()[0][:120] or type(exc).__name__)) from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError):
+        client.close()
+        raise EdgekitError("the Dask scheduler at {} has no workers (waited {:g}s): start one with "
+                           "`dask worker {}`".format(address, timeout, url)) from None
+    except Exception:
+        client.close()
+        raise
+    return client
+
+
+def n_workers(client):
+    return max(1, len(client.scheduler_info().get("workers", {})))
 
 
 def parse_dask_address(address):

@@ -1,0 +1,310 @@
+"""One candidate of ``edgekit optimize``: compress, make the target's file, measure it.
+
+:func:`evaluate` runs in the driver (``--executor local``) or on a Dask worker: everything it
+needs comes in ``ctx`` (plain data) and the candidate dict, so the result depends only on
+them and the trial's seed -- not on where it ran.
+
+1. **Training steps under successive halving.** The trained steps (prune, distill) first get a
+   small epoch cap (rung 0: ``1/eta^2`` of the full step-budgeted cap). A candidate whose
+   steps pass the accuracy guard there is done; one that does not goes on to the next rung
+   (``1/eta``, then the full cap) only if its validation accuracy is in the top ``1/eta`` of
+   what earlier trials reached at that rung (``thresholds``, computed by the driver from
+   finished trials, so the decision does not depend on scheduling), else it is pruned.
+   Lower rungs write with ``allow_drop`` into a scratch dir; the last rung runs under the
+   guard proper (fail closed: nothing written).
+2. **The target's file**: ``export`` (fp32/fp16, parity-checked) or ``quantize`` (int8,
+   calibrated, guarded) in the format the candidate names; a k-NN slice is its ONNX graph.
+3. **Measured**: the artifact's runnable file for the target goes through the one benchmark
+   protocol (:func:`edgekit.bench.bench`) -- locally for a target this machine is, or on the
+   device through ``deploy --bench`` with a host -- with the **validation** split as its
+   data, so its accuracy is the runtime's own on validation images. Bytes are the file's
+   bytes on disk (``Artifact.run_bytes``). Without the hardware and without a host, a device
+   target's file is run on this CPU for its validation accuracy and latency stays unmeasured.
+4. **Guard on the whole chain**: validation accuracy against the input model's; a drop over
+   ``max_drop`` is infeasible and the candidate is removed (never written).
+
+Example::
+
+    res = evaluate(cand, 7, ctx)   # -> {"state": "complete", "val_accuracy", "bytes", ...}
+"""
+import functools
+import math
+import shutil
+import time
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+ETA = 3                     # successive halving: keep the top 1/ETA at each rung
+RUNG_FRACTIONS = (1.0 / ETA ** 2, 1.0 / ETA, 1.0)
+TRAINED = ("prune", "distill")
+
+
+def candidate_id(number):
+    return "{:03d}".format(int(number))
+
+
+def rung_epochs(method, n_train, batch_size, max_epochs=None):
+    """Epoch caps of the rungs for a trained ``method`` (increasing, deduplicated)."""
+    from edgekit.compress.guard import DISTILL_STEPS, FINE_TUNE_STEPS, epoch_cap
+    full = epoch_cap(n_train, batch_size, None,
+                     steps=DISTILL_STEPS if method == "distill" else FINE_TUNE_STEPS)
+    if max_epochs is not None:
+        full = min(full, int(max_epochs))
+    caps = []
+    for f in RUNG_FRACTIONS:
+        c = max(1, int(math.ceil(full * f)))
+        if not caps or c > caps[-1]:
+            caps.append(c)
+    return caps
+
+
+@functools.lru_cache(maxsize=2)
+def _load(spec):
+    from edgekit.data import load_data
+    return load_data(spec)
+
+
+def evaluate(cand, number, ctx, thresholds=(), ds=None):
+    """Run one candidate; returns a JSON-able result dict (``state``: complete | pruned |
+    infeasible | failed, with ``reason``; complete: ``val_accuracy``, ``bytes``, ``params``,
+    ``macs``, ``latency_ms`` or None, ``runtime``, ``file``, ``artifact``, ``rungs``)."""
+    from edgekit._tf import set_seed, tf
+    tf().config.experimental.enable_op_determinism()   # same seed -> same weights, anywhere
+    ds = ds if ds is not None else _load(ctx["data"])
+    out = Path(ctx["out"])
+    cid = candidate_id(number)
+    final = out / "candidates" / cid
+    scratch = out / "work" / cid
+    seed = int(ctx["seed"]) + int(number)
+    t0 = time.time()
+    trained = [s for s in cand["shrink"] if s["method"] in TRAINED]
+    n_rungs = max([len(rung_epochs(s["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs")))
+                   for s in trained] or [1])
+    rungs = []
+    res = None
+    try:
+        for r in range(n_rungs):
+            last = r == n_rungs - 1
+            shutil.rmtree(scratch, ignore_errors=True)
+            set_seed(seed)
+            try:
+                art, passed = _run_chain(cand, ctx, ds, scratch, r, allow=not last, seed=seed)
+                res = measure(art, ctx, ds)
+            except EdgekitError as exc:
+                from edgekit.compress.guard import GuardFailed
+                state = "infeasible" if isinstance(exc, GuardFailed) else "failed"
+                return _done({"state": state, "reason": str(exc), "rungs": rungs}, t0)
+            rungs.append({"rung": r, "epochs": _epochs_of(art), "val_accuracy":
+                          res["val_accuracy"], "guard_passed": passed})
+            if passed or last:
+                break
+            cut = thresholds[r] if r < len(thresholds) else None
+            if cut is not None and res["val_accuracy"] < cut:
+                return _done({"state": "pruned", "rungs": rungs, "reason": (
+                    "rung {}: validation accuracy {:.2%} below the top-1/{} cut {:.2%} of earlier "
+                    "trials at this rung".format(r, res["val_accuracy"], ETA, cut))}, t0)
+        drop = (float(ctx["base_val"]) - res["val_accuracy"]) * 100.0
+        res["drop_pts"] = round(drop, 3)
+        if drop > float(ctx["max_drop"]) + 1e-9:
+            return _done({"state": "infeasible", "rungs": rungs, "val_accuracy":
+                          res["val_accuracy"], "bytes": res["bytes"], "reason": (
+                              "lost {:.2f} pt of validation accuracy ({:.2%} -> {:.2%}) on the "
+                              "target's runtime, over --max-drop {:g}: not kept".format(
+                                  drop, ctx["base_val"], res["val_accuracy"], ctx["max_drop"]))},
+                         t0)
+        _publish(art, scratch, final)
+        res.update(state="complete", rungs=rungs, artifact=str(final.relative_to(out)))
+        return _done(res, t0)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _done(res, t0):
+    res["seconds"] = round(time.time() - t0, 2)
+    return res
+
+
+def _batch(ds):
+    from edgekit.compress.guard import default_batch_size
+    return default_batch_size(len(ds.y_train))
+
+
+def _epochs_of(art):
+    from edgekit.artifact import Artifact
+    return Artifact.open(art, verify=False).manifest["method"]["params"].get("epochs")
+
+
+def _run_chain(cand, ctx, ds, scratch, rung, allow, seed):
+    """The candidate's compress steps + finish into ``scratch``; returns (final artifact
+    path, every guard passed)."""
+    from edgekit.artifact import Artifact
+    from edgekit.compress import compress
+    src = ctx["model"]
+    passed = True
+    steps = list(cand["shrink"])
+    fin = cand["finish"]
+    for i, step in enumerate(steps):
+        dst = scratch / "{}-{}".format(i + 1, step["method"])
+        params = dict(step["params"])
+        if step["method"] in TRAINED:
+            caps = rung_epochs(step["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs"))
+            params.update(epochs=caps[min(rung, len(caps) - 1)], seed=seed,
+                          max_drop=ctx["max_drop"], allow_drop=allow)
+        elif step["method"] == "knn-slice":
+            params.setdefault("max_bytes", ctx.get("max_bytes") or "none")
+        compress(src, step["method"], ds, dst, force=True, progress=False, **params)
+        passed = passed and _guard_passed(dst)
+        src = str(dst)
+    if fin["kind"] == "quantize":
+        dst = scratch / "{}-quantize".format(len(steps) + 1)
+        compress(src, "quantize", ds, dst, force=True, progress=False, precision=fin["precision"],
+                 formats=[fin["format"]], max_drop=ctx["max_drop"], allow_drop=allow, seed=seed,
+                 target=ctx["target"])
+        passed = passed and _guard_passed(dst)
+        src = str(dst)
+    elif fin["kind"] == "export":
+        if not steps:               # the input itself, exported: a copy to add files to
+            dst = scratch / "1-export"
+            shutil.copytree(src, dst)
+            src = str(dst)
+        from edgekit.export import export
+        export(src, [fin["format"]], target=ctx["target"], precision=fin["precision"],
+               data=ctx["data"], parity_samples=min(1000, len(ds.y_val)))
+    Artifact.open(src)              # every file checks out against its sha256
+    return Path(src), passed
+
+
+def _guard_passed(art_dir):
+    from edgekit.artifact import Artifact
+    m = Artifact.open(art_dir, verify=False).manifest["metrics"]
+    records = [m.get("guard")] + [f.get("guard") for f in
+                                  Artifact.open(art_dir, verify=False).files.values()]
+    return all(r.get("passed", True) for r in records if r)
+
+
+def _publish(art, scratch, final):
+    """The candidate's artifact (and a chain's earlier steps beside it) into place."""
+    from edgekit.util import publish_dir, stage_dir_next_to
+    tmp = stage_dir_next_to(final)
+    shutil.rmtree(tmp)
+    shutil.copytree(art, tmp)
+    publish_dir(tmp, final)
+    steps = [p for p in sorted(scratch.iterdir()) if p != art] if scratch.exists() else []
+    if steps:
+        sdir = final.parent / (final.name + ".steps")
+        shutil.rmtree(sdir, ignore_errors=True)
+        sdir.mkdir(parents=True)
+        for p in steps:
+            shutil.move(str(p), str(sdir / p.name))
+
+
+# -- measurement -------------------------------------------------------------------------------
+def validation_as_test(ds):
+    """``ds`` with its validation split in the test slots: what a candidate is measured on
+    (the test split is looked at once, for the chosen model and the front)."""
+    from edgekit.data import Dataset
+    v = Dataset(ds.spec, ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_val, ds.y_val,
+                ds.classes, ds.norm)
+    v.adapt = ds.adapt
+    return v
+
+
+def measure(art, ctx, ds):
+    """Bytes, validation accuracy (the target's runtime) and latency of an artifact."""
+    from edgekit.artifact import Artifact
+    from edgekit.bench import bench
+    from edgekit.errors import HardwareMissing, MissingDependency
+    a = Artifact.open(art, verify=False)
+    m = a.manifest["metrics"]
+    vds = validation_as_test(ds)
+    b = ctx.get("bench") or {}
+    out = {"params": m.get("params"), "macs": m.get("macs"), "latency_ms": None,
+           "latency": None}
+    if m.get("params") is None and m.get("trunk_params") is not None:
+        out["params"] = m.get("trunk_params")
+    if ctx.get("host"):
+        r = host_accuracy(art, ctx["target"], vds.x_test, vds.y_test, ds)
+        out.update(r)
+        out["latency"] = remote_latency(art, ctx)
+    else:
+        try:
+            r = bench(str(art), ctx["target"], data=vds, iterations=int(b.get("iterations", 100)),
+                      warmup=int(b.get("warmup", 10)))[0]
+        except (HardwareMissing, MissingDependency):
+            out.update(host_accuracy(art, ctx["target"], vds.x_test, vds.y_test, ds))
+            out["latency_note"] = "not measured: {} is not this machine (give --host)".format(
+                ctx["target"])
+            return out
+        out.update(val_accuracy=float(r["accuracy"]), bytes=int(r["bytes"]),
+                   runtime=r["runtime"], file=r["file"], latency=r["latency_ms"],
+                   cold_start_ms=r.get("cold_start_ms"))
+    if out["latency"]:
+        out["latency_ms"] = float(out["latency"]["p50"])
+    return out
+
+
+def host_accuracy(art, target, x, y, ds):
+    """Accuracy of the artifact's file for ``target`` on ``(x, y)``, run on this machine's CPU
+    by the first of the target's runtimes installed here: ``{"val_accuracy", "bytes",
+    "runtime", "file"}``."""
+    import numpy as np
+    from edgekit.adapt import data_for
+    from edgekit.artifact import Artifact
+    from edgekit.bench import installed
+    from edgekit.onnx_model import manifest_layout, to_model_layout
+    from edgekit.runtime import runner_class
+    from edgekit.runtime.bench import accuracy
+    from edgekit.targets import candidate_files, file_path, load_target, pick_file
+    a = Artifact.open(art, verify=False)
+    t = load_target(target)
+    for rt in t["runtimes"]:
+        if rt == "tensorrt" or not installed(rt) or not candidate_files(a, t, rt):
+            continue
+        name, entry = pick_file(a, t, rt, any_file=True)
+        opts = {"device": "CPU"} if rt == "openvino" else {}
+        if rt == "litert":
+            opts["allow_tf"] = True
+        prepared = data_for(_with_test(ds, x, y), a.manifest.get("input"))
+        xx = to_model_layout(prepared.x_test, manifest_layout(a.manifest))
+        r = runner_class(rt)(file_path(a, name), **opts)
+        try:
+            r.load()
+            acc = accuracy(r, xx.astype(np.float32), prepared.y_test, batch=256)
+        finally:
+            r.close()
+        return {"val_accuracy": float(acc), "bytes": int(a.run_bytes(name)), "runtime": rt,
+                "file": name}
+    raise EdgekitError("none of {}'s runtimes ({}) is installed here to measure {}".format(
+        t["name"], ", ".join(t["runtimes"]), art))
+
+
+def _with_test(ds, x, y):
+    from edgekit.data import Dataset
+    v = Dataset(ds.spec, ds.x_train, ds.y_train, ds.x_val, ds.y_val, x, y, ds.classes, ds.norm)
+    v.adapt = ds.adapt
+    return v
+
+
+def remote_latency(art, ctx):
+    """Latency dict of the artifact timed on the device (``deploy --bench``, over SSH)."""
+    from edgekit.deploy import deploy
+    d = ctx.get("deploy") or {}
+    b = ctx.get("bench") or {}
+    s = deploy(str(art), ctx["target"], hosts=[ctx["host"]], bench=True, data=ctx["data"],
+               test_samples=int(d.get("test_samples", 100)),
+               iterations=int(b.get("iterations", 100)), warmup=int(b.get("warmup", 10)),
+               log=lambda *a, **k: None,
+               **{k: v for k, v in d.items() if k != "test_samples"})
+    row = s["devices"][0]
+    if not row.get("ok") or not s["results"]:
+        raise EdgekitError("deploy --bench of {} on {} failed: {}".format(
+            art, ctx["host"], row.get("error") or "no result"))
+    res = s["results"][0]
+    res = res[0] if isinstance(res, list) else res
+    return res["latency_ms"]
+
+
+def test_accuracy(art, target, ds):
+    """Test-split accuracy of a candidate's runnable file (the chosen one and the front)."""
+    return host_accuracy(art, target, ds.x_test, ds.y_test, ds)["val_accuracy"]

@@ -1,0 +1,241 @@
+"""The search space of ``edgekit optimize``: which candidates the methods and the target allow.
+
+A candidate is a plain, JSON-able dict (it travels to Dask workers and into the study):
+
+``{"shrink": [steps], "finish": {...}, "label": "..."}`` where
+
+* ``shrink`` is a chain of compress steps, each ``{"method": ..., "params": {...}}``:
+  ``prune`` (structured, to a fraction of the MACs: :data:`PRUNE_MACS`), ``distill`` (to a
+  student derived from the teacher -- :data:`DERIVED_STUDENTS` -- or a built-in one, see
+  :data:`BUILTIN_STUDENTS`), both (prune -> distill), ``knn-slice`` (cut, int8 trunk;
+  dims / prototypes / k / int8 prototypes are searched by knn-slice's own exact-bytes grid
+  under the byte budget), or nothing;
+* ``finish`` is how the target runs it: ``{"kind": "export", "format", "precision"}`` (fp32 /
+  fp16, parity-checked by ``export``), ``{"kind": "quantize", "format", "precision": "int8"}``
+  (calibrated, under the accuracy guard) or ``{"kind": "knn"}`` (the k-NN graph is the file).
+
+Finishes come from the target's descriptor (``targets/*.toml``): its ``formats``,
+``format_precisions`` and ``precisions``; int8 only where ``precisions`` lists it (never on
+the NCS2 or the Jetson Nano), knn-slice's int8 options likewise; ONNX opset is the target's
+(``export`` reads ``default_opset``: 13 on the Nano).
+
+:func:`suggest` turns an Optuna trial into a candidate (conditional parameters: a student is
+only sampled when the chain distills). :func:`cheap_facts` gives the exact parameter count
+and MACs of a candidate's architecture and a lower bound on its bytes before any training.
+
+Example::
+
+    space = Space.for_model(model, "laptop-cpu", kinds=("prune", "distill"))
+    cand = space.suggest(trial)          # an optuna.Trial
+    facts = space.cheap_facts(cand)      # {"params", "macs", "bytes_low"}
+"""
+from edgekit.errors import EdgekitError
+
+KINDS = ("none", "prune", "distill", "prune+distill", "knn")
+PRUNE_MACS = (0.5, 0.25, 0.1)
+# derived students: (width, depthwise, resolution)
+DERIVED_STUDENTS = {"width-0.5": (0.5, False, None), "width-0.25": (0.25, False, None),
+                    "width-0.125": (0.125, False, None),
+                    "width-0.5-depthwise": (0.5, True, None),
+                    "width-0.25-depthwise": (0.25, True, None),
+                    "resolution-0.75": (1.0, False, 0.75)}
+BUILTIN_STUDENTS = ("tiny", "gap-cnn")
+# bytes per weight, at least, in each precision: the lower bound on a file's size
+WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+QUANTIZE_FORMATS = ("tflite", "onnx", "openvino")     # what compress --method quantize writes
+
+
+def finishes(target):
+    """The ways ``target`` can run a Keras candidate, as finish dicts, stable order."""
+    from edgekit.targets import load_target
+    t = load_target(target)
+    out = []
+    for fmt in t["formats"]:
+        for p in ("fp32", "fp16"):
+            if p in t["precisions"] and p in t["format_precisions"].get(fmt, []):
+                out.append({"kind": "export", "format": fmt, "precision": p})
+    if "int8" in t["precisions"]:
+        out += [{"kind": "quantize", "format": f, "precision": "int8"}
+                for f in QUANTIZE_FORMATS if f in t["formats"]]
+    return out
+
+
+def finish_name(f):
+    """``onnx-fp32``, ``tflite-int8`` ... (the categorical value Optuna samples)."""
+    return "knn" if f["kind"] == "knn" else "{}-{}".format(f["format"], f["precision"])
+
+
+def int8_allowed(target):
+    from edgekit.targets import load_target
+    return "int8" in load_target(target)["precisions"]
+
+
+class Space:
+    """The choices for one model, data set and target (all plain lists)."""
+
+    def __init__(self, target, kinds, finishes_, students, prune_macs, knn_cuts, knn_int8,
+                 teacher=None, data_shape=None, num_classes=None):
+        self.target = target
+        self.kinds = list(kinds)
+        self.finishes = list(finishes_)
+        self.students = list(students)
+        self.prune_macs = list(prune_macs)
+        self.knn_cuts = list(knn_cuts)
+        self.knn_int8 = list(knn_int8)
+        self.teacher = teacher
+        self.data_shape = data_shape
+        self.num_classes = num_classes
+        self._facts = {}
+        if not self.kinds or (not self.finishes and self.kinds != ["knn"]):
+            raise EdgekitError("the search space is empty for target {}: nothing to try".format(
+                target))
+
+    @classmethod
+    def for_model(cls, model, target, kinds=None, data_shape=None, num_classes=None,
+                  preprocess_unit=True):
+        """The space for a loaded Keras ``model`` on ``target``; ``kinds`` restricts the
+        shrink moves (default: all of :data:`KINDS`). Built-in students need edgekit's unit
+        preprocessing (``preprocess_unit``)."""
+        from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested
+        kinds = list(KINDS if kinds is None else kinds)
+        bad = [k for k in kinds if k not in KINDS]
+        if bad or not kinds:
+            raise EdgekitError("unknown --methods {!r}; choose from: {}".format(
+                ",".join(bad), ",".join(KINDS)))
+        students = list(DERIVED_STUDENTS) + (list(BUILTIN_STUDENTS) if preprocess_unit else [])
+        int8 = int8_allowed(target)
+        cuts = []
+        if "knn" in kinds:
+            flat = flatten_nested(model)
+            cuts = ["auto"] + [flat.layers[i].name for i in candidate_cuts(flat)]
+            if len(cuts) == 1:
+                kinds.remove("knn")
+        return cls(target, kinds, finishes(target), students, PRUNE_MACS, cuts,
+                   [False, True] if int8 else [False], teacher=model,
+                   data_shape=data_shape or tuple(model.input_shape[1:]),
+                   num_classes=num_classes or int(model.output_shape[-1]))
+
+    def describe(self):
+        """The choices, JSON-able (recorded with the study; a resumed run must match)."""
+        return {"target": self.target, "kinds": self.kinds,
+                "finishes": [finish_name(f) for f in self.finishes], "students": self.students,
+                "prune_macs": self.prune_macs, "knn_cuts": self.knn_cuts,
+                "knn_int8": self.knn_int8}
+
+    # -- sampling ------------------------------------------------------------------------
+    def suggest(self, trial):
+        """A candidate from an Optuna trial (conditional parameters)."""
+        kind = trial.suggest_categorical("shrink", self.kinds)
+        steps = []
+        if kind in ("prune", "prune+distill"):
+            macs = trial.suggest_categorical("prune_macs", self.prune_macs)
+            steps.append({"method": "prune", "params": {"structured": True,
+                                                        "target_macs": float(macs)}})
+        if kind in ("distill", "prune+distill"):
+            steps.append({"method": "distill",
+                          "params": student_params(trial.suggest_categorical(
+                              "student", self.students))})
+        if kind == "knn":
+            cut = trial.suggest_categorical("knn_cut", self.knn_cuts)
+            q = trial.suggest_categorical("knn_int8", self.knn_int8)
+            params = {"cut": cut, "int8_weights": bool(q)}
+            if not q:
+                params["int8"] = False          # int8 prototypes only when int8 is allowed
+            steps.append({"method": "knn-slice", "params": params})
+            finish = {"kind": "knn"}
+        else:
+            names = [finish_name(f) for f in self.finishes]
+            finish = self.finishes[names.index(trial.suggest_categorical("finish", names))]
+        return {"shrink": steps, "finish": dict(finish), "label": label(steps, finish)}
+
+    # -- cheap, exact facts ----------------------------------------------------------------
+    def cheap_facts(self, cand):
+        """``{"params", "macs", "bytes_low"}`` of the candidate's final architecture, without
+        training: params and MACs are exact (the pruned / student net is built, untrained);
+        ``bytes_low`` = params x the finish precision's bytes per weight, a lower bound on the
+        file (graph, scales and any float-kept layers only add to it). For knn-slice: the
+        trunk up to the cut (knn-slice checks its exact bytes itself). None when unknown."""
+        key = repr((cand["shrink"], cand["finish"]))
+        if key in self._facts:
+            return self._facts[key]
+        from edgekit.models import count_macs, count_params
+        net = self.teacher
+        facts = {"params": None, "macs": None, "bytes_low": None}
+        if net is None:
+            return facts
+        for step in cand["shrink"]:
+            net = architecture(net, step, self.data_shape, self.num_classes)
+        if net is not None:
+            facts["params"], facts["macs"] = int(count_params(net)), int(count_macs(net))
+            if cand["finish"]["kind"] == "knn":
+                facts["bytes_low"] = facts["params"] * (
+                    1 if cand["shrink"][-1]["params"].get("int8_weights") else 4)
+            else:
+                facts["bytes_low"] = facts["params"] * WEIGHT_BYTES[cand["finish"]["precision"]]
+        self._facts[key] = facts
+        return facts
+
+
+def student_params(name):
+    """distill's keyword arguments for a student name of the space."""
+    if name in BUILTIN_STUDENTS:
+        return {"student": name}
+    w, dw, r = DERIVED_STUDENTS[name]
+    out = {"width": w}
+    if dw:
+        out["depthwise"] = True
+    if r is not None:
+        out["resolution"] = r
+    return out
+
+
+def architecture(net, step, data_shape, num_classes):
+    """The (untrained) network a step produces from ``net``: its params/MACs are exact."""
+    m, p = step["method"], step["params"]
+    if m == "prune":
+        from edgekit.compress.channel_prune import prune_channels
+        return prune_channels(net, target_macs=p["target_macs"])[0]
+    if m == "distill":
+        if "student" in p:
+            from edgekit.models import build
+            return build(p["student"], data_shape, num_classes)
+        from edgekit.compress.student import derive
+        return derive(net, p.get("width", 1.0), bool(p.get("depthwise")), p.get("resolution"))
+    if m == "knn-slice":
+        from edgekit._tf import keras
+        from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested
+        flat = flatten_nested(net)
+        if p["cut"] == "auto":      # the smallest trunk auto could choose
+            idx = candidate_cuts(flat)[0]
+        else:
+            idx = [l.name for l in flat.layers].index(p["cut"])
+        return keras().Model(flat.inputs, flat.layers[idx].output)
+    raise EdgekitError("unknown step {!r}".format(m))
+
+
+def label(steps, finish):
+    """``prune macs 0.25 -> distill width-0.5 -> tflite-int8`` (what tables show)."""
+    parts = []
+    for s in steps:
+        p = s["params"]
+        if s["method"] == "prune":
+            parts.append("prune macs {:g}".format(p["target_macs"]))
+        elif s["method"] == "distill":
+            parts.append("distill " + (p["student"] if "student" in p else ",".join(
+                "{}={:g}".format(k, v) if not isinstance(v, bool) else k
+                for k, v in sorted(p.items()))))
+        else:
+            parts.append("knn-slice cut {}{}".format(p["cut"], " int8" if p.get("int8_weights")
+                                                     else ""))
+    if finish["kind"] != "knn":
+        parts.append(finish_name(finish))
+    return " -> ".join(parts)
+
+
+def has_int8(cand):
+    """True when a candidate writes anything in int8 (what the NCS2 and the Nano refuse)."""
+    if cand["finish"].get("precision") == "int8":
+        return True
+    return any(s["method"] == "knn-slice" and (s["params"].get("int8_weights")
+                                               or s["params"].get("int8") is not False)
+               for s in cand["shrink"])

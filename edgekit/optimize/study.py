@@ -1,0 +1,213 @@
+"""The Optuna study behind ``edgekit optimize``: propose, check cheap facts, evaluate, record.
+
+* **Storage**: ``optuna.storages.RDBStorage`` on SQLite at ``DIR/study.db``. A second run with
+  the same ``-o`` and settings resumes the same study; other settings are refused.
+* **Objectives** (what the sampler sees): validation accuracy (maximise) and bytes on disk
+  (minimise) -- both exact and repeatable. Latency is *measured* (noisy), so it is a limit
+  (``--max-latency-ms``, as Optuna constraints) and a column of the front, not something the
+  sampler steers on: that keeps a run's sequence of proposals a function of the seed.
+* **Sampler**: multi-objective TPE, constraint-aware. A fresh ``TPESampler`` seeded with
+  ``(seed, trial number)`` proposes each trial, so trial ``n`` depends only on the seed and
+  the results of trials ``0..n-1``: an interrupted run, resumed, proposes what an
+  uninterrupted one would have.
+* **Batches**: trials are proposed ``batch`` at a time, evaluated (in turn, or on a Dask
+  cluster at once), then recorded in trial order -- the same for every executor, so a cluster
+  gives the local results. A run killed mid-batch finishes that batch first when resumed
+  (trials left RUNNING are re-evaluated with their recorded parameters).
+* **Cheap facts first**: params/MACs (exact) and a lower bound on bytes are checked against
+  ``--max-params`` / ``--max-bytes`` before any training; a candidate that cannot fit is
+  recorded as PRUNED (``optuna.TrialPruned`` semantics) in milliseconds.
+* **Successive halving** of the training budget happens inside a candidate's evaluation
+  (:mod:`edgekit.optimize.evaluate`): Optuna's pruners do not support multi-objective studies
+  (``Trial.report`` raises for them), so the rung cut-offs (top ``1/eta`` of validation
+  accuracy at each rung among earlier trials) are computed here, per batch, and handed over.
+* A parameter set already evaluated is not trained again: the trial records the same result.
+
+Example::
+
+    study = open_study("runs/opt", settings, seed=0)
+    run(study, space, ctx, trials=20, budget=3600, batch=2, executor=LocalExecutor(ds))
+"""
+import json
+import math
+import time
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+STUDY_NAME = "edgekit-optimize"
+STUDY_FILE = "study.db"
+DIRECTIONS = ("maximize", "minimize")        # validation accuracy, bytes
+N_STARTUP = 6
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        from edgekit.errors import MissingDependency
+        raise MissingDependency("edgekit optimize needs optuna: pip install 'edgekit[search]'") \
+            from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(out, settings):
+    """Create or resume the study in ``out/study.db``; refuse one made with other settings."""
+    optuna = _optuna()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage("sqlite:///{}".format((out / STUDY_FILE).resolve()))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
+                                directions=list(DIRECTIONS), load_if_exists=True)
+    stored = study.user_attrs.get("settings")
+    text = json.loads(json.dumps(settings, sort_keys=True))
+    if stored is None:
+        study.set_user_attr("settings", text)
+    elif stored != text:
+        diff = sorted(k for k in set(stored) | set(text) if stored.get(k) != text.get(k))
+        raise EdgekitError("{} holds a study with other settings ({}): resume with the same "
+                           "options, or use another -o or --force to start over".format(
+                               out, ", ".join(diff)))
+    return study
+
+
+def sampler_for(seed, number):
+    """The sampler that proposes trial ``number``: seeded by (seed, number). It reads the
+    limits as each finished trial's constraints (:func:`_record`)."""
+    import warnings
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=(int(seed) * 1000003 + int(number)) % (2 ** 31 - 1),
+            n_startup_trials=N_STARTUP, multivariate=True, group=True)
+
+
+def constraints(res, limits):
+    """{name: value} for Optuna (<= 0 feasible): relative overshoot of each limit given."""
+    out = {}
+    for key, name in (("max_bytes", "bytes"), ("max_params", "params"),
+                      ("max_latency_ms", "latency_ms")):
+        lim, v = limits.get(key), res.get(name)
+        if lim is not None:
+            out[name] = 0.0 if v is None else float(v) / float(lim) - 1.0
+    return out
+
+
+def thresholds(study, eta):
+    """Successive-halving cut-offs per rung from finished trials: the ``1/eta``-quantile of
+    the validation accuracies reached at that rung (None until ``eta`` trials got there)."""
+    per = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished():
+            for r in (t.user_attrs.get("result") or {}).get("rungs") or []:
+                per.setdefault(r["rung"], []).append(r["val_accuracy"])
+    out = []
+    for r in range(max(per) + 1 if per else 0):
+        accs = sorted(per.get(r, []), reverse=True)
+        out.append(accs[int(math.ceil(len(accs) / float(eta))) - 1] if len(accs) >= eta else None)
+    return out
+
+
+def _key(cand):
+    return json.dumps([cand["shrink"], cand["finish"]], sort_keys=True)
+
+
+def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_trial=None):
+    """Propose and evaluate until ``trials`` trials exist in the study or ``budget`` seconds
+    of this run have passed (checked between batches). ``on_trial(frozen_trial)`` is called
+    as each is recorded. Returns the number of trials evaluated in this run."""
+    _optuna()
+    from optuna.trial import FixedTrial, TrialState
+    t0 = time.time()
+    done_here = 0
+    while True:
+        all_trials = study.get_trials(deepcopy=False)
+        running = [t for t in all_trials if t.state == TrialState.RUNNING]
+        n = len(all_trials)
+        if not running and (n >= trials or (budget is not None and time.time() - t0 >= budget)):
+            break
+        todo = [(t.number, space.suggest(FixedTrial(t.params))) for t in running]
+        # the batch holding the first unfinished trial: [k * batch, (k + 1) * batch); its
+        # missing trials are asked before anything of it is recorded (as in one run)
+        first = min(t.number for t in running) if running else n
+        end = min((first // batch + 1) * batch, trials)
+        while n < end:
+            study.sampler = sampler_for(seed, n)
+            trial = study.ask()
+            todo.append((trial.number, space.suggest(trial)))
+            n += 1
+        if not todo:
+            break
+        results = _evaluate_batch(study, space, ctx, todo, executor, limits)
+        for number, cand in todo:
+            res, facts = results[number]
+            ft = _record(study, number, cand, facts, res, limits)
+            done_here += 1
+            if on_trial is not None:
+                on_trial(ft)
+    return done_here
+
+
+def _evaluate_batch(study, space, ctx, todo, executor, limits):
+    """{number: (result, facts)}: cheap facts first, duplicates reused, the rest evaluated."""
+    from edgekit.optimize.evaluate import ETA
+    seen = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished() and "candidate" in t.user_attrs and "result" in t.user_attrs:
+            seen.setdefault(_key(t.user_attrs["candidate"]), (t.number, t.user_attrs["result"]))
+    out, jobs = {}, []
+    cut = thresholds(study, ETA)
+    for number, cand in todo:
+        try:
+            facts = space.cheap_facts(cand)
+        except EdgekitError as exc:      # e.g. a MACs target the model's groups cannot reach
+            out[number] = ({"state": "infeasible", "reason": str(exc), "cheap": True}, {})
+            continue
+        why = cheap_violation(facts, limits)
+        if why:
+            out[number] = ({"state": "pruned", "reason": why, "cheap": True,
+                            "bytes_low": facts.get("bytes_low"), "params": facts.get("params")},
+                           facts)
+        elif _key(cand) in seen:
+            first, res = seen[_key(cand)]
+            out[number] = (dict(res, same_as=first), facts)
+        else:
+            jobs.append((number, cand, facts))
+    for (number, cand, facts), res in zip(jobs, executor.map(
+            [(cand, number, ctx, cut) for number, cand, _ in jobs])):
+        if res.get("params") is None:
+            res["params"] = facts.get("params")
+        res.setdefault("macs", facts.get("macs"))
+        out[number] = (res, facts)
+    return out
+
+
+def cheap_violation(facts, limits):
+    """Why a candidate cannot meet the limits, from facts known before training (or None)."""
+    p, b = facts.get("params"), facts.get("bytes_low")
+    if limits.get("max_params") is not None and p is not None and p > limits["max_params"]:
+        return "{:,} parameters > --max-params {:,} (known before training)".format(
+            p, limits["max_params"])
+    if limits.get("max_bytes") is not None and b is not None and b > limits["max_bytes"]:
+        return "at least {:,} bytes ({:,} params) > --max-bytes {:,} (known before training)" \
+            .format(b, p, limits["max_bytes"])
+    return None
+
+
+def _record(study, number, cand, facts, res, limits):
+    from optuna.trial import Trial, TrialState
+    ft = study.get_trials(deepcopy=False)[number]
+    trial = Trial(study, ft._trial_id)
+    trial.set_user_attr("candidate", cand)
+    trial.set_user_attr("facts", facts)
+    trial.set_user_attr("result", res)
+    state = res["state"]
+    if state == "complete":
+        for k, v in constraints(res, limits).items():
+            trial.set_constraint(k, v)
+        return study.tell(number, [float(res["val_accuracy"]), float(res["bytes"])])
+    if state == "pruned":
+        return study.tell(number, state=TrialState.PRUNED)
+    return study.tell(number, state=TrialState.FAIL)

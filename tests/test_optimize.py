@@ -1,0 +1,205 @@
+"""`edgekit optimize` on digits with a tiny space: real compress/export/quantize, real
+onnxruntime/LiteRT/OpenVINO timing, a real Optuna SQLite study, a real Dask LocalCluster.
+
+Every run uses the `tiny` CNN and ``--methods none`` (the target's finishes: fp32/fp16 exports
+and int8 quantization, no training) so the whole file stays well under a minute and a half.
+"""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna")
+
+TRIALS = 4
+FAST = ["--methods", "none", "--iterations", "20", "--batch", "2", "--seed", "3"]
+
+
+def _values(out):
+    """(number, state, params, val accuracy, bytes) of every trial of a study dir."""
+    import optuna
+    from edgekit.optimize.study import STUDY_FILE, STUDY_NAME
+    study = optuna.load_study(study_name=STUDY_NAME,
+                              storage="sqlite:///{}".format(Path(out) / STUDY_FILE))
+    rows = []
+    for t in study.get_trials():
+        r = t.user_attrs.get("result", {})
+        rows.append((t.number, t.state.name, t.params, r.get("val_accuracy"), r.get("bytes")))
+    return rows
+
+
+def _front(out):
+    f = json.loads((Path(out) / "front.json").read_text())
+    return [(r["id"], r["label"], r["val_accuracy"], r["bytes"]) for r in f["front"]], f
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_artifact, tmp_path_factory):
+    """One uninterrupted search: --max-bytes between the int8 and the fp32 files."""
+    from edgekit.cli import main
+    out = tmp_path_factory.mktemp("opt") / "run"
+    try:
+        main(["optimize", str(tiny_artifact.path), "--data", "digits", "-o", str(out),
+              "--max-bytes", "7000", "--trials", str(TRIALS), *FAST])
+    except SystemExit as exc:
+        assert exc.code == 0
+    return out
+
+
+def test_search_finds_a_model_under_max_bytes_and_writes_best_and_front(searched):
+    from edgekit.artifact import Artifact
+    front, f = _front(searched)
+    best = f["best"]
+    assert best is not None and best["bytes"] <= 7000
+    # the chosen one is a normal artifact, its file's bytes on disk are what was compared
+    art = Artifact.open(searched / "best")
+    assert art.run_bytes(best["file"]) == best["bytes"]
+    assert best["test_accuracy"] is not None and best["latency_ms"] > 0
+    assert best["id"] in [r[0] for r in front]
+    for name in ("front.json", "front.png", "report.md", "study.db"):
+        assert (searched / name).is_file()
+    assert (searched / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Pareto front" in (searched / "report.md").read_text()
+    # every finished candidate is an artifact with a manifest; nothing else is left behind
+    cands = sorted(p.name for p in (searched / "candidates").iterdir())
+    assert cands and all(Artifact.open(searched / "candidates" / c) for c in cands)
+    assert not (searched / "work").exists()
+    # test accuracy only where the brief says: the front and the chosen model
+    assert all(r.get("test_accuracy") is None for r in f["rows"]
+               if r["id"] not in {x[0] for x in front} | {best["id"]})
+    assert len(_values(searched)) == TRIALS
+
+
+def test_interrupted_run_resumes_to_the_same_study_and_front(searched, tiny_artifact, tmp_path,
+                                                            run_cli):
+    """Half the trials, then a trial left RUNNING as a kill would leave it, then the rest."""
+    from edgekit.optimize.study import STUDY_FILE, STUDY_NAME, sampler_for
+    import optuna
+    out = tmp_path / "resumed"
+    args = ["optimize", tiny_artifact.path, "--data", "digits", "-o", out, "--max-bytes", "7000",
+            *FAST]
+    code, _, err = run_cli(*args, "--trials", "2")
+    assert code == 0, err
+    # a killed process: the next batch's first trial was proposed, never finished
+    study = optuna.load_study(study_name=STUDY_NAME,
+                              storage="sqlite:///{}".format(out / STUDY_FILE))
+    study.sampler = sampler_for(3, 2)
+    from edgekit.optimize.space import Space
+    from edgekit.models import load_model
+    Space.for_model(load_model(tiny_artifact.path), "laptop-cpu", kinds=["none"]).suggest(
+        study.ask())
+    assert _values(out)[-1][1] == "RUNNING"
+    code, _, err = run_cli(*args, "--trials", str(TRIALS))
+    assert code == 0, err
+    assert _values(out) == _values(searched)
+    assert _front(out)[0] == _front(searched)[0]
+    # the same -o with other settings is refused, not mixed into the study
+    code, _, err = run_cli(*args[:-2], "--max-drop", "2", "--trials", str(TRIALS))
+    assert code == 1 and err.startswith("error:") and "other settings" in err
+
+
+def test_dask_local_cluster_gives_the_local_results(searched, tiny_artifact, tmp_path, run_cli):
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "dask"
+    # one thread per worker: threads of one process share TensorFlow's global seed
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  protocol="tcp", host="127.0.0.1", dashboard_address=None) as c:
+        port = c.scheduler_address.rsplit(":", 1)[1]
+        code, _, err = run_cli("optimize", tiny_artifact.path, "--data", "digits", "-o", out,
+                               "--max-bytes", "7000", "--trials", str(TRIALS), *FAST,
+                               "--executor", "dask://127.0.0.1:" + port)
+    assert code == 0, err
+    assert _values(out) == _values(searched)
+    assert _front(out)[0] == _front(searched)[0]
+
+
+def _sample(space, n, seed=0):
+    import optuna
+    from edgekit.optimize.study import sampler_for
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    out = []
+    for i in range(n):
+        study.sampler = sampler_for(seed, i)
+        t = study.ask()
+        c = space.suggest(t)
+        out.append(c)
+        study.tell(t, [float(i % 7) / 7, float(1000 + 97 * (i % 11))])
+    return out
+
+
+def test_ncs2_never_proposes_int8_and_the_nano_keeps_onnx(seed_digits_artifact):
+    from edgekit.models import load_model
+    from edgekit.optimize.space import Space, finishes, has_int8
+    net = load_model(seed_digits_artifact.path)
+    laptop = _sample(Space.for_model(net, "laptop-cpu"), 40)
+    assert any(has_int8(c) for c in laptop)          # the check can fail: laptop does int8
+    ncs2 = Space.for_model(net, "ncs2")
+    cands = _sample(ncs2, 40)
+    assert not any(has_int8(c) for c in cands)
+    assert {c["finish"]["kind"] for c in cands} >= {"export", "knn"}
+    assert all(f["precision"] == "fp16" for f in finishes("ncs2"))
+    nano = finishes("jetson-nano")
+    assert {f["format"] for f in nano} == {"onnx"} and not any(
+        f["precision"] == "int8" for f in nano)
+
+
+def test_nothing_fits_names_the_closest_candidate_and_writes_no_best(tiny_artifact, tmp_path,
+                                                                    run_cli):
+    out = tmp_path / "tight"
+    code, _, err = run_cli("optimize", tiny_artifact.path, "--data", "digits", "-o", out,
+                           "--max-bytes", "100", "--trials", "3", *FAST)
+    assert code == 1
+    errors = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0]
+    assert "closest is candidate" in errors[0] and "--max-bytes 100" in errors[0]
+    assert "Traceback" not in err and not (out / "best").exists()
+    # measured, not guessed: a latency nobody can reach, the closest one is named with it
+    out = tmp_path / "fast"
+    code, _, err = run_cli("optimize", tiny_artifact.path, "--data", "digits", "-o", out,
+                           "--max-latency-ms", "0.000001", "--trials", "1", *FAST)
+    assert code == 1, err
+    line = err.rstrip().splitlines()[-1]
+    assert line.startswith("error:") and "ms > --max-latency-ms" in line
+    assert not (out / "best").exists()
+
+
+BAD = [
+    (["--budget", "abc"], "--budget"),
+    (["--budget", "5x"], "--budget"),
+    (["--budget", "-5m"], "--budget"),
+    (["--budget", "0"], "--budget"),
+    (["--executor", "dask://nohost"], "executor"),
+    (["--executor", "http://127.0.0.1:8786"], "executor"),
+    (["--executor", "dask://h:port"], "executor"),
+    (["--max-bytes", "-1"], "--max-bytes"),
+    (["--max-params", "0"], "--max-params"),
+    (["--max-latency-ms", "-1"], "--max-latency-ms"),
+    (["--max-latency-ms", "nan"], "--max-latency-ms"),
+    (["--max-drop", "-1"], "--max-drop"),
+    (["--objective", "speed"], "--objective"),
+    (["--methods", "prune,magic"], "--methods"),
+    (["--trials", "0"], "--trials"),
+    (["--batch", "0"], "--batch"),
+    (["--target", "toaster"], "toaster"),
+]
+
+
+@pytest.mark.parametrize("extra,word", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_is_one_error_line_and_nothing_written(extra, word, tmp_path, run_cli):
+    out = tmp_path / "out"
+    code, _, err = run_cli("optimize", str(tmp_path / "whatever"), "--data", "digits", "-o", out,
+                           *extra)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and word in lines[0], err
+    assert not out.exists()
+
+
+def test_help_does_not_import_optuna_or_tensorflow():
+    import subprocess
+    code = ("import sys; from edgekit.cli import app; "
+            "print(any(m in sys.modules for m in ('optuna', 'tensorflow')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=str(Path(__file__).resolve().parent.parent))
+    assert r.stdout.strip() == "False", r.stderr
