@@ -13,7 +13,9 @@ import pytest
 pytest.importorskip("optuna")
 
 TRIALS = 4
-FAST = ["--methods", "none", "--iterations", "20", "--batch", "2", "--seed", "3"]
+FAST = ["--methods", "none", "--formats", "onnx,tflite", "--iterations", "20", "--batch", "2",
+        "--seed", "3"]
+LIMIT = "12000"
 
 
 def _values(out):
@@ -41,7 +43,7 @@ def searched(tiny_artifact, tmp_path_factory):
     out = tmp_path_factory.mktemp("opt") / "run"
     try:
         main(["optimize", str(tiny_artifact.path), "--data", "digits", "-o", str(out),
-              "--max-bytes", "7000", "--trials", str(TRIALS), *FAST])
+              "--max-bytes", LIMIT, "--trials", str(TRIALS), *FAST])
     except SystemExit as exc:
         assert exc.code == 0
     return out
@@ -51,7 +53,7 @@ def test_search_finds_a_model_under_max_bytes_and_writes_best_and_front(searched
     from edgekit.artifact import Artifact
     front, f = _front(searched)
     best = f["best"]
-    assert best is not None and best["bytes"] <= 7000
+    assert best is not None and best["bytes"] <= int(LIMIT)
     # the chosen one is a normal artifact, its file's bytes on disk are what was compared
     art = Artifact.open(searched / "best")
     assert art.run_bytes(best["file"]) == best["bytes"]
@@ -77,7 +79,7 @@ def test_interrupted_run_resumes_to_the_same_study_and_front(searched, tiny_arti
     from edgekit.optimize.study import STUDY_FILE, STUDY_NAME, sampler_for
     import optuna
     out = tmp_path / "resumed"
-    args = ["optimize", tiny_artifact.path, "--data", "digits", "-o", out, "--max-bytes", "7000",
+    args = ["optimize", tiny_artifact.path, "--data", "digits", "-o", out, "--max-bytes", LIMIT,
             *FAST]
     code, _, err = run_cli(*args, "--trials", "2")
     assert code == 0, err
@@ -87,8 +89,8 @@ def test_interrupted_run_resumes_to_the_same_study_and_front(searched, tiny_arti
     study.sampler = sampler_for(3, 2)
     from edgekit.optimize.space import Space
     from edgekit.models import load_model
-    Space.for_model(load_model(tiny_artifact.path), "laptop-cpu", kinds=["none"]).suggest(
-        study.ask())
+    Space.for_model(load_model(tiny_artifact.path), "laptop-cpu", kinds=["none"],
+                    formats=["onnx", "tflite"]).suggest(study.ask())
     assert _values(out)[-1][1] == "RUNNING"
     code, _, err = run_cli(*args, "--trials", str(TRIALS))
     assert code == 0, err
@@ -107,7 +109,7 @@ def test_dask_local_cluster_gives_the_local_results(searched, tiny_artifact, tmp
                                   protocol="tcp", host="127.0.0.1", dashboard_address=None) as c:
         port = c.scheduler_address.rsplit(":", 1)[1]
         code, _, err = run_cli("optimize", tiny_artifact.path, "--data", "digits", "-o", out,
-                               "--max-bytes", "7000", "--trials", str(TRIALS), *FAST,
+                               "--max-bytes", LIMIT, "--trials", str(TRIALS), *FAST,
                                "--executor", "dask://127.0.0.1:" + port)
     assert code == 0, err
     assert _values(out) == _values(searched)
@@ -128,10 +130,10 @@ def _sample(space, n, seed=0):
     return out
 
 
-def test_ncs2_never_proposes_int8_and_the_nano_keeps_onnx(seed_digits_artifact):
+def test_ncs2_never_proposes_int8_and_the_nano_keeps_onnx(tiny_artifact):
     from edgekit.models import load_model
     from edgekit.optimize.space import Space, finishes, has_int8
-    net = load_model(seed_digits_artifact.path)
+    net = load_model(tiny_artifact.path)
     laptop = _sample(Space.for_model(net, "laptop-cpu"), 40)
     assert any(has_int8(c) for c in laptop)          # the check can fail: laptop does int8
     ncs2 = Space.for_model(net, "ncs2")
@@ -182,6 +184,7 @@ BAD = [
     (["--trials", "0"], "--trials"),
     (["--batch", "0"], "--batch"),
     (["--target", "toaster"], "toaster"),
+    (["--formats", "tflite,pdf"], "--formats"),
 ]
 
 

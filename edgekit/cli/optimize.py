@@ -26,6 +26,7 @@ def optimize(
     executor: str = typer.Option("local", "--executor", help="local | dask://HOST:PORT (an existing Dask scheduler)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every training."),
     methods: str = typer.Option(None, "--methods", help="Shrink moves to search, comma list of none,prune,distill,prune+distill,knn (default: all)."),
+    formats: str = typer.Option(None, "--formats", help="The target's file formats to try, comma list (default: every format the target runs)."),
     batch: int = typer.Option(2, "--batch", help="Trials proposed at once (evaluated in parallel on a cluster; results do not depend on the executor)."),
     epochs: int = typer.Option(None, "--epochs", help="Cap on each training step's epochs (default: budgeted in optimizer steps)."),
     iterations: int = typer.Option(100, "--iterations", help="Timed runs per candidate (the bench protocol)."),
@@ -54,7 +55,7 @@ def optimize(
     res = run(model, data, directory, target=target, host=host, max_bytes=max_bytes,
               max_latency_ms=max_latency_ms, max_params=max_params, max_drop=max_drop,
               objective=objective, budget=budget, trials=trials, executor=executor, seed=seed,
-              force=force, methods=methods, batch=batch, max_epochs=epochs,
+              force=force, methods=methods, formats=formats, batch=batch, max_epochs=epochs,
               bench_iterations=iterations, deploy_options=deploy_options)
     from edgekit.cli.common import table
     from edgekit.optimize.front import COLUMNS, table_rows

@@ -94,7 +94,8 @@ def parse_methods(methods):
 def optimize(model, data, out, target=None, host=None, max_bytes=None, max_latency_ms=None,
              max_params=None, max_drop=None, objective="accuracy", budget=None, trials=None,
              executor="local", seed=0, force=False, methods=None, batch=DEFAULT_BATCH,
-             max_epochs=None, bench_iterations=100, deploy_options=None, progress=True):
+             max_epochs=None, bench_iterations=100, deploy_options=None, formats=None,
+             progress=True):
     """Search compressions of ``model`` for ``target`` under the limits; returns a summary
     dict (``best``, ``front``, ``rows``, ``trials``, paths). Raises :class:`NothingFits`
     (no ``out/best``) when no candidate meets the limits.
@@ -129,6 +130,13 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
     bench_iterations = _positive_int("--iterations", bench_iterations)
     executor = check_executor(executor)
     kinds = parse_methods(methods)
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    if formats is not None:
+        bad = [f for f in formats if f not in t["formats"]]
+        if bad or not formats:
+            raise EdgekitError("--formats {!r}: {} runs {}".format(
+                ",".join(formats), target, ",".join(t["formats"])))
     if host is not None:
         from edgekit.deploy.hosts import parse_host
         parse_host(host)
@@ -160,7 +168,8 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
     from edgekit.optimize.space import Space
     space = Space.for_model(net, target, kinds=kinds, data_shape=fitted.input_shape,
                             num_classes=fitted.num_classes,
-                            preprocess_unit=(fitted.adapt or {}).get("preprocess", "unit") == "unit")
+                            preprocess_unit=(fitted.adapt or {}).get("preprocess", "unit") == "unit",
+                            formats=formats)
     limits = {"max_bytes": max_bytes, "max_params": max_params, "max_latency_ms": max_latency_ms}
     settings = {"model_sha256": model_sha256(Path(model_dir)), "data": ds.spec,
                 "data_sha256": ds.fingerprint(), "target": target, "host": host,

@@ -92,10 +92,10 @@ class Space:
 
     @classmethod
     def for_model(cls, model, target, kinds=None, data_shape=None, num_classes=None,
-                  preprocess_unit=True):
+                  preprocess_unit=True, formats=None):
         """The space for a loaded Keras ``model`` on ``target``; ``kinds`` restricts the
-        shrink moves (default: all of :data:`KINDS`). Built-in students need edgekit's unit
-        preprocessing (``preprocess_unit``)."""
+        shrink moves (default: all of :data:`KINDS`), ``formats`` the target's file formats.
+        Built-in students need edgekit's unit preprocessing (``preprocess_unit``)."""
         from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested
         kinds = list(KINDS if kinds is None else kinds)
         bad = [k for k in kinds if k not in KINDS]
@@ -110,7 +110,16 @@ class Space:
             cuts = ["auto"] + [flat.layers[i].name for i in candidate_cuts(flat)]
             if len(cuts) == 1:
                 kinds.remove("knn")
-        return cls(target, kinds, finishes(target), students, PRUNE_MACS, cuts,
+        fins = finishes(target)
+        if formats is not None:
+            from edgekit.targets import load_target
+            allowed = load_target(target)["formats"]
+            bad = [f for f in formats if f not in allowed]
+            if bad or not formats:
+                raise EdgekitError("--formats {} not run by {} (it runs: {})".format(
+                    ",".join(bad) or "(none)", target, ",".join(allowed)))
+            fins = [f for f in fins if f["format"] in formats]
+        return cls(target, kinds, fins, students, PRUNE_MACS, cuts,
                    [False, True] if int8 else [False], teacher=model,
                    data_shape=data_shape or tuple(model.input_shape[1:]),
                    num_classes=num_classes or int(model.output_shape[-1]))
