@@ -153,6 +153,7 @@ def _run_chain(cand, ctx, ds, scratch, rung, allow, seed):
                           max_drop=ctx["max_drop"], allow_drop=allow)
         elif step["method"] == "knn-slice":
             params.setdefault("max_bytes", ctx.get("max_bytes") or "none")
+            params.update(max_drop=ctx["max_drop"], allow_drop=allow)
         compress(src, step["method"], ds, dst, force=True, progress=False, **params)
         passed = passed and _guard_passed(dst)
         src = str(dst)
