@@ -28,7 +28,7 @@ def optimize(
     methods: str = typer.Option(None, "--methods", help="Shrink moves to search, comma list of none,prune,distill,prune+distill,knn (default: all)."),
     formats: str = typer.Option(None, "--formats", help="The target's file formats to try, comma list (default: every format the target runs)."),
     batch: int = typer.Option(2, "--batch", help="Trials proposed at once (evaluated in parallel on a cluster; results do not depend on the executor)."),
-    epochs: int = typer.Option(None, "--epochs", help="Cap on each training step's epochs (default: budgeted in optimizer steps)."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs of each training step at the top rung (default: budgeted in optimizer steps; lower rungs get 1/9 and 1/3)."),
     iterations: int = typer.Option(100, "--iterations", help="Timed runs per candidate (the bench protocol)."),
     force: bool = typer.Option(False, "--force", help="Start over: replace an optimize directory OUT."),
 ):

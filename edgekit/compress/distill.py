@@ -28,7 +28,8 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
             max_drop=None, allow_drop=False, preprocess=None, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
-    ``student``: an architecture name (``edgekit.models.ARCHS``) or None to derive it from the
+    ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
+    ``depthwise`` / ``resolution``: that architecture scaled) or None to derive it from the
     teacher with ``width`` in (0, 1] (default 0.5) and/or ``depthwise``. Training is budgeted
     in optimizer steps (``epochs`` caps it) and stops once the student's validation accuracy
     is within ``max_drop`` points of the teacher's; a student that cannot get there is not
@@ -51,9 +52,6 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
                            .format(alpha))
     if resolution is not None and not 0.0 < float(resolution) <= 1.0:
         raise EdgekitError("--resolution must be in (0, 1], got {}".format(resolution))
-    if student is not None and (width is not None or depthwise or resolution is not None):
-        raise EdgekitError("give --student NAME, or derive one with --width/--depthwise/"
-                           "--resolution, not several")
     if student is not None and student not in ARCHS:
         raise EdgekitError("unknown student {!r}; choose one of: {} (or derive one with --width "
                            "/ --depthwise)".format(student, ", ".join(sorted(ARCHS))))
@@ -72,6 +70,12 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
                                    student, job.ds.adapt["preprocess"]))
         net = build(student, ds.input_shape, ds.num_classes)
         how = {"student": student}
+        if width is not None or depthwise or resolution is not None:  # the built-in, scaled
+            width = 1.0 if width is None else float(width)
+            net = derive_student(net, width, bool(depthwise), resolution)
+            how.update(width=width, depthwise=bool(depthwise))
+            if resolution is not None:
+                how["resolution"] = float(resolution)
     else:
         width = (1.0 if resolution is not None else 0.5) if width is None else float(width)
         net = derive_student(teacher, width, bool(depthwise), resolution)

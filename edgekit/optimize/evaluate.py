@@ -4,14 +4,16 @@
 needs comes in ``ctx`` (plain data) and the candidate dict, so the result depends only on
 them and the trial's seed -- not on where it ran.
 
-1. **Training steps under successive halving.** The trained steps (prune, distill) first get a
-   small epoch cap (rung 0: ``1/eta^2`` of the full step-budgeted cap). A candidate whose
-   steps pass the accuracy guard there is done; one that does not goes on to the next rung
+1. **Training steps under successive halving.** The trained steps (prune, distill) train for
+   the best validation accuracy their epoch cap allows (guard target: the teacher's own
+   accuracy; early stop on no improvement, best epoch kept). They first get a small cap
+   (rung 0: ``1/eta^2`` of the full cap, step-budgeted or ``max_epochs``). A candidate that
+   already matches the teacher there is done; one that does not goes on to the next rung
    (``1/eta``, then the full cap) only if its validation accuracy is in the top ``1/eta`` of
    what earlier trials reached at that rung (``thresholds``, computed by the driver from
    finished trials, so the decision does not depend on scheduling), else it is pruned.
-   Lower rungs write with ``allow_drop`` into a scratch dir; the last rung runs under the
-   guard proper (fail closed: nothing written).
+   Everything is written into a scratch dir; int8 runs under the guard proper at the last
+   rung (fail closed), and step 4 holds the whole chain to ``max_drop``.
 2. **The target's file**: ``export`` (fp32/fp16, parity-checked) or ``quantize`` (int8,
    calibrated, guarded) in the format the candidate names; a k-NN slice is its ONNX graph.
 3. **Measured**: the artifact's runnable file for the target goes through the one benchmark
@@ -47,10 +49,8 @@ def candidate_id(number):
 def rung_epochs(method, n_train, batch_size, max_epochs=None):
     """Epoch caps of the rungs for a trained ``method`` (increasing, deduplicated)."""
     from edgekit.compress.guard import DISTILL_STEPS, FINE_TUNE_STEPS, epoch_cap
-    full = epoch_cap(n_train, batch_size, None,
-                     steps=DISTILL_STEPS if method == "distill" else FINE_TUNE_STEPS)
-    if max_epochs is not None:
-        full = min(full, int(max_epochs))
+    full = int(max_epochs) if max_epochs is not None else epoch_cap(
+        n_train, batch_size, None, steps=DISTILL_STEPS if method == "distill" else FINE_TUNE_STEPS)
     caps = []
     for f in RUNG_FRACTIONS:
         c = max(1, int(math.ceil(full * f)))
@@ -113,6 +113,7 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
                               "target's runtime, over --max-drop {:g}: not kept".format(
                                   drop, ctx["base_val"], res["val_accuracy"], ctx["max_drop"]))},
                          t0)
+        _note_in_manifest(art, cand, res, ctx)
         _publish(art, scratch, final)
         res.update(state="complete", rungs=rungs, artifact=str(final.relative_to(out)))
         return _done(res, t0)
@@ -149,8 +150,10 @@ def _run_chain(cand, ctx, ds, scratch, rung, allow, seed):
         params = dict(step["params"])
         if step["method"] in TRAINED:
             caps = rung_epochs(step["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs"))
-            params.update(epochs=caps[min(rung, len(caps) - 1)], seed=seed,
-                          max_drop=ctx["max_drop"], allow_drop=allow)
+            # trained for the best validation accuracy the cap allows (the guard's target is
+            # the teacher itself); --max-drop is held end to end, on the target's file
+            params.update(epochs=caps[min(rung, len(caps) - 1)], seed=seed, max_drop=0.0,
+                          allow_drop=True)
         elif step["method"] == "knn-slice":
             params.setdefault("max_bytes", ctx.get("max_bytes") or "none")
             params.update(max_drop=ctx["max_drop"], allow_drop=allow)
@@ -182,6 +185,24 @@ def _guard_passed(art_dir):
     records = [m.get("guard")] + [f.get("guard") for f in
                                   Artifact.open(art_dir, verify=False).files.values()]
     return all(r.get("passed", True) for r in records if r)
+
+
+def _note_in_manifest(art, cand, res, ctx):
+    """The candidate's own record of the end-to-end guard (its steps' guard records compare
+    each step with its input; trained steps aimed at the teacher's accuracy)."""
+    from edgekit.artifact import Artifact, write_manifest
+    a = Artifact.open(art, verify=False)
+    m = dict(a.manifest)
+    m["optimize"] = {"candidate": cand["label"], "steps": cand["shrink"], "finish": cand["finish"],
+                     "split": "validation", "base_accuracy": float(ctx["base_val"]),
+                     "accuracy": res["val_accuracy"], "runtime": res.get("runtime"),
+                     "drop_pts": res["drop_pts"], "max_drop_pts": float(ctx["max_drop"]),
+                     "passed": True,
+                     "note": "trained steps aim at the teacher's own validation accuracy (their "
+                             "guard records use --max-drop 0 with allow_drop); --max-drop {:g} "
+                             "is held on the whole chain, measured on the target's file".format(
+                                 float(ctx["max_drop"]))}
+    write_manifest(art, m)
 
 
 def _publish(art, scratch, final):

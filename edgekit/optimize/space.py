@@ -39,7 +39,10 @@ DERIVED_STUDENTS = {"width-0.5": (0.5, False, None), "width-0.25": (0.25, False,
                     "width-0.5-depthwise": (0.5, True, None),
                     "width-0.25-depthwise": (0.25, True, None),
                     "resolution-0.75": (1.0, False, 0.75)}
-BUILTIN_STUDENTS = ("tiny", "gap-cnn")
+# built-in students (edgekit.models.ARCHS), some scaled: name -> distill's keyword arguments
+BUILTIN_STUDENTS = {"tiny": {"student": "tiny"}, "gap-cnn": {"student": "gap-cnn"},
+                    "gap-cnn-w0.75": {"student": "gap-cnn", "width": 0.75},
+                    "gap-cnn-w0.5": {"student": "gap-cnn", "width": 0.5}}
 # bytes per weight, at least, in each precision: the lower bound on a file's size
 WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 QUANTIZE_FORMATS = ("tflite", "onnx", "openvino")     # what compress --method quantize writes
@@ -188,7 +191,7 @@ class Space:
 def student_params(name):
     """distill's keyword arguments for a student name of the space."""
     if name in BUILTIN_STUDENTS:
-        return {"student": name}
+        return dict(BUILTIN_STUDENTS[name])
     w, dw, r = DERIVED_STUDENTS[name]
     out = {"width": w}
     if dw:
@@ -205,10 +208,12 @@ def architecture(net, step, data_shape, num_classes):
         from edgekit.compress.channel_prune import prune_channels
         return prune_channels(net, target_macs=p["target_macs"])[0]
     if m == "distill":
+        from edgekit.compress.student import derive
         if "student" in p:
             from edgekit.models import build
-            return build(p["student"], data_shape, num_classes)
-        from edgekit.compress.student import derive
+            net = build(p["student"], data_shape, num_classes)
+            if "width" not in p and not p.get("depthwise") and "resolution" not in p:
+                return net
         return derive(net, p.get("width", 1.0), bool(p.get("depthwise")), p.get("resolution"))
     if m == "knn-slice":
         from edgekit._tf import keras
@@ -230,9 +235,9 @@ def label(steps, finish):
         if s["method"] == "prune":
             parts.append("prune macs {:g}".format(p["target_macs"]))
         elif s["method"] == "distill":
-            parts.append("distill " + (p["student"] if "student" in p else ",".join(
-                "{}={:g}".format(k, v) if not isinstance(v, bool) else k
-                for k, v in sorted(p.items()))))
+            parts.append("distill " + ",".join(
+                str(v) if k == "student" else "{}={:g}".format(k, v) if not isinstance(v, bool)
+                else k for k, v in sorted(p.items(), key=lambda kv: kv[0] != "student")))
         else:
             parts.append("knn-slice cut {}{}".format(p["cut"], " int8" if p.get("int8_weights")
                                                      else ""))
