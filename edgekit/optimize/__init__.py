@@ -317,7 +317,8 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say):
                "trials": len(trials),
                "states": {s: sum(1 for t in trials if (t.user_attrs.get("result") or {}).get(
                    "state") == s) for s in ("complete", "pruned", "infeasible", "failed")},
-               "front": [_public(r) for r in front], "best": _public(best) if best else None,
+               "front": [_public(r) for r in front],
+               "study_front": [r["id"] for r in pareto(rows, latency=False)], "best": _public(best) if best else None,
                "feasible": [r["id"] for r in feasible], "rows": [_public(r) for r in rows],
                "out": str(out)}
     atomic_write_text(out / "front.json", json.dumps(summary, indent=2, default=str) + "\n")

@@ -3,7 +3,11 @@
 Rows are finished candidates (dicts with ``val_accuracy``, ``bytes``, ``latency_ms`` or None,
 ``label``, ``id`` ...). A row is on the front when no other row is at least as good on every
 objective and better on one: validation accuracy (higher), bytes on disk (lower), latency p50
-(lower; only when every row has one -- a latency nobody measured is not compared).
+(lower; only when every row has one -- a latency nobody measured is not compared). Latency is
+measured, so it is noisy: p50s within :data:`LATENCY_TOLERANCE` of each other count as equal.
+Accuracy and bytes are exact, so :func:`pareto` with ``latency=False`` (the study's own
+front) is the same in every run of the same seed; the 3-D front may gain or lose a row whose
+latency sits at the edge of the tolerance.
 
 Example::
 
@@ -16,26 +20,30 @@ from edgekit.errors import EdgekitError
 OBJECTIVES = ("accuracy", "bytes", "latency")
 
 
-def _keys(rows):
-    with_latency = bool(rows) and all(r.get("latency_ms") is not None for r in rows)
-    keys = [lambda r: -r["val_accuracy"], lambda r: r["bytes"]]
-    if with_latency:
-        keys.append(lambda r: r["latency_ms"])
-    return keys
+LATENCY_TOLERANCE = 0.10       # relative: p50s closer than this are a tie
 
 
-def pareto(rows):
-    """The non-dominated rows, in the order given."""
-    keys = _keys(rows)
+def _better(o, r, latency):
+    """-1 / 0 / 1: is ``o`` worse, tied or better than ``r`` on each objective."""
+    cmp = [(o["val_accuracy"] > r["val_accuracy"]) - (o["val_accuracy"] < r["val_accuracy"]),
+           (o["bytes"] < r["bytes"]) - (o["bytes"] > r["bytes"])]
+    if latency:
+        a, b = o["latency_ms"], r["latency_ms"]
+        cmp.append(0 if abs(a - b) <= LATENCY_TOLERANCE * max(a, b) else (a < b) - (a > b))
+    return cmp
+
+
+def pareto(rows, latency=True):
+    """The non-dominated rows, in the order given (``latency=False``: accuracy x bytes)."""
+    latency = latency and bool(rows) and all(r.get("latency_ms") is not None for r in rows)
     out = []
     for r in rows:
-        v = [k(r) for k in keys]
         dominated = False
         for o in rows:
             if o is r:
                 continue
-            w = [k(o) for k in keys]
-            if all(a <= b for a, b in zip(w, v)) and any(a < b for a, b in zip(w, v)):
+            c = _better(o, r, latency)
+            if min(c) >= 0 and max(c) > 0:
                 dominated = True
                 break
         if not dominated:
