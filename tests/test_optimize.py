@@ -210,3 +210,19 @@ def test_help_does_not_import_optuna_or_tensorflow():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=str(Path(__file__).resolve().parent.parent))
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_space_students_are_built_and_counted_before_training(tiny_artifact):
+    """Cheap facts: every student of the space builds (a scaled built-in too) and its params
+    are exact; distill accepts a built-in student at a width."""
+    from edgekit.models import build, count_params, load_model
+    from edgekit.optimize.space import Space, architecture, student_params
+    net = load_model(tiny_artifact.path)
+    space = Space.for_model(net, "laptop-cpu", kinds=["distill"])
+    for name in space.students:
+        step = {"method": "distill", "params": student_params(name)}
+        small = architecture(net, step, (8, 8, 1), 10)
+        assert count_params(small) > 0
+    half = architecture(net, {"method": "distill", "params": student_params("gap-cnn-w0.5")},
+                        (8, 8, 1), 10)
+    assert count_params(half) < count_params(build("gap-cnn", (8, 8, 1), 10)) / 2.5
