@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sshd import sshd  # noqa: F401  (fixture: a real OpenSSH server on 127.0.0.1)
 
 pytest.importorskip("optuna")
 
@@ -226,3 +227,20 @@ def test_space_students_are_built_and_counted_before_training(tiny_artifact):
     half = architecture(net, {"method": "distill", "params": student_params("gap-cnn-w0.5")},
                         (8, 8, 1), 10)
     assert count_params(half) < count_params(build("gap-cnn", (8, 8, 1), 10)) / 2.5
+
+
+def test_host_times_candidates_on_the_device_over_ssh(tiny_artifact, sshd, tmp_path):  # noqa: F811
+    from edgekit.optimize import optimize
+    kh = tmp_path / "known_hosts"
+    kh.write_text(sshd.known_hosts_line())
+    rdir = tmp_path / "device"
+    res = optimize(tiny_artifact.path, "digits", tmp_path / "remote", target="laptop-cpu",
+                   host=sshd.host, trials=1, methods="none", formats="onnx", seed=3,
+                   bench_iterations=20, progress=False,
+                   deploy_options={"identity": str(sshd.user_key), "known_hosts": str(kh),
+                                   "remote_dir": str(rdir), "remote_python": sys.executable})
+    best = res["best"]
+    assert best["latency_host"] == sshd.host and best["latency_ms"] > 0
+    assert best["latency"]["p50"] == best["latency_ms"] and best["latency"]["max"] > 0
+    installed = [p for p in rdir.iterdir() if (p / ".edgekit-complete").is_file()]
+    assert len(installed) == 1          # the candidate's bundle went to the device

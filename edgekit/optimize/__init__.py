@@ -281,7 +281,7 @@ def _rows(study):
         c = ft.user_attrs["candidate"]
         row = {k: r.get(k) for k in ("val_accuracy", "bytes", "params", "macs", "latency_ms",
                                      "runtime", "file", "artifact", "drop_pts", "rungs",
-                                     "seconds", "latency_note")}
+                                     "seconds", "latency_note", "latency_host")}
         row.update(id="{:03d}".format(ft.number), number=ft.number, label=c["label"],
                    candidate=c, latency=r.get("latency"))
         rows.append(row)

@@ -108,7 +108,8 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
         res["drop_pts"] = round(drop, 3)
         if drop > float(ctx["max_drop"]) + 1e-9:
             return _done({"state": "infeasible", "rungs": rungs, "val_accuracy":
-                          res["val_accuracy"], "bytes": res["bytes"], "reason": (
+                          res["val_accuracy"], "bytes": res["bytes"], "drop_pts": round(drop, 3),
+                          "reason": (
                               "lost {:.2f} pt of validation accuracy ({:.2%} -> {:.2%}) on the "
                               "target's runtime, over --max-drop {:g}: not kept".format(
                                   drop, ctx["base_val"], res["val_accuracy"], ctx["max_drop"]))},
@@ -225,11 +226,7 @@ def _publish(art, scratch, final):
 def validation_as_test(ds):
     """``ds`` with its validation split in the test slots: what a candidate is measured on
     (the test split is looked at once, for the chosen model and the front)."""
-    from edgekit.data import Dataset
-    v = Dataset(ds.spec, ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_val, ds.y_val,
-                ds.classes, ds.norm)
-    v.adapt = ds.adapt
-    return v
+    return _with_test(ds, ds.x_val, ds.y_val)
 
 
 def measure(art, ctx, ds):
@@ -249,6 +246,7 @@ def measure(art, ctx, ds):
         r = host_accuracy(art, ctx["target"], vds.x_test, vds.y_test, ds)
         out.update(r)
         out["latency"] = remote_latency(art, ctx)
+        out["latency_host"] = ctx["host"]
     else:
         try:
             r = bench(str(art), ctx["target"], data=vds, iterations=int(b.get("iterations", 100)),

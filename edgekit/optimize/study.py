@@ -84,14 +84,18 @@ def sampler_for(seed, number):
             n_startup_trials=N_STARTUP, multivariate=True, group=True)
 
 
-def constraints(res, limits):
-    """{name: value} for Optuna (<= 0 feasible): relative overshoot of each limit given."""
+def constraints(res, limits, max_drop=None):
+    """{name: value} for Optuna (<= 0 feasible): relative overshoot of each limit given (bytes:
+    the measured file, else the lower bound known before training) and of ``max_drop``."""
     out = {}
-    for key, name in (("max_bytes", "bytes"), ("max_params", "params"),
-                      ("max_latency_ms", "latency_ms")):
-        lim, v = limits.get(key), res.get(name)
-        if lim is not None:
-            out[name] = 0.0 if v is None else float(v) / float(lim) - 1.0
+    for key, names in (("max_bytes", ("bytes", "bytes_low")), ("max_params", ("params",)),
+                       ("max_latency_ms", ("latency_ms",))):
+        lim = limits.get(key)
+        v = next((res[n] for n in names if res.get(n) is not None), None)
+        if lim is not None and v is not None:
+            out[key] = float(v) / float(lim) - 1.0
+    if max_drop is not None and res.get("drop_pts") is not None:
+        out["max_drop"] = (float(res["drop_pts"]) - max_drop) / max(float(max_drop), 0.1)
     return out
 
 
@@ -143,7 +147,7 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
         results = _evaluate_batch(study, space, ctx, todo, executor, limits)
         for number, cand in todo:
             res, facts = results[number]
-            ft = _record(study, number, cand, facts, res, limits)
+            ft = _record(study, number, cand, facts, res, limits, ctx["max_drop"])
             done_here += 1
             if on_trial is not None:
                 on_trial(ft)
@@ -196,7 +200,10 @@ def cheap_violation(facts, limits):
     return None
 
 
-def _record(study, number, cand, facts, res, limits):
+def _record(study, number, cand, facts, res, limits, max_drop):
+    """Record a trial: its candidate and result as user attributes, its limits as Optuna
+    constraints, then COMPLETE (values: accuracy, bytes), PRUNED (could not fit, cut at a
+    rung, or over --max-drop: the sampler learns from these as infeasible) or FAIL."""
     from optuna.trial import Trial, TrialState
     ft = study.get_trials(deepcopy=False)[number]
     trial = Trial(study, ft._trial_id)
@@ -204,10 +211,10 @@ def _record(study, number, cand, facts, res, limits):
     trial.set_user_attr("facts", facts)
     trial.set_user_attr("result", res)
     state = res["state"]
+    if state == "failed":
+        return study.tell(number, state=TrialState.FAIL)
+    for k, v in constraints(res, limits, max_drop).items():
+        trial.set_constraint(k, v)
     if state == "complete":
-        for k, v in constraints(res, limits).items():
-            trial.set_constraint(k, v)
         return study.tell(number, [float(res["val_accuracy"]), float(res["bytes"])])
-    if state == "pruned":
-        return study.tell(number, state=TrialState.PRUNED)
-    return study.tell(number, state=TrialState.FAIL)
+    return study.tell(number, state=TrialState.PRUNED)
