@@ -16,6 +16,7 @@ def optimize(
     known_hosts: Path = typer.Option(None, "--known-hosts", help="--host: known_hosts file."),
     accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust and record an unknown host key."),
     remote_python: str = typer.Option("python3", "--remote-python", help="--host: Python on the device."),
+    remote_dir: str = typer.Option(None, "--remote-dir", help="--host: where bundles go on the device (default ~/edgekit)."),
     max_bytes: int = typer.Option(None, "--max-bytes", help="Most bytes on disk of the target's file."),
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="Highest p50 latency (ms, batch 1), measured on the target."),
     max_params: int = typer.Option(None, "--max-params", help="Most parameters."),
@@ -52,6 +53,8 @@ def optimize(
                           "known_hosts": str(known_hosts) if known_hosts else None,
                           "accept_new_host_key": accept_new_host_key,
                           "remote_python": remote_python}
+        if remote_dir:
+            deploy_options["remote_dir"] = remote_dir
     res = run(model, data, directory, target=target, host=host, max_bytes=max_bytes,
               max_latency_ms=max_latency_ms, max_params=max_params, max_drop=max_drop,
               objective=objective, budget=budget, trials=trials, executor=executor, seed=seed,

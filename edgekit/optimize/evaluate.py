@@ -12,10 +12,11 @@ them and the trial's seed -- not on where it ran.
    (``1/eta``, then the full cap) only if its validation accuracy is in the top ``1/eta`` of
    what earlier trials reached at that rung (``thresholds``, computed by the driver from
    finished trials, so the decision does not depend on scheduling), else it is pruned.
-   Everything is written into a scratch dir; int8 runs under the guard proper at the last
-   rung (fail closed), and step 4 holds the whole chain to ``max_drop``.
+   Rungs compare the trained model's Keras validation accuracy; everything is written into a
+   scratch dir, and only the final rung goes on to step 2.
 2. **The target's file**: ``export`` (fp32/fp16, parity-checked) or ``quantize`` (int8,
-   calibrated, guarded) in the format the candidate names; a k-NN slice is its ONNX graph.
+   calibrated, under the guard proper: fail closed) in the format the candidate names; a
+   k-NN slice is its ONNX graph.
 3. **Measured**: the artifact's runnable file for the target goes through the one benchmark
    protocol (:func:`edgekit.bench.bench`) -- locally for a target this machine is, or on the
    device through ``deploy --bench`` with a host -- with the **validation** split as its
@@ -82,28 +83,30 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
     n_rungs = max([len(rung_epochs(s["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs")))
                    for s in trained] or [1])
     rungs = []
-    res = None
     try:
         for r in range(n_rungs):
             last = r == n_rungs - 1
             shutil.rmtree(scratch, ignore_errors=True)
             set_seed(seed)
             try:
-                art, passed = _run_chain(cand, ctx, ds, scratch, r, allow=not last, seed=seed)
+                src, passed, val = _run_shrink(cand, ctx, ds, scratch, r, seed)
+                if trained:
+                    rungs.append({"rung": r, "epochs": _epochs_of(src), "val_accuracy": val,
+                                  "reached_teacher": passed})
+                cut = thresholds[r] if r < len(thresholds) else None
+                if not (passed or last) and cut is not None and val < cut:
+                    return _done({"state": "pruned", "rungs": rungs, "reason": (
+                        "rung {}: validation accuracy {:.2%} below the top-1/{} cut {:.2%} of "
+                        "earlier trials at this rung".format(r, val, ETA, cut))}, t0)
+                if not (passed or last):
+                    continue
+                art = _run_finish(cand, ctx, ds, scratch, src, seed)
                 res = measure(art, ctx, ds)
             except EdgekitError as exc:
                 from edgekit.compress.guard import GuardFailed
                 state = "infeasible" if isinstance(exc, GuardFailed) else "failed"
                 return _done({"state": state, "reason": str(exc), "rungs": rungs}, t0)
-            rungs.append({"rung": r, "epochs": _epochs_of(art), "val_accuracy":
-                          res["val_accuracy"], "guard_passed": passed})
-            if passed or last:
-                break
-            cut = thresholds[r] if r < len(thresholds) else None
-            if cut is not None and res["val_accuracy"] < cut:
-                return _done({"state": "pruned", "rungs": rungs, "reason": (
-                    "rung {}: validation accuracy {:.2%} below the top-1/{} cut {:.2%} of earlier "
-                    "trials at this rung".format(r, res["val_accuracy"], ETA, cut))}, t0)
+            break
         drop = (float(ctx["base_val"]) - res["val_accuracy"]) * 100.0
         res["drop_pts"] = round(drop, 3)
         if drop > float(ctx["max_drop"]) + 1e-9:
@@ -137,16 +140,13 @@ def _epochs_of(art):
     return Artifact.open(art, verify=False).manifest["method"]["params"].get("epochs")
 
 
-def _run_chain(cand, ctx, ds, scratch, rung, allow, seed):
-    """The candidate's compress steps + finish into ``scratch``; returns (final artifact
-    path, every guard passed)."""
-    from edgekit.artifact import Artifact
+def _run_shrink(cand, ctx, ds, scratch, rung, seed):
+    """The candidate's compress steps into ``scratch`` at this rung's epoch caps; returns
+    (last artifact path or the input's, every trained step reached the teacher, the last
+    trained step's Keras validation accuracy or None)."""
     from edgekit.compress import compress
-    src = ctx["model"]
-    passed = True
-    steps = list(cand["shrink"])
-    fin = cand["finish"]
-    for i, step in enumerate(steps):
+    src, passed, val = ctx["model"], True, None
+    for i, step in enumerate(cand["shrink"]):
         dst = scratch / "{}-{}".format(i + 1, step["method"])
         params = dict(step["params"])
         if step["method"] in TRAINED:
@@ -157,19 +157,31 @@ def _run_chain(cand, ctx, ds, scratch, rung, allow, seed):
                           allow_drop=True)
         elif step["method"] == "knn-slice":
             params.setdefault("max_bytes", ctx.get("max_bytes") or "none")
-            params.update(max_drop=ctx["max_drop"], allow_drop=allow)
+            params.update(max_drop=ctx["max_drop"])
         compress(src, step["method"], ds, dst, force=True, progress=False, **params)
-        passed = passed and _guard_passed(dst)
+        if step["method"] in TRAINED:
+            g = _guard_of(dst)
+            passed = passed and bool(g.get("passed"))
+            val = g.get("accuracy", val)
         src = str(dst)
+    return src, passed, val
+
+
+def _run_finish(cand, ctx, ds, scratch, src, seed):
+    """The target's file for the shrunk model (once, for the final rung): int8 under the
+    guard proper (fail closed), or an fp32/fp16 export (parity-checked)."""
+    from edgekit.artifact import Artifact
+    from edgekit.compress import compress
+    fin = cand["finish"]
+    n = len(cand["shrink"])
     if fin["kind"] == "quantize":
-        dst = scratch / "{}-quantize".format(len(steps) + 1)
+        dst = scratch / "{}-quantize".format(n + 1)
         compress(src, "quantize", ds, dst, force=True, progress=False, precision=fin["precision"],
-                 formats=[fin["format"]], max_drop=ctx["max_drop"], allow_drop=allow, seed=seed,
+                 formats=[fin["format"]], max_drop=ctx["max_drop"], seed=seed,
                  target=ctx["target"])
-        passed = passed and _guard_passed(dst)
         src = str(dst)
     elif fin["kind"] == "export":
-        if not steps:               # the input itself, exported: a copy to add files to
+        if not n:                   # the input itself, exported: a copy to add files to
             dst = scratch / "1-export"
             shutil.copytree(src, dst)
             src = str(dst)
@@ -177,15 +189,12 @@ def _run_chain(cand, ctx, ds, scratch, rung, allow, seed):
         export(src, [fin["format"]], target=ctx["target"], precision=fin["precision"],
                data=ctx["data"], parity_samples=min(1000, len(ds.y_val)))
     Artifact.open(src)              # every file checks out against its sha256
-    return Path(src), passed
+    return Path(src)
 
 
-def _guard_passed(art_dir):
+def _guard_of(art_dir):
     from edgekit.artifact import Artifact
-    m = Artifact.open(art_dir, verify=False).manifest["metrics"]
-    records = [m.get("guard")] + [f.get("guard") for f in
-                                  Artifact.open(art_dir, verify=False).files.values()]
-    return all(r.get("passed", True) for r in records if r)
+    return Artifact.open(art_dir, verify=False).manifest["metrics"].get("guard") or {}
 
 
 def _note_in_manifest(art, cand, res, ctx):
