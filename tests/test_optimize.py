@@ -171,6 +171,14 @@ def test_nothing_fits_names_the_closest_candidate_and_writes_no_best(tiny_artifa
     assert not (out / "best").exists()
 
 
+def test_budget_stops_before_a_batch_that_would_overrun_it(tiny_artifact, tmp_path, run_cli):
+    out = tmp_path / "budget"
+    code, _, err = run_cli("optimize", tiny_artifact.path, "--data", "digits", "-o", out,
+                           "--budget", "2s", *FAST)
+    assert code in (0, 1), err          # 0: something fits; 1: one error line naming why not
+    assert len(_values(out)) == 2       # one batch (it took longer than the whole budget)
+
+
 BAD = [
     (["--budget", "abc"], "--budget"),
     (["--budget", "5x"], "--budget"),

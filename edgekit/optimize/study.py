@@ -120,17 +120,21 @@ def _key(cand):
 
 def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_trial=None):
     """Propose and evaluate until ``trials`` trials exist in the study or ``budget`` seconds
-    of this run have passed (checked between batches). ``on_trial(frozen_trial)`` is called
-    as each is recorded. Returns the number of trials evaluated in this run."""
+    of this run would be overrun: a new batch starts only if the time left is at least the
+    longest batch this run has taken so far (a started batch always finishes).
+    ``on_trial(frozen_trial)`` is called as each is recorded. Returns the number of trials
+    recorded in this run."""
     _optuna()
     from optuna.trial import FixedTrial, TrialState
     t0 = time.time()
     done_here = 0
+    longest = 0.0
     while True:
         all_trials = study.get_trials(deepcopy=False)
         running = [t for t in all_trials if t.state == TrialState.RUNNING]
         n = len(all_trials)
-        if not running and (n >= trials or (budget is not None and time.time() - t0 >= budget)):
+        left = None if budget is None else budget - (time.time() - t0)
+        if not running and (n >= trials or (left is not None and left < max(longest, 1e-9))):
             break
         todo = [(t.number, space.suggest(FixedTrial(t.params))) for t in running]
         # the batch holding the first unfinished trial: [k * batch, (k + 1) * batch); its
@@ -144,7 +148,9 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
             n += 1
         if not todo:
             break
+        tb = time.time()
         results = _evaluate_batch(study, space, ctx, todo, executor, limits)
+        longest = max(longest, time.time() - tb)
         for number, cand in todo:
             res, facts = results[number]
             ft = _record(study, number, cand, facts, res, limits, ctx["max_drop"])
