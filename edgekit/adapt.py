@@ -18,7 +18,8 @@ Without a choice, a model whose first layer is ``Rescaling`` or ``Normalization`
 
 When the data's image size or channel count differs from the model's input (MNIST for a
 32x32x3 model, a folder of assorted JPEGs), images are resized (bilinear, Pillow) and
-channels repeated (1 -> 3) or reduced to luminance (3 -> 1), once, saying so. Everything is
+channels repeated (1 -> 3) or reduced to luminance (3 -> 1), once, saying so (per batch as
+they are read when the data set is kept lazy, :mod:`edgekit.images`). Everything is
 recorded in the manifest's ``input`` entry (``preprocess``, ``scale``/``mean``/``std``,
 ``resize``, ``channels``) and :func:`data_for` re-applies it for every later step (eval,
 bench, export parity, the deploy bundle), so every runner sees identical inputs.
@@ -184,22 +185,20 @@ def _apply(ds, shape, parsed, say):
     if say:
         say("data {} fitted to the model: {}".format(ds.spec, "; ".join(changes)))
 
-    m_old = np.asarray(cur.get("mean", [0.0]), np.float32)
-    s_old = np.asarray(cur.get("std", [1.0]), np.float32)
-    m_new = np.asarray(mean, np.float32)
-    s_new = np.asarray(std, np.float32)
+    step = Convert(cur.get("mean", [0.0]), cur.get("std", [1.0]), cur_factor,
+                   (h, w) if size_change else None, c if chan_change else None,
+                   factor, mean, std)
+    out_shape = (h or src[0], w or src[1], c or src[2])
 
     def convert(x):
-        out = []
-        for i in range(0, len(x), 4096):  # bounded memory for large sets
-            u = (x[i:i + 4096] * s_old + m_old) / np.float32(cur_factor)
-            if size_change:
-                u = _resize(u, h, w)
-            if chan_change:
-                u = _channels(u, c)
-            out.append(((u * np.float32(factor) - m_new) / s_new).astype(np.float32))
+        from edgekit.images import LAZY_BYTES, LazyImages, is_lazy
+        if is_lazy(x):
+            return x.then(step, out_shape)
+        if 4 * len(x) * int(np.prod(out_shape)) > LAZY_BYTES:   # the result would be large:
+            return LazyImages(x, 1.0, step, out_shape)          # converted per batch, read
+        out = [step(x[i:i + 4096]) for i in range(0, len(x), 4096)]  # bounded temporaries
         if not out:
-            return np.zeros((0, h or src[0], w or src[1], c or src[2]), np.float32)
+            return np.zeros((0,) + out_shape, np.float32)
         return np.concatenate(out)
 
     from edgekit.data import Dataset
@@ -215,6 +214,30 @@ def _apply(ds, shape, parsed, say):
     if chan_change:
         new.adapt["channels"] = "repeat" if src[2] == 1 else "luminance" if c == 1 else "drop-alpha"
     return new
+
+
+class Convert(object):
+    """One batch from a data set's normalisation to another's, resized and channel-adapted
+    on the way: ``u = (x * std_old + mean_old) / factor_old`` (unit values), resize,
+    channels, then ``(u * factor - mean) / std``. A plain class (picklable), applied eagerly
+    or per batch by :class:`edgekit.images.LazyImages` (same values either way)."""
+
+    def __init__(self, mean_old, std_old, factor_old, size, channels, factor, mean, std):
+        self.m_old = np.asarray(mean_old, np.float32)
+        self.s_old = np.asarray(std_old, np.float32)
+        self.f_old = np.float32(factor_old)
+        self.size, self.channels = size, channels
+        self.factor = np.float32(factor)
+        self.m_new = np.asarray(mean, np.float32)
+        self.s_new = np.asarray(std, np.float32)
+
+    def __call__(self, x):
+        u = (x * self.s_old + self.m_old) / self.f_old
+        if self.size is not None:
+            u = _resize(u, *self.size)
+        if self.channels is not None:
+            u = _channels(u, self.channels)
+        return ((u * self.factor - self.m_new) / self.s_new).astype(np.float32)
 
 
 def _describe(name, factor, mean, std):

@@ -6,7 +6,9 @@ IDX files, gzipped or not; Fashion-MNIST too), ``folder:DIR`` (one sub-folder pe
 
 Images come back as float32 NHWC normalised as ``x = (raw * scale - mean) / std``; that
 normalisation is recorded (:attr:`Dataset.norm`) in every manifest so every runner
-preprocesses identically. The validation split is carved from training data with a fixed
+preprocesses identically. A data set of 8-bit pixels whose float32 form would exceed
+:data:`edgekit.images.LAZY_BYTES` keeps its pixels as uint8 (:class:`edgekit.images.LazyImages`:
+same values, normalised per batch as they are read); smaller ones are plain float32 arrays. The validation split is carved from training data with a fixed
 seed (stratified); the test split is the data set's own (MNIST's 10,000) or a fixed, seeded
 20% otherwise. Tuning uses validation, accuracy is reported on test.
 
@@ -62,11 +64,19 @@ class Dataset:
         return spec
 
     def fingerprint(self):
-        """sha256 over the test and train arrays: what ``source.data_sha256`` records."""
+        """sha256 over the test and train arrays (as float32, lazy or not): what
+        ``source.data_sha256`` records."""
+        from edgekit.images import sha256_update
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(np.ascontiguousarray(a).tobytes())
+            sha256_update(h, a)
         return h.hexdigest()
+
+    @property
+    def lazy(self):
+        """True when the images are kept as source pixels (:mod:`edgekit.images`)."""
+        from edgekit.images import is_lazy
+        return is_lazy(self.x_train)
 
     def __repr__(self):
         return "Dataset({!r}: train {}, val {}, test {}, {} classes, input {})".format(
@@ -74,8 +84,11 @@ class Dataset:
             self.num_classes, self.input_shape)
 
 
-def load_data(spec, val_fraction=VAL_FRACTION):
-    """Load a dataset from a ``--data`` spec string."""
+def load_data(spec, val_fraction=VAL_FRACTION, lazy=None):
+    """Load a dataset from a ``--data`` spec string.
+
+    ``lazy``: keep 8-bit pixels as uint8, normalised per batch (:mod:`edgekit.images`);
+    None: when the float32 images would take more than :data:`edgekit.images.LAZY_BYTES`."""
     spec = str(spec)
     kind, _, arg = spec.partition(":")
     if kind == "digits" and not arg:
@@ -109,10 +122,20 @@ def load_data(spec, val_fraction=VAL_FRACTION):
                                spec, len(y_tr), n_cls))
     norm = {"scale": float(scale), "mean": [0.0], "std": [1.0]}
     f = np.float32(scale)
-    return Dataset(spec,
-                   x_tr[tr_idx].astype(np.float32) * f, y_tr[tr_idx],
-                   x_tr[va_idx].astype(np.float32) * f, y_tr[va_idx],
-                   x_te.astype(np.float32) * f, y_te, classes, norm)
+    if lazy is None:
+        from edgekit.images import LAZY_BYTES
+        lazy = 4 * (x_tr.size + x_te.size) > LAZY_BYTES
+    lazy = bool(lazy) and x_tr.dtype == np.uint8 and x_te.dtype == np.uint8
+    if lazy:
+        from edgekit.images import LazyImages
+
+        def pixels(x):
+            return LazyImages(np.ascontiguousarray(x), f)
+    else:
+        def pixels(x):
+            return x.astype(np.float32) * f
+    return Dataset(spec, pixels(x_tr[tr_idx]), y_tr[tr_idx], pixels(x_tr[va_idx]), y_tr[va_idx],
+                   pixels(x_te), y_te, classes, norm)
 
 
 MAX_ARRAY_BYTES = 4 << 30  # one array of a data set; more is a bomb or a mistake, not MNIST
@@ -169,7 +192,7 @@ def normalize(raw, norm):
 def _digits():
     from sklearn.datasets import load_digits
     d = load_digits()
-    x = d.images.astype(np.float32)  # values 0..16
+    x = d.images.astype(np.uint8)  # whole values 0..16: 8-bit pixels, scaled by 1/16
     y = d.target
     tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
     return x[tr], y[tr], x[te], y[te], [str(c) for c in range(10)], 1.0 / 16.0

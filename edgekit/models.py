@@ -180,8 +180,9 @@ def _flat_layers(model):
 
 
 def keras_predict(model, x, batch_size=256):
-    """Class ids predicted by a Keras model."""
-    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=1)
+    """Class ids predicted by a Keras model (``x``: an ndarray or lazy images)."""
+    from edgekit.images import keras_predict_batches
+    return np.argmax(keras_predict_batches(model, x, batch_size), axis=1)
 
 
 def keras_accuracy(model, x, y, batch_size=256):
@@ -279,10 +280,12 @@ def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(
         from edgekit.progress import epoch_progress
         callbacks.insert(0, epoch_progress(epochs, label))
     model.compile(optimizer=k.optimizers.Adam(lr), loss=loss_for(model), metrics=["accuracy"])
+    from edgekit.images import keras_fit_args
     with ctrl_c_at_batch_end() as stop:
-        model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-                  epochs=epochs, batch_size=batch_size, verbose=0,
-                  callbacks=callbacks + [stop], initial_epoch=initial_epoch)
+        model.fit(**keras_fit_args(data.x_train, data.y_train, batch_size,
+                                   validation_data=(data.x_val, data.y_val)),
+                  epochs=epochs, verbose=0, callbacks=callbacks + [stop],
+                  initial_epoch=initial_epoch)
     return model
 
 

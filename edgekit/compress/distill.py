@@ -129,8 +129,9 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     ds = job.ds
     n_cls = ds.num_classes
     t_conv, s_conv = output_convention(teacher), output_convention(net)
-    soft_train = as_logits(teacher.predict(ds.x_train, batch_size=256, verbose=0).astype(np.float32), t_conv)
-    soft_val = as_logits(teacher.predict(ds.x_val, batch_size=256, verbose=0).astype(np.float32), t_conv)
+    from edgekit.images import keras_fit_args, keras_predict_batches
+    soft_train = as_logits(keras_predict_batches(teacher, ds.x_train).astype(np.float32), t_conv)
+    soft_val = as_logits(keras_predict_batches(teacher, ds.x_val).astype(np.float32), t_conv)
     y_train = np.concatenate([np.eye(n_cls, dtype=np.float32)[ds.y_train], soft_train], axis=1)
     y_val = np.concatenate([np.eye(n_cls, dtype=np.float32)[ds.y_val], soft_val], axis=1)
     T = temperature
@@ -156,6 +157,6 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     net.compile(optimizer=k.optimizers.Adam(lr), loss=loss, metrics=[acc])
     from edgekit.models import ctrl_c_at_batch_end
     with bn_momentum(net), ctrl_c_at_batch_end() as ctrl_c:
-        net.fit(ds.x_train, y_train, validation_data=(ds.x_val, y_val), epochs=epochs,
-                batch_size=batch_size, verbose=0, callbacks=callbacks + [ctrl_c])
+        net.fit(**keras_fit_args(ds.x_train, y_train, batch_size, validation_data=(ds.x_val, y_val)),
+                epochs=epochs, verbose=0, callbacks=callbacks + [ctrl_c])
     return stop.summary()

@@ -171,6 +171,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     from edgekit.compress.knn_head import threadpools
     from edgekit.compress.knn_onnx import parse_pool
     from edgekit.data import load_data
+    from edgekit.images import take
     from edgekit.onnx_model import onnx_source
 
     _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction,
@@ -197,7 +198,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     if len(ref_idx) == len(ds.y_train):          # every image: no copy of the training set
         x_ref, y_ref = ds.x_train, ds.y_train
     else:
-        x_ref, y_ref = ds.x_train[ref_idx], ds.y_train[ref_idx]
+        x_ref, y_ref = take(ds.x_train, ref_idx), ds.y_train[ref_idx]
     counts = np.bincount(y_ref, minlength=ds.num_classes)
     if prototypes is not None and prototypes > counts.min():
         raise EdgekitError("--prototypes {} per class is larger than the smallest class ({} "
@@ -214,6 +215,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             raise EdgekitError("--dims {} is larger than the features at every cut point (e.g. "
                                "{}: {} features): lower --dims".format(dims, *widths[-1]))
     vi = stratified_subsample(ds.y_val, val_samples, seed=1)
+    x_val, y_val = take(ds.x_val, vi), ds.y_val[vi]      # lazy images stay lazy
     opts = head_options(k, prototypes, dims, int8, reduction, len(y_ref), counts[counts > 0])
     setting = dict(opts=opts, pool=pool, weights=weights, int8_weights=int8_weights,
                    objective=objective, budget=budget, min_accuracy=min_accuracy,
@@ -230,8 +232,8 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     # 11.7 s on two at load 13 on this 2-core VM). TensorFlow and onnxruntime keep their own.
     blas = threadpools().limit(limits=1)
     try:
-        res = _search(subject.cuts_of(int8_weights, tmpdir, say), x_ref, y_ref, ds.x_val[vi],
-                      ds.y_val[vi], tmpdir, say, **setting)
+        res = _search(subject.cuts_of(int8_weights, tmpdir, say), x_ref, y_ref, x_val,
+                      y_val, tmpdir, say, **setting)
         logbook = None
         if evolve:
             from edgekit._tf import keras
@@ -247,7 +249,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             last = len(trunk.layers) - 1
             res = _search(KerasCuts(trunk, [last], int8_weights, tmpdir, say,
                                     labels={last: (c["layer"], c["index"])}),
-                          x_ref, y_ref, ds.x_val[vi], ds.y_val[vi], tmpdir, say, **setting)
+                          x_ref, y_ref, x_val, y_val, tmpdir, say, **setting)
         from edgekit.compress.guard import Guard
         guard = Guard(subject.val_accuracy(), max_drop, allow_drop, samples=len(ds.y_val))
         art = _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard,

@@ -289,11 +289,12 @@ def _measure(runtime, path, ds):
     """Test and validation accuracy of a quantized file, run by its runtime; plus its
     input/output names."""
     from edgekit.runtime import open_runner
+    from edgekit.images import as_float32
     from edgekit.runtime.bench import accuracy
     opts = {"allow_tf": True} if runtime == "litert" else {}
     with open_runner(runtime, path, **opts) as r:
-        acc = accuracy(r, ds.x_test.astype(np.float32), ds.y_test, batch=256)
-        val = accuracy(r, ds.x_val.astype(np.float32), ds.y_val, batch=256)
+        acc = accuracy(r, as_float32(ds.x_test), ds.y_test, batch=256)
+        val = accuracy(r, as_float32(ds.x_val), ds.y_val, batch=256)
         return acc, val, {"input_name": r.input_name, "output_names": list(r.output_names)}
 
 

@@ -43,6 +43,7 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
     from edgekit.compress.guard import DEFAULT_MAX_DROP, Guard
     from edgekit.compress.int8_search import DEFAULT_MAX_DROP as SEARCH_DROP
     from edgekit.compress.int8_search import onnx_int8, openvino_int8
+    from edgekit.images import as_float32
     from edgekit.compress.quantize import _check_target, _openvino, add_quantized
     from edgekit.data import file_sha256, load_data
     from edgekit.onnx_model import (fit_data_to_onnx, input_spec, inspect_onnx, onnx_accuracy,
@@ -88,8 +89,8 @@ def quantize_onnx(model, data, out, precision="int8", formats=None, calibration_
                   allow_drop, samples=len(ds.y_val))
     # the search aims at the user's --max-drop, else its own 0.5; the guard then checks max_drop
     drop = SEARCH_DROP if max_drop is None else guard.max_drop
-    x_test = to_model_layout(ds.x_test.astype(np.float32), layout)
-    x_val = to_model_layout(ds.x_val.astype(np.float32), layout)
+    x_test = to_model_layout(as_float32(ds.x_test), layout)
+    x_val = to_model_layout(as_float32(ds.x_val), layout)
 
     files = {}
     with staging(out, force=force) as tmp, tempfile.TemporaryDirectory() as work:
