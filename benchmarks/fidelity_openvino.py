@@ -1,27 +1,28 @@
-"""Fidelity of edgekit's benchmark protocol against the vendor's own tool, on one IR.
+"""Fidelity of ``edgekit bench --runtime openvino`` against OpenVINO's own ``benchmark_app``.
 
-1. OpenVINO CPU, sync, 1 stream, batch 1: the median latency edgekit measures
-   (``edgekit.runtime.bench.measure`` with ``OvRunner``) vs ``benchmark_app -hint latency
-   -api sync`` (OpenVINO's own tool, shipped with the openvino pip package) on the same IR, in
-   the same session, rounds interleaved (A B A B ...) because the machine is shared.
-   Acceptance: ratio within +-15%.
-2. Harness overhead: edgekit's measure() loop vs a bare ``session.run`` loop (onnxruntime) and a
-   bare ``request.infer`` loop (OpenVINO), same input, interleaved. Acceptance: <= 5%.
+Both tools run as child processes of this script (one process tree), alternately (A B, B A,
+...) for ``--rounds`` rounds of ``--seconds`` each, on the same IR, so a shared machine's load
+hits both alike; the figure is the median of the per-round ratios.
 
-The model is seed-mnist-cnn (trained MNIST artifact; default /work/cache/seed-mnist, trained
-with ``edgekit train`` when absent), exported to ONNX + OpenVINO IR with ``edgekit export``.
+* ``benchmark_app -d CPU -hint latency -api sync -t S`` (shipped with the openvino pip package)
+  reports the median of ``InferRequest.latency``: OpenVINO's own time inside its C++ call.
+* ``edgekit bench ART --runtime openvino --duration S`` reports wall-clock percentiles
+  (``time.perf_counter`` around ``InferRequest.infer()`` on an input tensor preset once,
+  ``Runner.timed_call``) and, beside them, ``runtime_latency_ms``: ``InferRequest.latency`` of
+  the same calls -- the quantity benchmark_app reports.
 
-Both tools run in fresh processes, alternately, ``--rounds`` times for ``--seconds`` each; the
-figure is the median of the per-round ratios. ``--threads 1`` adds a 1-thread config
-(benchmark_app then needs ``-hint none -nstreams 1 -nthreads 1``). benchmark_app reports
-OpenVINO's own per-call latency (``InferRequest.latency``, measured inside the C++ call);
-edgekit times the whole Python call with ``time.perf_counter`` like every other runtime, so
-the edgekit run also records OpenVINO's own latency of the same calls to show the split.
+Models (latency does not depend on the weights, so both are untrained unless ``--artifact``
+gives a trained seed CNN): ``seed`` = seed-mnist-cnn on 28x28x1 (~0.3 ms), ``mnv2`` =
+keras.applications MobileNetV2 (alpha 1.0, 160x160x3, 10 classes; >= 3 ms here). Each is
+converted to ONNX and exported to OpenVINO IR with ``edgekit export`` (fp32).
+
+Goals: edgekit's wall-clock p50 within 1.2x of benchmark_app's median on ``seed`` and within
+1.05x on ``mnv2``. Exit 0 when both hold.
 
 Usage::
 
-    .venv/bin/python benchmarks/fidelity_openvino.py [--artifact DIR] [--seconds 2] [--rounds 10]
-        [--threads default,1] [--nice -10] [--json out.json]
+    .venv/bin/python benchmarks/fidelity_openvino.py [--seconds 3] [--rounds 6]
+        [--models seed,mnv2] [--artifact TRAINED_SEED_DIR] [--threads N] [--json out.json]
 """
 import argparse
 import json
@@ -31,236 +32,155 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-DEFAULT_ART = Path("/work/cache/seed-mnist")
 MNIST = REPO.parent / "shared" / "datasets" / "mnist"
+GOALS = {"seed": 1.2, "mnv2": 1.05}
+ENV = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+
+BUILD = r"""
+import os, sys
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from edgekit.export.onnx import to_onnx
+which, out = sys.argv[1], sys.argv[2]
+if which == "seed":
+    from edgekit.models import build
+    model = build("seed-mnist-cnn", (28, 28, 1), 10)
+else:
+    from edgekit._tf import keras
+    model = keras().applications.MobileNetV2(input_shape=(160, 160, 3), alpha=1.0,
+                                             weights=None, classes=10)
+to_onnx(model, out, opset=13)
+"""
 
 
-def prepare(artifact, work):
-    """A copy of the artifact with ONNX + OpenVINO IR files; returns (onnx path, xml path, ds)."""
-    from edgekit.artifact import Artifact
-    from edgekit.data import load_data
-    art_dir = work / "seed"
-    if artifact and Path(artifact).exists():
-        shutil.copytree(artifact, art_dir)
+def edgekit_cli(*args):
+    """``edgekit ARGS`` from this checkout (not whatever an editable install points at)."""
+    return [sys.executable, "-c", "from edgekit.cli import main; main()"] + [str(a) for a in args]
+
+
+def prepare(name, work, artifact=None):
+    """An artifact dir holding the model's OpenVINO IR (``edgekit export``); returns
+    (artifact dir, IR .xml, input shape with batch 1)."""
+    art = work / name
+    if name == "seed" and artifact:
+        shutil.copytree(str(artifact), str(art))
+        subprocess.run(edgekit_cli("export", art, "--format", "openvino"), env=ENV, check=True,
+                       stdout=subprocess.DEVNULL)
     else:
-        print("no trained artifact at {}: training seed-mnist-cnn (edgekit train)".format(artifact))
-        subprocess.run([str(REPO / ".venv" / "bin" / "edgekit"), "train", "--arch", "seed-mnist-cnn",
-                        "--data", "mnist:{}".format(MNIST), "-o", str(art_dir), "--epochs", "3"],
-                       check=True)
-    art = Artifact.open(art_dir)
-    if not art.find("openvino"):
-        try:
-            from edgekit.export import export
-            export(art_dir, ["onnx", "openvino"], target="laptop-cpu", precision="fp32")
-        except Exception as exc:  # the exporter is someone else's; fall back to our own IR
-            print("edgekit export failed ({}): writing ONNX + IR here".format(
-                str(exc).splitlines()[0][:200]))
-    art = Artifact.open(art_dir)
-    if art.find("onnx"):
-        onnx_path = art.file(art.find("onnx")[0])
-    else:
-        from edgekit.export.onnx import to_onnx
-        from edgekit.models import load_model
-        onnx_path = work / "model.onnx"
-        to_onnx(load_model(art_dir), onnx_path, opset=13)
-    if art.find("openvino"):
-        name = [n for n in art.find("openvino") if art.files[n].get("inference", True)][0]
-        xml = art.file(name)
-        if xml.is_dir():  # an IR folder entry
-            xml = xml / art.files[name].get("entry", "model.xml")
-    else:  # write the IR ourselves from the same ONNX (openvino.convert_model)
-        import openvino as ov
-        xml = work / "ir" / "model.xml"
-        xml.parent.mkdir()
-        ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-    ds = load_data(art.manifest["source"].get("data") or "mnist:{}".format(MNIST))
-    return onnx_path, xml, ds
+        onnx = work / (name + ".onnx")
+        subprocess.run([sys.executable, "-c", BUILD, name, str(onnx)], env=ENV, check=True)
+        data = "mnist:{}".format(MNIST) if name == "seed" else "digits"
+        subprocess.run(edgekit_cli("export", onnx, "--format", "openvino", "-o", art,
+                                   "--data", data), env=ENV, check=True,
+                       stdout=subprocess.DEVNULL)
+    manifest = json.loads((art / "manifest.json").read_text())
+    xml = [n for n, e in manifest["files"].items()
+           if e["format"] == "openvino" and e.get("inference", True)][0]
+    shape = [1] + [int(d) for d in manifest["input"]["shape"][1:]]
+    return art, art / xml, shape
 
 
 def benchmark_app(xml, seconds, shape, threads=None):
-    """Run OpenVINO's benchmark_app; returns its median / average latency in ms."""
+    """OpenVINO's benchmark_app (sync, latency hint); its median/mean latency in ms."""
     exe = Path(sys.executable).parent / "benchmark_app"
-    if not exe.exists():
-        exe = shutil.which("benchmark_app")
-        if not exe:
-            raise SystemExit("benchmark_app not found (it ships with the openvino pip package): "
-                             "pip install openvino")
-    # benchmark_app allows -nthreads only with -hint none: then 1 stream is spelled out
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "openvino.tools.benchmark.main"]
     hint = ["-hint", "latency"] if not threads else ["-hint", "none", "-nstreams", "1",
                                                      "-nthreads", str(threads)]
-    cmd = [str(exe), "-m", str(xml), "-d", "CPU"] + hint + ["-api", "sync",
-           "-t", str(max(1, int(round(seconds)))),
-           "-shape", "[{}]".format(",".join(str(d) for d in shape))]
+    cmd += ["-m", str(xml), "-d", "CPU"] + hint + ["-api", "sync", "-t", str(int(seconds)),
+                                                   "-shape", "[{}]".format(",".join(map(str, shape)))]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          universal_newlines=True)
     if out.returncode != 0:
         raise SystemExit("benchmark_app failed:\n" + out.stdout[-2000:])
-    med = re.search(r"Median:\s*([\d.]+)\s*ms", out.stdout)
-    avg = re.search(r"Average:\s*([\d.]+)\s*ms", out.stdout)
-    cnt = re.search(r"Count:\s*(\d+)", out.stdout)
-    streams = re.search(r"NUM_STREAMS:\s*(\d+)", out.stdout)
-    return {"median_ms": float(med.group(1)), "mean_ms": float(avg.group(1)) if avg else None,
-            "count": int(cnt.group(1)) if cnt else None,
-            "streams": int(streams.group(1)) if streams else None, "command": " ".join(cmd)}
+    num = {k: re.search(k + r":\s*([\d.]+)", out.stdout) for k in ("Median", "Average", "Count")}
+    return {"median_ms": float(num["Median"].group(1)), "mean_ms": float(num["Average"].group(1)),
+            "count": int(num["Count"].group(1)), "command": " ".join(cmd[-14:])}
 
 
-EDGEKIT_OV = r"""
-import json, sys, numpy as np
-sys.path.insert(0, {repo!r})
-from edgekit.runtime.bench import measure
-from edgekit.runtime.openvino import OvRunner
-x = np.load({npy!r})
-runner = OvRunner({xml!r}, device="CPU", threads={threads!r})
-ov_lat = []  # OpenVINO's own per-call latency (what benchmark_app reports), same calls
-infer = runner._infer
-def _infer(x):
-    out = infer(x)
-    ov_lat.append(runner.request.latency)
-    return out
-runner._infer = _infer
-res = measure(runner, x, None, batch=1, warmup=20, iterations=1, duration={seconds!r})
-streams = runner.compiled.get_property("NUM_STREAMS")
-runner.close()
-print(json.dumps({{"median_ms": res["latency_ms"]["p50"], "mean_ms": res["latency_ms"]["mean"],
-                  "count": res["iterations"], "streams": int(streams),
-                  "ov_internal_median_ms": float(np.median(ov_lat[-res["iterations"]:]))}}))
-"""
+def edgekit_bench(art, seconds, json_path, threads=None):
+    """``edgekit bench ART --runtime openvino``: wall-clock and OpenVINO-internal p50 in ms."""
+    cmd = ["bench", art, "--target", "laptop-cpu", "--runtime", "openvino", "--warmup", "20",
+           "--iterations", "1", "--duration", seconds, "--eval-samples", "10", "--json", json_path]
+    if threads:
+        cmd += ["--threads", threads]
+    subprocess.run(edgekit_cli(*cmd), env=ENV, check=True, stdout=subprocess.DEVNULL)
+    r = json.loads(Path(json_path).read_text())
+    r = r[0] if isinstance(r, list) else r
+    own = r.get("runtime_latency_ms") or {}
+    return {"median_ms": r["latency_ms"]["p50"], "mean_ms": r["latency_ms"]["mean"],
+            "count": r["iterations"], "runtime_latency_p50_ms": own.get("p50"),
+            "runtime_latency_source": r.get("runtime_latency_source"),
+            "command": "edgekit " + " ".join(str(c) for c in cmd[:-2])}
 
 
-def edgekit_openvino(xml, npy, seconds, threads=None):
-    """edgekit's protocol in a fresh process, as benchmark_app gets one."""
-    code = EDGEKIT_OV.format(repo=str(REPO), npy=str(npy), xml=str(xml), seconds=float(seconds),
-                             threads=threads)
-    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, universal_newlines=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def harness_overhead(kind, path, x, n, chunks):
-    """edgekit's measure() vs a bare loop over the SAME loaded session / infer request,
-    alternating chunks of n iterations; returns medians over chunks."""
-    from edgekit.runtime.bench import measure
-    sample = np.ascontiguousarray(x[:1])
-    if kind == "onnxruntime":
-        from edgekit.runtime.ort import OrtRunner
-        runner = OrtRunner(str(path)).load()
-        sess, name = runner.session, runner.input_name
-
-        def call():
-            sess.run(None, {name: sample})
-    else:
-        from edgekit.runtime.openvino import OvRunner
-        runner = OvRunner(str(path), device="CPU").load()
-        req = runner.request
-
-        def call():
-            req.infer({0: sample})
-    bare, harness = [], []
-    try:
-        for _ in range(20):
-            call()
-        for _ in range(chunks):
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                call()
-                times.append((time.perf_counter() - t0) * 1e3)
-            bare.append(float(np.median(times)))
-            res = measure(runner, sample, None, batch=1, warmup=0, iterations=n)
-            harness.append(res["latency_ms"]["p50"])
-    finally:
-        runner.close()
-    ratios = [h / b for h, b in zip(harness, bare)]
-    return {"bare_median_ms": float(np.median(bare)), "edgekit_median_ms": float(np.median(harness)),
-            "chunk_ratios": ratios, "overhead": float(np.median(ratios)) - 1, "n": n,
-            "chunks": chunks}
+def compare(name, art, xml, shape, args, work):
+    rounds = []
+    for i in range(args.rounds):
+        pair = [("benchmark_app", lambda: benchmark_app(xml, args.seconds, shape, args.threads)),
+                ("edgekit", lambda: edgekit_bench(art, args.seconds, work / "r.json",
+                                                  args.threads))]
+        if i % 2:
+            pair.reverse()                       # neither tool always goes first
+        got = {k: f() for k, f in pair}
+        app, ek = got["benchmark_app"], got["edgekit"]
+        got["ratio"] = ek["median_ms"] / app["median_ms"]
+        got["ratio_runtime_latency"] = ek["runtime_latency_p50_ms"] / app["median_ms"]
+        got["load_average"] = os.getloadavg()[0]
+        rounds.append(got)
+        print("[{}] round {}: benchmark_app median {:.3f} ms ({} iters) | edgekit wall p50 {:.3f} "
+              "ms, OpenVINO's own p50 {:.3f} ms ({} iters) | ratio {:.3f} (own {:.3f}) | load "
+              "{:.1f}".format(name, i + 1, app["median_ms"], app["count"], ek["median_ms"],
+                              ek["runtime_latency_p50_ms"], ek["count"], got["ratio"],
+                              got["ratio_runtime_latency"], got["load_average"]), flush=True)
+    med = {k: float(np.median([r[k] for r in rounds])) for k in ("ratio", "ratio_runtime_latency")}
+    app_p50 = float(np.median([r["benchmark_app"]["median_ms"] for r in rounds]))
+    ek_p50 = float(np.median([r["edgekit"]["median_ms"] for r in rounds]))
+    ek_own = float(np.median([r["edgekit"]["runtime_latency_p50_ms"] for r in rounds]))
+    passed = med["ratio"] <= GOALS[name]
+    print("FIDELITY [{}]: median per-round ratio edgekit wall p50 / benchmark_app median = {:.3f} "
+          "(goal <= {}) -> {}; medians {:.3f} vs {:.3f} ms; OpenVINO's own latency of edgekit's "
+          "calls {:.3f} ms (ratio {:.3f})".format(
+              name, med["ratio"], GOALS[name], "PASS" if passed else "FAIL", ek_p50, app_p50,
+              ek_own, med["ratio_runtime_latency"]), flush=True)
+    return {"ir": str(xml), "shape": shape, "rounds": rounds, "median_ratio": med["ratio"],
+            "median_ratio_runtime_latency": med["ratio_runtime_latency"],
+            "benchmark_app_median_ms": app_p50, "edgekit_wall_p50_ms": ek_p50,
+            "edgekit_runtime_latency_p50_ms": ek_own, "goal": GOALS[name], "passed": passed,
+            "benchmark_app_command": rounds[0]["benchmark_app"]["command"],
+            "edgekit_command": rounds[0]["edgekit"]["command"]}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifact", default=str(DEFAULT_ART))
-    ap.add_argument("--seconds", type=float, default=2.0, help="per run, each tool")
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved A/B rounds per config")
-    ap.add_argument("--threads", default="default,1",
-                    help="configs: default and/or N threads; '' skips the comparison")
-    ap.add_argument("--overhead-iterations", type=int, default=200)
-    ap.add_argument("--overhead-chunks", type=int, default=16)
-    ap.add_argument("--nice", type=int, default=0,
-                    help="os.nice() increment for this process and both tools (e.g. -10 as root "
-                         "to shield the comparison from other jobs on a shared machine)")
+    ap.add_argument("--models", default="seed,mnv2")
+    ap.add_argument("--artifact", default=None, help="a trained seed-mnist-cnn artifact")
+    ap.add_argument("--seconds", type=int, default=3, help="per run, each tool")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved A/B rounds per model")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="pin N threads in both (default: OpenVINO's latency hint decides)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    if args.nice:
-        os.nice(args.nice)
     import openvino as ov
     work = Path(tempfile.mkdtemp(prefix="edgekit-fidelity-"))
+    out = {"openvino": ov.__version__, "cpus": os.cpu_count(), "models": {},
+           "load_average_start": os.getloadavg(), "seconds": args.seconds,
+           "rounds": args.rounds, "threads": args.threads}
+    print("OpenVINO {} | {} CPUs | load average {}".format(ov.__version__, os.cpu_count(),
+                                                           os.getloadavg()), flush=True)
     try:
-        onnx_path, xml, ds = prepare(args.artifact, work)
-        x = ds.x_test[:256].astype(np.float32)
-        np.save(str(work / "x.npy"), x)
-        shape = [1] + list(x.shape[1:])
-        print("IR {} | OpenVINO {} | input {} | {} CPUs, load average {}".format(
-            xml, ov.__version__, shape, os.cpu_count(), os.getloadavg()))
-        out = {"ir": str(xml), "openvino": ov.__version__, "configs": {}, "overhead": {},
-               "nice": args.nice, "load_average_start": os.getloadavg()}
-        ok = True
-        for cfg in [c for c in args.threads.split(",") if c]:
-            threads = None if cfg == "default" else int(cfg)
-            rounds = []
-            for i in range(args.rounds):
-                pair = [("benchmark_app", lambda: benchmark_app(xml, args.seconds, shape, threads)),
-                        ("edgekit", lambda: edgekit_openvino(xml, work / "x.npy", args.seconds, threads))]
-                if i % 2:
-                    pair.reverse()  # A B, B A, ... so neither always goes first
-                got = {k: f() for k, f in pair}
-                got["ratio"] = got["edgekit"]["median_ms"] / got["benchmark_app"]["median_ms"]
-                rounds.append(got)
-                print("[threads {}] round {}: benchmark_app median {:.3f} ms ({} iters, {} stream) | "
-                      "edgekit median {:.3f} ms ({} iters, {} stream; OpenVINO's own latency of "
-                      "the same calls {:.3f} ms) | ratio {:.3f}".format(
-                          cfg, i + 1, got["benchmark_app"]["median_ms"], got["benchmark_app"]["count"],
-                          got["benchmark_app"]["streams"], got["edgekit"]["median_ms"],
-                          got["edgekit"]["count"], got["edgekit"]["streams"],
-                          got["edgekit"]["ov_internal_median_ms"], got["ratio"]))
-            ratio = float(np.median([r["ratio"] for r in rounds]))
-            app_med = float(np.median([r["benchmark_app"]["median_ms"] for r in rounds]))
-            ek_med = float(np.median([r["edgekit"]["median_ms"] for r in rounds]))
-            ek_int = float(np.median([r["edgekit"]["ov_internal_median_ms"] for r in rounds]))
-            passed = abs(ratio - 1) <= 0.15
-            ok = ok and passed
-            out["configs"][cfg] = {"rounds": rounds, "median_ratio": ratio,
-                                   "benchmark_app_median_ms": app_med, "edgekit_median_ms": ek_med,
-                                   "command": rounds[0]["benchmark_app"]["command"]}
-            print("FIDELITY [threads {}]: median of per-round ratios edgekit/benchmark_app = {:.3f} "
-                  "({:+.1f}%); medians {:.3f} vs {:.3f} ms -> {}".format(
-                      cfg, ratio, 100 * (ratio - 1), ek_med, app_med,
-                      "PASS" if passed else "FAIL (>15%)"))
-            print("   (OpenVINO-internal latency of edgekit's calls: median {:.3f} ms, i.e. {:+.1f}% "
-                  "vs benchmark_app; the rest is time outside OpenVINO's C++ call)".format(
-                      ek_int, 100 * (ek_int / app_med - 1)))
-            out["configs"][cfg]["edgekit_ov_internal_median_ms"] = ek_int
-        for kind, path in (("onnxruntime", onnx_path), ("openvino", xml)):
-            o = harness_overhead(kind, path, x, args.overhead_iterations, args.overhead_chunks)
-            out["overhead"][kind] = o
-            ok = ok and o["overhead"] <= 0.05
-            print("OVERHEAD {}: bare loop median {:.4f} ms vs edgekit measure() {:.4f} ms; median "
-                  "chunk ratio {:+.1f}% -> {}".format(
-                      kind, o["bare_median_ms"], o["edgekit_median_ms"], 100 * o["overhead"],
-                      "PASS" if o["overhead"] <= 0.05 else "FAIL (>5%)"))
+        for name in args.models.split(","):
+            art, xml, shape = prepare(name, work, args.artifact)
+            out["models"][name] = compare(name, art, xml, shape, args, work)
         out["load_average_end"] = os.getloadavg()
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        return 0 if ok else 1
+        return 0 if all(m["passed"] for m in out["models"].values()) else 1
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(str(work), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -188,12 +188,12 @@ def test_cli_max_bytes_nothing_meets_exit_1_after_printing_the_sweep(run_cli, ti
 @pytest.mark.parametrize("value, ok", [("none", True), ("NONE", True), ("74_000", True),
                                        ("abc", False), ("-5", False), ("0", False)])
 def test_cli_max_bytes_parses_counts_and_none(value, ok):
-    from edgekit.cli.compress import _max_bytes
+    from edgekit.compress.options import resolve
     if ok:
-        assert _max_bytes(value) in ("none", 74000)
+        assert resolve("knn-slice", {"max_bytes": value})["max_bytes"] in ("none", 74000)
     else:
         with pytest.raises(EdgekitError, match="--max-bytes must be"):
-            _max_bytes(value)
+            resolve("knn-slice", {"max_bytes": value})
 
 
 def test_cli_prints_each_candidate_as_it_is_scored(run_cli, tiny_artifact, tmp_path):

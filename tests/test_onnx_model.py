@@ -203,11 +203,11 @@ def test_quantize_an_nchw_onnx_to_int8_onnx_and_openvino(models, rgb, tmp_path):
     """int8 of a one-Conv model: the calibration search may keep that Conv float when int8
     loses more than max_drop points; allowed 10 points here, it stays int8."""
     from edgekit.compress.quantize import int8_tensor_summary
-    from edgekit.compress.quantize_onnx import quantize_onnx
+    from edgekit.compress.quantize import quantize
     from edgekit.models import evaluate
     spec, ds, expected = rgb
-    art = quantize_onnx(models["nchw"], spec, tmp_path / "int8", calibration_samples=100,
-                        progress=False, max_drop=10)
+    art = quantize(models["nchw"], spec, tmp_path / "int8", calibration_samples=100,
+                   progress=False, max_drop=10)
     m = art.manifest
     assert m["input"]["layout"] == "NCHW" and m["method"]["params"]["from"] == "onnx"
     assert m["metrics"]["formats"]["model.int8.onnx"]["float_layers"] == []

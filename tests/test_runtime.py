@@ -48,6 +48,54 @@ def test_cpu_runner_matches_keras_and_benchmarks(model_files, runtime):
     assert res["accuracy"] == pytest.approx(float(np.mean(ref.argmax(1) == model_files["y"])))
 
 
+def _timed_output(r):
+    """The first output of the last timed call, read where each runtime left it."""
+    if r.name == "openvino":
+        return r._timed.get_output_tensor(0).data
+    if r.name == "onnxruntime":
+        return r._binding.copy_outputs_to_cpu()[0]
+    return r.interp.get_tensor(r._outs[0]["index"])
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "litert"])
+def test_timed_call_runs_a_private_preset_input(model_files, runtime):
+    """What the benchmark times: the model on an input bound once (a private copy); ``infer``
+    on another batch works after it, and binding again times the preset input again."""
+    x, ref = model_files["x"], model_files["ref"]
+    one = x[:1].copy()
+    with open_runner(runtime, model_files[runtime]) as r:
+        call = r.timed_call(one)
+        one[:] = np.nan                          # the caller's array is not what runs
+        call()
+        call()
+        assert np.max(np.abs(_timed_output(r) - ref[:1])) < 1e-4
+        got = list(r.infer(x[:5]).values())[0]    # another batch after the preset one
+        assert np.max(np.abs(got - ref[:5])) < 1e-4
+        call = r.timed_call(x[1:2])
+        call()
+        assert np.max(np.abs(_timed_output(r) - ref[1:2])) < 1e-4
+        call = r.timed_call(x[:1])
+        call()
+        assert np.max(np.abs(_timed_output(r) - ref[:1])) < 1e-4
+
+
+def test_openvino_own_latency_recorded_beside_wall_clock(model_files):
+    """OpenVINO's ``InferRequest.latency`` of each timed call is taken inside that call, so
+    every percentile of it is at most the wall-clock one; other runtimes record none."""
+    from edgekit.runtime.openvino import OvRunner
+    from edgekit.schemas import RESULT_SCHEMA, check
+    x = model_files["x"]
+    res = measure(OvRunner(model_files["openvino"]), x, batch=1, warmup=3, iterations=40)
+    own, wall = res["runtime_latency_ms"], res["latency_ms"]
+    assert "InferRequest.latency" in res["runtime_latency_source"]
+    assert 0 < own["min"] and all(own[k] <= wall[k] for k in ("min", "p50", "p90", "max"))
+    res.update(target="laptop-cpu")
+    check(res, RESULT_SCHEMA, "results")
+    ort = measure(RUNNERS_CLS("onnxruntime")(model_files["onnxruntime"]), x, warmup=1,
+                  iterations=5)
+    assert ort["runtime_latency_ms"] is None and ort["runtime_latency_source"] is None
+
+
 def RUNNERS_CLS(name):
     from edgekit.runtime import runner_class
     return runner_class(name)

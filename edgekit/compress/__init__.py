@@ -1,7 +1,8 @@
 """Compression methods behind one verb: ``compress(model, method, data, out, **params)``.
 
 Each method is one public function in its own module, registered in :data:`METHODS`
-(a plain dict, ``name -> "module:function"``) and imported only when used.
+(a plain dict, ``name -> "module:function"``) and imported only when used; its options are
+declared once, in :mod:`edgekit.compress.options`.
 
 Example::
 
@@ -13,7 +14,7 @@ Example::
 """
 import importlib
 
-from edgekit.errors import EdgekitError
+from edgekit.compress.options import method_options, table
 
 METHODS = {
     "prune": "edgekit.compress.prune:prune",
@@ -27,10 +28,12 @@ TRAINS = ("prune", "distill")
 
 
 def compress(model, method, data, out, **params):
-    """Run compression ``method`` on ``model`` with ``data``; writes the artifact ``out``."""
-    if method not in METHODS:
-        raise EdgekitError("unknown compression method {!r}; available here: {}".format(
-            method, ", ".join(sorted(METHODS))))
+    """Run compression ``method`` on ``model`` with ``data``; writes the artifact ``out``.
+
+    ``params`` are the method's options (:data:`edgekit.compress.options.OPTIONS`), plus
+    ``force`` and ``progress``; they are converted and checked as the CLI's flags are, with
+    the same message (:func:`edgekit.compress.options.resolve`)."""
+    table(method)  # an unknown method: one clear error
     if method in TRAINS or (method == "quantize" and params.get("qat")):
         from edgekit.onnx_model import refuse_training
         refuse_training(model, method if method in TRAINS else "quantize --qat")
@@ -38,33 +41,5 @@ def compress(model, method, data, out, **params):
     return getattr(importlib.import_module(module), func)(model, data, out, **params)
 
 
-_COMMON = {"epochs", "lr", "batch_size", "seed", "max_drop", "allow_drop", "preprocess"}
-# CLI options each method takes (the command declares them all; one command serves every method)
-METHOD_OPTIONS = {
-    "prune": _COMMON | {"sparsity", "structured", "ratio", "keep", "dense_width", "target_macs"},
-    "quantize": _COMMON | {"precision", "formats", "calibration_samples", "calibration_data",
-                           "io", "onnx_activations", "qat", "target"},
-    "distill": _COMMON | {"student", "width", "depthwise", "resolution", "temperature", "alpha"},
-    "knn-slice": {"cut", "cut_candidates", "k", "prototypes", "dims", "pool", "int8",
-                  "int8_weights", "objective",
-                  "max_bytes", "min_accuracy", "evolve", "strategy", "generations", "population",
-                  "time_budget", "init", "seed", "checkpoint", "executor",
-                  "max_drop", "allow_drop", "preprocess"},
-}
-
-
-def check_params(method, params):
-    """Refuse options that belong to another method (``--sparsity`` with ``--method quantize``)
-    and training hyperparameters Keras would turn into NaN (``--lr nan``, ``--batch-size 0``)."""
-    from edgekit.models import check_training_params
-    check_training_params(lr=params.get("lr"), batch_size=params.get("batch_size"))
-    allowed = METHOD_OPTIONS.get(method)
-    if allowed is None:
-        return
-    bad = sorted(set(params) - allowed)
-    if bad:
-        def flag(name):
-            return "--" + name.replace("_", "-")
-        raise EdgekitError("{} {} not an option of --method {} (its options: {})".format(
-            ", ".join(flag(b) for b in bad), "is" if len(bad) == 1 else "are", method,
-            " ".join(flag(a) for a in sorted(allowed))))
+# CLI options each method takes (derived from the declarations; one command serves every method)
+METHOD_OPTIONS = method_options()

@@ -1,4 +1,4 @@
-"""What prune / quantize / distill share: load the input, measure "before", save "after".
+"""What every compression method shares: load the input, measure "before", write "after".
 
 Every method records, before and after: test accuracy, params, nonzero params, MACs, bytes
 on disk (the Keras file), and the method's params; ``source.model_sha256`` is the input's.
@@ -7,16 +7,27 @@ import gzip
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from edgekit.errors import EdgekitError
 
 
 class Job(object):
-    """The input side of a compression run: data, model, its sha256 and "before" metrics."""
+    """One compression run, input to output: data, model (Keras, or an ONNX file for the
+    methods that run on one), its sha256 and "before" metrics, the accuracy guard, and the
+    artifact it writes (:meth:`save` for a Keras model, :meth:`staging` + :meth:`write` for
+    anything else) -- every method writes through here.
+
+    Example::
+
+        job = Job("out/seed", "digits", "out/x", force=False, method="knn-slice")
+        with job.staging() as tmp:
+            ...                                    # write files into tmp
+            job.write(tmp, "knn-slice", params, metrics, files)
+        art = job.artifact()
+    """
 
     def __init__(self, model, data, out, force, max_drop=None, allow_drop=False,
-                 preprocess=None, method=None):
+                 preprocess=None, method=None, onnx=False):
         from edgekit.adapt import fit_data
         from edgekit.compress.guard import DEFAULT_MAX_DROP, check_max_drop
         from edgekit.data import load_data
@@ -27,6 +38,22 @@ class Job(object):
         self.max_drop_given = max_drop is not None
         self.allow_drop = bool(allow_drop)
         self.method = method
+        self.out, self.force = out, force
+        self._before = None
+        self._guard = None
+        ds = data if hasattr(data, "x_train") else None
+        self.onnx = None
+        if onnx:                                   # the ONNX file is the model: no Keras
+            from edgekit.data import file_sha256
+            from edgekit.onnx_model import fit_data_to_onnx, inspect_onnx, onnx_source
+            self.model_path, self.model = onnx_source(model), None
+            self.onnx = inspect_onnx(self.model_path)
+            self.ds = fit_data_to_onnx(self.onnx, ds or load_data(data), what=str(self.model_path),
+                                       preprocess=preprocess, say=_say_stderr)
+            self.output = self.onnx["output"]
+            self.sha = file_sha256(self.model_path)
+            self.source_model = model
+            return
         if model is not None and not hasattr(model, "layers") and str(model).endswith(".onnx") \
                 and method in TRAINING_METHODS:
             raise EdgekitError("{} is an ONNX model and {} needs to train it: give the Keras model "
@@ -34,14 +61,12 @@ class Job(object):
                                "which run on ONNX".format(model, TRAINING_METHODS[method]))
         self.model_path = Path(model) if not hasattr(model, "layers") else None
         self.model = load_model(model) if self.model_path is not None else model
-        ds = data if hasattr(data, "x_train") else load_data(data)
-        self.ds = fit_data(ds, self.model, preprocess=preprocess, say=_say_stderr)
+        self.source_model = self.model_path
+        self.ds = fit_data(ds or load_data(data), self.model, preprocess=preprocess,
+                           say=_say_stderr)
         check_model_fits(self.model, self.ds)
         self.output = output_convention(self.model)
         self.sha = model_sha256(self.model_path) if self.model_path is not None else None
-        self.out, self.force = out, force
-        self._before = None
-        self._guard = None
 
     @property
     def guard(self):
@@ -70,24 +95,58 @@ class Job(object):
 
     @property
     def source(self):
-        return {"model_sha256": self.sha, "model": str(self.model_path) if self.model_path else None,
+        return {"model_sha256": self.sha,
+                "model": str(self.source_model) if self.source_model is not None else None,
                 "data": self.ds.spec, "data_sha256": self.ds.fingerprint()}
 
     def before(self):
-        """Metrics of the input model (test accuracy, params, nonzero, MACs, bytes, gzip bytes)."""
+        """Metrics of the input model (test and validation accuracy, params, bytes; a Keras
+        model also nonzero params, MACs, gzip bytes)."""
         if self._before is None:
-            self._before = keras_figures(self.model, self.ds, self.keras_file())
+            if self.onnx is not None:
+                from edgekit.onnx_model import onnx_accuracy
+                layout = self.onnx["layout"]
+                self._before = {
+                    "accuracy": onnx_accuracy(self.model_path, self.ds.x_test, self.ds.y_test,
+                                              layout),
+                    "val_accuracy": onnx_accuracy(self.model_path, self.ds.x_val, self.ds.y_val,
+                                                  layout),
+                    "params": self.onnx["params"], "bytes": bytes_on_disk(self.model_path)}
+            else:
+                self._before = keras_figures(self.model, self.ds, self.keras_file())
         return self._before
+
+    def input_bytes(self):
+        """Bytes on disk of the model to compress; None for an in-memory model."""
+        path = self.model_path if self.onnx is not None else self.keras_file()
+        return None if path is None else bytes_on_disk(path)
 
     def keras_file(self):
         """The input's Keras file on disk (artifact's model, the .h5 itself) or None."""
-        p = self.model_path
-        if p is None:
-            return None
-        if p.is_dir() and (p / "manifest.json").exists():
-            from edgekit.artifact import Artifact
-            return Artifact.open(p, verify=False).keras_path()
-        return p
+        return None if self.model_path is None else keras_file_of(self.model_path)
+
+    def staging(self):
+        """The staging dir of the artifact (renamed to ``out`` when the block succeeds, removed
+        when it fails): nothing half-written."""
+        from edgekit.artifact import staging
+        return staging(self.out, force=self.force)
+
+    def write(self, tmp, method, params, metrics, files, input_spec=None, output=None, **more):
+        """The manifest of the compressed artifact staged in ``tmp``: method and params, source,
+        input (default: the data's), classes, output convention, ``metrics`` and ``files``
+        (and any ``more`` top-level keys)."""
+        from edgekit.artifact import new_manifest, write_manifest
+        manifest = new_manifest("compressed", method, params, self.source,
+                                input_spec or self.ds.input_spec(), self.ds.classes, metrics)
+        manifest["output"] = output or {"convention": self.output}
+        manifest["files"].update(files)
+        manifest.update(more)
+        write_manifest(tmp, manifest)
+        return manifest
+
+    def artifact(self):
+        from edgekit.artifact import Artifact
+        return Artifact.open(self.out)
 
     def save(self, model, method, params, extra_metrics=None, extra_files=None, guard=None):
         """Write the compressed Keras model as an artifact with before/after metrics (and the
@@ -101,6 +160,15 @@ class Job(object):
                                    force=self.force, extra_metrics=metrics, extra_files=extra_files)
 
 
+def keras_file_of(path):
+    """The Keras file behind a model path: an artifact dir's model, else the path itself."""
+    p = Path(path)
+    if p.is_dir() and (p / "manifest.json").exists():
+        from edgekit.artifact import Artifact
+        return Artifact.open(p, verify=False).keras_path()
+    return p
+
+
 def keras_figures(model, ds, path=None):
     """accuracy / params / nonzero params / MACs / bytes (+ gzip bytes) of a Keras model."""
     from edgekit.models import count_macs, count_nonzero_params, count_params, keras_accuracy
@@ -109,38 +177,23 @@ def keras_figures(model, ds, path=None):
            "params": count_params(model), "nonzero_params": count_nonzero_params(model),
            "macs": count_macs(model)}
     if path is not None:
-        path = Path(path)
-        if path.is_file():
-            fig["bytes"] = int(path.stat().st_size)
+        fig["bytes"] = bytes_on_disk(path)
+        if Path(path).is_file():
             fig["gzip_bytes"] = gzip_size(path)
-        else:
-            fig["bytes"] = int(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()))
     return fig
+
+
+def bytes_on_disk(path):
+    """Bytes of a file, or of every file under a directory (a SavedModel)."""
+    path = Path(path)
+    if path.is_file():
+        return int(path.stat().st_size)
+    return int(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()))
 
 
 def gzip_size(path):
     """Bytes of the file after gzip -9 (what sparsity buys on disk / over the wire)."""
     return len(gzip.compress(Path(path).read_bytes(), 9))
-
-
-def check_epochs(epochs):
-    if epochs is None or int(epochs) < 0:
-        raise EdgekitError("--epochs must be >= 0")
-    return int(epochs)
-
-
-def calibration_images(ds, samples, model_shape, seed=0):
-    """``samples`` images drawn (seeded) from the TRAINING split; refuses a shape mismatch."""
-    samples = int(samples)
-    if samples < 1:
-        raise EdgekitError("--calibration-samples must be >= 1")
-    x = ds.x_train
-    if tuple(x.shape[1:]) != tuple(model_shape):
-        raise EdgekitError("calibration data {} has images of shape {} but the model expects {}"
-                           .format(ds.spec, tuple(x.shape[1:]), tuple(model_shape)))
-    rs = np.random.RandomState(seed)
-    k = min(samples, len(x))
-    return np.ascontiguousarray(x[np.sort(rs.choice(len(x), k, replace=False))], dtype=np.float32)
 
 
 def printer(progress):

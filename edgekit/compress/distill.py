@@ -19,13 +19,14 @@ Example::
 """
 import numpy as np
 
-from edgekit.compress._common import Job, check_epochs, printer
+from edgekit.compress._common import Job, printer
+from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
 
-def distill(model, data, out, student=None, width=None, depthwise=False, resolution=None,
-            temperature=4.0, alpha=0.1, epochs=None, lr=1e-3, batch_size=None, seed=0,
-            max_drop=None, allow_drop=False, preprocess=None, force=False, progress=True):
+@declared("distill")
+def distill(model, data, out, *, student, width, depthwise, resolution, temperature, alpha, epochs,
+            lr, batch_size, seed, max_drop, allow_drop, preprocess, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
@@ -34,24 +35,14 @@ def distill(model, data, out, student=None, width=None, depthwise=False, resolut
     in optimizer steps (``epochs`` caps it) and stops once the student's validation accuracy
     is within ``max_drop`` points of the teacher's; a student that cannot get there is not
     written (GuardFailed) unless ``allow_drop``.
+    Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit._tf import set_seed
     from edgekit.compress.guard import DISTILL_STEPS, epoch_cap
-    from edgekit.models import ARCHS, build, check_training_params, count_params
-    epochs = None if epochs is None else check_epochs(epochs)
-    check_training_params(epochs, lr, batch_size, min_epochs=0)
+    from edgekit.models import ARCHS, build, count_params
     if epochs is not None and epochs < 1:
         raise EdgekitError("distillation trains the student: --epochs must be >= 1")
-    if width is not None and not 0.0 < float(width) <= 1.0:
-        raise EdgekitError("--width must be in (0, 1], got {}".format(width))
-    if float(temperature) <= 0:
-        raise EdgekitError("--temperature must be > 0, got {}".format(temperature))
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise EdgekitError("--alpha (weight of the hard-label loss) must be in [0, 1], got {}"
-                           .format(alpha))
-    if resolution is not None and not 0.0 < float(resolution) <= 1.0:
-        raise EdgekitError("--resolution must be in (0, 1], got {}".format(resolution))
     if student is not None and student not in ARCHS:
         raise EdgekitError("unknown student {!r}; choose one of: {} (or derive one with --width "
                            "/ --depthwise)".format(student, ", ".join(sorted(ARCHS))))

@@ -63,7 +63,8 @@ def _acc(out, y):
 def _subset(x, y, n, seed=0):
     if len(x) <= n:
         return x.astype(np.float32), y
-    idx = np.sort(np.random.RandomState(seed).choice(len(x), n, replace=False))
+    from edgekit.calibration import seeded_rows
+    idx = seeded_rows(len(x), n, seed)
     return x[idx].astype(np.float32), y[idx]
 
 

@@ -43,16 +43,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
-from edgekit.compress.knn_cuts import CANDIDATE_SETS, candidate_cuts, flatten_nested, head_start
-from edgekit.compress.knn_search import (DEFAULT_K, OBJECTIVES, VAL_SAMPLES, head_options,
+from edgekit.artifact import describe_file
+from edgekit.compress._common import Job, bytes_on_disk, keras_file_of
+from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested, head_start
+from edgekit.compress.options import declared
+from edgekit.compress.knn_search import (DEFAULT_K, VAL_SAMPLES, head_options,
                                          pick, search_cut)
 from edgekit.errors import EdgekitError
 
 ONNX_FILE = "model.onnx"
 TRUNK_FILE = "trunk.h5"
 SWEEP_FILE = "sweep.json"
-NO_LIMIT = "none"
+OUTPUTS = ("class_id", "scores")      # the graph's outputs: the class index and its k-NN votes
 
 __all__ = ["knn_slice", "candidate_cuts", "resolve_cut", "pick_cut", "input_bytes"]
 
@@ -95,56 +97,32 @@ def input_bytes(model):
     None for an in-memory model."""
     if hasattr(model, "layers"):
         return None
-    p = Path(model)
-    if p.is_dir() and (p / "manifest.json").exists():
-        p = Artifact.open(p, verify=False).keras_path()
-    if p.is_file():
-        return int(p.stat().st_size)
-    return int(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()))
+    return bytes_on_disk(keras_file_of(model))
 
 
-def _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction,
-                cut_candidates, val_samples):
-    if objective not in OBJECTIVES:
-        raise EdgekitError("--objective must be one of {}, got {!r}".format(
-            ", ".join(OBJECTIVES), objective))
-    if cut_candidates not in CANDIDATE_SETS:
-        raise EdgekitError("--cut-candidates must be one of {}, got {!r}".format(
-            ", ".join(CANDIDATE_SETS), cut_candidates))
-    mb = None if isinstance(max_bytes, str) and max_bytes.strip().lower() == NO_LIMIT \
-        else max_bytes
-    for name, v in (("--k", k), ("--prototypes", prototypes), ("--dims", dims),
-                    ("--max-bytes", mb), ("val_samples", val_samples)):
-        low = 0 if name == "--dims" else 1
-        if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
-                              or v < low):
-            raise EdgekitError("{} must be an integer >= {}{}, got {!r}".format(
-                name, low, " or 'none'" if name == "--max-bytes" else "", v))
-    if min_accuracy is not None and not 0.0 <= float(min_accuracy) <= 1.0:
-        raise EdgekitError("--min-accuracy must be in 0..1, got {!r}".format(min_accuracy))
-    if reduction not in (None, "all", "kmeans", "cnn"):
-        raise EdgekitError("reduction must be all, kmeans or cnn, got {!r}".format(reduction))
+def _check_args(prototypes, reduction):
+    """What the declarations (:mod:`edgekit.compress.options`) cannot check one by one."""
     if prototypes is not None and reduction in ("all", "cnn"):
         raise EdgekitError("--prototypes needs reduction 'kmeans' (got {!r})".format(reduction))
 
 
-def _budget(max_bytes, model):
+def _budget(max_bytes, job):
     """(bytes or None, where it came from)."""
     if isinstance(max_bytes, str):
         return None, "none (--max-bytes none)"
     if max_bytes is not None:
         return int(max_bytes), "--max-bytes"
-    size = input_bytes(model)
+    size = job.input_bytes()
     if size is None:
         return None, "none (in-memory model)"
     return size, "input model bytes"
 
 
-def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, pool=None,
-              objective="accuracy", max_bytes=None, min_accuracy=None, evolve=None, force=False,
-              progress=True, int8=None, weights="uniform", reduction=None, ref_samples=None,
-              int8_weights=False, cut_candidates="blocks", val_samples=VAL_SAMPLES,
-              max_drop=None, allow_drop=False, preprocess=None, **evolve_params):
+@declared("knn-slice")
+def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_weights, objective,
+              max_bytes, cut_candidates, min_accuracy, evolve, weights, reduction, ref_samples,
+              val_samples, max_drop, allow_drop, preprocess, force=False, progress=True,
+              **evolve_params):
     """Slice ``model`` at ``cut``, fit a k-NN head, write ONE ONNX graph artifact to ``out``.
 
     ``model``: artifact dir, .h5/.keras, SavedModel dir, or an ONNX file from any framework
@@ -159,39 +137,32 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
     stored as int8. ``ref_samples``: cap on the training vectors used as references (seeded).
     ``val_samples``: validation images scoring the search (seeded, stratified). ``evolve``:
     ``cma``/``pso`` to evolve the trunk weights after the cut is chosen (Keras models;
-    ``edgekit.compress.evolve.evolve_trunk``; ``evolve_params`` are passed on).
+    ``edgekit.compress.evolve.evolve_trunk``; the evolution options given,
+    :data:`edgekit.compress.options.EVOLVE_PARAMS`, are passed on).
     The accuracy guard: the chosen configuration's validation accuracy may be at most
     ``max_drop`` points (default 1.0) below the input model's, else nothing is written
     (:class:`~edgekit.compress.guard.GuardFailed`) unless ``allow_drop``.
+    Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
-    from edgekit.compress._common import _say_stderr
-    from edgekit.compress.guard import DEFAULT_MAX_DROP, check_max_drop
     from edgekit.compress.knn_features import stratified_subsample
     from edgekit.compress.knn_head import threadpools
-    from edgekit.compress.knn_onnx import parse_pool
-    from edgekit.data import load_data
     from edgekit.images import take
     from edgekit.onnx_model import onnx_source
 
-    _check_args(k, prototypes, dims, objective, max_bytes, min_accuracy, reduction,
-                cut_candidates, val_samples)
-    max_drop = check_max_drop(DEFAULT_MAX_DROP if max_drop is None else max_drop)
-    if Path(out).exists() and not force:
-        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
+    _check_args(prototypes, reduction)
+    evolve_params = {n: v for n, v in evolve_params.items() if v is not None}
+    val_samples = VAL_SAMPLES if val_samples is None else val_samples
     src = None if hasattr(model, "layers") else onnx_source(model)
     if src is not None and evolve:
         raise EdgekitError("{} is an ONNX model and --evolve retrains the trunk's kernels, which "
                            "needs the Keras model (.h5/.keras/SavedModel): drop --evolve".format(model))
-    parse_pool(pool)
-    ds = data if hasattr(data, "x_train") else load_data(data)
+    job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
+              preprocess=preprocess, method="knn-slice", onnx=src is not None)
     say = _printer(progress)
-    if src is not None:
-        subject = _OnnxSubject(src, ds, preprocess, cut, cut_candidates)
-    else:
-        subject = _KerasSubject(model, ds, preprocess, cut, cut_candidates)
-    ds = subject.ds
-    budget, budget_source = _budget(max_bytes, src if src is not None else model)
+    subject = (_OnnxSubject if src is not None else _KerasSubject)(job, cut, cut_candidates)
+    ds = job.ds
+    budget, budget_source = _budget(max_bytes, job)
     t0 = time.time()
 
     ref_idx = stratified_subsample(ds.y_train, ref_samples)
@@ -250,9 +221,7 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
             res = _search(KerasCuts(trunk, [last], int8_weights, tmpdir, say,
                                     labels={last: (c["layer"], c["index"])}),
                           x_ref, y_ref, x_val, y_val, tmpdir, say, **setting)
-        from edgekit.compress.guard import Guard
-        guard = Guard(subject.val_accuracy(), max_drop, allow_drop, samples=len(ds.y_val))
-        art = _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard,
+        art = _build(res, subject, job, y_ref, say, tmpdir, cut, logbook,
                      dict(setting, budget_source=budget_source, k=k, prototypes=prototypes,
                           dims=dims, int8=int8, reduction=reduction, evolve=evolve,
                           evolve_params=evolve_params, cut_candidates=cut_candidates,
@@ -264,16 +233,11 @@ def knn_slice(model, data, out, cut="auto", k=None, prototypes=None, dims=None, 
 
 
 class _KerasSubject(object):
-    """A Keras model to slice: data fitted to it, its candidate cuts (layer indices)."""
+    """A Keras model to slice (``job.model``, nested models flattened): its candidate cuts
+    (layer indices)."""
 
-    def __init__(self, model, ds, preprocess, cut, which):
-        from edgekit.adapt import fit_data
-        from edgekit.compress._common import _say_stderr
-        from edgekit.models import check_model_fits, load_model
-        self.path = None if hasattr(model, "layers") else model
-        self.net = flatten_nested(model if hasattr(model, "layers") else load_model(model))
-        self.ds = fit_data(ds, self.net, preprocess=preprocess, say=_say_stderr)
-        check_model_fits(self.net, self.ds)
+    def __init__(self, job, cut, which):
+        self.job, self.net = job, flatten_nested(job.model)
         if cut in (None, "auto"):
             self.cands = candidate_cuts(self.net, which)
             if not self.cands:
@@ -288,35 +252,19 @@ class _KerasSubject(object):
     def cuts_of(self, int8_weights, tmpdir, say):
         return KerasCuts(self.net, self.cands, int8_weights, tmpdir, say)
 
-    def accuracy(self, x, y):
-        from edgekit.models import keras_accuracy
-        return keras_accuracy(self.net, x, y)
-
-    def val_accuracy(self):
-        return self.accuracy(self.ds.x_val, self.ds.y_val)
-
     def input_spec(self):
-        return self.ds.input_spec()
-
-    def sha256(self):
-        from edgekit.models import model_sha256
-        return model_sha256(self.path) if self.path is not None else None
+        return self.job.ds.input_spec()
 
 
 class _OnnxSubject(object):
-    """An ONNX model to slice: data fitted to it (its layout, size, channels), its
-    candidate cuts (tensors, :mod:`edgekit.compress.knn_onnx_cuts`)."""
+    """An ONNX model to slice (``job.onnx``: the data already fitted to its layout, size,
+    channels): its candidate cuts (tensors, :mod:`edgekit.compress.knn_onnx_cuts`)."""
 
-    def __init__(self, path, ds, preprocess, cut, which):
+    def __init__(self, job, cut, which):
         import onnx
-        from edgekit.compress._common import _say_stderr
         from edgekit.compress.knn_onnx_cuts import onnx_candidates, resolve_onnx_cut
-        from edgekit.onnx_model import fit_data_to_onnx, inspect_onnx
-        self.path = Path(path)
-        self.facts = inspect_onnx(self.path)
-        self.ds = fit_data_to_onnx(self.facts, ds, what=str(path), preprocess=preprocess,
-                                   say=_say_stderr)
-        self.model = _opset_checked(onnx.load(str(self.path)), path)
+        self.job, self.facts, path = job, job.onnx, job.model_path
+        self.model = _opset_checked(onnx.load(str(path)), path)
         cands = onnx_candidates(self.model, which)
         if cut in (None, "auto"):
             if not cands:
@@ -333,20 +281,9 @@ class _OnnxSubject(object):
     def cuts_of(self, int8_weights, tmpdir, say):
         return OnnxCuts(self.model, self.cands, self.facts["layout"], int8_weights, say)
 
-    def accuracy(self, x, y):
-        from edgekit.onnx_model import onnx_accuracy
-        return onnx_accuracy(self.path, x, y, self.facts["layout"])
-
-    def val_accuracy(self):
-        return self.accuracy(self.ds.x_val, self.ds.y_val)
-
     def input_spec(self):
         from edgekit.onnx_model import input_spec
-        return input_spec(self.facts, self.ds)
-
-    def sha256(self):
-        from edgekit.data import file_sha256
-        return file_sha256(self.path)
+        return input_spec(self.facts, self.job.ds)
 
 
 def _opset_checked(model, path):
@@ -573,13 +510,14 @@ def _stream_transform(trunk, reducer, x, batch=128):
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard, setting):
-    """Fit the chosen configuration, check it against the accuracy ``guard``, build its ONE
-    graph, measure it, write the artifact."""
+def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
+    """Fit the chosen configuration, check it against the job's accuracy guard, build its ONE
+    graph, measure it, write the artifact through ``job``."""
     from edgekit.compress.knn_head import clone_fitted
     from edgekit.compress.knn_onnx import FeatureReducer, build_knn_graph, pool_name
     from edgekit.onnx_model import to_model_layout
     from edgekit.runtime.ort import OrtRunner
+    ds = job.ds
     c = res["chosen"]
     j, i = res["cut_of"][c["index"]]
     cf, info = res["feats"][i], res["info"][i]
@@ -597,13 +535,14 @@ def _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard
         c["layer"], c["trunk_params"], _describe(c), c["bytes"]))
     val_acc = float(np.mean(head.predict(_stream_transform(trunk, reducer, ds.x_val))
                             == ds.y_val))
-    guard_record = guard.check(val_acc, "knn-slice", [
+    guard_record = job.guard.check(val_acc, "knn-slice", [
         "a larger --max-bytes", "--cut-candidates all", "--objective accuracy"])
     py_pred = head.predict_index(_stream_transform(trunk, reducer, ds.x_test))
-    before_test = subject.accuracy(ds.x_test, ds.y_test)
+    before = job.before()
     layout = getattr(subject, "facts", {}).get("layout")
     budget = setting["budget"]
-    with staging(out, force=force) as tmp:
+    files = {}
+    with job.staging() as tmp:
         parts = build_knn_graph(None, reducer, head, tmp / ONNX_FILE, trunk_onnx=info["sub"],
                                 int8_weights=int8_weights)
         if budget is not None and parts["total"] > budget:
@@ -645,7 +584,7 @@ def _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard
             "val_accuracy": val_acc,
             "val_accuracy_search": c["val_accuracy"],
             "guard": guard_record,
-            "before": {"accuracy": before_test, "val_accuracy": guard.base_val},
+            "before": before,
             "params": int(c["trunk_params"]),
             "trunk_params": int(c["trunk_params"]),
             "prototypes": int(head.n_prototypes_),
@@ -658,50 +597,45 @@ def _build(res, subject, ds, out, force, y_ref, say, tmpdir, cut, logbook, guard
                             "prototypes_labels": parts["prototypes_labels"],
                             "graph_overhead": parts["total"] - parts["trunk_weights"]
                             - parts["reduction"] - parts["prototypes_labels"]},
-            "input_bytes": input_bytes(subject.path) if subject.path is not None else None,
+            "input_bytes": job.input_bytes(),
             "latency_ms_p50_ort_cpu_b1": latency,
             "search_seconds": round(setting["seconds"], 1),
             "sweep": res["sweep"],
         }
-        source = {"model_sha256": subject.sha256(), "data": ds.spec,
-                  "data_sha256": ds.fingerprint()}
-        manifest = new_manifest("compressed", "knn-slice", params, source, subject.input_spec(),
-                                ds.classes, metrics)
-        manifest["outputs"] = ["class_id", "scores"]
-        manifest["files"][ONNX_FILE] = describe_file(
+        files[ONNX_FILE] = describe_file(
             tmp / ONNX_FILE, "onnx", "fp32", opset=parts["opset"], inference=True,
             prototypes_precision="int8" if c["int8"] else "fp32")
         if (tmp / TRUNK_FILE).exists():
-            manifest["files"][TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32",
-                                                          inference=False, role="trunk")
+            files[TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32", inference=False,
+                                              role="trunk")
         grid = sorted(res["rows"], key=lambda r: (r["index"], -r["val_accuracy"], r["bytes"]))
         (tmp / SWEEP_FILE).write_text(json.dumps({
             "objective": setting["objective"], "budget": budget, "chosen": c,
             "sweep": res["sweep"], "configs": grid}, indent=1, default=_jsonable) + "\n")
-        manifest["files"][SWEEP_FILE] = describe_file(tmp / SWEEP_FILE, "json", "fp32",
-                                                      inference=False)
+        files[SWEEP_FILE] = describe_file(tmp / SWEEP_FILE, "json", "fp32", inference=False)
         if logbook is not None:
-            _write_logbook(tmp, manifest, logbook)
-        write_manifest(tmp, manifest)
-    art = Artifact.open(out)
+            _write_logbook(tmp, files, logbook)
+        job.write(tmp, "knn-slice", params, metrics, files, input_spec=subject.input_spec(),
+                  output={"names": list(OUTPUTS), "convention": "class_id"},
+                  outputs=list(OUTPUTS))
+    art = job.artifact()
     say("knn-slice -> {}: test accuracy {:.2%} (onnx) / {:.2%} (python), agreement {:.2%}, "
-        "{:,} bytes (predicted {:,})".format(out, test_acc_onnx, test_acc_py, agreement,
+        "{:,} bytes (predicted {:,})".format(job.out, test_acc_onnx, test_acc_py, agreement,
                                              parts["total"], c["bytes"]))
     return art
 
 
-def _write_logbook(tmp, manifest, logbook):
+def _write_logbook(tmp, files, logbook):
     png = logbook.get("plot_png") if isinstance(logbook, dict) else None
     book = {kk: v for kk, v in logbook.items() if kk != "plot_png"} if isinstance(logbook, dict) \
         else logbook
     (tmp / "logbook.json").write_text(json.dumps(book, indent=2, default=_jsonable) + "\n")
-    manifest["files"]["logbook.json"] = describe_file(tmp / "logbook.json", "json", "fp32",
-                                                      inference=False)
+    files["logbook.json"] = describe_file(tmp / "logbook.json", "json", "fp32", inference=False)
     if png:
         data = png if isinstance(png, (bytes, bytearray)) else Path(png).read_bytes()
         (tmp / "convergence.png").write_bytes(data)
-        manifest["files"]["convergence.png"] = describe_file(tmp / "convergence.png", "png",
-                                                             "fp32", inference=False)
+        files["convergence.png"] = describe_file(tmp / "convergence.png", "png", "fp32",
+                                                 inference=False)
 
 
 def _jsonable(v):

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.compress._common import Job, check_epochs, fine_tune, gzip_size, printer
+from edgekit.compress._common import Job, fine_tune, gzip_size, printer
+from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
 PRUNABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Conv1D")
@@ -40,9 +41,9 @@ NO_LATENCY_NOTE = ("note: unstructured sparsity alone saves no latency - the ker
                    "(gzip). For speed, remove channels: --structured.")
 
 
-def prune(model, data, out, sparsity=None, structured=False, ratio=None, keep=None,
-          dense_width=None, target_macs=None, epochs=None, lr=None, batch_size=None, seed=0,
-          max_drop=None, allow_drop=False, preprocess=None, force=False, progress=True):
+@declared("prune")
+def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, target_macs, epochs,
+          lr, batch_size, seed, max_drop, allow_drop, preprocess, force=False, progress=True):
     """Prune ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
 
     Unstructured (default, ``sparsity`` in (0, 1), default 0.8); ``structured=True`` removes
@@ -53,12 +54,10 @@ def prune(model, data, out, sparsity=None, structured=False, ratio=None, keep=No
     Fine-tuning on the training split is budgeted in optimizer steps (``epochs`` caps it) and
     stops once validation accuracy is back within ``max_drop`` points (default 1.0) of the
     input's; over it, nothing is written (GuardFailed) unless ``allow_drop``.
+    Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit._tf import set_seed
-    from edgekit.models import check_training_params
-    epochs = None if epochs is None else check_epochs(epochs)
-    check_training_params(epochs, lr, batch_size, min_epochs=0)
     reshape = bool(structured) or dense_width is not None
     if sparsity is not None and reshape:
         raise EdgekitError("--sparsity is for unstructured pruning; with --structured / "
@@ -67,20 +66,10 @@ def prune(model, data, out, sparsity=None, structured=False, ratio=None, keep=No
         raise EdgekitError("--ratio/--keep/--target-macs need --structured")
     if sparsity is None and not reshape:
         sparsity = 0.8
-    if sparsity is not None and not 0.0 < float(sparsity) < 1.0:
-        raise EdgekitError("--sparsity must be between 0 and 1 (exclusive), got {}".format(sparsity))
     if sum(v is not None for v in (ratio, keep, target_macs)) > 1:
         raise EdgekitError("give one of --ratio, --keep or --target-macs, not several")
-    if target_macs is not None and not 0.0 < float(target_macs) < 1.0:
-        raise EdgekitError("--target-macs (fraction of the original MACs to keep) must be "
-                           "between 0 and 1 (exclusive), got {}".format(target_macs))
     if structured and ratio is None and keep is None and target_macs is None:
         ratio = 0.5
-    if ratio is not None and not 0.0 < float(ratio) < 1.0:
-        raise EdgekitError("--ratio (fraction of filters removed) must be between 0 and 1 "
-                           "(exclusive), got {}".format(ratio))
-    if dense_width is not None and int(dense_width) < 1:
-        raise EdgekitError("--dense-width must be >= 1, got {}".format(dense_width))
     keep = parse_keep(keep)
     job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
               preprocess=preprocess, method="prune")

@@ -30,18 +30,22 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.compress._common import Job, calibration_images, check_epochs, fine_tune, printer
+from edgekit.calibration import calibration_set
+from edgekit.compress._common import Job, fine_tune, printer
+from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
 FORMATS = ("tflite", "onnx", "openvino")
+ONNX_MODEL_FORMATS = ("onnx", "openvino")      # what an ONNX model (no Keras) is quantized to
+FORMAT_NAMES = {"tflite": "TFLite", "onnx": "ONNX", "openvino": "OpenVINO IR"}
 RUNTIME = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}
 ONNX_OPSET = 13
 
 
-def quantize(model, data, out, precision="int8", formats=None, calibration_samples=200,
-             calibration_data=None, io="float", qat=False, epochs=None, lr=1e-4, batch_size=None,
-             target=None, onnx_activations="uint8", per_channel=True, seed=0, max_drop=None,
-             allow_drop=False, preprocess=None, force=False, progress=True):
+@declared("quantize")
+def quantize(model, data, out, *, precision, formats, calibration_samples, calibration_data, io,
+             qat, epochs, lr, batch_size, target, onnx_activations, per_channel, seed, max_drop,
+             allow_drop, preprocess, force=False, progress=True):
     """Quantize ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
 
     ``precision``: int8 (default) or fp16. ``formats``: any of tflite, onnx, openvino (default:
@@ -50,6 +54,7 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
     Every written file is run by its runtime on the validation split: one that loses more than
     ``max_drop`` points (default 1.0) fails the whole run closed (GuardFailed, nothing written)
     unless ``allow_drop``. Returns the written :class:`~edgekit.artifact.Artifact`.
+    Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     An ONNX model (a bare ``.onnx`` or an imported one) goes to
     :func:`edgekit.compress.quantize_onnx.quantize_onnx` (no tensorflow).
     """
@@ -63,18 +68,11 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                              seed=seed, max_drop=max_drop, allow_drop=allow_drop,
                              preprocess=preprocess, force=force, progress=progress)
     from edgekit._tf import set_seed
-    if precision not in ("int8", "fp16"):
-        raise EdgekitError("--precision must be int8 or fp16 (fp32 is the model you have)")
     if target is not None:
         _check_target(target, precision)
-    if io not in ("float", "int8"):
-        raise EdgekitError("--io must be float or int8 (TFLite input/output type)")
-    if onnx_activations not in ("uint8", "int8"):
-        raise EdgekitError("--onnx-activations must be uint8 or int8")
     if qat and precision != "int8":
         raise EdgekitError("--qat trains for int8: drop --precision fp16")
-    fmts = _formats(formats, qat, precision)
-    epochs = None if epochs is None else check_epochs(epochs)
+    fmts = check_formats(formats, precision, qat)
     if qat and epochs is not None and epochs < 1:
         raise EdgekitError("--qat needs fine-tuning: --epochs must be >= 1")
     job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
@@ -83,14 +81,8 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
     net = job.model
     rep = None
     if precision == "int8":
-        cal = job.ds
-        if calibration_data is not None:
-            from edgekit.adapt import data_for
-            from edgekit.data import load_data
-            cal = calibration_data if hasattr(calibration_data, "x_train") \
-                else load_data(calibration_data)
-            cal = data_for(cal, job.ds.input_spec())
-        rep = calibration_images(cal, calibration_samples, net.input_shape[1:], seed)
+        cal, rep = calibration_set(job.ds, calibration_data, calibration_samples,
+                                   net.input_shape[1:], seed)
     before = job.before()
     set_seed(seed)
     if qat:
@@ -99,10 +91,8 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
         epochs = epoch_cap(len(job.ds.x_train), batch_size, epochs)
         net = _qat(net, job, epochs, lr, batch_size, progress, say)
 
-    from edgekit.artifact import describe_file, new_manifest, staging, write_manifest
-    from edgekit.artifact import Artifact
     files, figures = {}, {}
-    with staging(out, force=force) as tmp, tempfile.TemporaryDirectory() as work:
+    with job.staging() as tmp, tempfile.TemporaryDirectory() as work:
         work = Path(work)
         float_onnx = None
         if "onnx" in fmts or "openvino" in fmts:
@@ -140,7 +130,8 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                     extra.update(calibration=search, float_layers=search["float_layers"])
                 else:
                     _openvino(float_onnx, tmp / name, precision, rep)
-            acc, val_acc, io_names = _measure(RUNTIME[fmt], tmp / name, job.ds)
+            (acc, val_acc), io_names = measure_file(RUNTIME[fmt], tmp / name, [
+                (job.ds.x_test, job.ds.y_test), (job.ds.x_val, job.ds.y_val)])
             add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep,
                           job.guard, say)
         primary = [n for n in files if files[n].get("inference")][0]
@@ -170,14 +161,11 @@ def quantize(model, data, out, precision="int8", formats=None, calibration_sampl
                   "seed": seed, "target": target}
         if qat:
             params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size})
-        manifest = new_manifest("compressed", "quantize", params, job.source,
-                                job.ds.input_spec(), job.ds.classes, metrics)
-        manifest["output"] = {"convention": job.output}
+        input_spec = job.ds.input_spec()
         if io == "int8" and "tflite" in fmts and precision == "int8":
-            manifest["input"]["tflite_dtype"] = "int8"
-        manifest["files"] = files
-        write_manifest(tmp, manifest)
-    return Artifact.open(out)
+            input_spec["tflite_dtype"] = "int8"
+        job.write(tmp, "quantize", params, metrics, files, input_spec=input_spec)
+    return job.artifact()
 
 
 def add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep, guard,
@@ -213,21 +201,26 @@ def _check_target(target, precision):
             "fp16" if "fp16" in t["precisions"] else t["precisions"][0]))
 
 
-def _formats(formats, qat, precision):
+def check_formats(formats, precision, qat=False, onnx_model=False):
+    """The formats to write (``formats`` as declared: a list of names, or None for every one
+    this model and precision allow); one clear error for a combination that cannot be made."""
+    allowed = ONNX_MODEL_FORMATS if onnx_model else FORMATS
     if formats is None:
-        formats = ["tflite"] if qat else list(FORMATS)
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    formats = [f.lower() for f in formats]
-    bad = [f for f in formats if f not in FORMATS]
+        formats = ["tflite"] if qat else [f for f in allowed if precision == "int8" or f != "onnx"]
+    if onnx_model and "tflite" in formats:
+        raise EdgekitError("TFLite needs the Keras model (there is no ONNX->TFLite converter "
+                           "here): an ONNX model is quantized with --formats onnx,openvino")
+    bad = [f for f in formats if f not in allowed]
     if bad or not formats:
         raise EdgekitError("unknown quantize format {!r}; choose from: {}".format(
-            ",".join(bad), ", ".join(FORMATS)))
+            ",".join(bad), ", ".join(allowed)))
     if qat and formats != ["tflite"]:
         raise EdgekitError("--qat writes int8 TFLite only (--formats tflite)")
     if precision == "fp16" and "onnx" in formats:
-        raise EdgekitError("fp16 is written as TFLite and OpenVINO IR (no float16 ONNX converter "
-                           "installed here): use --formats tflite,openvino")
+        others = [f for f in allowed if f != "onnx"]
+        raise EdgekitError("fp16 is written as {} (no float16 ONNX converter installed here): use "
+                           "--formats {}".format(" and ".join(FORMAT_NAMES[f] for f in others),
+                                                 ",".join(others)))
     return list(dict.fromkeys(formats))
 
 
@@ -285,17 +278,16 @@ def _openvino(float_onnx, xml, precision, rep):
     to_openvino(float_onnx, xml, fp16=True)
 
 
-def _measure(runtime, path, ds):
-    """Test and validation accuracy of a quantized file, run by its runtime; plus its
-    input/output names."""
+def measure_file(runtime, path, splits):
+    """Top-1 accuracy of a quantized file, run by its runtime, on each ``(x, y)`` of
+    ``splits``; plus its input/output names."""
     from edgekit.runtime import open_runner
     from edgekit.images import as_float32
     from edgekit.runtime.bench import accuracy
     opts = {"allow_tf": True} if runtime == "litert" else {}
     with open_runner(runtime, path, **opts) as r:
-        acc = accuracy(r, as_float32(ds.x_test), ds.y_test, batch=256)
-        val = accuracy(r, as_float32(ds.x_val), ds.y_val, batch=256)
-        return acc, val, {"input_name": r.input_name, "output_names": list(r.output_names)}
+        accs = [accuracy(r, as_float32(x), y, batch=256) for x, y in splits]
+        return accs, {"input_name": r.input_name, "output_names": list(r.output_names)}
 
 
 def int8_tensor_summary(path):

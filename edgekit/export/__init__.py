@@ -267,11 +267,8 @@ class _Job:
         name = "model.{}.tflite".format(self.precision)
         rep = None
         if self.precision == "int8":
-            if int(calibration_samples) < 1:
-                raise EdgekitError("--calibration-samples must be >= 1")
-            rs = np.random.RandomState(0)
-            k = min(int(calibration_samples), len(ds.x_train))
-            rep = ds.x_train[np.sort(rs.choice(len(ds.x_train), k, replace=False))]
+            from edgekit.calibration import calibration_images
+            rep = calibration_images(ds, calibration_samples, self.model.input_shape[1:])
         to_tflite(self.model, self.stage / name, self.precision, representative=rep)
         extra = {"calibration_samples": int(len(rep))} if rep is not None else {}
         self._add(name, describe_file(self.stage / name, "tflite", self.precision,

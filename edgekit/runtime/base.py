@@ -89,6 +89,30 @@ class Runner(object):
                     "input dtype {} does not match the model's {}".format(x.dtype, want))
         return np.ascontiguousarray(x)
 
+    # -- benchmarking -------------------------------------------------------------
+    # what runtime_latency_ms() reads, named in the results (None: the runtime reports none)
+    runtime_latency_source = None
+
+    def timed_call(self, x):
+        """A zero-argument callable running one inference on ``x``: what the benchmark times.
+
+        ``x`` is checked and bound once, so each call does as little Python work as the runtime
+        allows: backends preset the input (an OpenVINO input tensor, an onnxruntime IO binding,
+        a LiteRT ``set_tensor``) and call the runtime's own run method; outputs stay where the
+        runtime puts them. The bound input is a private copy of ``x``; the callable is valid
+        until the runner's next ``infer`` (bind again after one).
+        """
+        if not self.loaded:
+            raise EdgekitError("runner {} used before load()".format(self.name))
+        x = np.array(self.check_input(x), copy=True)
+        infer = self._infer
+        return lambda: infer(x)
+
+    def runtime_latency_ms(self):
+        """The runtime's own latency of the last timed call in ms, where it measures one
+        (see :attr:`runtime_latency_source`); None elsewhere."""
+        return None
+
     def predict(self, x):
         """Class ids for a batch (see :func:`classes_from_outputs`)."""
         return classes_from_outputs(self.infer(x))

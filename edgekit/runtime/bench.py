@@ -1,8 +1,13 @@
 """One benchmark protocol for every runner, on host and device alike (Python 3.6, numpy only).
 
 Protocol: cold start = load + first inference, timed separately; then warm-up by count
-and/or seconds; then timed iterations by count and/or seconds (``time.perf_counter``);
-accuracy on the labelled set measured by the same runner. Results follow CONTRACT.md.
+and/or seconds; then timed iterations by count and/or seconds. ``latency_ms`` is wall-clock
+(``time.perf_counter`` around each call) of the runtime's leanest call on an input preset once
+(:meth:`Runner.timed_call`: OpenVINO ``infer()`` on a preset tensor, onnxruntime IO binding,
+LiteRT ``invoke()``); ``runtime_latency_ms`` beside it is the runtime's own per-inference time
+of the same calls where it measures one (OpenVINO ``InferRequest.latency``), else null, with
+``runtime_latency_source`` saying what it is. Accuracy on the labelled set measured by the same
+runner. Results follow CONTRACT.md (plus those two fields).
 
 Example::
 
@@ -100,25 +105,26 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
     if load_s is not None:
         cold_ms = (load_s + time.perf_counter() - start) * 1e3
 
+    # the timed call: input preset once, the runtime's leanest run (Runner.timed_call);
+    # a CNN does the same work whatever the pixel values, so one batch serves every call
+    call = runner.timed_call(sample)
+    own_latency = runner.runtime_latency_ms if runner.runtime_latency_source else None
     t_end = time.perf_counter() + warmup_seconds
     done = 0
     while done < warmup or time.perf_counter() < t_end:
-        runner.infer(sample)
+        call()
         done += 1
 
-    samples = []
+    samples, own = [], []
     start_all = time.perf_counter()
     t_end = start_all + duration
-    i = 0
-    n = len(x)
     while len(samples) < iterations or time.perf_counter() < t_end:
-        lo = (i * batch) % max(1, n - batch + 1)
-        xb = x[lo:lo + batch]
         t0 = time.perf_counter()
-        runner.infer(xb)
+        call()
         samples.append((time.perf_counter() - t0) * 1e3)
-        i += 1
-        if progress is not None and i % 50 == 0:
+        if own_latency is not None:
+            own.append(own_latency())
+        if progress is not None and len(samples) % 50 == 0:
             progress(len(samples), iterations)
     total_s = time.perf_counter() - start_all
 
@@ -139,6 +145,9 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
         "warmup": int(done),
         "cold_start_ms": cold_ms,
         "latency_ms": latency_stats(samples),
+        # the runtime's own per-inference latency of the same timed calls, where it has one
+        "runtime_latency_ms": latency_stats(own) if own else None,
+        "runtime_latency_source": runner.runtime_latency_source if own else None,
         "throughput_ips": float(len(samples) * batch / total_s) if total_s > 0 else None,
         "peak_rss_mb": peak_rss_mb(),
         "accuracy": acc,

@@ -13,6 +13,8 @@ Example::
 """
 import os
 
+import numpy as np
+
 from edgekit.runtime.base import Runner
 from edgekit.runtime.errors import EdgekitError, HardwareMissing, MissingDependency
 
@@ -42,6 +44,16 @@ def _core():
         core_cls = core_cls or ovr.Core
         version = version or ovr.get_version()
     return core_cls(), version
+
+
+def _tensor_class():
+    """``openvino.Tensor`` (2023+) or ``openvino.runtime.Tensor`` (2022.3)."""
+    import openvino as ov
+    cls = getattr(ov, "Tensor", None)
+    if cls is None:
+        from openvino import runtime as ovr
+        cls = ovr.Tensor
+    return cls
 
 
 def _core_version():
@@ -163,6 +175,7 @@ class OvRunner(Runner):
         self.output_names = [_name(o, i) for i, o in enumerate(self.compiled.outputs)]
         self._ports = list(self.compiled.outputs)
         self.request = self.compiled.create_infer_request()
+        self._timed = None
 
     def _make_static(self, model):
         """Reshape every dynamic input to a static shape (MYRIAD's compiler throws on a
@@ -180,12 +193,29 @@ class OvRunner(Runner):
 
     def _infer(self, x):
         # infer() already returns copies of the outputs keyed by port (2022.3 and current API):
-        # no second copy, and as little Python work between calls as benchmark_app does
+        # no second copy
         results = self.request.infer({0: x})
         return [results[port] for port in self._ports]
 
+    runtime_latency_source = ("OpenVINO InferRequest.latency: the runtime's own time of each "
+                              "call, inside its C++ infer (what benchmark_app reports)")
+
+    def timed_call(self, x):
+        """``InferRequest.infer()`` on an input tensor preset once (sharing a private copy of
+        ``x``): no per-call dict or copy, the call benchmark_app -api sync times. A request of
+        its own, so ``infer()`` with other batches is not tied to the preset tensor."""
+        if not self.loaded:
+            raise EdgekitError("runner openvino used before load()")
+        self._preset = np.array(self.check_input(x), copy=True)   # the tensor shares it
+        self._timed = self.compiled.create_infer_request()
+        self._timed.set_input_tensor(_tensor_class()(self._preset, shared_memory=True))
+        return self._timed.infer
+
+    def runtime_latency_ms(self):
+        return float(self._timed.latency)
+
     def _close(self):
-        self.request = None
+        self.request = self._timed = None
         self.compiled = None
 
     def version(self):
