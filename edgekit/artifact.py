@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.data import dir_sha256, file_sha256
-from edgekit.util import atomic_write_text, publish_dir, stage_dir_next_to
+from edgekit.util import atomic_write_text, staged_dir
 from edgekit.errors import EdgekitError
 
 MANIFEST = "manifest.json"
@@ -69,18 +69,10 @@ def staging(out_dir, force=False):
     ``out_dir`` existing is refused unless ``force`` (then it is replaced only at the end).
     On any exception the temp dir is removed and nothing is left behind.
     """
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
-    tmp = stage_dir_next_to(out)
-    try:
+    with staged_dir(out_dir, force=force) as tmp:
         yield tmp
         if not (tmp / MANIFEST).is_file():
             raise RuntimeError("staged artifact has no manifest: write_manifest() was not called")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_manifest(directory, manifest):

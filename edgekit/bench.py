@@ -52,21 +52,14 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
         for r in results:
             r["artifact"] = str(artifact)
             r["file"] = Path(str(artifact)).name
-        if json_path:
-            from edgekit.util import atomic_write_text
-            atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],
-                                                    indent=2) + "\n")
-        return results
+        return _written(results, json_path)
     from edgekit.artifact import Artifact
     from edgekit.runtime import RUNNERS, runner_class, runner_options
-    from edgekit.runtime.bench import measure
+    from edgekit.runtime.bench import check_protocol, measure
     from edgekit.targets import candidate_files, file_path, load_target, pick_file, \
         require_machine
 
-    if iterations < 1 and duration <= 0:
-        raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
-    if batch < 1:
-        raise EdgekitError("--batch must be >= 1")
+    check_protocol(batch, iterations, duration)        # before any file is read
     from edgekit.targets import default_target
     t = load_target(target or default_target())
     target = t["name"]
@@ -136,6 +129,11 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
         best = min(results, key=lambda r: r["latency_ms"]["p50"])
         for r in results:
             r["fastest"] = r is best
+    return _written(results, json_path)
+
+
+def _written(results, json_path):
+    """``results``, written to ``json_path`` (atomic; one object, or a list of several)."""
     if json_path:
         from edgekit.util import atomic_write_text
         atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],

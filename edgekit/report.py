@@ -151,16 +151,14 @@ def report(result_files, out_dir, baseline=None, title="edgekit benchmark report
     Refuses (EdgekitError) any input that is not an edgekit results JSON
     (:func:`edgekit.bench.load_results` checks each against the contract's schema).
     """
-    import shutil
-    from edgekit.util import check_output, publish_dir, stage_dir_next_to
+    from edgekit.util import check_output, staged_dir
     if not result_files:
         raise EdgekitError("no results files given: pass one or more `edgekit bench --json` files")
     out = Path(out_dir)
     check_output(out, "dir", force=force)
     results = load_results(result_files)
     body = markdown(results, baseline=baseline)
-    tmp = stage_dir_next_to(out)
-    try:
+    with staged_dir(out, force=force) as tmp:
         written = [out / p.name for p in plots(results, tmp)]
         figs = "\n".join("![{}]({})".format(p.stem, p.name) for p in written)
         # relative to the report: stays right when the report and its results move together
@@ -169,8 +167,4 @@ def report(result_files, out_dir, baseline=None, title="edgekit benchmark report
                             for f in dict.fromkeys(str(f) for f in result_files))
         atomic_write_text(tmp / "report.md", "# {}\n\n{}\n{}\n\nResults files:\n{}\n".format(
             title, body, figs, sources))
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(str(tmp), ignore_errors=True)
-        raise
     return [out / "report.md"] + written

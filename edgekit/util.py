@@ -11,6 +11,7 @@ Example::
     tmp = stage_dir_next_to("out/model")       # .model.tmp-4242-k3j1/ (cleans dead runs' ones)
     publish_dir(tmp, "out/model")
 """
+import contextlib
 import errno
 import os
 import re
@@ -145,6 +146,30 @@ def publish_dir(tmp, out):
         shutil.rmtree(str(old), ignore_errors=True)
     else:
         os.rename(str(tmp), str(out))
+
+
+@contextlib.contextmanager
+def staged_dir(out, force=False):
+    """Yield a new staging dir beside ``out``; when the block completes it is renamed onto
+    ``out`` (:func:`publish_dir`), when anything is raised it is removed: never half a
+    directory. An existing ``out`` is refused unless ``force`` (then replaced only at the end).
+
+    Example::
+
+        with staged_dir("out/report") as tmp:
+            (tmp / "report.md").write_text(text)
+    """
+    from edgekit.errors import EdgekitError
+    out = Path(out)
+    if out.exists() and not force:
+        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
+    tmp = stage_dir_next_to(out)
+    try:
+        yield tmp
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(str(tmp), ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path, data, fsync=False):

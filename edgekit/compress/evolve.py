@@ -239,19 +239,11 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
 def _write_out_dir(out, trunk, log, force):
     """``out/{trunk.h5, logbook.json, convergence.png}``, staged in a temp dir then renamed."""
     import shutil
-    from edgekit.util import publish_dir, stage_dir_next_to
-    out = Path(out)
-    if out.exists() and not force:
-        raise EdgekitError("output {} already exists: choose another -o or pass --force".format(out))
-    tmp = stage_dir_next_to(out)
-    try:
+    from edgekit.util import staged_dir
+    with staged_dir(out, force=force) as tmp:
         trunk.save(str(tmp / "trunk.h5"), include_optimizer=False)
         shutil.copyfile(log["plot_png"], str(tmp / PLOT_FILE))
         (tmp / LOGBOOK_FILE).write_text(json.dumps(dict(log, plot_png=PLOT_FILE), indent=1))
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(str(tmp), ignore_errors=True)
-        raise
 
 
 def slice_trunk(model, cut):

@@ -115,10 +115,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                 search = onnx_int8(float_onnx, tmp / name, rep, info["input_name"], job.ds.x_val,
                                    job.ds.y_val, _search_drop(job), onnx_activations,
                                    per_channel, work, say)
-                extra = {"opset": ONNX_OPSET, "quant_format": "QDQ",
-                         "activations": onnx_activations, "weights": "int8",
-                         "per_channel": bool(per_channel), "calibration": search,
-                         "float_layers": search["float_layers"]}
+                extra = onnx_int8_entry(ONNX_OPSET, onnx_activations, per_channel, search)
             else:
                 name = "openvino/model.{}.xml".format(precision)
                 extra = {"weights": name[:-4] + ".bin", "from": "float ONNX opset {}".format(
@@ -166,6 +163,13 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
             input_spec["tflite_dtype"] = "int8"
         job.write(tmp, "quantize", params, metrics, files, input_spec=input_spec)
     return job.artifact()
+
+
+def onnx_int8_entry(opset, activations, per_channel, search):
+    """The manifest facts of an int8 ONNX file (QDQ, int8 weights) and its calibration search."""
+    return {"opset": opset, "quant_format": "QDQ", "activations": activations,
+            "weights": "int8", "per_channel": bool(per_channel), "calibration": search,
+            "float_layers": search["float_layers"]}
 
 
 def add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep, guard,

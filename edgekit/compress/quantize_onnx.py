@@ -41,7 +41,8 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
     from edgekit.compress.int8_search import onnx_int8, openvino_int8
     from edgekit.images import as_float32
     from edgekit.compress.quantize import (RUNTIME, _check_target, _openvino, _search_drop,
-                                          add_quantized, check_formats, measure_file)
+                                          add_quantized, check_formats, measure_file,
+                                          onnx_int8_entry)
     from edgekit.onnx_model import input_spec, output_spec, refuse_training, to_model_layout
     if qat:
         refuse_training(model, "quantization-aware training (--qat)")
@@ -86,10 +87,7 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                 except Exception as exc:  # onnxruntime.quantization raises plain errors
                     raise EdgekitError("onnxruntime cannot quantize {}: {}".format(
                         src, _first_line(exc))) from None
-                extra = {"opset": facts["opset"], "quant_format": "QDQ",
-                         "activations": onnx_activations, "weights": "int8",
-                         "per_channel": bool(per_channel), "calibration": search,
-                         "float_layers": search["float_layers"]}
+                extra = onnx_int8_entry(facts["opset"], onnx_activations, per_channel, search)
             else:
                 name = "openvino/model.{}.xml".format(precision)
                 extra = {"weights": name[:-4] + ".bin", "from": "ONNX {}".format(src.name)}

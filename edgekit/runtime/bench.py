@@ -73,6 +73,15 @@ def accuracy(runner, x, y, batch=64):
     return correct / float(n)
 
 
+def check_protocol(batch, iterations, duration):
+    """Refuse a protocol that times nothing: ``iterations`` < 1 without a ``duration``, or a
+    ``batch`` < 1."""
+    if iterations < 1 and duration <= 0:
+        raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
+    if batch < 1:
+        raise EdgekitError("--batch must be >= 1")
+
+
 def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_seconds=0.0,
             duration=0.0, eval_samples=None, progress=None):
     """Benchmark ``runner`` (not yet loaded, or loaded: cold start is measured only if not).
@@ -84,10 +93,7 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
     ``progress(done, total)`` is called now and then if given.
     Returns the results dict of CONTRACT.md (without target/host stamping beyond ``host``).
     """
-    if iterations < 1 and duration <= 0:
-        raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
-    if batch < 1:
-        raise EdgekitError("--batch must be >= 1")
+    check_protocol(batch, iterations, duration)
     cold_ms = load_s = None
     if not runner.loaded:
         start = time.perf_counter()
