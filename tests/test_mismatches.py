@@ -16,7 +16,8 @@ from edgekit.errors import EdgekitError
 def knn(tiny_artifact, tmp_path_factory):
     from edgekit.compress.knn_slice import knn_slice
     return knn_slice(tiny_artifact.path, "digits", tmp_path_factory.mktemp("knn") / "knn",
-                     cut="pool2", k=3, prototypes=5, progress=False)
+                     cut="pool2", k=3, prototypes=5, progress=False,
+                     allow_drop=True)  # what eval/export make of it is tested, not the guard
 
 
 def test_eval_of_a_knn_artifact_runs_its_onnx_not_the_trunk(knn, run_cli):
