@@ -23,7 +23,6 @@ Example::
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from edgekit.errors import EdgekitError
 
