@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--formats", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--executor", default="local")
+    ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     data = "mnist:" + a.mnist
@@ -70,7 +71,7 @@ def main():
             "--max-bytes", a.max_bytes, "--seed", a.seed, "--executor", a.executor]
     for flag, v in (("--budget", a.budget), ("--trials", a.trials), ("--epochs", a.epochs),
                     ("--methods", a.methods), ("--formats", a.formats),
-                    ("--max-params", a.max_params)):
+                    ("--max-params", a.max_params), ("--batch", a.batch)):
         if v is not None:
             args += [flag, v]
     t1 = time.time()
