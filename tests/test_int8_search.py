@@ -35,6 +35,10 @@ def test_onnx_search_scores_every_method_and_keeps_sensitive_layers_float(float_
     # an impossible budget: the sensitivity pass ranks every layer and keeps the worst float
     rec = onnx_int8(path, tmp_path / "b.onnx", rep, name, digits.x_val, digits.y_val,
                     max_drop=-1.0, work=tmp_path)
+    # over the budget: the three methods tried again with per-tensor weights, best kept
+    assert set(rec["candidates"]) == set(ONNX_METHODS) | {m + "/per-tensor" for m in ONNX_METHODS}
+    best = max(rec["candidates"].values())
+    assert rec["candidates"][rec["method"] + ("" if rec["per_channel"] else "/per-tensor")] == best
     ranked = [n for n, _ in rec["sensitivity"]]
     assert len(ranked) == 3                               # conv1, conv2, logits of `tiny`
     assert rec["float_layers"] and rec["float_layers"] == ranked[:len(rec["float_layers"])]

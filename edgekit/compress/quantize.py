@@ -115,7 +115,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                 search = onnx_int8(float_onnx, tmp / name, rep, info["input_name"], job.ds.x_val,
                                    job.ds.y_val, _search_drop(job), onnx_activations,
                                    per_channel, work, say)
-                extra = onnx_int8_entry(ONNX_OPSET, onnx_activations, per_channel, search)
+                extra = onnx_int8_entry(ONNX_OPSET, onnx_activations, search["per_channel"], search)
             else:
                 name = "openvino/model.{}.xml".format(precision)
                 extra = {"weights": name[:-4] + ".bin", "from": "float ONNX opset {}".format(

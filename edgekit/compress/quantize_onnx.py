@@ -86,7 +86,7 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                 except Exception as exc:  # onnxruntime.quantization raises plain errors
                     raise EdgekitError("onnxruntime cannot quantize {}: {}".format(
                         src, _first_line(exc))) from None
-                extra = onnx_int8_entry(facts["opset"], onnx_activations, per_channel, search)
+                extra = onnx_int8_entry(facts["opset"], onnx_activations, search["per_channel"], search)
             else:
                 name = "openvino/model.{}.xml".format(precision)
                 extra = {"weights": name[:-4] + ".bin", "from": "ONNX {}".format(src.name)}
