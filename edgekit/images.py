@@ -161,11 +161,18 @@ def sha256_update(h, x):
         h.update(np.ascontiguousarray(batch).tobytes())
 
 
-def keras_predict_batches(model, x, batch_size=256, chunk=16):
-    """``model.predict(x, batch_size)`` for an ndarray or :class:`LazyImages` (then
-    ``chunk`` batches at a time: the same outputs, never the whole set as float32)."""
+PREDICT_CHUNK_BYTES = 64 << 20  # float32 input handed to one model.predict call (lazy images)
+
+
+def keras_predict_batches(model, x, batch_size=256, chunk=None):
+    """``model.predict(x, batch_size)`` for an ndarray or :class:`LazyImages` (then ``chunk``
+    batches at a time, by default as many as fit :data:`PREDICT_CHUNK_BYTES`: the same outputs,
+    never the whole set as float32 — Keras copies what it is given into a tf.data pipeline)."""
     if not is_lazy(x):
         return model.predict(x, batch_size=batch_size, verbose=0)
+    if chunk is None:
+        per_image = 4 * int(np.prod(x.image_shape))
+        chunk = max(1, PREDICT_CHUNK_BYTES // (per_image * batch_size))
     step = batch_size * chunk
     outs = [model.predict(batch, batch_size=batch_size, verbose=0)
             for _, batch in batches(x, step)]
