@@ -29,16 +29,14 @@ def test_onnx_search_scores_every_method_and_keeps_sensitive_layers_float(float_
     path, name, rep = float_onnx
     rec = onnx_int8(path, tmp_path / "a.onnx", rep, name, digits.x_val, digits.y_val,
                     max_drop=100.0, work=tmp_path)
-    assert set(rec["candidates"]) == set(ONNX_METHODS)
-    assert rec["candidates"][rec["method"]] == max(rec["candidates"].values())
+    # every method with per-channel and per-tensor weights; the best on validation chosen
+    assert set(rec["candidates"]) == set(ONNX_METHODS) | {m + "/per-tensor" for m in ONNX_METHODS}
+    assert rec["candidates"][rec["method"] + ("" if rec["per_channel"] else "/per-tensor")] == \
+        max(rec["candidates"].values())
     assert rec["float_layers"] == [] and _float_nodes(tmp_path / "a.onnx") == []
     # an impossible budget: the sensitivity pass ranks every layer and keeps the worst float
     rec = onnx_int8(path, tmp_path / "b.onnx", rep, name, digits.x_val, digits.y_val,
                     max_drop=-1.0, work=tmp_path)
-    # over the budget: the three methods tried again with per-tensor weights, best kept
-    assert set(rec["candidates"]) == set(ONNX_METHODS) | {m + "/per-tensor" for m in ONNX_METHODS}
-    best = max(rec["candidates"].values())
-    assert rec["candidates"][rec["method"] + ("" if rec["per_channel"] else "/per-tensor")] == best
     ranked = [n for n, _ in rec["sensitivity"]]
     assert len(ranked) == 3                               # conv1, conv2, logits of `tiny`
     assert rec["float_layers"] and rec["float_layers"] == ranked[:len(rec["float_layers"])]
@@ -53,7 +51,10 @@ def test_openvino_search_lists_no_float_layer_when_all_int8(float_onnx, digits, 
     path, _, rep = float_onnx
     rec = openvino_int8(path, tmp_path / "ov" / "m.xml", rep, digits.x_val, digits.y_val,
                         max_drop=100.0)
-    assert set(rec["candidates"]) == set(OPENVINO_PRESETS)
+    assert set(rec["candidates"]) == set(OPENVINO_PRESETS) | {
+        p + "/per-tensor" for p in OPENVINO_PRESETS}
+    key = rec["preset"] + ("" if rec["per_channel"] else "/per-tensor")
+    assert rec["candidates"][key] == max(rec["candidates"].values())
     assert rec["float_layers"] == []
     assert (tmp_path / "ov" / "m.bin").stat().st_size > 0
 
