@@ -488,21 +488,6 @@ def _latency_ms(onnx_model, x, tmpdir):
     return r["latency_ms"]["p50"]
 
 
-def _ort_predict(runner, x):
-    """Class ids of ``x`` from a loaded runner, in chunks of its fixed batch if it has one."""
-    b = (runner.input_shape or [None])[0]
-    if not (isinstance(b, int) and b > 0):
-        return runner.predict(x)
-    out = []
-    for s in range(0, len(x), b):
-        chunk = x[s:s + b]
-        n = len(chunk)
-        if n < b:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, 0)])
-        out.append(np.asarray(runner.predict(chunk))[:n])
-    return np.concatenate(out)
-
-
 def _stream_transform(trunk, reducer, x, batch=128):
     """Reduced features of ``x`` through ``trunk``, batch by batch (no full feature maps)."""
     out = [reducer.transform(trunk.predict_on_batch(x[s:s + batch]))
@@ -516,6 +501,7 @@ def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
     from edgekit.compress.knn_head import clone_fitted
     from edgekit.compress.knn_onnx import FeatureReducer, build_knn_graph, pool_name
     from edgekit.onnx_model import to_model_layout
+    from edgekit.runtime.base import classes_of, first_output
     from edgekit.runtime.ort import OrtRunner
     ds = job.ds
     c = res["chosen"]
@@ -550,9 +536,9 @@ def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
                                "bytes or pass --prototypes/--dims/--pool to shrink it".format(
                                    parts["total"], budget))
         with OrtRunner(tmp / ONNX_FILE) as r:        # small batches: a wide trunk's activations
-            ort_pred = np.concatenate([_ort_predict(r, to_model_layout(ds.x_test[s:s + 128],
-                                                                        layout))
-                                       for s in range(0, len(ds.x_test), 128)])
+            ort_pred = np.concatenate([
+                classes_of(first_output(r, to_model_layout(ds.x_test[s:s + 128], layout)))
+                for s in range(0, len(ds.x_test), 128)])
         latency = _latency_ms(tmp / ONNX_FILE, to_model_layout(ds.x_val[:16], layout), tmpdir)
         if hasattr(trunk, "save"):                   # the Keras trunk (evolve starts from it)
             trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
