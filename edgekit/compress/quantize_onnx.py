@@ -23,7 +23,6 @@ Example::
 import tempfile
 from pathlib import Path
 
-
 from edgekit.errors import EdgekitError
 
 
