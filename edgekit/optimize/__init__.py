@@ -358,13 +358,17 @@ def closest_message(study, rows, limits, max_drop):
                            for name, v, lim in violations(r, limits))
         return "{}: the closest is candidate {} ({}, {:.2%} validation accuracy): {}".format(
             lead, r["id"], r["label"], r["val_accuracy"], broken)
-    others = []
-    for ft in study.get_trials(deepcopy=False):
+    others = []   # measured ones first (they fit the limits but lost accuracy), by drop;
+    for ft in study.get_trials(deepcopy=False):   # then those known too big, by how much
         res = ft.user_attrs.get("result") or {}
         if res.get("state") in ("pruned", "infeasible", "failed"):
-            low = res.get("bytes_low") or res.get("bytes")
-            score = (0 if res["state"] == "pruned" and res.get("cheap") else 1,
-                     (low or 0) / float(limits.get("max_bytes") or 1))
+            if res.get("drop_pts") is not None and not violations(res, limits):
+                score = (0, float(res["drop_pts"]))
+            elif res.get("cheap") and res.get("bytes_low") is not None:
+                score = (1, excess({"bytes": res["bytes_low"], "params": res.get("params")},
+                                   limits))
+            else:
+                score = (2, 0.0)
             others.append((score, ft.number, ft.user_attrs["candidate"]["label"], res))
     if not others:
         return lead + ": no candidate was evaluated"
