@@ -109,7 +109,8 @@ def test_interrupted_run_resumes_to_the_same_study_and_front(searched, tiny_arti
 def test_dask_local_cluster_gives_the_local_results(searched, tiny_artifact, tmp_path, run_cli):
     distributed = pytest.importorskip("distributed")
     out = tmp_path / "dask"
-    # one thread per worker: threads of one process share TensorFlow's global seed
+    # two workers in this process (threads): fine here, nothing is trained (--methods none);
+    # a cluster that trains wants one single-threaded worker per process (README)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   protocol="tcp", host="127.0.0.1", dashboard_address=None) as c:
         port = c.scheduler_address.rsplit(":", 1)[1]
