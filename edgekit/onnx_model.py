@@ -251,6 +251,24 @@ def onnx_accuracy(path, x, y, layout, runtime="onnxruntime"):
         return accuracy(r, to_model_layout(np.asarray(x, dtype=np.float32), layout), y, batch=256)
 
 
+def onnx_predict(path, x, layout, batch=256):
+    """Class ids the ONNX file predicts for NHWC ``x`` (an array or lazy images) put into
+    ``layout``, batch by batch (a fixed-batch model: that many at a time, the last padded)."""
+    from edgekit.runtime.base import classes_from_outputs
+    from edgekit.runtime.ort import OrtRunner
+    out = []
+    with OrtRunner(path) as r:
+        fixed = (r.input_shape or [None])[0]
+        step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+        for s in range(0, len(x), step):
+            chunk = to_model_layout(np.asarray(x[s:s + step], dtype=np.float32), layout)
+            n = len(chunk)
+            if n < step and step == fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, 0)])
+            out.append(np.asarray(classes_from_outputs(r.infer(chunk)))[:n])
+    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+
+
 def onnx_source(model):
     """Path of the ONNX model behind ``model`` when it is a bare ``.onnx`` file or an imported
     ONNX artifact (no Keras model inside), else None."""

@@ -202,3 +202,52 @@ def test_error_is_first_stderr_line_after_tensorflow_import(tmp_path):
     assert p.returncode == 1
     assert p.stderr.splitlines()[0].startswith("error: cannot load model"), p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+# -- the paired upper bound ------------------------------------------------------------------
+
+def _preds(n, base_wrong, lost, won, seed=0):
+    """Labels, base predictions with ``base_wrong`` errors, and a result that loses ``lost``
+    of the base's right answers and wins ``won`` of its wrong ones."""
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 10, n)
+    base = y.copy()
+    wrong = rng.choice(n, base_wrong, replace=False)
+    base[wrong] = (y[wrong] + 1) % 10
+    res = base.copy()
+    right = np.setdiff1d(np.arange(n), wrong)
+    lost_idx = rng.choice(right, lost, replace=False)
+    res[lost_idx] = (y[lost_idx] + 2) % 10
+    res[wrong[:won]] = y[wrong[:won]]
+    return y, base, res
+
+
+@pytest.mark.parametrize("n, base_wrong, lost, won, max_drop, passes", [
+    (143, 5, 0, 0, 1.0, True),        # identical predictions (int8 on digits): bound = drop = 0
+    (143, 5, 1, 0, 1.0, False),       # 0.70 pt lost, but one image is +-0.70 pt: bound 1.40
+    (143, 5, 1, 0, 1.5, True),
+    (143, 10, 6, 6, 1.0, False),      # no net change, 12 changed predictions: bound 2.4 pt
+    (143, 10, 2, 8, 1.0, True),       # a better model: -4.2 pt drop, bound -2.4 pt
+    (6000, 60, 40, 20, 1.0, True),    # MNIST-sized: 0.33 pt lost, bound 0.43 pt
+    (6000, 60, 80, 0, 1.0, False),    # 1.33 pt lost: over the limit itself
+])
+def test_paired_bound_holds_what_the_split_can_show(n, base_wrong, lost, won, max_drop, passes):
+    from edgekit.compress.guard import Guard, GuardFailed
+    y, base, res = _preds(n, base_wrong, lost, won)
+    g = Guard(np.mean(base == y), max_drop=max_drop, samples=n, base_pred=base, y=y)
+    acc = np.mean(res == y)
+    drop, upper, changed = g.paired(res)
+    assert changed == lost + won
+    assert drop == pytest.approx(100.0 * (lost - won) / n)
+    se = 100.0 * np.sqrt(lost + won - (lost - won) ** 2 / n) / n
+    assert upper == pytest.approx(drop + se)
+    if passes:
+        rec = g.check(acc, "prune", pred=res)
+        assert rec["passed"] and rec["drop_upper_pts"] == pytest.approx(upper, abs=1e-3)
+    else:
+        with pytest.raises(GuardFailed, match="nothing written") as e:
+            g.check(acc, "prune", pred=res)
+        if 100.0 * (lost - won) / n <= max_drop:    # within the limit, not shown to be
+            assert "cannot show" in str(e.value) and "changed" in str(e.value)
+    if 100.0 * (lost - won) / n <= max_drop:   # without predictions: the measured drop alone
+        assert g.check(acc, "prune")["passed"]

@@ -27,7 +27,10 @@ def test_mobilenetv2_onnx_every_verb_with_tensorflow_blocked(mnv2, tmp_path):
     assert keras_acc > 0.5  # a trained model, or the figures below say little
     # ONNX int8 only: on this model NNCF's accuracy-control search (int8_search) runs for more
     # than 25 min on the 2-core VM; the tf2onnx tiny CNN covers OpenVINO int8 in the default run
-    argvs = onnx_verbs(mnv2["onnx"], mnv2["spec"], tmp_path, ["--formats", "onnx"])
+    # --max-drop 15: int8 of this 3-epoch model loses 3-9 pt (see below); at the default 1.0
+    # the guard refuses it, which tests/test_guard.py covers
+    argvs = onnx_verbs(mnv2["onnx"], mnv2["spec"], tmp_path,
+                       ["--formats", "onnx", "--max-drop", "15"])
     r = run_blocked(argvs, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "codes " + str([0] * len(argvs)) in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]

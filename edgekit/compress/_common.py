@@ -74,8 +74,17 @@ class Job(object):
         if self._guard is None:
             from edgekit.compress.guard import Guard
             self._guard = Guard(self.before()["val_accuracy"], self.max_drop, self.allow_drop,
-                                samples=len(self.ds.y_val))
+                                samples=len(self.ds.y_val), base_pred=self.base_val_pred(),
+                                y=self.ds.y_val)
         return self._guard
+
+    def base_val_pred(self):
+        """The input model's class ids on the validation split (the guard's paired bound)."""
+        if self.onnx is not None:
+            from edgekit.onnx_model import onnx_predict
+            return onnx_predict(self.model_path, self.ds.x_val, self.onnx["layout"])
+        from edgekit.models import keras_predict
+        return keras_predict(self.model, self.ds.x_val)
 
     def default_batch_size(self):
         from edgekit.compress.guard import default_batch_size
@@ -85,13 +94,14 @@ class Job(object):
         """Validation accuracy of ``model`` against the guard: the manifest's ``guard`` record,
         or :class:`~edgekit.compress.guard.GuardFailed` (nothing written)."""
         from edgekit.compress.guard import batchnorm_note
-        from edgekit.models import keras_accuracy
-        acc = keras_accuracy(model, self.ds.x_val, self.ds.y_val)
+        from edgekit.models import keras_predict
+        pred = keras_predict(model, self.ds.x_val)
+        acc = float(np.mean(pred == self.ds.y_val))
         note = None
         if not self.guard.allow_drop and acc < self.guard.floor:
             bn = batchnorm_note(model, self.ds.x_val, self.ds.y_val)
             note = "The result: " + bn if bn else None
-        return self.guard.check(acc, self.method or "compression", hints, note=note)
+        return self.guard.check(acc, self.method or "compression", hints, note=note, pred=pred)
 
     @property
     def source(self):

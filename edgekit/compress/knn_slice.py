@@ -519,10 +519,10 @@ def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
     trunk = res["cuts_of"].trunk(j, info["sub"])
     say("chosen: cut {} ({} trunk params), {} -> predicted {:,} B; measuring".format(
         c["layer"], c["trunk_params"], _describe(c), c["bytes"]))
-    val_acc = float(np.mean(head.predict(_stream_transform(trunk, reducer, ds.x_val))
-                            == ds.y_val))
+    val_pred = head.predict(_stream_transform(trunk, reducer, ds.x_val))
+    val_acc = float(np.mean(val_pred == ds.y_val))
     guard_record = job.guard.check(val_acc, "knn-slice", [
-        "a larger --max-bytes", "--cut-candidates all", "--objective accuracy"])
+        "a larger --max-bytes", "--cut-candidates all", "--objective accuracy"], pred=val_pred)
     py_pred = head.predict_index(_stream_transform(trunk, reducer, ds.x_test))
     before = job.before()
     layout = getattr(subject, "facts", {}).get("layout")
