@@ -7,6 +7,8 @@ import gzip
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 from edgekit.errors import EdgekitError
 
