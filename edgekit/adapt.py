@@ -171,7 +171,9 @@ def _apply(ds, shape, parsed, say):
             raise EdgekitError("--{} has {} values but the model's input has {} channels".format(
                 flag, len(vec), c))
     if same_norm and not size_change and not chan_change:
-        if getattr(ds, "adapt", None) is None:
+        if getattr(ds, "adapt", None) is None:   # a shallow copy: the caller's ds stays as given
+            import copy
+            ds = copy.copy(ds)
             ds.adapt = {"preprocess": name}
         return ds
     changes = []

@@ -115,7 +115,7 @@ def test_ncs2_knn_graph_falls_back_to_onnx_opset13(tiny_artifact, tmp_path):
     ov2022_python()
     from edgekit.compress.knn_slice import knn_slice
     knn = knn_slice(tiny_artifact.path, "digits", tmp_path / "knn", cut="pool2", k=3,
-                    prototypes=5, progress=False)
+                    prototypes=5, progress=False, allow_drop=True)  # 5 prototypes: under the guard
     with pytest.raises(EdgekitError, match="TFLite export needs the Keras model"):
         export(knn.path, "tflite")
     export(knn.path, "openvino", target="ncs2", parity_samples=150)
