@@ -43,8 +43,9 @@ def centroid_accuracy(ds):
     return float(np.mean(np.argmax(scores, axis=1) == ds.y_test))
 
 
-def centroid_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
-    """Write the nearest-class-mean classifier of ``ds`` as an ONNX file; returns ``path``."""
+def centroid_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None, residual=False):
+    """Write the nearest-class-mean classifier of ``ds`` as an ONNX file; returns ``path``.
+    ``residual``: an identity residual block in front (see :func:`residual_onnx`)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     mu = class_means(ds).astype(np.float32)                     # (C, H, W, Ch)
@@ -59,6 +60,19 @@ def centroid_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
         in_shape = [batch or "N", h, w, ch]
     else:
         in_shape = [batch or "N", ch, h, w]
+    extra = []
+    if residual:
+        eye = np.eye(ch, dtype=np.float32).reshape(ch, ch, 1, 1)
+        nodes += [helper.make_node("Conv", [x_name, "eye", "zb"], ["c1"], kernel_shape=[1, 1],
+                                   name="/stem/Conv"),
+                  helper.make_node("Relu", ["c1"], ["r1"], name="/stem/Relu"),
+                  helper.make_node("Conv", ["r1", "zeros", "zb"], ["c2"], kernel_shape=[1, 1],
+                                   name="/block/Conv"),
+                  helper.make_node("Add", ["r1", "c2"], ["a1"], name="/block/Add")]
+        extra = [numpy_helper.from_array(eye, "eye"),
+                 numpy_helper.from_array(np.zeros_like(eye), "zeros"),
+                 numpy_helper.from_array(np.zeros(ch, np.float32), "zb")]
+        x_name = "a1"
     nodes += [helper.make_node("Conv", [x_name, "W", "B"], ["scores4d"], kernel_shape=[h, w],
                                name="/means/Conv"),
               helper.make_node("Flatten", ["scores4d"], ["logits" if not softmax else "scores"],
@@ -71,7 +85,8 @@ def centroid_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
         nodes, "nearest_mean",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch or "N", n_cls])],
-        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")])
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")]
+        + extra)
     model = helper.make_model(graph, producer_name="pytorch", producer_version="2.1.0",
                               opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -135,51 +150,10 @@ if __name__ == "__main__":
     print(json.dumps({k: str(v) for k, v in info.items()}, indent=2))
 
 
+
 def residual_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
     """A residual block in front of the nearest-class-mean classifier, as PyTorch exports it:
     ``Conv 1x1 (identity) -> Relu -> Add(x, Conv 1x1 (zeros)(x)) -> /means/Conv -> Flatten``.
     On 0..1 images the block is the identity, so the accuracy is :func:`centroid_accuracy`;
     its cut points are the ``Relu`` and the ``Add`` (a block end), both NCHW 4-D tensors."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    mu = class_means(ds).astype(np.float32)                     # (C, H, W, Ch)
-    n_cls, h, w, ch = mu.shape
-    weight = np.ascontiguousarray(mu.transpose(0, 3, 1, 2))
-    bias = (-0.5 * (mu.reshape(n_cls, -1) ** 2).sum(axis=1)).astype(np.float32)
-    eye = np.eye(ch, dtype=np.float32).reshape(ch, ch, 1, 1)
-    nodes, x_name = [], "image"
-    if layout == "NHWC":
-        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2],
-                                      name="/Transpose"))
-        x_name = "image_nchw"
-        in_shape = [batch or "N", h, w, ch]
-    else:
-        in_shape = [batch or "N", ch, h, w]
-    nodes += [helper.make_node("Conv", [x_name, "eye", "zb"], ["c1"], kernel_shape=[1, 1],
-                               name="/stem/Conv"),
-              helper.make_node("Relu", ["c1"], ["r1"], name="/stem/Relu"),
-              helper.make_node("Conv", ["r1", "zeros", "zb"], ["c2"], kernel_shape=[1, 1],
-                               name="/block/Conv"),
-              helper.make_node("Add", ["r1", "c2"], ["a1"], name="/block/Add"),
-              helper.make_node("Conv", ["a1", "W", "B"], ["scores4d"], kernel_shape=[h, w],
-                               name="/means/Conv"),
-              helper.make_node("Flatten", ["scores4d"], ["logits" if not softmax else "scores"],
-                               name="/Flatten")]
-    out = "logits"
-    if softmax:
-        nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], axis=1, name="/Softmax"))
-        out = "probs"
-    graph = helper.make_graph(
-        nodes, "residual_nearest_mean",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch or "N", n_cls])],
-        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B"),
-                     numpy_helper.from_array(eye, "eye"),
-                     numpy_helper.from_array(np.zeros_like(eye), "zeros"),
-                     numpy_helper.from_array(np.zeros(ch, np.float32), "zb")])
-    model = helper.make_model(graph, producer_name="pytorch", producer_version="2.1.0",
-                              opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return centroid_onnx(ds, path, layout, softmax, opset, batch, residual=True)
