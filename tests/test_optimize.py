@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sshd import sshd  # noqa: F401  (fixture: a real OpenSSH server on 127.0.0.1)
 
-pytest.importorskip("optuna")
+import optuna  # noqa: F401,E402  (make test installs it: a missing install fails, never skips)
 
 TRIALS = 4
 FAST = ["--methods", "none", "--formats", "onnx,tflite", "--iterations", "20", "--batch", "2",
@@ -107,7 +107,7 @@ def test_interrupted_run_resumes_to_the_same_study_and_front(searched, tiny_arti
 
 
 def test_dask_local_cluster_gives_the_local_results(searched, tiny_artifact, tmp_path, run_cli):
-    distributed = pytest.importorskip("distributed")
+    import distributed   # installed by make test (the evolve extra); missing must fail
     out = tmp_path / "dask"
     # two workers in this process (threads): fine here, nothing is trained (--methods none);
     # a cluster that trains wants one single-threaded worker per process (README)
