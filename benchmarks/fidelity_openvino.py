@@ -98,9 +98,26 @@ def benchmark_app(xml, seconds, shape, threads=None):
                          universal_newlines=True)
     if out.returncode != 0:
         raise SystemExit("benchmark_app failed:\n" + out.stdout[-2000:])
-    num = {k: re.search(k + r":\s*([\d.]+)", out.stdout) for k in ("Median", "Average", "Count")}
-    return {"median_ms": float(num["Median"].group(1)), "mean_ms": float(num["Average"].group(1)),
-            "count": int(num["Count"].group(1)), "command": " ".join(cmd[-14:])}
+    return dict(_app_figures(out.stdout), command=" ".join(cmd[-14:]))
+
+
+_UNIT_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
+
+
+def _app_figures(text):
+    """Median/average latency in ms and the count from benchmark_app's report.
+
+    benchmark_app prints each latency with its own unit ("Median: 349.36 us" below 1 ms,
+    "Median: 4.05 ms" above), so the unit is read, never assumed.
+    """
+    got = {}
+    for key, name in (("Median", "median_ms"), ("Average", "mean_ms")):
+        m = re.search(key + r":\s*([\d.]+)\s*(ms|us|s)\b", text)
+        if not m:
+            raise SystemExit("benchmark_app printed no {} latency:\n{}".format(key, text[-2000:]))
+        got[name] = float(m.group(1)) * _UNIT_MS[m.group(2)]
+    got["count"] = int(re.search(r"Count:\s*(\d+)", text).group(1))
+    return got
 
 
 def edgekit_bench(art, seconds, json_path, threads=None):
