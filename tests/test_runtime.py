@@ -91,9 +91,31 @@ def test_openvino_own_latency_recorded_beside_wall_clock(model_files):
     assert 0 < own["min"] and all(own[k] <= wall[k] for k in ("min", "p50", "p90", "max"))
     res.update(target="laptop-cpu")
     check(res, RESULT_SCHEMA, "results")
-    ort = measure(RUNNERS_CLS("onnxruntime")(model_files["onnxruntime"]), x, warmup=1,
-                  iterations=5)
-    assert ort["runtime_latency_ms"] is None and ort["runtime_latency_source"] is None
+    lite = measure(RUNNERS_CLS("litert")(model_files["litert"]), x, warmup=1, iterations=5)
+    assert lite["runtime_latency_ms"] is None and lite["runtime_latency_source"] is None
+
+
+def test_onnxruntime_own_latency_from_a_profiling_pass(model_files):
+    """onnxruntime reports its own latency only when profiling: a second, profiled session runs
+    as many calls as were timed (up to PROFILED_CALLS) after the timed ones; each call's
+    ``model_run`` event is recorded and its trace file removed."""
+    import glob
+    import tempfile
+    from edgekit.runtime.bench import PROFILED_CALLS
+    from edgekit.schemas import RESULT_SCHEMA, check
+    before = set(glob.glob(tempfile.gettempdir() + "/edgekit-ortprof-*"))
+    res = measure(RUNNERS_CLS("onnxruntime")(model_files["onnxruntime"]), model_files["x"],
+                  warmup=2, iterations=30)
+    own, wall = res["runtime_latency_ms"], res["latency_ms"]
+    assert "profiling" in res["runtime_latency_source"]
+    assert 0 < own["min"] <= own["p50"] <= own["max"]
+    assert own["p50"] < 20 * wall["p50"]          # the same model's run, not a unit slip
+    assert set(glob.glob(tempfile.gettempdir() + "/edgekit-ortprof-*")) == before
+    with open_runner("onnxruntime", model_files["onnxruntime"]) as r:
+        got = r.profiled_latencies_ms(model_files["x"][:1], 7)
+    assert len(got) == 7 and PROFILED_CALLS >= 30
+    res.update(target="laptop-cpu")
+    check(res, RESULT_SCHEMA, "results")
 
 
 def RUNNERS_CLS(name):

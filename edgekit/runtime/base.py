@@ -92,6 +92,8 @@ class Runner(object):
     # -- benchmarking -------------------------------------------------------------
     # what runtime_latency_ms() reads, named in the results (None: the runtime reports none)
     runtime_latency_source = None
+    # True: read after each timed call; False: measured in profiled_latencies_ms' own pass
+    runtime_latency_per_call = True
 
     def timed_call(self, x):
         """A zero-argument callable running one inference on ``x``: what the benchmark times.
@@ -111,6 +113,11 @@ class Runner(object):
     def runtime_latency_ms(self):
         """The runtime's own latency of the last timed call in ms, where it measures one
         (see :attr:`runtime_latency_source`); None elsewhere."""
+        return None
+
+    def profiled_latencies_ms(self, x, n):
+        """The runtime's own latency of ``n`` extra calls on ``x`` in ms, for runtimes that
+        measure it only in a profiling mode (see :attr:`runtime_latency_source`); None here."""
         return None
 
     def predict(self, x):

@@ -82,6 +82,10 @@ def check_protocol(batch, iterations, duration):
         raise EdgekitError("--batch must be >= 1")
 
 
+# calls in a runtime's profiling pass (onnxruntime), after the timed ones
+PROFILED_CALLS = 200
+
+
 def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_seconds=0.0,
             duration=0.0, eval_samples=None, progress=None):
     """Benchmark ``runner`` (not yet loaded, or loaded: cold start is measured only if not).
@@ -114,7 +118,8 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
     # the timed call: input preset once, the runtime's leanest run (Runner.timed_call);
     # a CNN does the same work whatever the pixel values, so one batch serves every call
     call = runner.timed_call(sample)
-    own_latency = runner.runtime_latency_ms if runner.runtime_latency_source else None
+    own_latency = (runner.runtime_latency_ms if runner.runtime_latency_source
+                   and runner.runtime_latency_per_call else None)
     t_end = time.perf_counter() + warmup_seconds
     done = 0
     while done < warmup or time.perf_counter() < t_end:
@@ -133,6 +138,8 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
         if progress is not None and len(samples) % 50 == 0:
             progress(len(samples), iterations)
     total_s = time.perf_counter() - start_all
+    if not own and runner.runtime_latency_source:   # measured apart: a profiling pass
+        own = runner.profiled_latencies_ms(sample, min(len(samples), PROFILED_CALLS)) or []
 
     acc = None
     if y is not None:
