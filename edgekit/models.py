@@ -213,8 +213,13 @@ def output_convention(model):
     the manifest follow what the model really outputs.
     """
     layer = model.layers[-1] if getattr(model, "layers", None) else None
-    while layer is not None and getattr(layer, "layers", None):  # a nested Model/Sequential last
-        layer = layer.layers[-1]
+    while layer is not None:
+        if getattr(layer, "layers", None):      # a nested Model/Sequential last
+            layer = layer.layers[-1]
+        elif getattr(layer, "layer", None) is not None:   # tfmot's prune / quantize wrappers
+            layer = layer.layer
+        else:
+            break
     if layer is None:
         return "logits"
     if type(layer).__name__ == "Softmax":

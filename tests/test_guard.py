@@ -31,6 +31,20 @@ def test_output_convention_keras_applications_top():
     assert output_convention(mobilenetv2_flat((32, 32, 3), 10, head="logits")) == "logits"
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_output_convention_through_tfmot_wrappers(head):
+    """keras.applications' head is ``Dense(activation="softmax")``: once tfmot wraps it for
+    pruning the last layer is a ``PruneLowMagnitude`` with no activation of its own, and the
+    fine-tune's loss must still see a softmax (it once trained with from_logits=True)."""
+    import tensorflow_model_optimization as tfmot
+    from edgekit.models import loss_for, output_convention
+    model = mobilenetv2_flat((32, 32, 3), 10, head=head)
+    wrapped = tfmot.sparsity.keras.prune_low_magnitude(model)
+    assert type(wrapped.layers[-1]).__name__ == "PruneLowMagnitude"
+    assert output_convention(wrapped) == head
+    assert loss_for(wrapped).get_config()["from_logits"] == (head == "logits")
+
+
 def test_as_logits_is_softmax_invariant():
     from edgekit.models import as_logits
     z = np.random.RandomState(0).randn(5, 10).astype(np.float32)

@@ -80,6 +80,40 @@ class Job(object):
                                 y=self.ds.y_val)
         return self._guard
 
+    def selection(self):
+        """``(data, guard)`` for fine-tuning: the training split minus a held-out, stratified
+        **selection** slice (as large as the validation split, at most 20% of training) that
+        early stopping and restore-best watch, and a guard on that slice.
+
+        Choosing the best epoch on the validation split and then checking the guard on the
+        same images is optimistic by about the spread of a few epochs' scores (on digits' 143
+        validation images a fine-tune "gained" 3.5 pt on validation and lost 1.7 pt on test):
+        the validation split stays untouched until :meth:`check_guard`. Tiny training sets
+        (a slice under 30 images) select on validation as before.
+        """
+        if getattr(self, "_selection", None) is None:
+            self.guard   # the base's validation predictions now, before training touches
+            import copy  # weights it may share (tfmot's pruning wrappers do)
+            from edgekit.compress.guard import Guard, selection_fraction
+            from edgekit.data import SPLIT_SEED, _stratified_split
+            from edgekit.images import take
+            from edgekit.models import keras_predict
+            ds = self.ds
+            frac = selection_fraction(len(ds.y_train), len(ds.y_val))
+            if frac is None:
+                self._selection = (ds, self.guard)
+                return self._selection
+            rest, sel = _stratified_split(np.asarray(ds.y_train), frac, SPLIT_SEED + 2)
+            tune = copy.copy(ds)
+            tune.x_train, tune.y_train = take(ds.x_train, rest), np.asarray(ds.y_train)[rest]
+            tune.x_val, tune.y_val = take(ds.x_train, sel), np.asarray(ds.y_train)[sel]
+            base = keras_predict(self.model, tune.x_val)
+            guard = Guard(float(np.mean(base == tune.y_val)), self.max_drop, self.allow_drop,
+                          samples=len(sel), base_pred=base, y=tune.y_val)
+            guard.split = "selection"
+            self._selection = (tune, guard)
+        return self._selection
+
     def base_val_pred(self):
         """The input model's class ids on the validation split (the guard's paired bound)."""
         if self.onnx is not None:
@@ -219,19 +253,21 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
               label="fine-tuning", patience=None):
     """Fine-tune ``model`` on the job's training split under its accuracy guard.
 
-    ``epochs`` is the cap (0: no fine-tuning); training stops once validation accuracy is
-    back within the guard or stops improving, keeping the best epoch (see
-    :mod:`edgekit.compress.guard`). BatchNorm momentum is held at 0.9 meanwhile.
+    ``epochs`` is the cap (0: no fine-tuning); training stops once accuracy on the held-out
+    selection slice (:meth:`Job.selection`) is back within the guard or stops improving,
+    keeping the best epoch (see :mod:`edgekit.compress.guard`); the validation split is left
+    for the guard itself. BatchNorm momentum is held at 0.9 meanwhile.
     Returns ``{"epochs_run", "best_epoch"}`` for the manifest.
     """
     from edgekit.compress.guard import PATIENCE, bn_momentum, guard_stop
     from edgekit.models import fit
     if epochs <= 0:
         return {"epochs_run": 0, "best_epoch": None}
-    stop = guard_stop(job.guard, patience=patience or PATIENCE, start_epoch=start_epoch,
+    tune_ds, sel_guard = job.selection()
+    stop = guard_stop(sel_guard, patience=patience or PATIENCE, start_epoch=start_epoch,
                       say=printer(progress))
     with bn_momentum(model):
-        fit(model, job.ds, epochs, batch_size=batch_size, lr=lr, progress=progress,
+        fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr, progress=progress,
             callbacks=list(callbacks) + [stop], label=label)
     return stop.summary()
 

@@ -117,7 +117,7 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     from edgekit.compress.guard import DISTILL_PATIENCE, bn_momentum, guard_stop
     from edgekit.models import as_logits, output_convention
     k, tfm = keras(), tf()
-    ds = job.ds
+    ds, sel_guard = job.selection()   # validation stays untouched for the guard
     n_cls = ds.num_classes
     t_conv, s_conv = output_convention(teacher), output_convention(net)
     from edgekit.images import keras_fit_args, keras_predict_batches
@@ -140,7 +140,7 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     def acc(y_true, out):
         return k.metrics.sparse_categorical_accuracy(tfm.argmax(y_true[:, :n_cls], axis=-1), out)
 
-    stop = guard_stop(job.guard, patience=DISTILL_PATIENCE, say=printer(progress))
+    stop = guard_stop(sel_guard, patience=DISTILL_PATIENCE, say=printer(progress))
     callbacks = [stop]
     if progress:
         from edgekit.progress import epoch_progress

@@ -8,9 +8,11 @@ raised before anything is written — unless the user passed ``allow_drop``.
 Fine-tuning is budgeted in optimizer steps, not epochs, so 1,300 images and 60,000 images
 both get a real fine-tune: the epoch cap is ``ceil(steps / steps_per_epoch)`` (``--epochs``
 overrides it), the batch size defaults to 32 below 10,000 images (128 above), and
-:func:`guard_stop` ends training once validation accuracy is back within half the allowed
-drop and has stopped improving (one epoch without a new best), or after ``patience`` epochs
-without improvement; the best epoch's weights are restored.
+:func:`guard_stop` ends training once accuracy on a **selection** slice held out of the
+training split (``Job.selection``; never the validation split, which the guard alone reads)
+is back within half the allowed drop and has stopped improving (one epoch without a new
+best), or after ``patience`` epochs without improvement; the best epoch's weights are
+restored.
 
 Example::
 
@@ -64,6 +66,8 @@ class Guard(object):
     digits' 143 it adds 1-2 pt unless the predictions barely changed (int8), so a result the
     split cannot show to be within ``max_drop`` is refused instead of written.
     """
+
+    split = "validation"   # the images it is measured on ("selection": fine-tuning's slice)
 
     def __init__(self, base_val, max_drop=DEFAULT_MAX_DROP, allow_drop=False, samples=None,
                  base_pred=None, y=None):
@@ -142,10 +146,11 @@ class Guard(object):
                                       math.ceil(pair[1] * 10) / 10.0),
                                   "--allow-drop to write it anyway"]
             raise GuardFailed(
-                "{} measured {:.2f} pt lost ({:.2%} -> {:.2%}), but {} validation images cannot "
+                "{} measured {} ({:.2%} -> {:.2%}), but {} validation images cannot "
                 "show it is within --max-drop {:g}: {} predictions changed, so the drop may be "
                 "up to {:.2f} pt (+{:g} standard error): nothing written. Try {}".format(
-                    method, self.drop_pts(acc), self.base_val, acc, len(self.y), self.max_drop,
+                    method, _pts_change(self.drop_pts(acc)), self.base_val, acc, len(self.y),
+                    self.max_drop,
                     pair[2], pair[1], BOUND_SE, "; ".join(tips)))
         tips = list(hints) + ["--max-drop {:g} to accept it".format(
             math.ceil(self.drop_pts(acc) * 10) / 10.0), "--allow-drop to write it anyway"]
@@ -153,6 +158,25 @@ class Guard(object):
                           "--max-drop {:g}: nothing written.{} Try {}".format(
                               method, self.drop_pts(acc), self.base_val, acc, self.max_drop,
                               " " + note + "." if note else "", "; ".join(tips)))
+
+
+SELECTION_MAX_FRACTION = 0.2   # of the training split held out for epoch selection
+SELECTION_MIN_IMAGES = 30
+
+
+def selection_fraction(n_train, n_val):
+    """Fraction of the training split held out to select epochs: as many images as the
+    validation split, at most 20%; None when that is under 30 images (select on validation)."""
+    n_train, n_val = int(n_train), int(n_val)
+    if n_train <= 0:
+        return None
+    frac = min(float(n_val) / n_train, SELECTION_MAX_FRACTION)
+    return frac if frac * n_train >= SELECTION_MIN_IMAGES else None
+
+
+def _pts_change(drop):
+    """"0.70 pt lost" / "0.70 pt gained" for a drop in points."""
+    return "{:.2f} pt {}".format(abs(drop), "lost" if drop >= 0 else "gained")
 
 
 def default_batch_size(n_train):
@@ -202,9 +226,10 @@ def guard_stop(guard, patience=PATIENCE, start_epoch=0, say=None):
                 self.reached = True
             if self.reached and self.bad >= SETTLE:
                 if say:
-                    say("validation accuracy {:.2%} (best {:.2%}, epoch {}) is within the guard "
+                    say("{} accuracy {:.2%} (best {:.2%}, epoch {}) is within the guard "
                         "(base {:.2%}, --max-drop {:g}) and no longer improving: stopping".format(
-                            val, self.best, self.best_epoch + 1, guard.base_val, guard.max_drop))
+                            guard.split, val, self.best, self.best_epoch + 1, guard.base_val,
+                            guard.max_drop))
                 self.model.stop_training = True
             elif self.bad >= patience:
                 if say:
