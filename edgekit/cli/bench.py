@@ -3,12 +3,12 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import console, table
+from edgekit.cli.common import TARGET, console, table
 
 
 def bench(
     artifact: Path = typer.Argument(..., help="Artifact directory (exported), or a bare .onnx file."),
-    target: str = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor --target NAME`; default: the one marked default = true)."),
+    target: str = TARGET,
     runtime: str = typer.Option(None, "--runtime", help="onnxruntime | openvino | litert | tensorrt | all."),
     batch: int = typer.Option(1, "--batch"),
     warmup: int = typer.Option(10, "--warmup", help="Warm-up iterations."),

@@ -5,8 +5,21 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+import typer
+
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+# options several commands take, declared once (typer reads a shared OptionInfo as it is)
+TARGET = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor "
+                      "--target NAME`; default: the one marked default = true).")
+IDENTITY = typer.Option(None, "--identity", help="SSH private key file (else ssh config/agent).")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file (default "
+                           "~/.ssh/known_hosts).")
+ACCEPT_NEW_HOST_KEY = typer.Option(False, "--accept-new-host-key", help="Trust and record an "
+                                   "unknown host key (never a changed one).")
+REMOTE_PYTHON = typer.Option("python3", "--remote-python", help="Python on the device.")
+REMOTE_DIR = typer.Option("~/edgekit", "--remote-dir", help="Where bundles go on the device.")
 
 
 def table(title, columns, rows):

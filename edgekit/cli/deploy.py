@@ -4,27 +4,25 @@ from typing import List
 
 import typer
 
-from edgekit.cli.common import console, err_console, kib, table
+from edgekit.cli.common import (ACCEPT_NEW_HOST_KEY, IDENTITY, KNOWN_HOSTS, REMOTE_DIR,
+                                REMOTE_PYTHON, TARGET, console, err_console, kib, table)
 
 
 def deploy(
     artifact: Path = typer.Argument(..., help="Artifact directory (exported for the target), or a bare .onnx file."),
-    target: str = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor --target NAME`; default: the one marked default = true)."),
+    target: str = TARGET,
     host: List[str] = typer.Option([], "--host", help="[USER@]HOST[:PORT] or ~/.ssh/config alias "
                                                       "(repeatable)."),
     inventory: Path = typer.Option(None, "--inventory", help="Fleet TOML with [[device]] entries."),
-    identity: Path = typer.Option(None, "--identity", help="Private key file (else ssh config/agent)."),
-    known_hosts: Path = typer.Option(None, "--known-hosts", help="known_hosts file "
-                                                                 "(default ~/.ssh/known_hosts)."),
-    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
-                                             help="Trust and record an unknown host key (never a "
-                                                  "changed one)."),
-    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device."),
-    remote_dir: str = typer.Option("~/edgekit", "--remote-dir", help="Where bundles go on the device."),
+    identity: Path = IDENTITY,
+    known_hosts: Path = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW_HOST_KEY,
+    remote_python: str = REMOTE_PYTHON,
+    remote_dir: str = REMOTE_DIR,
     setup: bool = typer.Option(False, "--setup", help="Create a venv on the device (numpy + runtime)."),
     bench: bool = typer.Option(False, "--bench", help="Run the benchmark on the device, pull results."),
     json_file: Path = typer.Option(None, "--json", help="Write the pulled-back results JSON here."),
-    docker: bool = typer.Option(False, "--docker", help="Run inside the target's image (targets/*.toml [docker])."),
+    docker: bool = typer.Option(False, "--docker", help="Run inside the target's image (its TOML's docker table)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent, send nothing."),
     runtime: str = typer.Option(None, "--runtime", help="Override the target's runtime."),
     device: str = typer.Option(None, "--device", help=(

@@ -3,13 +3,13 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import console, table
+from edgekit.cli.common import TARGET, console, table
 
 
 def export(
     artifact: Path = typer.Argument(..., help="Artifact directory, or a bare .onnx file (then -o and --data are required)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="Comma list: onnx, tflite, openvino."),
-    target: str = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor --target NAME`; default: the one marked default = true)."),
+    target: str = TARGET,
     precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default: the target's)."),
     out: Path = typer.Option(None, "-o", "--out", help="Write a new artifact dir instead of adding to ARTIFACT."),
     force: bool = typer.Option(False, "--force", help="Replace -o DIR if it exists."),

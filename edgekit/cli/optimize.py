@@ -3,20 +3,21 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import console
+from edgekit.cli.common import (ACCEPT_NEW_HOST_KEY, IDENTITY, KNOWN_HOSTS, REMOTE_DIR,
+                                REMOTE_PYTHON, TARGET, console)
 
 
 def optimize(
     model: Path = typer.Argument(..., help="Trained Keras model: artifact dir, .h5/.keras or SavedModel dir."),
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     directory: Path = typer.Option(..., "-o", "--out", help="Output directory (the same one again resumes the study)."),
-    target: str = typer.Option(None, "--target", help="laptop-cpu | ncs2 | jetson-nano | ... (targets/*.toml; default: the default target)."),
+    target: str = TARGET,
     host: str = typer.Option(None, "--host", help="[USER@]HOST[:PORT]: time candidates on the device (deploy --bench over SSH)."),
-    identity: Path = typer.Option(None, "--identity", help="--host: SSH private key."),
-    known_hosts: Path = typer.Option(None, "--known-hosts", help="--host: known_hosts file."),
-    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key", help="--host: trust and record an unknown host key."),
-    remote_python: str = typer.Option("python3", "--remote-python", help="--host: Python on the device."),
-    remote_dir: str = typer.Option(None, "--remote-dir", help="--host: where bundles go on the device (default ~/edgekit)."),
+    identity: Path = IDENTITY,
+    known_hosts: Path = KNOWN_HOSTS,
+    accept_new_host_key: bool = ACCEPT_NEW_HOST_KEY,
+    remote_python: str = REMOTE_PYTHON,
+    remote_dir: str = REMOTE_DIR,
     max_bytes: int = typer.Option(None, "--max-bytes", help="Most bytes on disk of the target's file."),
     max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="Highest p50 latency (ms, batch 1), measured on the target."),
     max_params: int = typer.Option(None, "--max-params", help="Most parameters."),
@@ -52,9 +53,7 @@ def optimize(
         deploy_options = {"identity": str(identity) if identity else None,
                           "known_hosts": str(known_hosts) if known_hosts else None,
                           "accept_new_host_key": accept_new_host_key,
-                          "remote_python": remote_python}
-        if remote_dir:
-            deploy_options["remote_dir"] = remote_dir
+                          "remote_python": remote_python, "remote_dir": remote_dir}
     res = run(model, data, directory, target=target, host=host, max_bytes=max_bytes,
               max_latency_ms=max_latency_ms, max_params=max_params, max_drop=max_drop,
               objective=objective, budget=budget, trials=trials, executor=executor, seed=seed,

@@ -31,15 +31,8 @@ class OrtRunner(Runner):
         except ImportError:
             raise MissingDependency("onnxruntime is not installed: pip install onnxruntime")
         self._ort = ort
-        so = ort.SessionOptions()
-        threads = self.options.get("threads")
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        providers = self.options.get("providers") or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(self.path, sess_options=so, providers=providers)
+            self.session = self._session()
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EdgekitError("onnxruntime cannot load {}: {}".format(
                 self.path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
@@ -48,6 +41,22 @@ class OrtRunner(Runner):
         self.input_shape = [d if isinstance(d, int) else None for d in inp.shape]
         self.input_dtype = _DTYPES.get(inp.type, "float32")
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _session(self, profile_prefix=None):
+        """An InferenceSession of the file with the runner's options (``threads``,
+        ``providers``), profiling into ``profile_prefix``* when given."""
+        ort = self._ort
+        so = ort.SessionOptions()
+        threads = self.options.get("threads")
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
+        providers = self.options.get("providers") or ["CPUExecutionProvider"]
+        return ort.InferenceSession(self.path, sess_options=so, providers=providers)
 
     def _infer(self, x):
         return self.session.run(self.output_names, {self.input_name: x})
@@ -80,20 +89,9 @@ class OrtRunner(Runner):
         import os
         import shutil
         import tempfile
-        ort = self._ort
         tmp = tempfile.mkdtemp(prefix="edgekit-ortprof-")
         try:
-            so = ort.SessionOptions()
-            threads = self.options.get("threads")
-            if threads:
-                so.intra_op_num_threads = int(threads)
-                so.inter_op_num_threads = 1
-            so.log_severity_level = 3
-            so.enable_profiling = True
-            so.profile_file_prefix = os.path.join(tmp, "ort")
-            sess = ort.InferenceSession(self.path, sess_options=so,
-                                        providers=self.options.get("providers")
-                                        or ["CPUExecutionProvider"])
+            sess = self._session(profile_prefix=os.path.join(tmp, "ort"))
             feed = {self.input_name: np.array(self.check_input(x), copy=True)}
             for _ in range(int(n)):
                 sess.run(self.output_names, feed)
