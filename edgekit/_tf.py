@@ -62,6 +62,9 @@ def tf():
     import warnings
     warnings.filterwarnings("ignore", message=".*HDF5 file.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if os.environ.get(VERBOSE_ENV) != "1":   # one voice: the libraries' own Python warnings
+        warnings.filterwarnings("ignore", module=r"(tf_keras|keras|tensorflow|"
+                                                 r"tensorflow_model_optimization|tf2onnx)(\.|$)")
     try:
         if "tensorflow" in sys.modules:  # already loaded: never touch fd 2 again (threads)
             import tensorflow

@@ -265,3 +265,30 @@ def test_paired_bound_holds_what_the_split_can_show(n, base_wrong, lost, won, ma
             assert "cannot show" in str(e.value) and "changed" in str(e.value)
     if 100.0 * (lost - won) / n <= max_drop:   # without predictions: the measured drop alone
         assert g.check(acc, "prune")["passed"]
+
+
+def test_fine_tuning_selects_epochs_on_a_slice_held_out_of_training(user_resnet, digits, tmp_path):
+    """Early stopping and restore-best watch a stratified slice of the training split; the
+    validation split the guard reads is never shown to the fine-tune."""
+    from edgekit.compress._common import Job
+    from edgekit.compress.guard import SELECTION_MAX_FRACTION
+    job = Job(user_resnet["h5"], digits, tmp_path / "out", force=False, method="prune")
+    tune, guard = job.selection()
+    n_train, n_val = len(digits.y_train), len(digits.y_val)
+    assert len(tune.y_val) + len(tune.y_train) == n_train
+    assert abs(len(tune.y_val) - min(n_val, SELECTION_MAX_FRACTION * n_train)) <= 10
+    assert tune.x_val is not digits.x_val and guard.split == "selection"
+    rows = {r.tobytes() for r in np.asarray(digits.x_train).reshape(n_train, -1)}
+    assert all(r.tobytes() in rows for r in np.asarray(tune.x_val).reshape(len(tune.y_val), -1))
+    assert np.array_equal(job.ds.x_val, digits.x_val)            # the guard's split, untouched
+    assert set(np.unique(tune.y_val)) == set(np.unique(digits.y_train))   # every class in it
+    assert job.guard.samples == n_val and guard.samples == len(tune.y_val)
+
+
+@pytest.mark.parametrize("n_train, n_val, frac", [
+    (54000, 6000, 6000 / 54000.0), (1295, 143, 143 / 1295.0), (1000, 900, 0.2),
+    (100, 10, None), (0, 10, None), (149, 40, None), (150, 40, 0.2)])
+def test_selection_fraction(n_train, n_val, frac):
+    from edgekit.compress.guard import selection_fraction
+    got = selection_fraction(n_train, n_val)
+    assert got == (pytest.approx(frac) if frac is not None else None)
