@@ -55,6 +55,8 @@ def test_demo_on_digits_end_to_end(run_cli, tmp_path):
         assert comp["distill"]["params"] < comp["distill"]["before_params"]
     assert comp["quantize"]["bytes"] * 3 < comp["quantize"]["before_bytes"]
     for r in comp.values():
+        if r.get("artifact") is None:     # refused by the guard: nothing written
+            continue
         assert Artifact.open(r["artifact"]).manifest["method"]["name"] in ("prune", "quantize",
                                                                             "distill")
     knn = summary["knn"]
