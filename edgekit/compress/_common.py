@@ -43,6 +43,7 @@ class Job(object):
         self.out, self.force = out, force
         self._before = None
         self._guard = None
+        self._selection = None
         ds = data if hasattr(data, "x_train") else None
         self.onnx = None
         if onnx:                                   # the ONNX file is the model: no Keras
@@ -91,9 +92,11 @@ class Job(object):
         the validation split stays untouched until :meth:`check_guard`. Tiny training sets
         (a slice under 30 images) select on validation as before.
         """
-        if getattr(self, "_selection", None) is None:
-            self.guard   # the base's validation predictions now, before training touches
-            import copy  # weights it may share (tfmot's pruning wrappers do)
+        if self._selection is None:
+            import copy
+            # the base's validation predictions now, before training touches weights it may
+            # share (tfmot's pruning wrappers do)
+            self.guard
             from edgekit.compress.guard import Guard, selection_fraction
             from edgekit.data import SPLIT_SEED, _stratified_split
             from edgekit.images import take
