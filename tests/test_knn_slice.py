@@ -297,6 +297,13 @@ def test_nested_mobilenetv2_is_opened_up_and_cut_after_blocks():
     assert "block_1_project_BN" in got and "block_13_project_BN" in got
     assert not [n for n in got if "_expand_" in n or "depthwise" in n]    # inside blocks
     assert len(candidate_cuts(flat, "all")) > len(got)
+    # a model with every cut as an output is built from the opened-up graph's own nodes
+    # (layer.output is the nested graph's node: "Graph disconnected")
+    from edgekit.compress.knn_features import multi_output_model
+    cuts = candidate_cuts(flat)
+    multi = multi_output_model(flat, cuts)
+    outs = multi.predict(x, verbose=0)
+    assert len(outs) == len(cuts) and outs[-1].shape == (3, flat.layers[cuts[-1]].output_shape[-1])
 
 
 @pytest.mark.slow

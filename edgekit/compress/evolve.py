@@ -259,7 +259,8 @@ def slice_trunk(model, cut):
         layer = model.get_layer(cut)
     else:
         raise EdgekitError("no layer {!r} in the model; layers: {}".format(cut, ", ".join(names)))
-    return keras().Model(model.inputs, layer.output, name="trunk")
+    from edgekit.compress.knn_cuts import layer_output
+    return keras().Model(model.inputs, layer_output(model, layer), name="trunk")
 
 
 def knn_test_accuracy(trunk, ds, k=9, ref_samples=10000, seed=0):

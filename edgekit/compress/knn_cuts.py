@@ -62,6 +62,20 @@ def flatten_nested(model):
         return model
 
 
+def layer_output(model, layer):
+    """The output tensor of ``layer`` (or ``model.layers[layer]``) in ``model``'s own graph.
+    A layer opened up out of a nested model (:func:`flatten_nested`) belongs to two graphs,
+    one node each, and ``layer.output`` is the first node's: the nested model's, which
+    ``model``'s input cannot reach ("Graph disconnected")."""
+    if isinstance(layer, int):
+        layer = model.layers[layer]
+    for nodes in getattr(model, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            if node.layer is layer:
+                return node.outputs
+    return layer.output
+
+
 def _is_graph_model(layer):
     return hasattr(layer, "_nodes_by_depth") and hasattr(layer, "layers") and \
         getattr(layer, "inputs", None) is not None

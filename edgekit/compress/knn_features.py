@@ -62,7 +62,8 @@ def multi_output_model(model, indices, int8_weights=False):
     """``model`` with the outputs of ``model.layers[i]`` for every i (int8-exact kernels
     when ``int8_weights``)."""
     from edgekit._tf import keras
-    multi = keras().Model(model.inputs, [model.layers[i].output for i in indices],
+    from edgekit.compress.knn_cuts import layer_output
+    multi = keras().Model(model.inputs, [layer_output(model, i) for i in indices],
                           name="trunk")
     if int8_weights:
         from edgekit.compress.knn_onnx import quantize_keras_trunk

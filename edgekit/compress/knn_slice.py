@@ -45,7 +45,7 @@ import numpy as np
 
 from edgekit.artifact import describe_file
 from edgekit.compress._common import Job, bytes_on_disk, keras_file_of
-from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested, head_start
+from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested, head_start, layer_output
 from edgekit.compress.options import declared
 from edgekit.compress.knn_search import (DEFAULT_K, VAL_SAMPLES, head_options,
                                          pick, search_cut)
@@ -211,7 +211,7 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
             from edgekit.compress.evolve import evolve_trunk
             c = res["chosen"]
             net = subject.net
-            trunk = keras().Model(net.inputs, net.layers[c["index"]].output, name="trunk")
+            trunk = keras().Model(net.inputs, layer_output(net, c["index"]), name="trunk")
             strategy = evolve_params.pop("strategy", "serial")
             trunk, logbook = evolve_trunk(trunk, x_ref, y_ref, ds.x_val, ds.y_val, evolve,
                                           strategy, progress=progress, k=k or DEFAULT_K,

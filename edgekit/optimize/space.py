@@ -217,13 +217,13 @@ def architecture(net, step, data_shape, num_classes):
         return derive(net, p.get("width", 1.0), bool(p.get("depthwise")), p.get("resolution"))
     if m == "knn-slice":
         from edgekit._tf import keras
-        from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested
+        from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested, layer_output
         flat = flatten_nested(net)
         if p["cut"] == "auto":      # the smallest trunk auto could choose
             idx = candidate_cuts(flat)[0]
         else:
             idx = [l.name for l in flat.layers].index(p["cut"])
-        return keras().Model(flat.inputs, flat.layers[idx].output)
+        return keras().Model(flat.inputs, layer_output(flat, idx))
     raise EdgekitError("unknown step {!r}".format(m))
 
 
