@@ -75,3 +75,21 @@ def test_distill_resolution_cli_records_the_student_input(tmp_path, run_cli):
     assert p["resolution"] == 0.75 and p["student_input"] == [6, 6] and p["width"] == 1.0
     assert m["metrics"]["macs"] < 0.6 * m["metrics"]["before"]["macs"]
     assert m["input"]["shape"][1:] == [8, 8, 1]
+
+
+def test_width_student_starts_from_the_teachers_strongest_channels():
+    """A width-1 student (no resolution) inherits every weight: same outputs as the teacher;
+    a width-0.5 one keeps the L1-strongest channels of each group, sliced; random init differs."""
+    from edgekit.compress.student import derive
+    from tests.zoo import build
+    t = build("resnet", (16, 16, 1), 10)
+    x = np.random.RandomState(0).rand(4, 16, 16, 1).astype(np.float32)
+    same = derive(t, width=1.0)
+    assert np.allclose(same.predict(x, verbose=0), t.predict(x, verbose=0), atol=1e-5)
+    half = derive(t, width=0.5)
+    stem_t, stem_s = t.get_layer("stem").get_weights()[0], half.get_layer("stem").get_weights()[0]
+    assert stem_s.shape[-1] * 2 == stem_t.shape[-1]
+    cols = [np.where(np.all(np.isclose(stem_t, stem_s[..., [j]]), axis=(0, 1, 2)))[0] for j in range(stem_s.shape[-1])]
+    assert all(len(c) == 1 for c in cols)          # every kept filter is one of the teacher's
+    fresh = derive(t, width=0.5, init="random")
+    assert not np.allclose(fresh.get_layer("stem").get_weights()[0], stem_s)

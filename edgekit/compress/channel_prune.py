@@ -292,16 +292,30 @@ def rebuild(model, cg, kept, weights=None):
     """A new model: the same layers, group g keeping channels ``kept[g]``, weights sliced."""
     weights = weights if weights is not None else _weights(cg)
     cfg, entries = resized_config(model, cg, kept)
-    new_weights = {}
+    small = from_config(model, cfg, cg)
+    set_sliced(small, cg, kept, weights)
+    return small
+
+
+def set_sliced(small, cg, kept, weights, strict=True):
+    """Give ``small`` (built from :func:`resized_config` with ``kept``) the original layers'
+    ``weights`` sliced to the kept channels. ``strict=False``: a layer whose shapes differ
+    (a Dense after Flatten when the input resolution changed) keeps its fresh weights; their
+    names are returned."""
+    fresh = []
     for name in cg.order:
         use = cg.uses[name]
         xin = cg.indices(use.inputs[0], kept) if use.inputs else None
-        new_weights[use.path] = _slice(use, weights[name], xin, cg.indices(use.output, kept))
-    small = from_config(model, cfg, cg)
-    for path, w in new_weights.items():
-        if w:
-            _get(small, path).set_weights(w)
-    return small
+        w = _slice(use, weights[name], xin, cg.indices(use.output, kept))
+        if not w:
+            continue
+        layer = _get(small, use.path)
+        if not strict and [tuple(v.shape) for v in layer.get_weights()] != \
+                [tuple(v.shape) for v in w]:
+            fresh.append(name)
+            continue
+        layer.set_weights(w)
+    return fresh
 
 
 def resized_config(model, cg, kept):

@@ -63,14 +63,15 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
         how = {"student": student}
         if width is not None or depthwise or resolution is not None:  # the built-in, scaled
             width = 1.0 if width is None else float(width)
-            net = derive_student(net, width, bool(depthwise), resolution)
+            net = derive_student(net, width, bool(depthwise), resolution, init="random")
             how.update(width=width, depthwise=bool(depthwise))
             if resolution is not None:
                 how["resolution"] = float(resolution)
     else:
         width = (1.0 if resolution is not None else 0.5) if width is None else float(width)
         net = derive_student(teacher, width, bool(depthwise), resolution)
-        how = {"width": width, "depthwise": bool(depthwise)}
+        how = {"width": width, "depthwise": bool(depthwise),
+               "student_init": "random" if depthwise else "teacher (strongest channels, L1)"}
         if resolution is not None:
             from edgekit.compress.student import student_size
             how.update(resolution=float(resolution),
@@ -100,12 +101,12 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     return job.save(net, "distill", params, extra, guard=guard)
 
 
-def derive_student(teacher, width, depthwise, resolution=None):
-    """A fresh (untrained) student from the teacher's graph: see
-    :func:`edgekit.compress.student.derive` (width by channel group, separable convs after the
-    first, an r-scaled input resolution)."""
+def derive_student(teacher, width, depthwise, resolution=None, init="teacher"):
+    """A student from the teacher's graph: see :func:`edgekit.compress.student.derive` (width
+    by channel group from the teacher's strongest channels, separable convs after the first,
+    an r-scaled input resolution)."""
     from edgekit.compress.student import derive
-    return derive(teacher, width, depthwise, resolution)
+    return derive(teacher, width, depthwise, resolution, init=init)
 
 
 def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress):

@@ -12,7 +12,13 @@
   the teacher's input, so every runner, export and deploy bundle resizes the same way, with
   no preprocessing of its own. MACs of the layers after it fall by about ``r**2``.
 
-The student is a fresh, untrained model of the teacher's kind (Sequential or functional).
+The student is a model of the teacher's kind (Sequential or functional). Without
+``depthwise`` it starts from the teacher's own weights (``init="teacher"``): each group keeps
+its channels with the largest L1 norm (the ranking of ``prune --structured``), sliced — so
+distillation fine-tunes a pruned teacher instead of training from nothing (a half-width
+MobileNetV2 student from random weights stood at 87% on MNIST after 3 of 8 epochs; the
+teacher had 98.4%). ``init="random"`` (and every depthwise student, whose layers change kind)
+is fresh.
 
 Example::
 
@@ -22,19 +28,29 @@ Example::
 import numpy as np
 
 from edgekit.compress.channel_groups import trace
-from edgekit.compress.channel_prune import from_config, resized_config
+from edgekit.compress.channel_prune import _top, _weights, from_config, importance, \
+    resized_config, set_sliced
 from edgekit.errors import EdgekitError
 
 RESIZE_LAYER = "student_resize"
+INITS = ("teacher", "random")
 _SEPARABLE_KEYS = ("name", "trainable", "dtype", "filters", "kernel_size", "strides", "padding",
                    "data_format", "dilation_rate", "activation", "use_bias")
 
 
-def derive(teacher, width=1.0, depthwise=False, resolution=None):
-    """A fresh student: the teacher's graph, ``width``-scaled groups, optionally separable
-    convs and an ``r``-scaled input resolution."""
+def derive(teacher, width=1.0, depthwise=False, resolution=None, init="teacher"):
+    """A student: the teacher's graph, ``width``-scaled groups, optionally separable convs
+    and an ``r``-scaled input resolution; weights from the teacher's strongest channels
+    (``init="teacher"``, not with ``depthwise``) or fresh (``"random"``)."""
+    if init not in INITS:
+        raise EdgekitError("student init must be one of {}, got {!r}".format(", ".join(INITS), init))
     cg = trace(teacher)
-    kept = {g.id: np.arange(scaled(g.size, width)) for g in cg.groups if g.prunable}
+    inherit = init == "teacher" and not depthwise
+    weights = _weights(cg) if inherit else None
+    scores = importance(cg, weights) if inherit else {}
+    kept = {g.id: (_top(scores[g.id], scaled(g.size, width)) if g.id in scores
+                   else np.arange(scaled(g.size, width)))
+            for g in cg.groups if g.prunable}
     cfg, entries = resized_config(teacher, cg, kept)
     if depthwise:
         _separable(cg, entries)
@@ -43,7 +59,10 @@ def derive(teacher, width=1.0, depthwise=False, resolution=None):
     if cfg.get("name"):
         cfg["name"] = cfg["name"] + "_student"
     try:
-        return from_config(teacher, cfg, cg)
+        net = from_config(teacher, cfg, cg)
+        if inherit:
+            set_sliced(net, cg, kept, weights, strict=False)
+        return net
     except ValueError as exc:  # a layer built for fixed sizes (padding, Reshape) refuses
         if resolution is None:
             raise
