@@ -292,3 +292,26 @@ def test_selection_fraction(n_train, n_val, frac):
     from edgekit.compress.guard import selection_fraction
     got = selection_fraction(n_train, n_val)
     assert got == (pytest.approx(frac) if frac is not None else None)
+
+
+def test_softmax_student_logits_keep_their_gradient():
+    """Distillation reads a softmax model's logits as the softmax's own input (what Keras'
+    crossentropy does), not log(clip(p)): a confidently wrong prediction — p of the true class
+    underflows to 0 — still has a gradient, so the student can learn that image."""
+    import tensorflow as tf
+    from edgekit._tf import keras
+    from edgekit.models import as_logits
+    k = keras()
+    inp = k.Input((2,))
+    out = k.layers.Dense(2, activation="softmax", use_bias=False, kernel_initializer=k.initializers
+                         .Constant([[50.0, -50.0], [50.0, -50.0]]))(inp)
+    m = k.Model(inp, out)
+    x = np.ones((1, 2), np.float32)           # logits (100, -100): p(class 1) = 0 in float32
+
+    @tf.function
+    def grad():
+        with tf.GradientTape() as tape:
+            logits = as_logits(m(x), "softmax")
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits([1], logits))
+        return tape.gradient(loss, m.trainable_variables)[0]
+    assert float(tf.reduce_max(tf.abs(grad()))) > 0.5
