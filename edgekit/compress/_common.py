@@ -252,6 +252,10 @@ def printer(progress):
     return say
 
 
+# how every fine-tuning / distillation run sets its learning rate (recorded in manifests)
+LR_SCHEDULE = "cosine decay over the epoch cap"
+
+
 def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_epoch=0,
               label="fine-tuning", patience=None):
     """Fine-tune ``model`` on the job's training split under its accuracy guard.

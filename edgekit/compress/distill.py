@@ -19,7 +19,7 @@ Example::
 """
 import numpy as np
 
-from edgekit.compress._common import Job, printer
+from edgekit.compress._common import LR_SCHEDULE, Job, printer
 from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
@@ -94,7 +94,7 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
                  else "a larger --student than {}".format(student))
     guard = job.check_guard(net, hints=hints)
     params = dict(how, temperature=float(temperature), alpha=float(alpha), epochs=epochs, lr=lr,
-                  lr_schedule="cosine decay over the epoch cap",
+                  lr_schedule=LR_SCHEDULE,
                   batch_size=batch_size, seed=seed, loss="alpha*CE + (1-alpha)*T^2*KL",
                   teacher_output=job.output, max_drop=job.max_drop, **ran)
     extra = {"params_ratio": t_params / float(s_params)}

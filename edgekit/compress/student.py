@@ -3,7 +3,8 @@
 * ``width`` (MobileNet's width multiplier): every prunable channel group of the teacher
   (:mod:`edgekit.compress.channel_groups`: coupled convs through Add / Concatenate / depthwise,
   hidden Dense units) gets ``width * channels`` rounded as MobileNet rounds (:func:`scaled`:
-  multiples of 8, at least 8); fenced groups and the classifier keep theirs. Residual shortcuts and concatenations stay exactly where they were.
+  multiples of 8, at least 8); fenced groups and the classifier keep theirs. Residual
+  shortcuts and concatenations stay exactly where they were.
 * ``depthwise`` (the seed paper's AlexNet move): every Conv2D after the first with a kernel
   larger than 1x1 becomes a SeparableConv2D (depthwise + pointwise); 1x1 convs stay (a 1x1
   separable conv is a 1x1 conv plus a per-channel scale: no saving).
@@ -17,8 +18,8 @@ The student is a model of the teacher's kind (Sequential or functional). Without
 its channels with the largest L1 norm (the ranking of ``prune --structured``), sliced — so
 distillation fine-tunes a pruned teacher instead of training from nothing (a half-width
 MobileNetV2 student on MNIST ended 9.3 pt below its teacher from random weights, 4.9 pt from
-the teacher's channels, both after the default 8 epochs). ``init="random"`` (and every depthwise student, whose layers change kind)
-is fresh.
+the teacher's channels, both after the default 8 epochs). ``init="random"`` (and every
+depthwise student, whose layers change kind) is fresh.
 
 Example::
 
