@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.compress._common import LR_SCHEDULE, Job, fine_tune, gzip_size, printer
+from edgekit.compress._common import TUNING, Job, fine_tune, gzip_size, printer
 from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
@@ -147,7 +147,7 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
                                              "a lower --sparsity than {:g}".format(sparsity)])
     params = {"mode": "unstructured", "sparsity": sparsity, "schedule": "PolynomialDecay",
               "end_step": end, "frequency": freq, "epochs": cap, "lr": lr,
-              "lr_schedule": LR_SCHEDULE,
+              **TUNING,
               "batch_size": batch_size, "layers": names, "max_drop": job.max_drop}
     params.update(ran)
     extra = {"sparsity": total, "layer_sparsity": per_layer, "gzip_bytes": gz,
@@ -242,7 +242,7 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
     mode = "+".join(m for m, on in (("structured", structured), ("dense-width", dense_width))
                     if on is not None and on is not False)
     params = {"mode": mode, "criterion": "L1", "epochs": epochs, "lr": lr,
-              "lr_schedule": LR_SCHEDULE,
+              **TUNING,
               "batch_size": batch_size,
               "kept": report["kept"], "original": report["original"],
               "fenced": report["fenced"]}

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.calibration import calibration_set
-from edgekit.compress._common import LR_SCHEDULE, Job, fine_tune, printer
+from edgekit.compress._common import TUNING, Job, fine_tune, printer
 from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
@@ -157,8 +157,8 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                   "io": io, "onnx_activations": onnx_activations, "per_channel": bool(per_channel),
                   "seed": seed, "target": target}
         if qat:
-            params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                           "lr_schedule": LR_SCHEDULE})
+            params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size})
+            params.update(TUNING)
         input_spec = job.ds.input_spec()
         if io == "int8" and "tflite" in fmts and precision == "int8":
             input_spec["tflite_dtype"] = "int8"
