@@ -119,6 +119,29 @@ def inception(input_shape, num_classes, head="softmax", rescaling=False):
     return k.Model(inp, _head(L, x, num_classes, head), name="inception_small")
 
 
+def inception_deep(input_shape, num_classes, head="softmax", rescaling=False):
+    """A bigger Inception-style net for the benchmarks: three blocks of parallel 1x1 / 3x3 /
+    double-3x3 / pool-1x1 branches joined by ``Concatenate``, max pooling after the first
+    two, GAP."""
+    k = _keras()
+    L = k.layers
+    inp = L.Input(tuple(input_shape), name="image")
+    x = _conv_bn(L, _stem(L, inp, rescaling), 32, "stem")
+    for b, width in (("i1", 16), ("i2", 32), ("i3", 48)):
+        a = _conv_bn(L, x, width, b + "_1x1", kernel=1)
+        c = _conv_bn(L, _conv_bn(L, x, width, b + "_3x3_reduce", kernel=1), width, b + "_3x3")
+        d = _conv_bn(L, _conv_bn(L, x, width // 2, b + "_dbl_reduce", kernel=1), width,
+                     b + "_dbl_a")
+        d = _conv_bn(L, d, width, b + "_dbl_b")
+        p = L.MaxPooling2D(3, strides=1, padding="same", name=b + "_pool")(x)
+        p = _conv_bn(L, p, width // 2, b + "_pool_1x1", kernel=1)
+        x = L.Concatenate(name=b + "_concat")([a, c, d, p])
+        if b != "i3":
+            x = L.MaxPooling2D(2, name=b + "_down")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return k.Model(inp, _head(L, x, num_classes, head), name="inception_deep")
+
+
 def separable(input_shape, num_classes, head="softmax", rescaling=False):
     """A depthwise-separable CNN (``SeparableConv2D`` and ``DepthwiseConv2D`` blocks)."""
     k = _keras()
@@ -164,7 +187,7 @@ ZOO = {
 }
 MIN_SIDE = {"mobilenetv2": 32}
 # bigger models for the benchmarks (benchmarks/your_cnn.py); not in the tests' ZOO sweep
-BENCH_MODELS = {"resnet-deep": resnet_deep}
+BENCH_MODELS = {"resnet-deep": resnet_deep, "inception-deep": inception_deep}
 
 
 def build(name, input_shape=(16, 16, 3), num_classes=10, head="softmax", rescaling=False, seed=0):
