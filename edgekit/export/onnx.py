@@ -46,10 +46,60 @@ def to_onnx(model, path, opset=DEFAULT_OPSET, batch=None, input_name=INPUT_NAME)
         raise EdgekitError("ONNX cannot express op {} (tf2onnx left it unconverted at opset {})"
                            .format(", ".join(sorted(unsupported)), opset))
     _drop_unused_domains(proto)
+    drop_identity_reshapes(proto)
     Path(path).write_bytes(proto.SerializeToString())
     return {"input_name": proto.graph.input[0].name,
             "output_names": [o.name for o in proto.graph.output],
             "opset": int(opset)}
+
+
+def drop_identity_reshapes(proto):
+    """Remove the ``Reshape`` nodes that give their input's own shape; returns how many.
+
+    tf2onnx puts a ``Reshape`` to ``[-1, C, 1, 1]`` between a Conv and its BatchNormalization
+    wherever the feature map is 1x1 (the last blocks of a MobileNetV2 at 32x32). It changes
+    nothing, but it keeps onnxruntime from folding the BatchNormalization into the Conv: the
+    21 such nodes of a MobileNetV2 0.35 at 32x32 took 30% of its latency (0.209 -> 0.146 ms
+    p50 without them, same outputs). Kept: a Reshape whose shape is computed, whose input's
+    shape is not fully known past the batch dimension, or that is a graph output.
+    """
+    try:
+        from onnx import numpy_helper, shape_inference
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # an exotic graph shape inference cannot read: leave it as it is
+        return 0
+    g = proto.graph
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None
+                               for d in t.shape.dim]
+    consts = {i.name: i for i in g.initializer}
+    outputs = {o.name for o in g.output}
+    rename = {}
+    for n in list(g.node):
+        if n.op_type != "Reshape" or n.output[0] in outputs or len(n.input) < 2 \
+                or n.input[1] not in consts:
+            continue
+        s = shapes.get(n.input[0])
+        t = [int(v) for v in numpy_helper.to_array(consts[n.input[1]]).ravel()]
+        if s is None or len(s) != len(t) or len(s) < 2 or any(not v for v in s[1:]):
+            continue
+        if t[1:] == s[1:] and (t[0] == -1 or (s[0] is not None and t[0] == s[0])):
+            rename[n.output[0]] = n.input[0]
+            g.node.remove(n)
+    if not rename:
+        return 0
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            while name in rename:
+                name = rename[name]
+            n.input[i] = name
+    used = {i for n in g.node for i in n.input} | outputs
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    return len(rename)
 
 
 def _drop_unused_domains(proto):
