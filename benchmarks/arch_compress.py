@@ -135,6 +135,17 @@ def _run(run, name, src, ds, dst, out, a, extra, results, key):
         print(key, json.dumps(res), flush=True)
         Path(a.json).write_text(json.dumps(results, indent=1, default=str))
         return None
+    elif run == "latency":  # re-time an earlier prune run: both exported afresh, interleaved
+        prev = out / "{}-prune".format(name)
+        a_onnx, b_onnx = prev / "after.onnx", out / (name + ".fp32.onnx")
+        to_onnx(load_model(prev), a_onnx)
+        to_onnx(load_model(src), b_onnx)
+        lat = p50([b_onnx, a_onnx], _fitted(ds, load_model(src)).x_test, rounds=9)
+        results[key] = {"p50_ms_before": lat[str(b_onnx)], "p50_ms_after": lat[str(a_onnx)],
+                        "ratio": lat[str(b_onnx)] / lat[str(a_onnx)]}
+        print(key, json.dumps(results[key]), flush=True)
+        Path(a.json).write_text(json.dumps(results, indent=1, default=str))
+        return None
     elif run.startswith("distill"):
         how = {"distill-width": {"width": 0.5}, "distill-depthwise": {"depthwise": True},
                "distill-resolution": {"resolution": 0.75}}[run]
