@@ -43,7 +43,7 @@ def prune_channels(model, ratio=None, keep=None, target_macs=None, dense_width=N
     holds ``kept`` / ``original`` channels per producer layer, the ``fenced`` groups (kept
     whole, with why), and the MACs estimate before/after."""
     cg = trace(model)
-    weights = _weights(cg)
+    weights = layer_weights(cg)
     scores = importance(cg, weights)
     kept = choose(cg, scores, weights, ratio=ratio, keep=keep, target_macs=target_macs,
                   dense_width=dense_width)
@@ -64,7 +64,8 @@ def prune_channels(model, ratio=None, keep=None, target_macs=None, dense_width=N
 
 
 # -- scoring -------------------------------------------------------------------------------------
-def _weights(cg):
+def layer_weights(cg):
+    """{layer name: its current weights} for every layer the channel groups touch."""
     return {name: use.layer.get_weights() for name, use in cg.uses.items()}
 
 
@@ -150,7 +151,7 @@ def choose(cg, scores, weights, ratio=None, keep=None, target_macs=None, dense_w
                            .format("; ".join(sorted({w for g in conv_groups for w in g.fenced}))))
     if ratio is not None:
         for g in prunable:
-            kept[g.id] = _top(scores[g.id], _rounded(g.size * (1.0 - float(ratio)), g.size))
+            kept[g.id] = strongest(scores[g.id], _rounded(g.size * (1.0 - float(ratio)), g.size))
     for name, n in (keep or {}).items():
         g = _named_group(cg, name)
         if n > g.size:
@@ -159,13 +160,13 @@ def choose(cg, scores, weights, ratio=None, keep=None, target_macs=None, dense_w
         if g.id in kept and len(kept[g.id]) != n:
             raise EdgekitError("--keep names layers of one channel group ({}) with different "
                                "counts: their channels are coupled".format(", ".join(g.producers)))
-        kept[g.id] = _top(scores[g.id], int(n))
+        kept[g.id] = strongest(scores[g.id], int(n))
     if dense_width is not None:
         g = _first_hidden_dense(cg)
         if int(dense_width) > g.size:
             raise EdgekitError("--dense-width {} is wider than {}'s {} units".format(
                 dense_width, g.producers[0], g.size))
-        kept[g.id] = _top(scores[g.id], int(dense_width))
+        kept[g.id] = strongest(scores[g.id], int(dense_width))
     if target_macs is not None:
         kept.update(_to_target(cg, prunable, scores, weights, float(target_macs), kept))
     return kept
@@ -205,7 +206,7 @@ def _rounded(n, size, up=False):
     return int(min(size, max(m, k)))
 
 
-def _top(score, k):
+def strongest(score, k):
     """Indices of the ``k`` largest scores, in their original order."""
     return np.sort(np.argsort(-np.asarray(score), kind="stable")[:int(k)])
 
@@ -290,7 +291,7 @@ def estimate_macs(cg, kept, weights):
 # -- rebuilding ----------------------------------------------------------------------------------
 def rebuild(model, cg, kept, weights=None):
     """A new model: the same layers, group g keeping channels ``kept[g]``, weights sliced."""
-    weights = weights if weights is not None else _weights(cg)
+    weights = weights if weights is not None else layer_weights(cg)
     cfg, entries = resized_config(model, cg, kept)
     small = from_config(model, cfg, cg)
     set_sliced(small, cg, kept, weights)
@@ -390,4 +391,4 @@ def _get(model, path):
 
 
 __all__ = ["prune_channels", "importance", "choose", "estimate_macs", "rebuild", "resized_config",
-           "from_config", "MIN_KEEP"]
+           "from_config", "layer_weights", "strongest", "set_sliced", "MIN_KEEP"]

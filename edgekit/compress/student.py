@@ -29,8 +29,8 @@ Example::
 import numpy as np
 
 from edgekit.compress.channel_groups import trace
-from edgekit.compress.channel_prune import _top, _weights, from_config, importance, \
-    resized_config, set_sliced
+from edgekit.compress.channel_prune import from_config, importance, layer_weights, \
+    resized_config, set_sliced, strongest
 from edgekit.errors import EdgekitError
 
 RESIZE_LAYER = "student_resize"
@@ -47,9 +47,9 @@ def derive(teacher, width=1.0, depthwise=False, resolution=None, init="teacher")
         raise EdgekitError("student init must be one of {}, got {!r}".format(", ".join(INITS), init))
     cg = trace(teacher)
     inherit = init == "teacher" and not depthwise
-    weights = _weights(cg) if inherit else None
+    weights = layer_weights(cg) if inherit else None
     scores = importance(cg, weights) if inherit else {}
-    kept = {g.id: (_top(scores[g.id], scaled(g.size, width)) if g.id in scores
+    kept = {g.id: (strongest(scores[g.id], scaled(g.size, width)) if g.id in scores
                    else np.arange(scaled(g.size, width)))
             for g in cg.groups if g.prunable}
     cfg, entries = resized_config(teacher, cg, kept)
