@@ -93,3 +93,23 @@ def test_width_student_starts_from_the_teachers_strongest_channels():
     assert all(len(c) == 1 for c in cols)          # every kept filter is one of the teacher's
     fresh = derive(t, width=0.5, init="random")
     assert not np.allclose(fresh.get_layer("stem").get_weights()[0], stem_s)
+
+
+def test_report_names_the_layers_that_start_fresh():
+    """A teacher-initialised student reports the layers it could not slice from the teacher:
+    none at the teacher's resolution; the Dense after Flatten at a new one (its input size
+    changed). Those layers' weights are not the teacher's."""
+    from edgekit.compress.student import derive
+    from tests.zoo import build
+    t = build("sequential", (16, 16, 1), 10)
+    same = {}
+    derive(t, width=0.5, report=same)
+    assert same == {"fresh_layers": []}
+    small = {}
+    net = derive(t, width=0.5, resolution=0.5, report=small)
+    assert small["fresh_layers"] == ["fc"]
+    fc_in = [m.get_layer("fc").get_weights()[0].shape[0] for m in (net, t)]
+    assert fc_in[0] != fc_in[1]
+    rnd = {}
+    derive(t, width=0.5, init="random", report=rnd)
+    assert rnd == {}                 # nothing inherited, nothing to report

@@ -69,9 +69,12 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
                 how["resolution"] = float(resolution)
     else:
         width = (1.0 if resolution is not None else 0.5) if width is None else float(width)
-        net = derive_student(teacher, width, bool(depthwise), resolution)
+        init = {}
+        net = derive_student(teacher, width, bool(depthwise), resolution, report=init)
         how = {"width": width, "depthwise": bool(depthwise),
                "student_init": "random" if depthwise else "teacher (strongest channels, L1)"}
+        if "fresh_layers" in init:
+            how["student_fresh_layers"] = init["fresh_layers"]
         if resolution is not None:
             from edgekit.compress.student import student_size
             how.update(resolution=float(resolution),
@@ -101,12 +104,12 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     return job.save(net, "distill", params, extra, guard=guard)
 
 
-def derive_student(teacher, width, depthwise, resolution=None, init="teacher"):
+def derive_student(teacher, width, depthwise, resolution=None, init="teacher", report=None):
     """A student from the teacher's graph: see :func:`edgekit.compress.student.derive` (width
     by channel group from the teacher's strongest channels, separable convs after the first,
     an r-scaled input resolution)."""
     from edgekit.compress.student import derive
-    return derive(teacher, width, depthwise, resolution, init=init)
+    return derive(teacher, width, depthwise, resolution, init=init, report=report)
 
 
 def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress):

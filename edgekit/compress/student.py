@@ -39,10 +39,13 @@ _SEPARABLE_KEYS = ("name", "trainable", "dtype", "filters", "kernel_size", "stri
                    "data_format", "dilation_rate", "activation", "use_bias")
 
 
-def derive(teacher, width=1.0, depthwise=False, resolution=None, init="teacher"):
+def derive(teacher, width=1.0, depthwise=False, resolution=None, init="teacher", report=None):
     """A student: the teacher's graph, ``width``-scaled groups, optionally separable convs
     and an ``r``-scaled input resolution; weights from the teacher's strongest channels
-    (``init="teacher"``, not with ``depthwise``) or fresh (``"random"``)."""
+    (``init="teacher"``, not with ``depthwise``) or fresh (``"random"``). ``report`` (a dict)
+    gets ``fresh_layers``: the layers of a teacher-initialised student whose weights could not
+    be sliced from the teacher's and start fresh (e.g. a Dense after Flatten at a new
+    resolution) — recorded in the distillation manifest."""
     if init not in INITS:
         raise EdgekitError("student init must be one of {}, got {!r}".format(", ".join(INITS), init))
     cg = trace(teacher)
@@ -61,8 +64,9 @@ def derive(teacher, width=1.0, depthwise=False, resolution=None, init="teacher")
         cfg["name"] = cfg["name"] + "_student"
     try:
         net = from_config(teacher, cfg, cg)
-        if inherit:
-            set_sliced(net, cg, kept, weights, strict=False)
+        fresh = set_sliced(net, cg, kept, weights, strict=False) if inherit else None
+        if report is not None and inherit:
+            report["fresh_layers"] = list(fresh)
         return net
     except ValueError as exc:  # a layer built for fixed sizes (padding, Reshape) refuses
         if resolution is None:
