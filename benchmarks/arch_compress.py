@@ -138,9 +138,10 @@ def _run(run, name, src, ds, dst, out, a, extra, results, key):
     elif run == "latency":  # re-time an earlier prune run: both exported afresh, interleaved
         prev = out / "{}-prune".format(name)
         a_onnx, b_onnx = prev / "after.onnx", out / (name + ".fp32.onnx")
+        base = load_model(src)
         to_onnx(load_model(prev), a_onnx)
-        to_onnx(load_model(src), b_onnx)
-        lat = p50([b_onnx, a_onnx], _fitted(ds, load_model(src)).x_test, rounds=9)
+        to_onnx(base, b_onnx)
+        lat = p50([b_onnx, a_onnx], _fitted(ds, base).x_test, rounds=9)
         results[key] = {"p50_ms_before": lat[str(b_onnx)], "p50_ms_after": lat[str(a_onnx)],
                         "ratio": lat[str(b_onnx)] / lat[str(a_onnx)]}
         print(key, json.dumps(results[key]), flush=True)

@@ -294,7 +294,8 @@ def fit(model, data, epochs, batch_size=128, lr=1e-3, progress=True, callbacks=(
     if progress:
         from edgekit.progress import epoch_progress
         callbacks.insert(0, epoch_progress(epochs, label))
-    model.compile(optimizer=k.optimizers.Adam(lr, global_clipnorm=clipnorm), loss=loss_for(model), metrics=["accuracy"])
+    model.compile(optimizer=k.optimizers.Adam(lr, global_clipnorm=clipnorm),
+                  loss=loss_for(model), metrics=["accuracy"])
     from edgekit.images import keras_fit_args
     with ctrl_c_at_batch_end() as stop:
         model.fit(**keras_fit_args(data.x_train, data.y_train, batch_size,

@@ -69,12 +69,12 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
                 how["resolution"] = float(resolution)
     else:
         width = (1.0 if resolution is not None else 0.5) if width is None else float(width)
-        init = {}
-        net = derive_student(teacher, width, bool(depthwise), resolution, report=init)
+        derived = {}
+        net = derive_student(teacher, width, bool(depthwise), resolution, report=derived)
         how = {"width": width, "depthwise": bool(depthwise),
                "student_init": "random" if depthwise else "teacher (strongest channels, L1)"}
-        if "fresh_layers" in init:
-            how["student_fresh_layers"] = init["fresh_layers"]
+        if "fresh_layers" in derived:
+            how["student_fresh_layers"] = derived["fresh_layers"]
         if resolution is not None:
             from edgekit.compress.student import student_size
             how.update(resolution=float(resolution),

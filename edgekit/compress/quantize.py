@@ -157,8 +157,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                   "io": io, "onnx_activations": onnx_activations, "per_channel": bool(per_channel),
                   "seed": seed, "target": target}
         if qat:
-            params.update({"epochs": epochs, "lr": lr, "batch_size": batch_size})
-            params.update(TUNING)
+            params.update(epochs=epochs, lr=lr, batch_size=batch_size, **TUNING)
         input_spec = job.ds.input_spec()
         if io == "int8" and "tflite" in fmts and precision == "int8":
             input_spec["tflite_dtype"] = "int8"

@@ -64,9 +64,10 @@ def derive(teacher, width=1.0, depthwise=False, resolution=None, init="teacher",
         cfg["name"] = cfg["name"] + "_student"
     try:
         net = from_config(teacher, cfg, cg)
-        fresh = set_sliced(net, cg, kept, weights, strict=False) if inherit else None
-        if report is not None and inherit:
-            report["fresh_layers"] = list(fresh)
+        if inherit:
+            fresh = set_sliced(net, cg, kept, weights, strict=False)
+            if report is not None:
+                report["fresh_layers"] = list(fresh)
         return net
     except ValueError as exc:  # a layer built for fixed sizes (padding, Reshape) refuses
         if resolution is None:

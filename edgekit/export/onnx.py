@@ -58,9 +58,9 @@ def drop_identity_reshapes(proto):
 
     tf2onnx puts a ``Reshape`` to ``[-1, C, 1, 1]`` between a Conv and its BatchNormalization
     wherever the feature map is 1x1 (the last blocks of a MobileNetV2 at 32x32). It changes
-    nothing, but it keeps onnxruntime from folding the BatchNormalization into the Conv: the
-    21 such nodes of a MobileNetV2 0.35 at 32x32 took 30% of its latency (0.209 -> 0.146 ms
-    p50 without them, same outputs). Kept: a Reshape whose shape is computed, whose input's
+    nothing, but it keeps onnxruntime from folding the BatchNormalization into the Conv: with
+    the 21 such nodes of a MobileNetV2 0.35 at 32x32 gone, p50 falls 1.27x (same outputs;
+    ``benchmarks/onnx_reshapes.py``). Kept: a Reshape whose shape is computed, whose input's
     shape is not fully known past the batch dimension, or that is a graph output.
     """
     try:
