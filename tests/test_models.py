@@ -101,6 +101,23 @@ def test_gap_cnn_builds_for_8x8_and_28x28():
         assert m.get_layer("gap").output.shape[-1] == 64
 
 
+def test_micro_cnn_is_gap_cnns_layout_and_its_int8_file_fits_16_kb(tmp_path):
+    """micro-cnn is the student for ~16 KB budgets (optimize's space): same layer layout as
+    gap-cnn, exact params, and its real int8 TFLite file (BN folded) under 16,000 bytes."""
+    from edgekit.export.tflite import to_tflite
+    from edgekit.models import build, count_params
+    gap, micro = build("gap-cnn", (28, 28, 1), 10), build("micro-cnn", (28, 28, 1), 10)
+    assert [type(l).__name__ for l in gap.layers] == [type(l).__name__ for l in micro.layers]
+    # 3x3 convs 1-8-12-16-16-24, batch-norm gamma/beta/mean/variance, the 24->10 dense
+    weights = 9 * (1 * 8 + 8 * 12 + 12 * 16 + 16 * 16 + 16 * 24) + 4 * (8 + 12 + 16 + 16 + 24)
+    assert count_params(micro) == weights + 24 * 10 + 10
+    assert count_params(build("micro-cnn", (8, 8, 1), 10)) == count_params(micro)
+    rep = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    path = tmp_path / "micro.tflite"
+    to_tflite(micro, path, precision="int8", representative=rep)
+    assert 8000 < path.stat().st_size < 16000
+
+
 def test_cosine_schedule_decays_the_learning_rate(digits, tmp_path):
     from edgekit._tf import keras
     from edgekit.models import build, fit, train

@@ -42,7 +42,8 @@ DERIVED_STUDENTS = {"width-0.5": (0.5, False, None), "width-0.25": (0.25, False,
 # built-in students (edgekit.models.ARCHS), some scaled: name -> distill's keyword arguments
 BUILTIN_STUDENTS = {"tiny": {"student": "tiny"}, "gap-cnn": {"student": "gap-cnn"},
                     "gap-cnn-w0.75": {"student": "gap-cnn", "width": 0.75},
-                    "gap-cnn-w0.5": {"student": "gap-cnn", "width": 0.5}}
+                    "gap-cnn-w0.5": {"student": "gap-cnn", "width": 0.5},
+                    "micro-cnn": {"student": "micro-cnn"}}
 # bytes per weight, at least, in each precision: the lower bound on a file's size
 WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 QUANTIZE_FORMATS = ("tflite", "onnx", "openvino")     # what compress --method quantize writes
