@@ -258,3 +258,48 @@ def test_drop_identity_reshapes_table(in_shape, target, dropped, kw):
     run = [ort.InferenceSession(b, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
            for b in (before, proto.SerializeToString())]
     np.testing.assert_array_equal(run[0], run[1])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tflite_intermediate_names_are_stripped_outputs_unchanged(tmp_path, precision):
+    """to_tflite drops the fused intermediate tensor names (bytes nothing reads): the file is
+    smaller than the converter's, the interpreter gives bit-identical outputs, and the input /
+    output names and the signature runner are kept."""
+    from edgekit._tf import tf
+    from edgekit.export.tflite import strip_internal_names, to_tflite
+    from edgekit.models import build
+    model = build("micro-cnn", (28, 28, 1), 10)
+    x = np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32)
+    path = tmp_path / "m.tflite"
+    to_tflite(model, path, precision=precision, representative=x)
+    stripped = path.read_bytes()
+    conv = tf().lite.TFLiteConverter.from_keras_model(model)
+    if precision == "int8":
+        conv.optimizations = [tf().lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
+        conv.target_spec.supported_ops = [tf().lite.OpsSet.TFLITE_BUILTINS_INT8]
+    raw = conv.convert()
+    assert len(raw) - len(stripped) > 500
+    assert strip_internal_names(stripped) == stripped          # idempotent
+
+    def run(blob):
+        it = tf().lite.Interpreter(model_content=blob)
+        it.allocate_tensors()
+        names = ([d["name"] for d in it.get_input_details()],
+                 [d["name"] for d in it.get_output_details()])
+        inner = [d["name"] for d in it.get_tensor_details()]
+        outs = []
+        for i in range(len(x)):
+            it.set_tensor(it.get_input_details()[0]["index"], x[i:i + 1])
+            it.invoke()
+            outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+        sig = it.get_signature_runner()(**{it.get_signature_list()["serving_default"]["inputs"][0]:
+                                           x[:1]})
+        return names, inner, np.concatenate(outs), sig
+    names_raw, inner_raw, out_raw, sig_raw = run(raw)
+    names, inner, out, sig = run(stripped)
+    assert names == names_raw and all(names[0] + names[1])
+    assert sum(map(len, inner)) < sum(map(len, inner_raw)) / 2
+    np.testing.assert_array_equal(out, out_raw)
+    assert [np.asarray(v).tolist() for v in sig.values()] == \
+        [np.asarray(v).tolist() for v in sig_raw.values()]

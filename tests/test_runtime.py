@@ -41,6 +41,9 @@ def test_cpu_runner_matches_keras_and_benchmarks(model_files, runtime):
         assert np.max(np.abs(got - ref)) < 1e-4
         assert (r.predict(x[:8]) == ref[:8].argmax(1)).all()
         assert r.describe()["runtime"] == runtime
+        if runtime == "openvino":   # fp32 IR runs in f32, not the plugin's bf16 where AMX exists
+            assert str(r.compiled.get_property("INFERENCE_PRECISION_HINT")).lower() in (
+                "f32", "<type: 'float32'>", "float32")
     res = measure(RUNNERS_CLS(runtime)(model_files[runtime]), x, model_files["y"], batch=4,
                   warmup=3, iterations=20)
     assert res["iterations"] == 20 and res["batch"] == 4 and res["warmup"] == 3

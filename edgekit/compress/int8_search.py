@@ -187,6 +187,8 @@ def _latency_cost(a, b, x, iterations=100):
 def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP, say=None):
     """Write the best int8 OpenVINO IR found to ``xml``; returns the search record."""
     import openvino as ov
+
+    from edgekit.runtime.openvino import CPU_F32
     try:
         import nncf
     except ImportError:
@@ -207,7 +209,7 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
             hits += int(np.sum(np.argmax(out.reshape(len(out), -1), axis=1) == y))
             n += len(y)
         return hits / float(max(1, n))
-    base = validate(core.compile_model(m, "CPU"), batches)
+    base = validate(core.compile_model(m, "CPU", CPU_F32), batches)
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE,
                "mixed": nncf.QuantizationPreset.MIXED}
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
@@ -220,7 +222,7 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
             kw = {"advanced_parameters": adv} if adv is not None else {}
             q = nncf.quantize(ov.convert_model(str(float_onnx)), calib, preset=presets[p],
                               subset_size=len(rep), **kw)
-            cands[p + suffix] = validate(core.compile_model(q, "CPU"), batches)
+            cands[p + suffix] = validate(core.compile_model(q, "CPU", CPU_F32), batches)
             models[p + suffix] = (q, p, kw)
             order.append(p + suffix)
     best = max(order, key=lambda c: (cands[c], -order.index(c)))
@@ -239,7 +241,7 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
             lambda compiled, data: validate(compiled, data), max_drop=max_drop / 100.0,
             drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset], subset_size=len(rep), **kw)
         rec["accuracy_control"] = True
-        rec["validation_accuracy"] = validate(core.compile_model(q, "CPU"), batches)
+        rec["validation_accuracy"] = validate(core.compile_model(q, "CPU", CPU_F32), batches)
     rec["float_layers"] = float_ops(q)
     xml = Path(xml)
     xml.parent.mkdir(parents=True, exist_ok=True)
