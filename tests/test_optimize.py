@@ -253,3 +253,32 @@ def test_host_times_candidates_on_the_device_over_ssh(tiny_artifact, sshd, tmp_p
     assert best["latency"]["p50"] == best["latency_ms"] and best["latency"]["max"] > 0
     installed = [p for p in rdir.iterdir() if (p / ".edgekit-complete").is_file()]
     assert len(installed) == 1          # the candidate's bundle went to the device
+
+
+def test_tflite_bytes_known_before_training_prune_a_student_that_cannot_fit(tiny_artifact):
+    """A TFLite finish is converted once with random weights: the size does not depend on the
+    values (two draws agree), and under a limit between two students' files the bigger one is
+    pruned with "its file has N bytes" while its params x 1 B bound alone would have passed."""
+    from edgekit.models import build, load_model
+    from edgekit.optimize.space import Space, tflite_file_bytes
+    from edgekit.optimize.study import cheap_violation
+    shape = (8, 8, 1)
+    micro = build("micro-cnn", shape, 10)
+    a, b = (tflite_file_bytes(micro, "int8", shape, seed=s) for s in (0, 1))
+    assert a == b and a > 8674                 # 8,674 weights + the flatbuffer's overhead
+    space = Space.for_model(load_model(tiny_artifact.path), "laptop-cpu", kinds=["distill"],
+                            formats=["tflite"])
+    int8 = {"kind": "quantize", "format": "tflite", "precision": "int8"}
+
+    def cand(student):
+        return {"shrink": [{"method": "distill", "params": {"student": student}}],
+                "finish": dict(int8), "label": student}
+    small = space.cheap_facts(cand("micro-cnn"), max_bytes=a + 1)
+    assert small["bytes_exact"] and small["bytes_low"] == a
+    assert cheap_violation(small, {"max_bytes": a + 1}) is None
+    big = space.cheap_facts(cand("gap-cnn"), max_bytes=a + 40000)
+    assert big["bytes_exact"] and big["bytes_low"] > big["params"]
+    limit = (big["params"] + big["bytes_low"]) // 2     # over the bound, under the file
+    why = cheap_violation(space.cheap_facts(cand("gap-cnn"), max_bytes=limit),
+                          {"max_bytes": limit})
+    assert why.startswith("its file has {:,} bytes".format(big["bytes_low"]))

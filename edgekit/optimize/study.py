@@ -171,7 +171,7 @@ def _evaluate_batch(study, space, ctx, todo, executor, limits):
     cut = thresholds(study, ETA)
     for number, cand in todo:
         try:
-            facts = space.cheap_facts(cand)
+            facts = space.cheap_facts(cand, limits.get("max_bytes"))
         except EdgekitError as exc:      # e.g. a MACs target the model's groups cannot reach
             out[number] = ({"state": "infeasible", "reason": str(exc), "cheap": True}, {})
             continue
@@ -201,8 +201,8 @@ def cheap_violation(facts, limits):
         return "{:,} parameters > --max-params {:,} (known before training)".format(
             p, limits["max_params"])
     if limits.get("max_bytes") is not None and b is not None and b > limits["max_bytes"]:
-        return "at least {:,} bytes ({:,} params) > --max-bytes {:,} (known before training)" \
-            .format(b, p, limits["max_bytes"])
+        return "{} {:,} bytes ({:,} params) > --max-bytes {:,} (known before training)".format(
+            "its file has" if facts.get("bytes_exact") else "at least", b, p, limits["max_bytes"])
     return None
 
 
