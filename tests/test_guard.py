@@ -315,3 +315,36 @@ def test_softmax_student_logits_keep_their_gradient():
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits([1], logits))
         return tape.gradient(loss, m.trainable_variables)[0]
     assert float(tf.reduce_max(tf.abs(grad()))) > 0.5
+
+
+@pytest.mark.parametrize("vals,settle,stopped_after,best_epoch", [
+    # reaches the target (0.90) at epoch 2, epoch 3 is no better: settle stops there
+    ([0.80, 0.91, 0.90, 0.95, 0.96], True, 3, 2),
+    # settle=False (optimize's distillation) trains on and keeps the later, better epoch
+    ([0.80, 0.91, 0.90, 0.95, 0.96], False, None, 5),
+    # never reaches the target: only the patience (2) stops it, either way
+    ([0.50, 0.60, 0.55, 0.58, 0.70], True, 4, 2),
+    ([0.50, 0.60, 0.55, 0.58, 0.70], False, 4, 2),
+])
+def test_guard_stop_settles_only_when_asked(vals, settle, stopped_after, best_epoch):
+    """guard_stop's early stop on reaching the guard is what compress wants (the first
+    good-enough epoch) and what a search does not (the best within the cap)."""
+    from types import SimpleNamespace
+
+    from edgekit.compress.guard import guard_stop
+    guard = SimpleNamespace(target=0.90, split="selection", base_val=0.91, max_drop=1.0)
+    cb = guard_stop(guard, patience=2, settle=settle)
+    model = SimpleNamespace(stop_training=False, weights=None)
+    model.get_weights = lambda: model.weights
+    model.set_weights = lambda w: setattr(model, "weights", w)
+    cb.set_model(model)
+    stopped = None
+    for epoch, v in enumerate(vals):
+        model.weights = ["epoch", epoch + 1]
+        cb.on_epoch_end(epoch, {"val_accuracy": v})
+        if model.stop_training:
+            stopped = epoch + 1
+            break
+    cb.on_train_end()
+    assert stopped == stopped_after
+    assert cb.summary()["best_epoch"] == best_epoch and model.weights == ["epoch", best_epoch]

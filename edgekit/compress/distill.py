@@ -26,14 +26,17 @@ from edgekit.errors import EdgekitError
 
 @declared("distill")
 def distill(model, data, out, *, student, width, depthwise, resolution, temperature, alpha, epochs,
-            lr, batch_size, seed, max_drop, allow_drop, preprocess, force=False, progress=True):
+            lr, batch_size, seed, max_drop, allow_drop, preprocess, settle=True, force=False,
+            progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
     ``depthwise`` / ``resolution``: that architecture scaled) or None to derive it from the
     teacher with ``width`` in (0, 1] (default 0.5) and/or ``depthwise``. Training is budgeted
     in optimizer steps (``epochs`` caps it) and stops once the student's validation accuracy
-    is within ``max_drop`` points of the teacher's; a student that cannot get there is not
+    is within ``max_drop`` points of the teacher's and an epoch brings no new best
+    (``settle=False``: only the cap or the patience stops it -- a search after the best
+    student, not the first good-enough one); a student that cannot get there is not
     written (GuardFailed) unless ``allow_drop``.
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
@@ -91,7 +94,7 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
                                       temperature, alpha, job.max_drop, before["val_accuracy"],
                                       epochs, batch_size))
     ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr, batch_size,
-                 progress)
+                 progress, settle=bool(settle))
     hints = ["more --epochs (cap was {})".format(epochs)]
     hints.append("a larger student (--width above {:g})".format(width) if student is None
                  else "a larger --student than {}".format(student))
@@ -99,7 +102,7 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     params = dict(how, temperature=float(temperature), alpha=float(alpha), epochs=epochs, lr=lr,
                   **TUNING,
                   batch_size=batch_size, seed=seed, loss="alpha*CE + (1-alpha)*T^2*KL",
-                  teacher_output=job.output, max_drop=job.max_drop, **ran)
+                  teacher_output=job.output, max_drop=job.max_drop, settle=bool(settle), **ran)
     extra = {"params_ratio": t_params / float(s_params)}
     return job.save(net, "distill", params, extra, guard=guard)
 
@@ -112,7 +115,7 @@ def derive_student(teacher, width, depthwise, resolution=None, init="teacher", r
     return derive(teacher, width, depthwise, resolution, init=init, report=report)
 
 
-def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress):
+def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress, settle=True):
     """Fit the student on [one-hot labels | teacher logits] with the KD loss, under the guard.
 
     Teacher and student logits come from their outputs as the models define them: a softmax
@@ -145,7 +148,7 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     def acc(y_true, out):
         return k.metrics.sparse_categorical_accuracy(tfm.argmax(y_true[:, :n_cls], axis=-1), out)
 
-    stop = guard_stop(sel_guard, patience=DISTILL_PATIENCE, say=printer(progress))
+    stop = guard_stop(sel_guard, patience=DISTILL_PATIENCE, say=printer(progress), settle=settle)
     callbacks = [stop]
     if progress:
         from edgekit.progress import epoch_progress

@@ -191,10 +191,10 @@ def epoch_cap(n_train, batch_size, epochs=None, steps=FINE_TUNE_STEPS, min_epoch
     return max(int(min_epochs), int(math.ceil(steps / float(per_epoch))))
 
 
-def guard_stop(guard, patience=PATIENCE, start_epoch=0, say=None):
+def guard_stop(guard, patience=PATIENCE, start_epoch=0, say=None, settle=True):
     """A Keras callback: stop once validation accuracy has reached ``guard.target`` and then
-    an epoch brings no new best (:data:`SETTLE`), or after ``patience`` epochs without
-    improvement; restore the best epoch's weights at the end.
+    an epoch brings no new best (:data:`SETTLE`; not with ``settle=False``), or after
+    ``patience`` epochs without improvement; restore the best epoch's weights at the end.
     Epochs before ``start_epoch`` (e.g. a pruning ramp) are not candidates."""
     from edgekit._tf import keras
 
@@ -224,7 +224,7 @@ def guard_stop(guard, patience=PATIENCE, start_epoch=0, say=None):
                 self.bad += 1
             if val >= guard.target:
                 self.reached = True
-            if self.reached and self.bad >= SETTLE:
+            if settle and self.reached and self.bad >= SETTLE:
                 if say:
                     say("{} accuracy {:.2%} (best {:.2%}, epoch {}) is within the guard "
                         "(base {:.2%}, --max-drop {:g}) and no longer improving: stopping".format(

@@ -308,6 +308,9 @@ OPTIONS = {
         option("temperature", FLOAT, 4.0, "distill: softmax temperature (default 4).", positive),
         option("alpha", FLOAT, 0.1, "distill: weight of the hard-label loss (default 0.1).",
                interval(0, 1, "both", what=" (weight of the hard-label loss)")),
+        option("settle", SWITCH, True, "distill: stop once within the guard and an epoch brings "
+               "no new best (False: train to the cap, keep the best epoch -- optimize)",
+               cli=False),
     ),
     "knn-slice": _common(*_INPUT) + (
         option("cut", TEXT_OR_INT, "auto", "knn-slice: layer NAME, INDEX or auto."),
