@@ -119,7 +119,9 @@ def test_openvino_2022_loads_and_agrees(auto_art, digits, tmp_path):
     np.save(tmp_path / "x.npy", digits.x_test)
     code = ("import numpy as np, sys\n"
             "from openvino.runtime import Core\n"
-            "c = Core(); m = c.read_model(sys.argv[1]); cm = c.compile_model(m, 'CPU')\n"
+            "c = Core(); m = c.read_model(sys.argv[1])\n"
+            # f32 as edgekit's runner asks: 2022.3.1's CPU default is bf16 where AMX exists
+            "cm = c.compile_model(m, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
             "x = np.load(sys.argv[2]); r = cm.infer_new_request({0: x})\n"
             "np.save(sys.argv[3], r[cm.outputs[0]].astype(np.int64))\n")
     subprocess.run([ov2022_python(), "-c", code, str(path), str(tmp_path / "x.npy"),
