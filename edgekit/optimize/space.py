@@ -182,17 +182,17 @@ class Space:
         student whose flatbuffer overhead breaks the limit (9.4k params -> 17 KB in int8) is
         never trained. ``bytes_low`` becomes that size, ``bytes_exact`` says so."""
         key = repr((cand["shrink"], cand["finish"]))
-        if key in self._facts:
-            facts = self._facts[key]
-            if (max_bytes is not None and facts.get("bytes_exact") is None
-                    and self._net_of(cand) is not None):
-                self._tflite_bytes(cand, facts, max_bytes)
-            return facts
+        if key not in self._facts:
+            self._facts[key] = self._model_facts(cand)
+        facts = self._facts[key]
+        if max_bytes is not None and not facts.get("bytes_exact"):
+            self._tflite_bytes(cand, facts, max_bytes)
+        return facts
+
+    def _model_facts(self, cand):
         from edgekit.models import count_macs, count_params
         facts = {"params": None, "macs": None, "bytes_low": None}
-        if self.teacher is None:
-            return facts
-        net = self._net_of(cand)
+        net = None if self.teacher is None else self._net_of(cand)
         if net is not None:
             facts["params"], facts["macs"] = int(count_params(net)), int(count_macs(net))
             if cand["finish"]["kind"] == "knn":
@@ -200,9 +200,6 @@ class Space:
                     1 if cand["shrink"][-1]["params"].get("int8_weights") else 4)
             else:
                 facts["bytes_low"] = facts["params"] * WEIGHT_BYTES[cand["finish"]["precision"]]
-        self._facts[key] = facts
-        if max_bytes is not None and net is not None:
-            self._tflite_bytes(cand, facts, max_bytes)
         return facts
 
     def _net_of(self, cand):
