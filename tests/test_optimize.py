@@ -255,7 +255,8 @@ def test_host_times_candidates_on_the_device_over_ssh(tiny_artifact, sshd, tmp_p
     assert len(installed) == 1          # the candidate's bundle went to the device
 
 
-def test_tflite_bytes_known_before_training_prune_a_student_that_cannot_fit(tiny_artifact):
+def test_tflite_bytes_known_before_training_prune_a_student_that_cannot_fit(
+        seed_digits_artifact):
     """A TFLite finish is converted once with random weights: the size does not depend on the
     values (two draws agree), and under a limit between two students' files the bigger one is
     pruned with "its file has N bytes" while its params x 1 B bound alone would have passed."""
@@ -266,8 +267,8 @@ def test_tflite_bytes_known_before_training_prune_a_student_that_cannot_fit(tiny
     micro = build("micro-cnn", shape, 10)
     a, b = (tflite_file_bytes(micro, "int8", shape, seed=s) for s in (0, 1))
     assert a == b and a > 8674                 # 8,674 weights + the flatbuffer's overhead
-    space = Space.for_model(load_model(tiny_artifact.path), "laptop-cpu", kinds=["distill"],
-                            formats=["tflite"])
+    space = Space.for_model(load_model(seed_digits_artifact.path), "laptop-cpu",
+                            kinds=["distill"], formats=["tflite"])
     int8 = {"kind": "quantize", "format": "tflite", "precision": "int8"}
 
     def cand(student):
@@ -282,3 +283,156 @@ def test_tflite_bytes_known_before_training_prune_a_student_that_cannot_fit(tiny
     why = cheap_violation(space.cheap_facts(cand("gap-cnn"), max_bytes=limit),
                           {"max_bytes": limit})
     assert why.startswith("its file has {:,} bytes".format(big["bytes_low"]))
+
+
+def test_chains_through_a_distilled_student_are_sampled_and_sized(tiny_artifact):
+    """distill+distill samples an assistant then a student (a derived student is derived from
+    the assistant, not the teacher); distill+knn cuts the student (auto), never in int8 on the
+    NCS2."""
+    from edgekit.compress.student import derive
+    from edgekit.models import build, count_params, load_model
+    from edgekit.optimize.space import Space, architecture, has_int8
+    net = load_model(tiny_artifact.path)
+    space = Space.for_model(net, "laptop-cpu", kinds=["distill+distill", "distill+knn"])
+    cands = _sample(space, 30)
+    ta = [c for c in cands if len(c["shrink"]) == 2 and c["shrink"][1]["method"] == "distill"]
+    knn = [c for c in cands if c["finish"]["kind"] == "knn"]
+    assert ta and knn and len(ta) + len(knn) == len(cands)
+    assert all(c["shrink"][0]["method"] == "distill" for c in cands)
+    assert all(c["shrink"][1] == {"method": "knn-slice", "params": c["shrink"][1]["params"]}
+               and c["shrink"][1]["params"]["cut"] == "auto" for c in knn)
+    assert all(c["label"].count("distill") == 2 for c in ta)
+    shape = (8, 8, 1)
+    chain = [{"method": "distill", "params": {"student": "gap-cnn"}},
+             {"method": "distill", "params": {"width": 0.5}}]
+    a = architecture(net, chain[0], shape, 10)
+    b = architecture(a, chain[1], shape, 10)
+    assert count_params(b) == count_params(derive(build("gap-cnn", shape, 10), 0.5, False, None))
+    assert count_params(b) != count_params(architecture(net, chain[1], shape, 10))
+    ncs2 = _sample(Space.for_model(net, "ncs2", kinds=["distill+knn"]), 12)
+    assert ncs2 and not any(has_int8(c) for c in ncs2)
+
+
+def _ctx(art, out, seed=5):
+    from edgekit.artifact import Artifact
+    return {"model": str(Path(str(art.path)).resolve()), "data": "digits", "out": str(out),
+            "target": "laptop-cpu", "host": None, "max_drop": 100.0,
+            "base_val": Artifact.open(art.path).manifest["metrics"]["val_accuracy"],
+            "seed": seed, "max_epochs": 2, "max_bytes": None,
+            "bench": {"iterations": 5, "warmup": 1}, "deploy": {}}
+
+
+def test_a_shared_teacher_assistant_trains_once_and_knn_heads_a_student(seed_digits_artifact,
+                                                                       tmp_path, digits):
+    """Two teacher-assistant chains with the same assistant: the second copies the first's
+    trained assistant from DIR/steps (same weights) and trains only its own student; a
+    distill -> knn-slice chain writes a k-NN graph measured on onnxruntime."""
+    import hashlib
+    from edgekit.optimize.evaluate import STEPS_DIR, evaluate
+    from edgekit.optimize.space import label
+    out = tmp_path / "run"
+    ctx = _ctx(seed_digits_artifact, out)
+    int8 = {"kind": "quantize", "format": "tflite", "precision": "int8"}
+
+    def cand(steps, finish):
+        return {"shrink": steps, "finish": finish, "label": label(steps, finish)}
+    assistant = {"method": "distill", "params": {"student": "micro-cnn", "lr": 1e-2}}
+    one = cand([assistant, {"method": "distill", "params": {"student": "tiny"}}], int8)
+    two = cand([assistant, {"method": "distill", "params": {"width": 0.5}}], int8)
+    r1 = evaluate(one, 0, ctx, ds=digits)
+    assert r1["state"] == "complete", r1
+    keys = set(p.name for p in (out / STEPS_DIR).iterdir())
+    r2 = evaluate(two, 1, ctx, ds=digits)
+    assert r2["state"] == "complete", r2
+    new = set(p.name for p in (out / STEPS_DIR).iterdir()) - keys
+    # the assistant trains once at the full cap (2 epochs); each student climbs the rungs
+    # (1, then 2 epochs): the second chain adds only its own student's two
+    assert [r["epochs"] for r in r1["rungs"]] == [1, 2] == [r["epochs"] for r in r2["rungs"]]
+    assert len(keys) == 3 and len(new) == 2
+    from edgekit.artifact import Artifact
+    for cid in ("000", "001"):
+        m = Artifact.open(out / "candidates" / (cid + ".steps") / "1-distill").manifest
+        assert m["method"]["params"]["epochs"] == 2
+
+    def model_sha(cid):
+        h5 = out / "candidates" / (cid + ".steps") / "1-distill" / "model.h5"
+        return hashlib.sha256(h5.read_bytes()).hexdigest()
+    assert model_sha("000") == model_sha("001")
+    assert r1["params"] != r2["params"]
+
+    knn = cand([assistant, {"method": "knn-slice", "params": {"cut": "auto",
+                                                               "int8_weights": True}}],
+               {"kind": "knn"})
+    r3 = evaluate(knn, 2, ctx, ds=digits)
+    assert r3["state"] == "complete", r3
+    assert r3["runtime"] == "onnxruntime" and r3["val_accuracy"] > 0.5
+    a = Artifact.open(out / r3["artifact"])
+    assert a.manifest["method"]["name"] == "knn-slice"
+    assert (out / "candidates" / "002.steps" / "1-distill").is_dir()
+
+
+def test_a_chain_whose_student_is_not_smaller_than_its_assistant_is_never_trained(
+        seed_digits_artifact):
+    from edgekit.models import build, count_params, load_model
+    from edgekit.optimize.space import Space
+    from edgekit.optimize.study import cheap_violation
+    space = Space.for_model(load_model(seed_digits_artifact.path), "laptop-cpu",
+                            kinds=["distill+distill"])
+    fin = dict(space.finishes[0])
+    micro = {"method": "distill", "params": {"student": "micro-cnn"}}
+    n_micro = count_params(build("micro-cnn", space.data_shape, space.num_classes))
+    for second, fits in (("gap-cnn", False), ("micro-cnn", False), ("tiny", True)):
+        facts = space.cheap_facts({"shrink": [micro, {"method": "distill", "params": {
+            "student": second}}], "finish": fin})
+        why = cheap_violation(facts, {})
+        if fits:
+            assert why is None
+        else:
+            assert why.startswith("its student has {:,} params, not fewer than its teacher's "
+                                  "{:,}".format(facts["params"], n_micro)), why
+
+
+@pytest.mark.parametrize("max_bytes", [20000])
+def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digits_artifact,
+                                                                       tmp_path, max_bytes):
+    """Starting points come from cheap facts: the fitting student with the most MACs (every
+    student with more does not fit), taught directly and through an assistant larger than
+    it, and enqueued once -- the first trial asked is the first point, a resumed study
+    enqueues nothing again."""
+    import optuna
+    from edgekit.models import count_macs, load_model
+    from edgekit.optimize.space import Space, _distill
+    from edgekit.optimize.study import cheap_violation, enqueue_starts, open_study
+    space = Space.for_model(load_model(seed_digits_artifact.path), "laptop-cpu",
+                            kinds=["distill", "distill+distill", "distill+knn"],
+                            formats=["tflite"])
+    limits = {"max_bytes": max_bytes}
+    int8 = {"kind": "quantize", "format": "tflite", "precision": "int8"}
+
+    def facts(steps):
+        return space.cheap_facts({"shrink": steps, "finish": int8}, max_bytes)
+    starts = space.starting_points(limits)
+    first = starts[0]
+    assert first["shrink"] == "distill" and first["finish"] == "tflite-int8"
+    macs = {n: count_macs(space._net_of({"shrink": [_distill(n)]})) for n in space.students}
+    fitting = [n for n in space.students if cheap_violation(facts([_distill(n)]), limits) is None]
+    assert first["student"] in fitting and len(fitting) < len(space.students)
+    assert all(macs[n] <= macs[first["student"]] for n in fitting)
+    ta = [p for p in starts if p["shrink"] == "distill+distill"]
+    for p in ta:
+        chain = facts([_distill(p["assistant"]), _distill(p["student"])])
+        assert cheap_violation(chain, limits) is None and p["student"] == first["student"]
+        assert facts([_distill(p["assistant"])])["params"] > 2 * facts(
+            [_distill(p["student"])])["params"]
+    assert [p["shrink"] for p in starts][-1] == "distill+knn"
+
+    study = open_study(tmp_path / "s", {"x": 1})
+    assert enqueue_starts(study, space, limits) == starts
+    t = study.ask()
+    assert t.suggest_categorical("shrink", space.kinds) == "distill"
+    assert t.suggest_categorical("student", space.students) == first["student"]
+    study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    again = open_study(tmp_path / "s", {"x": 1})
+    assert enqueue_starts(again, space, limits) == []
+    waiting = again.get_trials(states=[optuna.trial.TrialState.WAITING])
+    assert len(waiting) == len(starts) - 1

@@ -27,7 +27,7 @@ def optimize(
     trials: int = typer.Option(None, "--trials", help="Total trials of the study (default 20 without --budget)."),
     executor: str = typer.Option("local", "--executor", help="local | dask://HOST:PORT (an existing Dask scheduler)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every training."),
-    methods: str = typer.Option(None, "--methods", help="Shrink moves to search, comma list of none,prune,distill,prune+distill,knn (default: all)."),
+    methods: str = typer.Option(None, "--methods", help="Shrink moves to search, comma list of none,prune,distill,prune+distill,distill+distill (teacher assistant),distill+knn,knn (default: all)."),
     formats: str = typer.Option(None, "--formats", help="The target's file formats to try, comma list (default: every format the target runs)."),
     batch: int = typer.Option(2, "--batch", help="Trials proposed at once (evaluated in parallel on a cluster; results do not depend on the executor)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs of each training step at the top rung (default: budgeted in optimizer steps; lower rungs get 1/9 and 1/3)."),

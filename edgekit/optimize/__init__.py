@@ -9,7 +9,9 @@ target's runtime with the one benchmark protocol (:mod:`~edgekit.optimize.evalua
 Outputs in ``out``: ``candidates/NNN/`` (one artifact per finished trial, manifest and all;
 a chain's earlier steps in ``candidates/NNN.steps/``), ``best/`` (a copy of the chosen one,
 ready for ``export`` / ``deploy``), ``front.json``, ``front.png``, ``report.md`` (the front as
-a Markdown section) and ``study.db`` (the Optuna study: the same ``out`` resumes it).
+a Markdown section), ``study.db`` (the Optuna study: the same ``out`` resumes it) and
+``steps/`` (each trained step once, keyed by the chain up to it: candidates that share a
+teacher assistant or a student copy it instead of training it again).
 
 Example::
 
@@ -102,8 +104,8 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
 
     ``budget``: seconds or ``"45m"``; ``trials``: total trials of the study (default 20 without a
     budget, unlimited with one). ``methods``: shrink moves to try (``none,prune,distill,
-    prune+distill,knn``). ``batch``: trials proposed at once (the same for every executor, so
-    results do not depend on it). ``max_epochs``: cap on each training step's epochs (default:
+    prune+distill,distill+distill,distill+knn,knn``). ``batch``: trials proposed at once (the
+    same for every executor, so results do not depend on it). ``max_epochs``: cap on each training step's epochs (default:
     budgeted in optimizer steps). ``host``: time candidates on the device (``deploy --bench``;
     ``deploy_options``: identity, known_hosts, accept_new_host_key, remote_python, ...).
     """
@@ -176,8 +178,9 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
                 "max_drop": max_drop, "seed": int(seed), "batch": batch,
                 "max_epochs": max_epochs, "space": space.describe(), "limits": limits,
                 "bench_iterations": bench_iterations}
-    from edgekit.optimize.study import open_study, run
+    from edgekit.optimize.study import enqueue_starts, open_study, run
     study = open_study(out, settings)
+    enqueue_starts(study, space, limits)
     ctx = {"model": str(Path(model_dir).resolve()), "data": ds.spec, "out": str(out.resolve()),
            "target": target, "host": host, "max_drop": max_drop, "base_val": base_val,
            "seed": int(seed), "max_epochs": max_epochs, "max_bytes": max_bytes,

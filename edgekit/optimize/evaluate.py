@@ -13,17 +13,22 @@ them and the trial's seed -- not on where it ran.
    what earlier trials reached at that rung (``thresholds``, computed by the driver from
    finished trials, so the decision does not depend on scheduling), else it is pruned.
    Rungs compare the trained model's Keras validation accuracy; everything is written into a
-   scratch dir, and only the final rung goes on to step 2.
-2. **The target's file**: ``export`` (fp32/fp16, parity-checked) or ``quantize`` (int8,
+   scratch dir, and only the final rung goes on. In a chain only the last trained step
+   climbs the rungs; the ones before it train at the full cap. A trained step is kept in
+   ``DIR/steps`` under its chain prefix (seeded by it, :func:`step_seed`): a teacher
+   assistant shared by several chains, or a student tried with several finishes, trains once.
+2. **Untrained steps after the last trained one** (a k-NN head on a distilled student) run
+   once, on the final rung's model.
+3. **The target's file**: ``export`` (fp32/fp16, parity-checked) or ``quantize`` (int8,
    calibrated, under the guard proper: fail closed) in the format the candidate names; a
    k-NN slice is its ONNX graph.
-3. **Measured**: the artifact's runnable file for the target goes through the one benchmark
+4. **Measured**: the artifact's runnable file for the target goes through the one benchmark
    protocol (:func:`edgekit.bench.bench`) -- locally for a target this machine is, or on the
    device through ``deploy --bench`` with a host -- with the **validation** split as its
    data, so its accuracy is the runtime's own on validation images. Bytes are the file's
    bytes on disk (``Artifact.run_bytes``). Without the hardware and without a host, a device
    target's file is run on this CPU for its validation accuracy and latency stays unmeasured.
-4. **Guard on the whole chain**: validation accuracy against the input model's; a drop over
+5. **Guard on the whole chain**: validation accuracy against the input model's; a drop over
    ``max_drop`` is infeasible and the candidate is removed (never written).
 
 Example::
@@ -31,6 +36,7 @@ Example::
     res = evaluate(cand, 7, ctx)   # -> {"state": "complete", "val_accuracy", "bytes", ...}
 """
 import functools
+import json
 import math
 import shutil
 import time
@@ -79,7 +85,8 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
     scratch = out / "work" / cid
     seed = int(ctx["seed"]) + int(number)
     t0 = time.time()
-    trained = [s for s in cand["shrink"] if s["method"] in TRAINED]
+    head, tail = split_chain(cand["shrink"])
+    trained = [s for s in head if s["method"] in TRAINED]
     n_rungs = max([len(rung_epochs(s["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs")))
                    for s in trained] or [1])
     rungs = []
@@ -89,7 +96,7 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
             shutil.rmtree(scratch, ignore_errors=True)
             set_seed(seed)
             try:
-                src, passed, val = _run_shrink(cand, ctx, ds, scratch, r, seed)
+                src, passed, val = _run_shrink(head, ctx, ds, scratch, r)
                 if trained:
                     rungs.append({"rung": r, "epochs": _epochs_of(src), "val_accuracy": val,
                                   "reached_teacher": passed})
@@ -100,6 +107,7 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
                         "earlier trials at this rung".format(r, val, ETA, cut))}, t0)
                 if not (passed or last):
                     continue
+                src = _run_untrained(tail, len(head), ctx, ds, scratch, src)
                 art = _run_finish(cand, ctx, ds, scratch, src, seed)
                 res = measure(art, ctx, ds)
             except EdgekitError as exc:
@@ -140,35 +148,105 @@ def _epochs_of(art):
     return Artifact.open(art, verify=False).manifest["method"]["params"].get("epochs")
 
 
-def _run_shrink(cand, ctx, ds, scratch, rung, seed):
-    """The candidate's compress steps into ``scratch`` at this rung's epoch caps; returns
+def split_chain(steps):
+    """(the steps up to the last trained one, the untrained rest): only the first part is
+    re-run at each rung; a knn-slice after a distilled student runs once, on the final one."""
+    last = max([i for i, s in enumerate(steps) if s["method"] in TRAINED] or [-1])
+    return list(steps[:last + 1]), list(steps[last + 1:])
+
+
+def step_seed(seed, prefix):
+    """The seed a trained step uses: the study's seed and the chain up to it, not the trial
+    number -- so the same step of two candidates (a teacher assistant shared by several
+    students, or one student with several finishes) is the same model, trained once."""
+    import zlib
+    text = json.dumps(prefix, sort_keys=True)
+    return int(seed) + zlib.crc32(text.encode("utf-8")) % 1000003
+
+
+def _run_shrink(steps, ctx, ds, scratch, rung):
+    """The trained steps of a chain into ``scratch`` at this rung's epoch caps; returns
     (last artifact path or the input's, every trained step reached the teacher, the last
-    trained step's Keras validation accuracy or None)."""
+    trained step's Keras validation accuracy or None).
+
+    Each trained step's result is kept in ``DIR/steps`` under a key of the chain up to it
+    (with its epoch cap and seed, :func:`step_seed`): a later candidate starting with the same
+    steps copies it instead of training again. The key holds everything the step depends on
+    within one study (a study's model, data and settings are fixed: :func:`study.open_study`)."""
     from edgekit.compress import compress
     src, passed, val = ctx["model"], True, None
-    for i, step in enumerate(cand["shrink"]):
+    prefix = []
+    last = max([i for i, s in enumerate(steps) if s["method"] in TRAINED] or [-1])
+    for i, step in enumerate(steps):
+        if step["method"] not in TRAINED:
+            src = _run_untrained([step], i, ctx, ds, scratch, src)
+            continue
         dst = scratch / "{}-{}".format(i + 1, step["method"])
         params = dict(step["params"])
-        if step["method"] in TRAINED:
-            caps = rung_epochs(step["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs"))
-            # trained for the best validation accuracy the cap allows (the guard's target is
-            # the teacher itself); --max-drop is held end to end, on the target's file
-            params.update(epochs=caps[min(rung, len(caps) - 1)], seed=seed, max_drop=0.0,
-                          allow_drop=True)
-            if step["method"] == "distill":
-                # the search wants the best student the cap gives, not the first to reach the
-                # teacher: gap-cnn stopped at epoch 7 of 12 once it had (99.14% test)
-                params["settle"] = False
-        elif step["method"] == "knn-slice":
+        caps = rung_epochs(step["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs"))
+        # trained for the best validation accuracy the cap allows (the guard's target is
+        # the teacher itself); --max-drop is held end to end, on the target's file. Only a
+        # chain's last trained step climbs the rungs: the ones before it (a pruned net or a
+        # teacher assistant another chain may share) are trained once, at the full cap
+        params.update(epochs=caps[min(rung, len(caps) - 1)] if i == last else caps[-1],
+                      max_drop=0.0, allow_drop=True)
+        if step["method"] == "distill":
+            # the search wants the best student the cap gives, not the first to reach the
+            # teacher: gap-cnn stopped at epoch 7 of 12 once it had (99.14% test)
+            params["settle"] = False
+        prefix.append({"method": step["method"], "params": dict(params)})
+        params["seed"] = step_seed(ctx["seed"], prefix)
+        cached = _cache_dir(ctx, prefix)
+        if cached.is_dir():
+            shutil.copytree(cached, dst)
+        else:
+            compress(src, step["method"], ds, dst, force=True, progress=False, **params)
+            _keep(dst, cached)
+        g = _guard_of(dst)
+        passed = passed and bool(g.get("passed"))
+        val = g.get("accuracy", val)
+        src = str(dst)
+    return src, passed, val
+
+
+STEPS_DIR = "steps"
+
+
+def _cache_dir(ctx, prefix):
+    import hashlib
+    key = json.dumps({"model": str(ctx["model"]), "data": ctx["data"], "seed": int(ctx["seed"]),
+                      "chain": prefix}, sort_keys=True)
+    return Path(ctx["out"]) / STEPS_DIR / hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+
+
+def _keep(art, cached):
+    """A copy of a trained step's artifact at ``cached`` (staged, renamed into place; when
+    another worker got there first its copy -- the same model -- stays)."""
+    import os
+
+    from edgekit.util import stage_dir_next_to
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stage_dir_next_to(cached)
+    shutil.rmtree(tmp)
+    shutil.copytree(art, tmp)
+    try:
+        os.rename(str(tmp), str(cached))
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_untrained(steps, start, ctx, ds, scratch, src):
+    """The untrained steps after a chain's last trained one (a knn-slice), once."""
+    from edgekit.compress import compress
+    for i, step in enumerate(steps):
+        dst = scratch / "{}-{}".format(start + i + 1, step["method"])
+        params = dict(step["params"])
+        if step["method"] == "knn-slice":
             params.setdefault("max_bytes", ctx.get("max_bytes") or "none")
             params.update(max_drop=ctx["max_drop"])
         compress(src, step["method"], ds, dst, force=True, progress=False, **params)
-        if step["method"] in TRAINED:
-            g = _guard_of(dst)
-            passed = passed and bool(g.get("passed"))
-            val = g.get("accuracy", val)
         src = str(dst)
-    return src, passed, val
+    return src
 
 
 def _run_finish(cand, ctx, ds, scratch, src, seed):

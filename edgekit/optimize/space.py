@@ -9,7 +9,10 @@ A candidate is a plain, JSON-able dict (it travels to Dask workers and into the 
   student derived from the teacher -- :data:`DERIVED_STUDENTS` -- or a built-in one, see
   :data:`BUILTIN_STUDENTS`), both (prune -> distill), ``knn-slice`` (cut, int8 trunk;
   dims / prototypes / k / int8 prototypes are searched by knn-slice's own exact-bytes grid
-  under the byte budget), or nothing;
+  under the byte budget), or nothing; and two chains through a distilled student:
+  ``distill+distill`` (a teacher assistant: teacher -> assistant -> student, for students
+  too small to learn from the teacher directly -- Mirzadeh et al. 2020) and ``distill+knn``
+  (a k-NN head on a distilled student's trunk, cut ``auto``);
 * ``finish`` is how the target runs it: ``{"kind": "export", "format", "precision"}`` (fp32 /
   fp16, parity-checked by ``export``), ``{"kind": "quantize", "format", "precision": "int8"}``
   (calibrated, under the accuracy guard) or ``{"kind": "knn"}`` (the k-NN graph is the file).
@@ -33,7 +36,9 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-KINDS = ("none", "prune", "distill", "prune+distill", "knn")
+KINDS = ("none", "prune", "distill", "prune+distill", "distill+distill", "distill+knn",
+         "knn")
+KNN_KINDS = {"knn", "distill+knn"}          # the ones whose file is a k-NN graph
 PRUNE_MACS = (0.5, 0.25, 0.1)
 # derived students: (width, depthwise, resolution)
 DERIVED_STUDENTS = {"width-0.5": (0.5, False, None), "width-0.25": (0.25, False, None),
@@ -98,7 +103,7 @@ class Space:
         self.num_classes = num_classes
         self._facts = {}
         self._nets = {}
-        if not self.kinds or (not self.finishes and self.kinds != ["knn"]):
+        if not self.kinds or (not self.finishes and not set(self.kinds) <= KNN_KINDS):
             raise EdgekitError("the search space is empty for target {}: nothing to try".format(
                 target))
 
@@ -152,12 +157,17 @@ class Space:
             macs = trial.suggest_categorical("prune_macs", self.prune_macs)
             steps.append({"method": "prune", "params": {"structured": True,
                                                         "target_macs": float(macs)}})
-        if kind in ("distill", "prune+distill"):
+        if kind == "distill+distill":
+            steps.append({"method": "distill", "params": student_params(
+                trial.suggest_categorical("assistant", self.students))})
+        if kind in ("distill", "prune+distill", "distill+distill", "distill+knn"):
             steps.append({"method": "distill",
                           "params": student_params(trial.suggest_categorical(
                               "student", self.students))})
-        if kind == "knn":
-            cut = trial.suggest_categorical("knn_cut", self.knn_cuts)
+        if kind in ("knn", "distill+knn"):
+            # a student's layers are not the teacher's: its cut is knn-slice's own choice
+            cut = ("auto" if kind == "distill+knn"
+                   else trial.suggest_categorical("knn_cut", self.knn_cuts))
             q = trial.suggest_categorical("knn_int8", self.knn_int8)
             params = {"cut": cut, "int8_weights": bool(q)}
             if not q:
@@ -169,10 +179,71 @@ class Space:
             finish = self.finishes[names.index(trial.suggest_categorical("finish", names))]
         return {"shrink": steps, "finish": dict(finish), "label": label(steps, finish)}
 
+    # -- where the search starts ---------------------------------------------------------
+    def starting_points(self, limits):
+        """Trials to evaluate first (Optuna ``enqueue_trial`` parameters), from cheap facts
+        alone, before the sampler explores: the distilled student with the most MACs that
+        fits the limits, in the finish with the fewest bytes per weight; the same student
+        taught by a teacher assistant (``distill+distill``); a k-NN head on it
+        (``distill+knn``). MACs, not parameters, rank students: a dense layer's weights add
+        little, convolution compute is what a small CNN's accuracy follows (on MNIST the
+        `tiny` CNN, 9,098 params, reached 96.97%; `micro-cnn`, 8,978 params and 15x its
+        MACs, 98.9%). The assistant is the student with the most MACs between twice the
+        student's size and the teacher's (a resolution student is not one: its inputs are
+        resized). Empty when no distillation is in the space."""
+        from edgekit.optimize.study import cheap_violation
+        wanted = [k for k in ("distill", "distill+distill", "distill+knn") if k in self.kinds]
+        if not wanted or self.teacher is None:
+            return []
+
+        def facts(steps, finish):
+            return self.cheap_facts({"shrink": steps, "finish": finish},
+                                    limits.get("max_bytes"))
+
+        def fits(steps, finish):
+            return cheap_violation(facts(steps, finish), limits) is None
+        from edgekit.models import count_macs, count_params
+        sized = []
+        for name in self.students:
+            net = self._net_of({"shrink": [_distill(name)]})
+            sized.append((int(count_macs(net)), int(count_params(net)), name))
+        sized.sort(key=lambda x: (-x[0], -x[1]))
+        out = []
+        fin = min(self.finishes, key=lambda f: WEIGHT_BYTES[f["precision"]], default=None)
+        if fin is not None and ("distill" in wanted or "distill+distill" in wanted):
+            student = next((sz for sz in sized if fits([_distill(sz[2])], fin)), None)
+            if student is not None and "distill" in wanted:
+                out.append({"shrink": "distill", "student": student[2],
+                            "finish": finish_name(fin)})
+            if student is not None and "distill+distill" in wanted:
+                big = [sz for sz in sized if 2 * student[1] < sz[1] < self._teacher_params()
+                       and "resolution" not in student_params(sz[2])]
+                chain = [_distill(big[0][2]), _distill(student[2])] if big else None
+                if chain and fits(chain, fin):
+                    out.append({"shrink": "distill+distill", "assistant": big[0][2],
+                                "student": student[2], "finish": finish_name(fin)})
+        if "distill+knn" in wanted:
+            # the whole student as the trunk must fit (knn-slice may cut it late)
+            q = max(self.knn_int8)
+            for _, n, name in sized:
+                small = all(v is None or n * (1 if q else 4) <= v for v in (
+                    limits.get("max_bytes"),)) and (limits.get("max_params") is None
+                                                     or n <= limits["max_params"])
+                if small and n < self._teacher_params() and \
+                        "resolution" not in student_params(name):
+                    out.append({"shrink": "distill+knn", "student": name, "knn_int8": q})
+                    break
+        return out
+
+    def _teacher_params(self):
+        from edgekit.models import count_params
+        return int(count_params(self.teacher))
+
     # -- cheap, exact facts ----------------------------------------------------------------
     def cheap_facts(self, cand, max_bytes=None):
         """``{"params", "macs", "bytes_low"}`` of the candidate's final architecture, without
         training: params and MACs are exact (the pruned / student net is built, untrained);
+        ``unfit`` says why the chain cannot run (a student not smaller than its teacher);
         ``bytes_low`` = params x the finish precision's bytes per weight, a lower bound on the
         file (graph, scales and any float-kept layers only add to it). For knn-slice: the
         trunk up to the cut (knn-slice checks its exact bytes itself). None when unknown.
@@ -192,24 +263,36 @@ class Space:
     def _model_facts(self, cand):
         from edgekit.models import count_macs, count_params
         facts = {"params": None, "macs": None, "bytes_low": None}
-        net = None if self.teacher is None else self._net_of(cand)
-        if net is not None:
-            facts["params"], facts["macs"] = int(count_params(net)), int(count_macs(net))
-            if cand["finish"]["kind"] == "knn":
-                facts["bytes_low"] = facts["params"] * (
-                    1 if cand["shrink"][-1]["params"].get("int8_weights") else 4)
-            else:
-                facts["bytes_low"] = facts["params"] * WEIGHT_BYTES[cand["finish"]["precision"]]
+        if self.teacher is None:
+            return facts
+        nets = self._nets_of(cand)
+        net = nets[-1]
+        facts["params"], facts["macs"] = int(count_params(net)), int(count_macs(net))
+        if cand["finish"]["kind"] == "knn":
+            facts["bytes_low"] = facts["params"] * (
+                1 if cand["shrink"][-1]["params"].get("int8_weights") else 4)
+        else:
+            facts["bytes_low"] = facts["params"] * WEIGHT_BYTES[cand["finish"]["precision"]]
+        for step, before, after in zip(cand["shrink"], nets, nets[1:]):
+            n_in, n_out = int(count_params(before)), int(count_params(after))
+            if step["method"] == "distill" and n_out >= n_in:      # distill refuses it
+                facts["unfit"] = ("its student has {:,} params, not fewer than its teacher's "
+                                  "{:,} (known before training)".format(n_out, n_in))
+                break
         return facts
 
     def _net_of(self, cand):
-        """The candidate's final (untrained) architecture, built once per shrink chain."""
+        """The candidate's final (untrained) architecture."""
+        return self._nets_of(cand)[-1]
+
+    def _nets_of(self, cand):
+        """[input, after step 1, ...]: the chain's (untrained) architectures, built once."""
         key = repr(cand["shrink"])
         if key not in self._nets:
-            net = self.teacher
+            nets = [self.teacher]
             for step in cand["shrink"]:
-                net = architecture(net, step, self.data_shape, self.num_classes)
-            self._nets[key] = net
+                nets.append(architecture(nets[-1], step, self.data_shape, self.num_classes))
+            self._nets[key] = nets
         return self._nets[key]
 
     def _tflite_bytes(self, cand, facts, max_bytes):
@@ -241,6 +324,10 @@ def tflite_file_bytes(net, precision, data_shape, seed=0):
     rep = rng.random((4,) + tuple(data_shape), dtype=np.float32)
     with tempfile.TemporaryDirectory() as d:
         return int(to_tflite(clone, Path(d) / "m.tflite", precision, representative=rep)["bytes"])
+
+
+def _distill(name):
+    return {"method": "distill", "params": student_params(name)}
 
 
 def student_params(name):

@@ -22,6 +22,9 @@
   (``Trial.report`` raises for them), so the rung cut-offs (top ``1/eta`` of validation
   accuracy at each rung among earlier trials) are computed here, per batch, and handed over.
 * A parameter set already evaluated is not trained again: the trial records the same result.
+* **Starting points**: a new study first evaluates a few candidates chosen from cheap facts
+  (:func:`enqueue_starts`: the student with the most MACs that fits, with a teacher
+  assistant, with a k-NN head), then the sampler explores.
 
 Example::
 
@@ -70,6 +73,19 @@ def open_study(out, settings):
                            "options, or use another -o or --force to start over".format(
                                out, ", ".join(diff)))
     return study
+
+
+def enqueue_starts(study, space, limits):
+    """A new study's first trials: the space's starting points (:meth:`Space.starting_points`,
+    from cheap facts), enqueued once (Optuna ``enqueue_trial``); the sampler takes over after
+    them. Recorded as the ``starts`` attribute, so a resumed study does not enqueue again."""
+    if "starts" in study.user_attrs or study.get_trials(deepcopy=False):
+        return []
+    points = space.starting_points(limits)
+    for p in points:
+        study.enqueue_trial(p)
+    study.set_user_attr("starts", points)
+    return points
 
 
 def sampler_for(seed, number):
@@ -197,6 +213,8 @@ def _evaluate_batch(study, space, ctx, todo, executor, limits):
 def cheap_violation(facts, limits):
     """Why a candidate cannot meet the limits, from facts known before training (or None)."""
     p, b = facts.get("params"), facts.get("bytes_low")
+    if facts.get("unfit"):
+        return facts["unfit"]
     if limits.get("max_params") is not None and p is not None and p > limits["max_params"]:
         return "{:,} parameters > --max-params {:,} (known before training)".format(
             p, limits["max_params"])
