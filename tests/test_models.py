@@ -118,6 +118,22 @@ def test_micro_cnn_is_gap_cnns_layout_and_its_int8_file_fits_16_kb(tmp_path):
     assert 8000 < path.stat().st_size < 16000
 
 
+def test_wide_gap_cnn_is_gap_cnns_layout_and_its_int8_file_fits_74_kb(tmp_path):
+    """wide-gap-cnn: gap-cnn's layout with the width late (16-24-32-40-80), more MACs than
+    gap-cnn, and its int8 TFLite file under the seed talk's 74 KB."""
+    from edgekit.export.tflite import to_tflite
+    from edgekit.models import build, count_macs, count_params
+    gap, wide = build("gap-cnn", (28, 28, 1), 10), build("wide-gap-cnn", (28, 28, 1), 10)
+    assert [type(l).__name__ for l in gap.layers] == [type(l).__name__ for l in wide.layers]
+    weights = 9 * (1 * 16 + 16 * 24 + 24 * 32 + 32 * 40 + 40 * 80) + 4 * (16 + 24 + 32 + 40 + 80)
+    assert count_params(wide) == weights + 80 * 10 + 10
+    assert count_macs(wide) > 1.3 * count_macs(gap)
+    rep = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    path = tmp_path / "wide.tflite"
+    to_tflite(wide, path, precision="int8", representative=rep)
+    assert count_params(wide) < path.stat().st_size < 74000
+
+
 def test_cosine_schedule_decays_the_learning_rate(digits, tmp_path):
     from edgekit._tf import keras
     from edgekit.models import build, fit, train

@@ -424,7 +424,10 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
         assert cheap_violation(chain, limits) is None and p["student"] == first["student"]
         assert facts([_distill(p["assistant"])])["params"] > 2 * facts(
             [_distill(p["student"])])["params"]
-    assert [p["shrink"] for p in starts][-1] == "distill+knn"
+        assert macs[p["assistant"]] <= 4 * macs[p["student"]]
+    # the k-NN head right after its student (it reuses the trained one), the assistant last
+    assert [p["shrink"] for p in starts][:2] == ["distill", "distill+knn"]
+    assert [p["shrink"] for p in starts][2:] == ["distill+distill"] * len(ta)
 
     study = open_study(tmp_path / "s", {"x": 1})
     assert enqueue_starts(study, space, limits) == starts

@@ -7,7 +7,7 @@ from edgekit.cli.common import console, kib, pct
 
 
 def train(
-    arch: str = typer.Option(..., "--arch", help="Reference CNN: seed-mnist-cnn, gap-cnn, micro-cnn or tiny."),
+    arch: str = typer.Option(..., "--arch", help="Reference CNN: seed-mnist-cnn, gap-cnn, micro-cnn, wide-gap-cnn or tiny."),
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     out: Path = typer.Option(..., "-o", "--out", help="Artifact directory to create."),
     epochs: int = typer.Option(5, "--epochs", help="Training epochs."),
