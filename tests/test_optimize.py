@@ -439,3 +439,33 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
     assert enqueue_starts(again, space, limits) == []
     waiting = again.get_trials(states=[optuna.trial.TrialState.WAITING])
     assert len(waiting) == len(starts) - 1
+
+
+def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
+        seed_digits_artifact, tmp_path):
+    """End to end: with two trials, a new study evaluates exactly its first two starting
+    points (the student, then the k-NN head on the same trained student, copied from
+    OUT/steps) and reports two trials, not the enqueued ones still waiting."""
+    from edgekit.optimize import optimize
+    out = tmp_path / "o"
+    res = optimize(seed_digits_artifact.path, "digits", out, target="laptop-cpu",
+                   max_bytes=20000, trials=2, methods="distill,distill+distill,distill+knn",
+                   formats="tflite", max_epochs=1, bench_iterations=5, progress=False, seed=1,
+                   max_drop=50)
+    f = json.loads((out / "front.json").read_text())
+    assert f["trials"] == 2 == res["trials"]
+    import optuna
+    from edgekit.optimize.study import STUDY_FILE, STUDY_NAME
+    study = optuna.load_study(study_name=STUDY_NAME,
+                              storage="sqlite:///{}".format(out / STUDY_FILE))
+    starts = study.user_attrs["starts"]
+    assert [p["shrink"] for p in starts[:2]] == ["distill", "distill+knn"]
+    rows = _values(out)
+    assert [r[2] for r in rows[:2]] == [{k: v for k, v in p.items()} for p in starts[:2]]
+    assert [r[1] for r in rows[:2]] == ["COMPLETE", "COMPLETE"]
+    assert [r[1] for r in rows[2:]] == ["WAITING"] * (len(starts) - 2)
+    assert len(list((out / "steps").iterdir())) == 1   # one rung (1 epoch), trained once
+    labels = {r["label"] for r in f["rows"]}
+    assert "distill {} -> knn-slice cut auto int8".format(
+        next(iter(labels - {l for l in labels if "knn" in l}))[len("distill "):
+                                                              -len(" -> tflite-int8")]) in labels

@@ -178,7 +178,7 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
                 "max_drop": max_drop, "seed": int(seed), "batch": batch,
                 "max_epochs": max_epochs, "space": space.describe(), "limits": limits,
                 "bench_iterations": bench_iterations}
-    from edgekit.optimize.study import enqueue_starts, open_study, run
+    from edgekit.optimize.study import asked_trials, enqueue_starts, open_study, run
     study = open_study(out, settings)
     enqueue_starts(study, space, limits)
     ctx = {"model": str(Path(model_dir).resolve()), "data": ds.spec, "out": str(out.resolve()),
@@ -192,7 +192,7 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
     say("optimize {} for {}: input {:.2%} validation accuracy; limits {}; --max-drop {:g}; "
         "{}; executor {}".format(model, target, base_val, _limits_text(limits), max_drop,
                                  _stop_text(trials, budget_s), executor))
-    prior = len(study.get_trials(deepcopy=False))
+    prior = len(asked_trials(study))
     best_text = [_best_text(study, limits)]
 
     stream = sys.stderr if progress else _Null()
@@ -315,7 +315,8 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say):
     for r in front + ([best] if best is not None else []):
         if r.get("test_accuracy") is None:
             r["test_accuracy"] = test_accuracy(out / r["artifact"], target, ds)
-    trials = study.get_trials(deepcopy=False)
+    from edgekit.optimize.study import asked_trials
+    trials = asked_trials(study)
     summary = {"target": target, "limits": limits, "objective": objective, "max_drop": max_drop,
                "trials": len(trials),
                "states": {s: sum(1 for t in trials if (t.user_attrs.get("result") or {}).get(
@@ -353,8 +354,9 @@ def _publish_best(src, dst):
 def closest_message(study, rows, limits, max_drop):
     """One line: nothing met the limits, the closest candidate and which limit it breaks."""
     from edgekit.optimize.front import excess, violations
+    from edgekit.optimize.study import asked_trials
     lead = "no candidate meets the limits ({}) in {} trials".format(
-        _limits_text(limits), len(study.get_trials(deepcopy=False)))
+        _limits_text(limits), len(asked_trials(study)))
     if rows:
         r = min(rows, key=lambda r: (excess(r, limits), r["id"]))
         broken = "; ".join("{} {} > {} {}".format(_fmt(v), _unit(name), name, _fmt(lim))

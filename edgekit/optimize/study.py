@@ -88,6 +88,12 @@ def enqueue_starts(study, space, limits):
     return points
 
 
+def asked_trials(study):
+    """The study's trials that have been asked: enqueued starting points wait with their
+    numbers (0, 1, ...) until the run gets to them, and are not trials before that."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
+
+
 def sampler_for(seed, number):
     """The sampler that proposes trial ``number``: seeded by (seed, number). It reads the
     limits as each finished trial's constraints (:func:`_record`)."""
@@ -146,7 +152,7 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
     done_here = 0
     longest = 0.0
     while True:
-        all_trials = study.get_trials(deepcopy=False)
+        all_trials = asked_trials(study)
         running = [t for t in all_trials if t.state == TrialState.RUNNING]
         n = len(all_trials)
         left = None if budget is None else budget - (time.time() - t0)
