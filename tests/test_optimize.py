@@ -469,3 +469,21 @@ def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
     assert "distill {} -> knn-slice cut auto int8".format(
         next(iter(labels - {l for l in labels if "knn" in l}))[len("distill "):
                                                               -len(" -> tflite-int8")]) in labels
+
+
+def test_a_knn_head_that_cannot_fit_the_bytes_is_pruned_with_its_smallest_size(tiny_artifact,
+                                                                               tmp_path,
+                                                                               digits):
+    """knn-slice's own search finds nothing under --max-bytes: the trial is pruned (a limit,
+    with the smallest size it could reach as its bound for the sampler), not failed."""
+    from edgekit.optimize.evaluate import evaluate
+    from edgekit.optimize.study import constraints
+    ctx = dict(_ctx(tiny_artifact, tmp_path / "run"), max_bytes=600)
+    cand = {"shrink": [{"method": "knn-slice", "params": {"cut": "auto",
+                                                          "int8_weights": True}}],
+            "finish": {"kind": "knn"}, "label": "knn"}
+    r = evaluate(cand, 0, ctx, ds=digits)
+    assert r["state"] == "pruned" and r["reason"].startswith("no cut meets --max-bytes 600")
+    assert r["bytes_low"] > 600 and "{:,}".format(r["bytes_low"]) in r["reason"]
+    assert constraints(r, {"max_bytes": 600})["max_bytes"] > 0
+    assert not (tmp_path / "run" / "candidates").exists()

@@ -140,10 +140,11 @@ def pick(rows, objective="accuracy", max_bytes=None, min_accuracy=None, smallest
             smallest = (r["bytes"], r["layer"])
         if smallest is None:
             raise EdgekitError("no cut point could be evaluated: give --cut")
-        raise EdgekitError("no cut meets --max-bytes {:,}: the smallest reachable is {:,} bytes "
-                           "(cut {}); raise --max-bytes (or --max-bytes none) or shrink with "
-                           "--prototypes/--dims/--pool/--int8-weights".format(
-                               max_bytes, smallest[0], smallest[1]))
+        from edgekit.errors import OverBudget
+        raise OverBudget("no cut meets --max-bytes {:,}: the smallest reachable is {:,} bytes "
+                         "(cut {}); raise --max-bytes (or --max-bytes none) or shrink with "
+                         "--prototypes/--dims/--pool/--int8-weights".format(
+                             max_bytes, smallest[0], smallest[1]), smallest=int(smallest[0]))
     if min_accuracy is not None:
         ok2 = [r for r in ok if r["val_accuracy"] >= min_accuracy]
         if not ok2:

@@ -112,6 +112,10 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
                 res = measure(art, ctx, ds)
             except EdgekitError as exc:
                 from edgekit.compress.guard import GuardFailed
+                from edgekit.errors import OverBudget
+                if isinstance(exc, OverBudget):     # a limit, as cheap facts would say it
+                    return _done({"state": "pruned", "reason": str(exc), "rungs": rungs,
+                                  "bytes_low": exc.smallest}, t0)
                 state = "infeasible" if isinstance(exc, GuardFailed) else "failed"
                 return _done({"state": state, "reason": str(exc), "rungs": rungs}, t0)
             break
