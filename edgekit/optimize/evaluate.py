@@ -8,7 +8,9 @@ them and the trial's seed -- not on where it ran.
    the best validation accuracy their epoch cap allows (guard target: the teacher's own
    accuracy; early stop on no improvement, best epoch kept). They first get a small cap
    (rung 0: ``1/eta^2`` of the full cap, step-budgeted or ``max_epochs``). A candidate that
-   already matches the teacher there is done; one that does not goes on to the next rung
+   already matches the teacher is always promoted and trains on to the full cap (the search
+   wants the best student the cap gives: wide-gap-cnn stopped at 4 epochs with 99.00% once it
+   had matched the 98.88% teacher); one that does not goes on to the next rung
    (``1/eta``, then the full cap) only if its validation accuracy is in the top ``1/eta`` of
    what earlier trials reached at that rung (``thresholds``, computed by the driver from
    finished trials, so the decision does not depend on scheduling), else it is pruned.
@@ -101,12 +103,12 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
                     rungs.append({"rung": r, "epochs": _epochs_of(src), "val_accuracy": val,
                                   "reached_teacher": passed})
                 cut = thresholds[r] if r < len(thresholds) else None
-                if not (passed or last) and cut is not None and val < cut:
+                if not (passed or last) and cut is not None and val < cut:   # cut off
                     return _done({"state": "pruned", "rungs": rungs, "reason": (
                         "rung {}: validation accuracy {:.2%} below the top-1/{} cut {:.2%} of "
                         "earlier trials at this rung".format(r, val, ETA, cut))}, t0)
-                if not (passed or last):
-                    continue
+                if not last:        # on to the next rung: a student that already matches
+                    continue        # the teacher goes on too (the best the cap gives)
                 src = _run_untrained(tail, len(head), ctx, ds, scratch, src)
                 art = _run_finish(cand, ctx, ds, scratch, src, seed)
                 res = measure(art, ctx, ds)
