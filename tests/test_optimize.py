@@ -401,7 +401,7 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
     enqueues nothing again."""
     import optuna
     from edgekit.models import count_macs, load_model
-    from edgekit.optimize.space import Space, _distill
+    from edgekit.optimize.space import Space, _distill, student_params
     from edgekit.optimize.study import cheap_violation, enqueue_starts, open_study
     space = Space.for_model(load_model(seed_digits_artifact.path), "laptop-cpu",
                             kinds=["distill", "distill+distill", "distill+knn"],
@@ -425,9 +425,14 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
         assert facts([_distill(p["assistant"])])["params"] > 2 * facts(
             [_distill(p["student"])])["params"]
         assert macs[p["assistant"]] <= 4 * macs[p["student"]]
-    # the k-NN head right after its student (it reuses the trained one), the assistant last
-    assert [p["shrink"] for p in starts][:2] == ["distill", "distill+knn"]
-    assert [p["shrink"] for p in starts][2:] == ["distill+distill"] * len(ta)
+    # the k-NN head right after its student (it reuses the trained one), then the student on
+    # the labels alone, the assistant last
+    assert [p["shrink"] for p in starts] == ["distill", "distill+knn", "distill"] + [
+        "distill+distill"] * len(ta)
+    assert first["labels"] is False and starts[2] == dict(first, labels=True)
+    from edgekit.optimize.space import LABELS_ONLY
+    cand = space.suggest(optuna.trial.FixedTrial(starts[2]))
+    assert cand["shrink"][0]["params"] == dict(student_params(first["student"]), **LABELS_ONLY)
 
     study = open_study(tmp_path / "s", {"x": 1})
     assert enqueue_starts(study, space, limits) == starts
