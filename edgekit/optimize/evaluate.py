@@ -182,7 +182,7 @@ def _run_shrink(steps, ctx, ds, scratch, rung):
     from edgekit.compress import compress
     src, passed, val = ctx["model"], True, None
     prefix = []
-    last = max([i for i, s in enumerate(steps) if s["method"] in TRAINED] or [-1])
+    last = len(steps) - 1           # steps end at the chain's last trained one (split_chain)
     for i, step in enumerate(steps):
         if step["method"] not in TRAINED:
             src = _run_untrained([step], i, ctx, ds, scratch, src)
