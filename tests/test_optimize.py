@@ -492,3 +492,45 @@ def test_a_knn_head_that_cannot_fit_the_bytes_is_pruned_with_its_smallest_size(t
     assert r["bytes_low"] > 600 and "{:,}".format(r["bytes_low"]) in r["reason"]
     assert constraints(r, {"max_bytes": 600})["max_bytes"] > 0
     assert not (tmp_path / "run" / "candidates").exists()
+
+
+def _distill(student, lr, alpha=0.1):
+    return {"shrink": [{"method": "distill", "params": {"student": student, "lr": lr,
+                                                         "alpha": alpha, "temperature": 4.0}}],
+            "finish": {"format": "tflite", "precision": "int8"}}
+
+
+@pytest.mark.parametrize("of, want", [
+    # four KD trials at lr 1e-2 reached rung 0 (cut: the 2nd best, top ceil(4/3)), three
+    # rung 1 and the cap (the best)
+    (_distill("x", 1e-2), [0.985, 0.995, 0.996]),
+    # the labels-alone recipe has two trials: no cut yet, however far ahead KD was
+    (_distill("x", 1e-3, alpha=1.0), [None, None, None]),
+    # another student, same recipe: the same cuts (students are what the rungs compare)
+    (_distill("y", 1e-2), [0.985, 0.995, 0.996]),
+    # KD at another learning rate: a recipe of its own
+    (_distill("x", 3e-3), []),
+    # nothing trains (an export): no rungs at all
+    ({"shrink": [], "finish": {"format": "onnx", "precision": "fp32"}}, []),
+])
+def test_successive_halving_compares_rungs_within_a_training_recipe(of, want):
+    import optuna
+    from optuna.trial import TrialState, create_trial
+    from edgekit.optimize.evaluate import recipe
+    from edgekit.optimize.study import thresholds
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def add(cand, accs, state=TrialState.COMPLETE):
+        rungs = [{"rung": i, "val_accuracy": a} for i, a in enumerate(accs)]
+        study.add_trial(create_trial(
+            state=state, values=[accs[-1], 1000] if state == TrialState.COMPLETE else None,
+            user_attrs={"candidate": cand, "result": {"rungs": rungs}}))
+
+    add(_distill("a", 1e-2), [0.98, 0.992, 0.993])
+    add(_distill("b", 1e-2), [0.99, 0.991, 0.994])
+    add(_distill("c", 1e-2), [0.97], state=TrialState.PRUNED)
+    add(_distill("d", 1e-2), [0.985, 0.995, 0.996])
+    add(_distill("a", 1e-3, alpha=1.0), [0.95, 0.97, 0.996])
+    add(_distill("b", 1e-3, alpha=1.0), [0.96])
+    assert (recipe(of) is None) == (not of["shrink"])
+    assert thresholds(study, 3, recipe(of)) == want

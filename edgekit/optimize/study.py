@@ -20,7 +20,8 @@
 * **Successive halving** of the training budget happens inside a candidate's evaluation
   (:mod:`edgekit.optimize.evaluate`): Optuna's pruners do not support multi-objective studies
   (``Trial.report`` raises for them), so the rung cut-offs (top ``1/eta`` of validation
-  accuracy at each rung among earlier trials) are computed here, per batch, and handed over.
+  accuracy at each rung among earlier trials of the same training recipe) are computed here,
+  per batch, and handed over.
 * A parameter set already evaluated is not trained again: the trial records the same result.
 * **Starting points**: a new study first evaluates a few candidates chosen from cheap facts
   (:func:`enqueue_starts`: the student with the most MACs that fits, with a teacher
@@ -121,14 +122,19 @@ def constraints(res, limits, max_drop=None):
     return out
 
 
-def thresholds(study, eta):
-    """Successive-halving cut-offs per rung from finished trials: the ``1/eta``-quantile of
-    the validation accuracies reached at that rung (None until ``eta`` trials got there)."""
+def thresholds(study, eta, of_recipe=None):
+    """Successive-halving cut-offs per rung from finished trials of the training recipe
+    ``of_recipe`` (:func:`edgekit.optimize.evaluate.recipe`): the ``1/eta``-quantile of the
+    validation accuracies they reached at that rung (None until ``eta`` trials got there)."""
+    from edgekit.optimize.evaluate import recipe
     per = {}
     for t in study.get_trials(deepcopy=False):
-        if t.state.is_finished():
-            for r in (t.user_attrs.get("result") or {}).get("rungs") or []:
-                per.setdefault(r["rung"], []).append(r["val_accuracy"])
+        if not t.state.is_finished() or "candidate" not in t.user_attrs:
+            continue
+        if recipe(t.user_attrs["candidate"]) != of_recipe:
+            continue
+        for r in (t.user_attrs.get("result") or {}).get("rungs") or []:
+            per.setdefault(r["rung"], []).append(r["val_accuracy"])
     out = []
     for r in range(max(per) + 1 if per else 0):
         accs = sorted(per.get(r, []), reverse=True)
@@ -184,13 +190,12 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
 
 def _evaluate_batch(study, space, ctx, todo, executor, limits):
     """{number: (result, facts)}: cheap facts first, duplicates reused, the rest evaluated."""
-    from edgekit.optimize.evaluate import ETA
+    from edgekit.optimize.evaluate import ETA, recipe
     seen = {}
     for t in study.get_trials(deepcopy=False):
         if t.state.is_finished() and "candidate" in t.user_attrs and "result" in t.user_attrs:
             seen.setdefault(_key(t.user_attrs["candidate"]), (t.number, t.user_attrs["result"]))
     out, jobs = {}, []
-    cut = thresholds(study, ETA)
     for number, cand in todo:
         try:
             facts = space.cheap_facts(cand, limits.get("max_bytes"))
@@ -208,7 +213,8 @@ def _evaluate_batch(study, space, ctx, todo, executor, limits):
         else:
             jobs.append((number, cand, facts))
     for (number, cand, facts), res in zip(jobs, executor.map(
-            [(cand, number, ctx, cut) for number, cand, _ in jobs])):
+            [(cand, number, ctx, thresholds(study, ETA, recipe(cand)))
+             for number, cand, _ in jobs])):
         if res.get("params") is None:
             res["params"] = facts.get("params")
         res.setdefault("macs", facts.get("macs"))
