@@ -162,6 +162,36 @@ def test_distill_width_and_depthwise(seed_digits_artifact, tmp_path):
     assert m["accuracy"] >= 0.8
 
 
+def test_distill_augment_shift_trains_on_shifted_images_and_saves_the_net_alone(
+        seed_digits_artifact, tmp_path):
+    import numpy as np
+    from edgekit.compress import compress
+    from edgekit.compress.options import resolve
+    from edgekit.errors import EdgekitError
+
+    def run(name, augment):
+        art = compress(seed_digits_artifact.path, "distill", "digits", tmp_path / name,
+                       student="tiny", alpha=1.0, epochs=2, batch_size=32, augment=augment,
+                       allow_drop=True, seed=5, progress=False)
+        return art, load_model(art.path)
+
+    a1, m1 = run("a1", "shift")
+    a2, m2 = run("a2", "shift")
+    plain, m0 = run("plain", "none")
+    assert a1.manifest["method"]["params"]["augment"] == "shift"
+    assert plain.manifest["method"]["params"]["augment"] == "none"
+    # the written student is the net alone, as without augmentation (nothing to export)
+    kinds = [type(layer).__name__ for layer in m1.layers]
+    assert kinds == [type(layer).__name__ for layer in m0.layers]
+    assert not any("Random" in k for k in kinds)
+    # seeded: the same shifts, the same weights; the shifts change what was learnt
+    assert all(np.array_equal(x, y) for x, y in zip(m1.get_weights(), m2.get_weights()))
+    assert not all(np.array_equal(x, y) for x, y in zip(m1.get_weights(), m0.get_weights()))
+    for bad in ("flip", "", 3):
+        with pytest.raises(EdgekitError, match="--augment"):
+            resolve("distill", {"augment": bad})
+
+
 # -- bad input: one error line, exit 1, nothing written --------------------------------------
 def _refused(run_cli, out, *args, match):
     code, _, err = run_cli("compress", *args, "--data", "digits", "-o", out)

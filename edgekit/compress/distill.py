@@ -23,11 +23,18 @@ from edgekit.compress._common import GRAD_CLIP_NORM, TUNING, Job, printer
 from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
 
+# training-time augmentation (``--augment``): Keras preprocessing layers in front of the student
+# while it trains, gone at inference (the saved student is the net alone). "shift": up to 10%
+# of height and width each way -- label-preserving for digits and most photos (a flip is not,
+# for digits). Measured on MNIST (BENCHMARKS.md, optimize): see the labels-alone recipe.
+AUGMENTS = ("none", "shift")
+SHIFT = 0.1
+
 
 @declared("distill")
 def distill(model, data, out, *, student, width, depthwise, resolution, temperature, alpha, epochs,
-            lr, batch_size, seed, max_drop, allow_drop, preprocess, settle=True, force=False,
-            progress=True):
+            lr, batch_size, seed, max_drop, allow_drop, preprocess, augment="none", settle=True,
+            force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
@@ -37,7 +44,8 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     is within ``max_drop`` points of the teacher's and an epoch brings no new best
     (``settle=False``: only the cap or the patience stops it -- a search after the best
     student, not the first good-enough one); a student that cannot get there is not
-    written (GuardFailed) unless ``allow_drop``.
+    written (GuardFailed) unless ``allow_drop``. ``augment="shift"`` trains on randomly
+    shifted images (:data:`AUGMENTS`).
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
@@ -94,7 +102,7 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
                                       temperature, alpha, job.max_drop, before["val_accuracy"],
                                       epochs, batch_size))
     ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr, batch_size,
-                 progress, settle=bool(settle))
+                 progress, settle=bool(settle), augment=augment, seed=seed)
     hints = ["more --epochs (cap was {})".format(epochs)]
     hints.append("a larger student (--width above {:g})".format(width) if student is None
                  else "a larger --student than {}".format(student))
@@ -102,6 +110,7 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     params = dict(how, temperature=float(temperature), alpha=float(alpha), epochs=epochs, lr=lr,
                   **TUNING,
                   batch_size=batch_size, seed=seed, loss="alpha*CE + (1-alpha)*T^2*KL",
+                  augment=augment,
                   teacher_output=job.output, max_drop=job.max_drop, settle=bool(settle), **ran)
     extra = {"params_ratio": t_params / float(s_params)}
     return job.save(net, "distill", params, extra, guard=guard)
@@ -115,7 +124,22 @@ def derive_student(teacher, width, depthwise, resolution=None, init="teacher", r
     return derive(teacher, width, depthwise, resolution, init=init, report=report)
 
 
-def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress, settle=True):
+def _augmented(net, augment, seed):
+    """``net`` behind the training-time augmentation layers (they pass images through
+    unchanged at inference); ``net`` itself when there are none. The weights are shared: training
+    the wrapper trains ``net``."""
+    if augment in (None, "none"):
+        return net
+    from edgekit._tf import keras
+    k = keras()
+    inp = k.Input(shape=net.input_shape[1:], name="augment_input")
+    x = k.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="nearest", seed=int(seed),
+                                   name="augment_shift")(inp)
+    return k.Model(inp, net(x), name="augmented_" + net.name)
+
+
+def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress, settle=True,
+           augment="none", seed=0):
     """Fit the student on [one-hot labels | teacher logits] with the KD loss, under the guard.
 
     Teacher and student logits come from their outputs as the models define them: a softmax
@@ -158,11 +182,13 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     # gradients are clipped (_common.GRAD_CLIP_NORM): without, the same student swung by 8 pt
     # of training accuracy within an epoch even under the decay
     steps = max(1, epochs * int(np.ceil(len(ds.x_train) / float(batch_size))))
-    net.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps),
-                                            global_clipnorm=GRAD_CLIP_NORM),
-                loss=loss, metrics=[acc])
+    fit_net = _augmented(net, augment, seed)
+    fit_net.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps),
+                                                global_clipnorm=GRAD_CLIP_NORM),
+                    loss=loss, metrics=[acc])
     from edgekit.models import ctrl_c_at_batch_end
     with bn_momentum(net), ctrl_c_at_batch_end() as ctrl_c:
-        net.fit(**keras_fit_args(ds.x_train, y_train, batch_size, validation_data=(ds.x_val, y_val)),
-                epochs=epochs, verbose=0, callbacks=callbacks + [ctrl_c])
+        fit_net.fit(**keras_fit_args(ds.x_train, y_train, batch_size,
+                                     validation_data=(ds.x_val, y_val)),
+                    epochs=epochs, verbose=0, callbacks=callbacks + [ctrl_c])
     return stop.summary()

@@ -308,6 +308,10 @@ OPTIONS = {
         option("temperature", FLOAT, 4.0, "distill: softmax temperature (default 4).", positive),
         option("alpha", FLOAT, 0.1, "distill: weight of the hard-label loss (default 0.1).",
                interval(0, 1, "both", what=" (weight of the hard-label loss)")),
+        option("augment", TEXT, "none", "distill: random shifts of the training images (none | "
+               "shift: up to 10% of height and width each way, edges repeated); the teacher's "
+               "soft labels stay those of the unshifted image.",
+               one_of("edgekit.compress.distill:AUGMENTS")),
         option("settle", SWITCH, True, "distill: stop once within the guard and an epoch brings "
                "no new best (False: train to the cap, keep the best epoch -- optimize)",
                cli=False),
