@@ -165,7 +165,7 @@ def split_chain(steps):
 # what sets how fast a trained step learns, so its rung accuracies compare only with the same
 # recipe's: the labels alone at lr 1e-3 trail distillation at lr 1e-2 at 2 and 4 epochs of 12
 # (98.13% / 98.82% vs 99.00% / 99.03% on MNIST) and beat it at the cap (99.22% vs 99.05%)
-RECIPE_KEYS = ("lr", "alpha", "temperature")
+RECIPE_KEYS = ("lr", "alpha", "temperature", "augment")
 
 
 def recipe(cand):
