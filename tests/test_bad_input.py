@@ -395,6 +395,11 @@ for flag, value, pattern in (("--lr", "nan", r"--lr must be"), ("--lr", "inf", r
              else ["compress", "{keras}", "--method", "distill", "--data", "digits", "-o",
                    "{tmp}/c", flag, value], 1, pattern)
 
+for value in ("flip", "", "SHIFT ", "none,shift"):
+    case("params-distill--augment-{!r}".format(value),
+         ["compress", "{keras}", "--method", "distill", "--data", "digits", "-o", "{tmp}/c",
+          "--augment", value], 1, r"--augment must be one of")
+
 # -- class 4: outputs that cannot be written, found before any work ------------------------------
 BUILDERS["file"] = lambda w: _write(w, "afile", b"x")
 BUILDERS["dir"] = lambda w: (w.tmp / "adir").mkdir() or w.tmp / "adir"
