@@ -425,14 +425,18 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
         assert facts([_distill(p["assistant"])])["params"] > 2 * facts(
             [_distill(p["student"])])["params"]
         assert macs[p["assistant"]] <= 4 * macs[p["student"]]
-    # the k-NN head right after its student (it reuses the trained one), then the student on
-    # the labels alone, the assistant last
-    assert [p["shrink"] for p in starts] == ["distill", "distill+knn", "distill"] + [
+    # then the student on the labels alone, a k-NN head on a labels-trained student right
+    # after it (it reuses the trained one), the assistant last
+    assert [p["shrink"] for p in starts] == ["distill", "distill", "distill+knn"] + [
         "distill+distill"] * len(ta)
-    assert first["labels"] is False and starts[2] == dict(first, labels=True)
+    assert first["labels"] is False and starts[1] == dict(first, labels=True)
     from edgekit.optimize.space import LABELS_ONLY
-    cand = space.suggest(optuna.trial.FixedTrial(starts[2]))
+    cand = space.suggest(optuna.trial.FixedTrial(starts[1]))
     assert cand["shrink"][0]["params"] == dict(student_params(first["student"]), **LABELS_ONLY)
+    knn = space.suggest(optuna.trial.FixedTrial(starts[2]))
+    assert knn["shrink"][0]["params"] == dict(student_params(starts[2]["student"]),
+                                              **LABELS_ONLY)
+    assert knn["shrink"][1]["method"] == "knn-slice"
 
     study = open_study(tmp_path / "s", {"x": 1})
     assert enqueue_starts(study, space, limits) == starts
@@ -448,32 +452,34 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
 
 def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
         seed_digits_artifact, tmp_path):
-    """End to end: with two trials, a new study evaluates exactly its first two starting
-    points (the student, then the k-NN head on the same trained student, copied from
-    OUT/steps) and reports two trials, not the enqueued ones still waiting."""
+    """End to end: with three trials, a new study evaluates exactly its first three starting
+    points (the student distilled, on the labels alone, then the k-NN head on that same
+    labels-trained student, copied from OUT/steps) and reports three trials, not the enqueued
+    ones still waiting."""
     from edgekit.optimize import optimize
     out = tmp_path / "o"
     res = optimize(seed_digits_artifact.path, "digits", out, target="laptop-cpu",
-                   max_bytes=20000, trials=2, methods="distill,distill+distill,distill+knn",
+                   max_bytes=20000, trials=3, methods="distill,distill+distill,distill+knn",
                    formats="tflite", max_epochs=1, bench_iterations=5, progress=False, seed=1,
-                   max_drop=50)
+                   max_drop=100)   # a 1-epoch student on shifted digits is weak: keep it
     f = json.loads((out / "front.json").read_text())
-    assert f["trials"] == 2 == res["trials"]
+    assert f["trials"] == 3 == res["trials"]
     import optuna
     from edgekit.optimize.study import STUDY_FILE, STUDY_NAME
     study = optuna.load_study(study_name=STUDY_NAME,
                               storage="sqlite:///{}".format(out / STUDY_FILE))
     starts = study.user_attrs["starts"]
-    assert [p["shrink"] for p in starts[:2]] == ["distill", "distill+knn"]
+    assert [p["shrink"] for p in starts[:3]] == ["distill", "distill", "distill+knn"]
+    assert starts[1]["student"] == starts[2]["student"]
     rows = _values(out)
-    assert [r[2] for r in rows[:2]] == [{k: v for k, v in p.items()} for p in starts[:2]]
-    assert [r[1] for r in rows[:2]] == ["COMPLETE", "COMPLETE"]
-    assert [r[1] for r in rows[2:]] == ["WAITING"] * (len(starts) - 2)
-    assert len(list((out / "steps").iterdir())) == 1   # one rung (1 epoch), trained once
-    labels = {r["label"] for r in f["rows"]}
-    assert "distill {} -> knn-slice cut auto int8".format(
-        next(iter(labels - {l for l in labels if "knn" in l}))[len("distill "):
-                                                              -len(" -> tflite-int8")]) in labels
+    assert [r[2] for r in rows[:3]] == [{k: v for k, v in p.items()} for p in starts[:3]]
+    assert [r[1] for r in rows[:3]] == ["COMPLETE"] * 3
+    assert [r[1] for r in rows[3:]] == ["WAITING"] * (len(starts) - 3)
+    # one rung (1 epoch): two students (distilled, labels), each trained once
+    assert len(list((out / "steps").iterdir())) == 2
+    by_id = {r["id"]: r["label"] for r in f["rows"]}
+    assert by_id["002"] == by_id["001"][:-len(" -> tflite-int8")] + " -> knn-slice cut auto int8"
+    assert "alpha=1" in by_id["002"] and "augment=shift" in by_id["002"]
 
 
 def test_a_knn_head_that_cannot_fit_the_bytes_is_pruned_with_its_smallest_size(tiny_artifact,
