@@ -201,8 +201,8 @@ class Space:
         largest whose int8 weights fit); the student taught by a teacher assistant
         (``distill+distill``). On MNIST from the 99.10% seed CNN, k-NN heads on label-trained
         students beat the students' own softmax: gap-cnn 99.28% -> 99.42% test, wide-gap-cnn
-        99.29% -> 99.31% (BENCHMARKS.md, optimize). MACs, not parameters, rank students: a dense layer's weights add
-        little, convolution compute is what a small CNN's accuracy follows (on MNIST the
+        99.29% -> 99.31% (BENCHMARKS.md, optimize). MACs, not parameters, rank students: a
+        dense layer's weights add little, convolution compute is what a small CNN's accuracy follows (on MNIST the
         `tiny` CNN, 9,098 params, reached 96.97%; `micro-cnn`, 8,978 params and 15x its
         MACs, 98.9%). The assistant is one size up from the student: of the students with more
         than twice its params (and fewer than the teacher's) and at most 4x its MACs, the one
