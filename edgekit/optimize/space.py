@@ -202,13 +202,14 @@ class Space:
         (``distill+distill``). On MNIST from the 99.10% seed CNN, k-NN heads on label-trained
         students beat the students' own softmax: gap-cnn 99.28% -> 99.42% test, wide-gap-cnn
         99.29% -> 99.31% (BENCHMARKS.md, optimize). MACs, not parameters, rank students: a
-        dense layer's weights add little, convolution compute is what a small CNN's accuracy follows (on MNIST the
-        `tiny` CNN, 9,098 params, reached 96.97%; `micro-cnn`, 8,978 params and 15x its
-        MACs, 98.9%). The assistant is one size up from the student: of the students with more
-        than twice its params (and fewer than the teacher's) and at most 4x its MACs, the one
-        with the most MACs -- as `gap-cnn` (5.5M MACs) is to `micro-cnn` (1.7M), a pair
-        measured by hand on MNIST: 99.05% test through the assistant, 98.92% taught directly
-        (BENCHMARKS.md, optimize). A resolution student is not one (its inputs are resized). Empty when no distillation is in the space."""
+        dense layer's weights add little, convolution compute is what a small CNN's accuracy
+        follows (on MNIST the `tiny` CNN, 9,098 params, reached 96.97%; `micro-cnn`, 8,978
+        params and 15x its MACs, 98.9%). The assistant is one size up from the student: of the
+        students with more than twice its params (and fewer than the teacher's) and at most 4x
+        its MACs, the one with the most MACs -- as `gap-cnn` (5.5M MACs) is to `micro-cnn`
+        (1.7M), a pair measured by hand on MNIST: 99.05% test through the assistant, 98.92%
+        taught directly (BENCHMARKS.md, optimize). A resolution student is not one (its inputs
+        are resized). Empty when no distillation is in the space."""
         from edgekit.optimize.study import cheap_violation
         wanted = [k for k in ("distill", "distill+distill", "distill+knn") if k in self.kinds]
         if not wanted or self.teacher is None:
