@@ -400,6 +400,12 @@ for value in ("flip", "", "SHIFT ", "none,shift"):
          ["compress", "{keras}", "--method", "distill", "--data", "digits", "-o", "{tmp}/c",
           "--augment", value], 1, r"--augment must be one of")
 
+for value, pattern in (("0", r"--round-to must be an integer >= 1"), ("-16", r"--round-to must be an"),
+                       ("1.5", r"--round-to"), ("sixteen", r"--round-to")):
+    case("params-prune--round-to-{!r}".format(value),
+         ["compress", "{keras}", "--method", "prune", "--structured", "--data", "digits", "-o",
+          "{tmp}/c", "--round-to", value], 1, pattern)
+
 # -- class 4: outputs that cannot be written, found before any work ------------------------------
 BUILDERS["file"] = lambda w: _write(w, "afile", b"x")
 BUILDERS["dir"] = lambda w: (w.tmp / "adir").mkdir() or w.tmp / "adir"

@@ -153,6 +153,27 @@ def test_target_macs_is_reached(zoo, name, fraction):
                                   if report["original"][name] >= 8)  # CPU-kernel friendly
 
 
+def test_round_to_keeps_multiples_of_16_where_the_target_allows(zoo):
+    """MobileNetV2 0.35 at 32x32 reaches half its MACs in 16-channel steps (onnxruntime's block
+    on AVX-512: BENCHMARKS.md, issue 11); the tiny zoo ResNet cannot, and falls back to 8."""
+    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.errors import EdgekitError
+    _, rep = prune_channels(zoo("mobilenetv2"), target_macs=0.5)
+    big = {n: k for n, k in rep["kept"].items() if rep["original"][n] >= 16}
+    assert big and all(k % 16 == 0 for k in big.values()), big
+    _, rep8 = prune_channels(zoo("mobilenetv2"), target_macs=0.5, round_to=8)
+    assert any(k % 16 for k in rep8["kept"].values())        # 8 is a real, finer choice
+    _, auto = prune_channels(zoo("resnet"), target_macs=0.5)
+    assert all(k % 8 == 0 for k in auto["kept"].values()) and any(
+        k % 16 for k in auto["kept"].values())
+    with pytest.raises(EdgekitError, match="out of reach"):   # explicit: no fallback
+        prune_channels(zoo("resnet"), target_macs=0.5, round_to=16)
+    _, half = prune_channels(zoo("resnet"), ratio=0.5)           # a 16-channel group halves
+    assert set(half["kept"].values()) <= {8, 16} and 8 in half["kept"].values()
+    _, whole = prune_channels(zoo("resnet"), ratio=0.5, round_to=16)
+    assert all(whole["original"][n] > 16 for n in whole["kept"])  # 16-groups kept whole
+
+
 @pytest.mark.parametrize("name", ["resnet", "inception",
                                   pytest.param("mobilenetv2", marks=pytest.mark.slow)])
 def test_pruned_model_exports_to_onnx_with_parity(zoo, tmp_path, name):

@@ -30,23 +30,37 @@ from edgekit.compress.channel_groups import trace
 from edgekit.errors import EdgekitError
 
 MIN_KEEP = 0.25  # a global (target-MACs) prune keeps at least this fraction of every group
-# kept channel counts are multiples of this (groups of >= 8 channels): CPU runtimes block
-# channels by 8/16 (onnxruntime's NCHWc, OpenVINO's blocked layouts); a MobileNetV2 pruned to
-# odd counts (9, 25, 737 ...) ran 2.7x SLOWER in onnxruntime than the unpruned one
-CHANNEL_MULTIPLE = 8
+# kept channel counts are multiples of ``round_to`` (Torch-Pruning's name for it; groups of
+# fewer channels are cut freely). CPU runtimes block channels: onnxruntime's NCHWc kernels take
+# 16 channels at a time on AVX-512 CPUs and 8 on AVX2, and a conv whose channels are not a
+# multiple of the block falls back to im2col + reorders. Measured on MobileNetV2 0.35 at 32x32,
+# --target-macs 0.5, onnxruntime 1 thread on an AVX-512 CPU (BENCHMARKS.md, issue 11): odd counts
+# (9, 25, 737 ...) 2.7x SLOWER than unpruned; multiples of 8 1.07-2.0x faster depending on which
+# groups were cut; multiples of 16 1.8-2.5x, every time. 16 is a multiple of 8, so it suits both.
+# ``--round-to`` is declared in compress/options.py; by default (None) each cut takes the
+# coarsest of these that still makes it (small nets: 16-channel groups can only be halved by 8).
+AUTO_ROUND_TO = (16, 8, 1)
+
+
+class OutOfReach(EdgekitError):
+    """--target-macs cannot be reached under the floors and the rounding."""
+
+
 CONV = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D")
 MAC_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")  # as models.count_macs
 
 
-def prune_channels(model, ratio=None, keep=None, target_macs=None, dense_width=None):
-    """Trace, choose and rebuild in one call. Returns ``(smaller_model, report)``; the report
+def prune_channels(model, ratio=None, keep=None, target_macs=None, dense_width=None,
+                   round_to=None):
+    """Trace, choose and rebuild in one call (``round_to``: kept counts are multiples of it).
+    Returns ``(smaller_model, report)``; the report
     holds ``kept`` / ``original`` channels per producer layer, the ``fenced`` groups (kept
     whole, with why), and the MACs estimate before/after."""
     cg = trace(model)
     weights = layer_weights(cg)
     scores = importance(cg, weights)
     kept = choose(cg, scores, weights, ratio=ratio, keep=keep, target_macs=target_macs,
-                  dense_width=dense_width)
+                  dense_width=dense_width, round_to=round_to)
     small = rebuild(model, cg, kept, weights)
     report = {"kept": {}, "original": {}, "macs_before": estimate_macs(cg, {}, weights),
               "macs": estimate_macs(cg, kept, weights),
@@ -137,8 +151,16 @@ def _conv_group(cg, g):
     return any(cg.uses[p].cls in CONV for p in g.producers)
 
 
-def choose(cg, scores, weights, ratio=None, keep=None, target_macs=None, dense_width=None):
-    """{group id: sorted kept channel indices} for every group that loses channels."""
+def choose(cg, scores, weights, ratio=None, keep=None, target_macs=None, dense_width=None,
+           round_to=None):
+    """{group id: sorted kept channel indices} for every group that loses channels.
+    ``ratio`` and ``target_macs`` keep multiples of ``round_to`` (None: :data:`AUTO_ROUND_TO`
+    in turn -- 16 where that still makes the cut or reaches the target, else 8, else any
+    count); ``keep`` counts are exact."""
+    if round_to is not None and (isinstance(round_to, bool) or int(round_to) != round_to
+                                 or int(round_to) < 1):
+        raise EdgekitError("--round-to must be a whole number >= 1, got {!r}".format(round_to))
+    steps = AUTO_ROUND_TO if round_to is None else (int(round_to),)
     kept = {}
     conv_groups = [g for g in cg.groups if g.producers and _conv_group(cg, g)]
     structured = ratio is not None or keep is not None or target_macs is not None
@@ -151,7 +173,10 @@ def choose(cg, scores, weights, ratio=None, keep=None, target_macs=None, dense_w
                            .format("; ".join(sorted({w for g in conv_groups for w in g.fenced}))))
     if ratio is not None:
         for g in prunable:
-            kept[g.id] = strongest(scores[g.id], _rounded(g.size * (1.0 - float(ratio)), g.size))
+            want = g.size * (1.0 - float(ratio))
+            counts = [_rounded(want, g.size, m=m) for m in steps]
+            n = next((c for c in counts if c < g.size), counts[0])  # the coarsest that cuts
+            kept[g.id] = strongest(scores[g.id], n)
     for name, n in (keep or {}).items():
         g = _named_group(cg, name)
         if n > g.size:
@@ -168,7 +193,14 @@ def choose(cg, scores, weights, ratio=None, keep=None, target_macs=None, dense_w
                 dense_width, g.producers[0], g.size))
         kept[g.id] = strongest(scores[g.id], int(dense_width))
     if target_macs is not None:
-        kept.update(_to_target(cg, prunable, scores, weights, float(target_macs), kept))
+        for i, m in enumerate(steps):
+            try:
+                kept.update(_to_target(cg, prunable, scores, weights, float(target_macs), kept,
+                                       m))
+                break
+            except OutOfReach:
+                if i == len(steps) - 1:
+                    raise
     return kept
 
 
@@ -196,12 +228,12 @@ def _first_hidden_dense(cg):
                        "model has none")
 
 
-def _rounded(n, size, up=False):
-    """``n`` channels as a multiple of :data:`CHANNEL_MULTIPLE` (groups of at least that many
-    channels; never above ``size``), nearest or rounded up."""
-    m = CHANNEL_MULTIPLE
+def _rounded(n, size, up=False, m=AUTO_ROUND_TO[0]):
+    """``n`` channels as a multiple of ``m`` (nearest, or rounded up), at least ``m``, never
+    above ``size``; a group smaller than ``m`` takes the largest :data:`AUTO_ROUND_TO` step
+    that fits it (8 for 8-15 channels; any count under 8)."""
     if size < m:
-        return int(min(size, max(1, math.ceil(n) if up else round(n))))
+        m = max([s for s in AUTO_ROUND_TO if s <= size] or [1])
     k = int(math.ceil(n / float(m)) if up else round(n / float(m))) * m
     return int(min(size, max(m, k)))
 
@@ -211,7 +243,7 @@ def strongest(score, k):
     return np.sort(np.argsort(-np.asarray(score), kind="stable")[:int(k)])
 
 
-def _to_target(cg, prunable, scores, weights, fraction, fixed):
+def _to_target(cg, prunable, scores, weights, fraction, fixed, round_to):
     """Remove the globally weakest conv channels until MACs <= fraction * original."""
     if not 0.0 < fraction < 1.0:
         raise EdgekitError("--target-macs is a fraction of the original MACs in (0, 1), got {}"
@@ -225,7 +257,7 @@ def _to_target(cg, prunable, scores, weights, fraction, fixed):
             continue
         s = scores[g.id]
         order[g.id] = np.argsort(s, kind="stable")
-        floor = _rounded(MIN_KEEP * g.size, g.size, up=True)
+        floor = _rounded(MIN_KEEP * g.size, g.size, up=True, m=round_to)
         for rank in range(g.size - floor):
             c = order[g.id][rank]
             cand.append((float(s[c]), g.id, rank))
@@ -238,16 +270,16 @@ def _to_target(cg, prunable, scores, weights, fraction, fixed):
         out = dict(fixed)
         for gid, r in removed.items():
             size = len(order[gid])
-            n_kept = _rounded(size - r, size, up=True)
+            n_kept = _rounded(size - r, size, up=True, m=round_to)
             out[gid] = np.sort(order[gid][size - n_kept:])
         return out
     if full <= goal:
         return {}
     if estimate_macs(cg, kept_after(len(cand)), weights) > goal:
         least = estimate_macs(cg, kept_after(len(cand)), weights)
-        raise EdgekitError("--target-macs {} is out of reach: keeping {:.0%} of every conv group "
-                           "and the layers kept whole leaves {:,} MACs ({:.2f} of the original)"
-                           .format(fraction, MIN_KEEP, least,
+        raise OutOfReach("--target-macs {} is out of reach: keeping {:.0%} of every conv group "
+                         "and the layers kept whole leaves {:,} MACs ({:.2f} of the original)"
+                         .format(fraction, MIN_KEEP, least,
                                    least / float(estimate_macs(cg, {}, weights))))
     lo, hi = 0, len(cand)  # smallest n with macs(n) <= goal
     while lo < hi:

@@ -278,6 +278,9 @@ OPTIONS = {
         option("target_macs", FLOAT, None, "prune --structured: remove the globally weakest conv "
                "channels until MACs <= this fraction of the original (e.g. 0.5).",
                interval(0, 1, what=" (fraction of the original MACs to keep)")),
+        option("round_to", INT, None, "prune --structured: kept channel counts are multiples of N "
+               "(default: 16 where the cut allows, else 8 -- CPU kernels block channels by 16/8).",
+               at_least(1)),
     ),
     "quantize": _common(*_INPUT) + _common("epochs", "lr", "batch_size", "seed",
                                                  lr=1e-4) + (

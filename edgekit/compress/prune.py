@@ -42,15 +42,18 @@ NO_LATENCY_NOTE = ("note: unstructured sparsity alone saves no latency - the ker
 
 
 @declared("prune")
-def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, target_macs, epochs,
-          lr, batch_size, seed, max_drop, allow_drop, preprocess, force=False, progress=True):
+def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, target_macs,
+          round_to, epochs, lr, batch_size, seed, max_drop, allow_drop, preprocess, force=False,
+          progress=True):
     """Prune ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
 
     Unstructured (default, ``sparsity`` in (0, 1), default 0.8); ``structured=True`` removes
     conv channels by channel group (``ratio`` in (0, 1): fraction removed from every group,
     default 0.5; or ``keep``: a dict / ``"conv1=16,conv2=32"`` of channels kept per layer; or
     ``target_macs`` in (0, 1): globally weakest first until MACs <= that fraction of the
-    original's); ``dense_width=N`` shrinks the first hidden Dense layer to N units.
+    original's; ``ratio`` and ``target_macs`` keep multiples of ``round_to`` channels, default
+    16 where that still cuts, else 8);
+    ``dense_width=N`` shrinks the first hidden Dense layer to N units.
     Fine-tuning on the training split is budgeted in optimizer steps (``epochs`` caps it) and
     stops once validation accuracy is back within ``max_drop`` points (default 1.0) of the
     input's; over it, nothing is written (GuardFailed) unless ``allow_drop``.
@@ -80,7 +83,7 @@ def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, t
         # 1e-3: the rate of tfmot's own pruning guide (Adam's default); cosine-decayed
         return _unstructured(job, float(sparsity), epochs, lr or 1e-3, batch_size, progress, say)
     return _reshaped(job, bool(structured), ratio, keep, dense_width, epochs, lr or 5e-4,
-                     batch_size, progress, say, target_macs=target_macs)
+                     batch_size, progress, say, target_macs=target_macs, round_to=round_to)
 
 
 def parse_keep(keep):
@@ -210,14 +213,14 @@ def layer_sparsity(model, names):
 
 # -- structured / dense width -----------------------------------------------------------------
 def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size, progress, say,
-              target_macs=None):
+              target_macs, round_to):
     model = job.model
     before = job.before()
     from edgekit.compress.channel_prune import prune_channels
     from edgekit.models import count_macs, count_params
     small, report = prune_channels(model, ratio=ratio if structured else None,
                                    keep=keep if structured else None, target_macs=target_macs,
-                                   dense_width=dense_width)
+                                   dense_width=dense_width, round_to=round_to)
     say("removed channels: " + ", ".join("{} {}->{}".format(
         n, report["original"][n], k) for n, k in report["kept"].items())
         + "; params {:,} -> {:,}, MACs {:,} -> {:,}".format(
@@ -250,6 +253,8 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
         params["ratio"] = float(ratio)
     if target_macs is not None:
         params["target_macs"] = float(target_macs)
+    if ratio is not None or target_macs is not None:
+        params["round_to"] = "auto" if round_to is None else int(round_to)
     if dense_width is not None:
         params["dense_width"] = int(dense_width)
     extra = {"macs_ratio": before["macs"] / float(max(1, count_macs(small))),
