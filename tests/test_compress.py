@@ -192,6 +192,30 @@ def test_distill_augment_shift_trains_on_shifted_images_and_saves_the_net_alone(
             resolve("distill", {"augment": bad})
 
 
+def test_distill_refit_trains_again_on_every_training_image(seed_digits_artifact, tmp_path):
+    """``refit``: the selection slice picks the epoch count, then the student trains from the
+    same start on the whole training split (the slice included) for that many epochs."""
+    import numpy as np
+    from edgekit.compress import compress
+    from edgekit.data import load_data
+
+    def run(name, refit):
+        art = compress(seed_digits_artifact.path, "distill", "digits", tmp_path / name,
+                       student="tiny", alpha=1.0, epochs=3, batch_size=32, refit=refit,
+                       settle=False, allow_drop=True, seed=5, progress=False)
+        return art.manifest["method"]["params"], load_model(art.path).get_weights()
+
+    p1, w1 = run("r1", True)
+    p2, w2 = run("r2", True)
+    p0, w0 = run("plain", False)
+    n_train = len(load_data("digits").y_train)
+    assert "refit" not in p0
+    assert p1["refit"] == {"epochs": p0["best_epoch"], "images": n_train}   # what selection chose
+    assert 1 <= p1["refit"]["epochs"] <= 3
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))        # seeded: the same refit
+    assert not all(np.array_equal(a, b) for a, b in zip(w1, w0))    # a different model
+
+
 # -- bad input: one error line, exit 1, nothing written --------------------------------------
 def _refused(run_cli, out, *args, match):
     code, _, err = run_cli("compress", *args, "--data", "digits", "-o", out)

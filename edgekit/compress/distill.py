@@ -34,7 +34,7 @@ SHIFT = 0.1
 @declared("distill")
 def distill(model, data, out, *, student, width, depthwise, resolution, temperature, alpha, epochs,
             lr, batch_size, seed, max_drop, allow_drop, preprocess, augment="none", settle=True,
-            force=False, progress=True):
+            refit=False, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
@@ -45,7 +45,9 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     (``settle=False``: only the cap or the patience stops it -- a search after the best
     student, not the first good-enough one); a student that cannot get there is not
     written (GuardFailed) unless ``allow_drop``. ``augment="shift"`` trains on randomly
-    shifted images (:data:`AUGMENTS`).
+    shifted images (:data:`AUGMENTS`). ``refit=True``: once the selection slice has chosen the
+    epoch count, the student trains again from the same start on the whole training split for
+    that many epochs (:func:`_refit`; about twice the time), and that is the model checked.
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
@@ -101,8 +103,18 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
         "{} epochs, batch {})".format(t_params, job.output, s_params, t_params / float(s_params),
                                       temperature, alpha, job.max_drop, before["val_accuracy"],
                                       epochs, batch_size))
+    start = net.get_weights() if refit else None
     ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr, batch_size,
                  progress, settle=bool(settle), augment=augment, seed=seed)
+    if refit:
+        chosen = int(ran.get("best_epoch") or ran.get("epochs_run") or epochs)
+        say("refitting on all {:,} training images for the {} epochs chosen".format(
+            len(ds.y_train), chosen))
+        net.set_weights(start)
+        set_seed(seed)
+        _refit(net, teacher, job, float(temperature), float(alpha), chosen, epochs, lr,
+               batch_size, progress, augment=augment, seed=seed)
+        ran["refit"] = {"epochs": chosen, "images": int(len(ds.y_train))}
     hints = ["more --epochs (cap was {})".format(epochs)]
     hints.append("a larger student (--width above {:g})".format(width) if student is None
                  else "a larger --student than {}".format(student))
@@ -140,23 +152,53 @@ def _augmented(net, augment, seed):
 
 def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress, settle=True,
            augment="none", seed=0):
-    """Fit the student on [one-hot labels | teacher logits] with the KD loss, under the guard.
+    """Fit the student on [one-hot labels | teacher logits] with the KD loss, under the guard:
+    on the training split minus the selection slice, the best epoch (on that slice) kept."""
+    from edgekit.compress.guard import DISTILL_PATIENCE, guard_stop
+    ds, sel_guard = job.selection()   # validation stays untouched for the guard
+    stop = guard_stop(sel_guard, patience=DISTILL_PATIENCE, say=printer(progress), settle=settle)
+    callbacks = [stop]
+    if progress:
+        from edgekit.progress import epoch_progress
+        callbacks.insert(0, epoch_progress(epochs, "distilling"))
+    _fit(net, teacher, ds.x_train, ds.y_train, (ds.x_val, ds.y_val), ds.num_classes,
+         temperature, alpha, epochs, epochs, lr, batch_size, callbacks, augment, seed)
+    return stop.summary()
+
+
+def _refit(net, teacher, job, temperature, alpha, epochs, cap, lr, batch_size, progress,
+           augment="none", seed=0):
+    """Train ``net`` (back at its starting weights) again on the **whole** training split --
+    the selection slice too -- for the ``epochs`` the selection chose, on the same learning-rate
+    schedule (cosine over ``cap`` epochs): scikit-learn's ``refit`` after a search. The guard
+    then checks it on the validation split, which neither run has seen."""
+    ds = job.ds
+    callbacks = []
+    if progress:
+        from edgekit.progress import epoch_progress
+        callbacks.append(epoch_progress(epochs, "refitting"))
+    _fit(net, teacher, ds.x_train, ds.y_train, None, ds.num_classes, temperature, alpha, epochs,
+         cap, lr, batch_size, callbacks, augment, seed)
+
+
+def _fit(net, teacher, x, y, val, n_cls, temperature, alpha, epochs, cap, lr, batch_size,
+         callbacks, augment, seed):
+    """``epochs`` of ``model.fit`` on ``x`` with the KD loss (learning rate cosine-decayed over
+    ``cap`` epochs, gradients clipped), ``val`` = (x, y) watched by the callbacks or None.
 
     Teacher and student logits come from their outputs as the models define them: a softmax
     model's probabilities become ``log p`` (softmax(log p / T) = softmax(z / T) exactly).
     """
     from edgekit._tf import keras, tf
-    from edgekit.compress.guard import DISTILL_PATIENCE, bn_momentum, guard_stop
-    from edgekit.models import as_logits, output_convention
-    k, tfm = keras(), tf()
-    ds, sel_guard = job.selection()   # validation stays untouched for the guard
-    n_cls = ds.num_classes
-    t_conv, s_conv = output_convention(teacher), output_convention(net)
+    from edgekit.compress.guard import bn_momentum
     from edgekit.images import keras_fit_args, keras_predict_batches
-    soft_train = as_logits(keras_predict_batches(teacher, ds.x_train).astype(np.float32), t_conv)
-    soft_val = as_logits(keras_predict_batches(teacher, ds.x_val).astype(np.float32), t_conv)
-    y_train = np.concatenate([np.eye(n_cls, dtype=np.float32)[ds.y_train], soft_train], axis=1)
-    y_val = np.concatenate([np.eye(n_cls, dtype=np.float32)[ds.y_val], soft_val], axis=1)
+    from edgekit.models import as_logits, ctrl_c_at_batch_end, output_convention
+    k, tfm = keras(), tf()
+    t_conv, s_conv = output_convention(teacher), output_convention(net)
+
+    def targets(xs, ys):
+        soft = as_logits(keras_predict_batches(teacher, xs).astype(np.float32), t_conv)
+        return np.concatenate([np.eye(n_cls, dtype=np.float32)[ys], soft], axis=1)
     T = temperature
 
     def loss(y_true, out):
@@ -172,23 +214,16 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
     def acc(y_true, out):
         return k.metrics.sparse_categorical_accuracy(tfm.argmax(y_true[:, :n_cls], axis=-1), out)
 
-    stop = guard_stop(sel_guard, patience=DISTILL_PATIENCE, say=printer(progress), settle=settle)
-    callbacks = [stop]
-    if progress:
-        from edgekit.progress import epoch_progress
-        callbacks.insert(0, epoch_progress(epochs, "distilling"))
     # the learning rate decays (cosine) over the epoch cap: at a constant 1e-3 a
     # MobileNetV2-derived student on MNIST diverged after its third epoch (val 92.7% -> 59%);
     # gradients are clipped (_common.GRAD_CLIP_NORM): without, the same student swung by 8 pt
     # of training accuracy within an epoch even under the decay
-    steps = max(1, epochs * int(np.ceil(len(ds.x_train) / float(batch_size))))
+    steps = max(1, cap * int(np.ceil(len(x) / float(batch_size))))
     fit_net = _augmented(net, augment, seed)
     fit_net.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(lr, steps),
                                                 global_clipnorm=GRAD_CLIP_NORM),
                     loss=loss, metrics=[acc])
-    from edgekit.models import ctrl_c_at_batch_end
+    extra = {} if val is None else {"validation_data": (val[0], targets(*val))}
     with bn_momentum(net), ctrl_c_at_batch_end() as ctrl_c:
-        fit_net.fit(**keras_fit_args(ds.x_train, y_train, batch_size,
-                                     validation_data=(ds.x_val, y_val)),
+        fit_net.fit(**keras_fit_args(x, targets(x, y), batch_size, **extra),
                     epochs=epochs, verbose=0, callbacks=callbacks + [ctrl_c])
-    return stop.summary()

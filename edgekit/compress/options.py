@@ -315,6 +315,8 @@ OPTIONS = {
                "shift: up to 10% of height and width each way, edges repeated); the teacher's "
                "soft labels stay those of the unshifted image.",
                one_of("edgekit.compress.distill:AUGMENTS")),
+        option("refit", SWITCH, False, "distill: after the held-out slice has chosen the epoch "
+               "count, train again on all training images for that many epochs (~2x the time)."),
         option("settle", SWITCH, True, "distill: stop once within the guard and an epoch brings "
                "no new best (False: train to the cap, keep the best epoch -- optimize)",
                cli=False),
