@@ -353,6 +353,12 @@ def test_a_shared_teacher_assistant_trains_once_and_knn_heads_a_student(seed_dig
     for cid in ("000", "001"):
         m = Artifact.open(out / "candidates" / (cid + ".steps") / "1-distill").manifest
         assert m["method"]["params"]["epochs"] == 2
+        assert "refit" not in m["method"]["params"]        # an assistant is not refit
+        m = Artifact.open(out / "candidates" / (cid + ".steps") / "2-distill").manifest
+        # the student's final rung trained again on every training image (digits' split has
+        # a held-out selection slice of >= 30 images)
+        assert m["method"]["params"]["refit"] == {
+            "epochs": m["method"]["params"]["best_epoch"], "images": len(digits.y_train)}
 
     def model_sha(cid):
         h5 = out / "candidates" / (cid + ".steps") / "1-distill" / "model.h5"

@@ -106,6 +106,9 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     start = net.get_weights() if refit else None
     ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr, batch_size,
                  progress, settle=bool(settle), augment=augment, seed=seed)
+    if refit and job.selection()[0] is job.ds:
+        refit = False       # nothing was held out (a tiny training split): nothing to add
+        ran["refit"] = None
     if refit:
         chosen = int(ran.get("best_epoch") or ran.get("epochs_run") or epochs)
         say("refitting on all {:,} training images for the {} epochs chosen".format(

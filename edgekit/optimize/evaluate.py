@@ -220,6 +220,11 @@ def _run_shrink(steps, ctx, ds, scratch, rung):
             # the search wants the best student the cap gives, not the first to reach the
             # teacher: gap-cnn stopped at epoch 7 of 12 once it had (99.14% test)
             params["settle"] = False
+            if i == last and rung >= len(caps) - 1:
+                # the final rung refits on every training image for the epochs the held-out
+                # slice chose (space.FINAL_REFIT): what a candidate is measured and kept as
+                from edgekit.optimize.space import FINAL_REFIT
+                params["refit"] = FINAL_REFIT
         prefix.append({"method": step["method"], "params": dict(params)})
         params["seed"] = step_seed(ctx["seed"], prefix)
         cached = _cache_dir(ctx, prefix)
