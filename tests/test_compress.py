@@ -199,10 +199,10 @@ def test_distill_refit_trains_again_on_every_training_image(seed_digits_artifact
     from edgekit.compress import compress
     from edgekit.data import load_data
 
-    def run(name, refit):
+    def run(name, refit, **kw):
         art = compress(seed_digits_artifact.path, "distill", "digits", tmp_path / name,
                        student="tiny", alpha=1.0, epochs=3, batch_size=32, refit=refit,
-                       settle=False, allow_drop=True, seed=5, progress=False)
+                       settle=False, allow_drop=True, seed=5, progress=False, **kw)
         return art.manifest["method"]["params"], load_model(art.path).get_weights()
 
     p1, w1 = run("r1", True)
@@ -214,6 +214,15 @@ def test_distill_refit_trains_again_on_every_training_image(seed_digits_artifact
     assert 1 <= p1["refit"]["epochs"] <= 3
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))        # seeded: the same refit
     assert not all(np.array_equal(a, b) for a, b in zip(w1, w0))    # a different model
+    # the refit alone for the epochs the selection chose (optimize's refit of its chosen
+    # candidate): the same model, without running the selection again
+    p3, w3 = run("given", False, refit_epochs=p1["refit"]["epochs"])
+    assert p3["refit"] == p1["refit"] and "best_epoch" not in p3
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w3))
+    from edgekit.errors import EdgekitError
+    with pytest.raises(EdgekitError, match="--refit-epochs 4"):
+        run("over", False, refit_epochs=4)
+    assert not (tmp_path / "over").exists()
 
 
 # -- bad input: one error line, exit 1, nothing written --------------------------------------

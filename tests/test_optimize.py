@@ -355,10 +355,24 @@ def test_a_shared_teacher_assistant_trains_once_and_knn_heads_a_student(seed_dig
         assert m["method"]["params"]["epochs"] == 2
         assert "refit" not in m["method"]["params"]        # an assistant is not refit
         m = Artifact.open(out / "candidates" / (cid + ".steps") / "2-distill").manifest
-        # the student's final rung trained again on every training image (digits' split has
-        # a held-out selection slice of >= 30 images)
-        assert m["method"]["params"]["refit"] == {
-            "epochs": m["method"]["params"]["best_epoch"], "images": len(digits.y_train)}
+        assert "refit" not in m["method"]["params"]        # nor a searched student
+    # the chosen candidate's refit (optimize.refit): the student alone trains again, on every
+    # training image for the epochs its selection chose; the assistant is copied
+    from edgekit.optimize.refit import plan
+    epochs, why = plan(out, one, 0, digits)
+    assert why is None and epochs == Artifact.open(
+        out / "candidates" / "000.steps" / "2-distill").manifest["method"]["params"]["best_epoch"]
+    before = set(p.name for p in (out / STEPS_DIR).iterdir())
+    rr = evaluate(one, 0, dict(ctx, refit_epochs=epochs), ds=digits)
+    assert rr["state"] == "complete" and rr["artifact"] == "candidates/000-refit", rr
+    assert [r["rung"] for r in rr["rungs"]] == [1]      # the final rung only
+    assert len(set(p.name for p in (out / STEPS_DIR).iterdir()) - before) == 1
+    m = Artifact.open(out / "candidates" / "000-refit.steps" / "2-distill").manifest
+    assert m["method"]["params"]["refit"] == {"epochs": epochs, "images": len(digits.y_train)}
+    assert m["method"]["params"]["seed"] == Artifact.open(
+        out / "candidates" / "000.steps" / "2-distill").manifest["method"]["params"]["seed"]
+    assert plan(out, {"shrink": [{"method": "prune", "params": {}}]}, 0, digits) == (
+        None, "its last trained step is not a distillation")
 
     def model_sha(cid):
         h5 = out / "candidates" / (cid + ".steps") / "1-distill" / "model.h5"
@@ -481,8 +495,27 @@ def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
     assert [r[2] for r in rows[:3]] == [{k: v for k, v in p.items()} for p in starts[:3]]
     assert [r[1] for r in rows[:3]] == ["COMPLETE"] * 3
     assert [r[1] for r in rows[3:]] == ["WAITING"] * (len(starts) - 3)
-    # one rung (1 epoch): two students (distilled, labels), each trained once
-    assert len(list((out / "steps").iterdir())) == 2
+    # one rung (1 epoch): two students (distilled, labels), each trained once, and the
+    # chosen candidate's student refit on every training image (its own step)
+    assert len(list((out / "steps").iterdir())) == 3
+    best, refit = f["best"], f["refit"]
+    assert refit["state"] == "complete" and refit["epochs"] == 1
+    assert best["id"] == refit["of"] + "-refit" and best["refit_of"] == refit["of"]
+    assert best["id"] in [r["id"] for r in f["rows"]] and best["test_accuracy"] is not None
+    from edgekit.artifact import Artifact
+    from edgekit.data import load_data
+    steps = out / "candidates" / (best["id"] + ".steps")
+    m = Artifact.open(steps / "1-distill").manifest if steps.is_dir() else \
+        Artifact.open(out / "best").manifest
+    assert m["method"]["params"]["refit"] == {"epochs": 1,
+                                              "images": len(load_data("digits").y_train)}
+    assert Artifact.open(out / "best").manifest["files"] == Artifact.open(
+        out / best["artifact"]).manifest["files"]
+    # --budget keeps back the longest final rung of a distilled student for the refit
+    from edgekit.optimize.refit import reserve
+    finals = [t.user_attrs["result"]["rungs"][-1]["seconds"] for t in study.get_trials()
+              if t.state.name == "COMPLETE" and "same_as" not in t.user_attrs["result"]]
+    assert reserve(study) == max(finals) > 0
     by_id = {r["id"]: r["label"] for r in f["rows"]}
     assert by_id["002"] == by_id["001"][:-len(" -> tflite-int8")] + " -> knn-slice cut auto int8"
     assert "alpha=1" in by_id["002"] and "augment=shift" in by_id["002"]

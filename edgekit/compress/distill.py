@@ -34,7 +34,7 @@ SHIFT = 0.1
 @declared("distill")
 def distill(model, data, out, *, student, width, depthwise, resolution, temperature, alpha, epochs,
             lr, batch_size, seed, max_drop, allow_drop, preprocess, augment="none", settle=True,
-            refit=False, force=False, progress=True):
+            refit=False, refit_epochs=None, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
@@ -48,6 +48,9 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     shifted images (:data:`AUGMENTS`). ``refit=True``: once the selection slice has chosen the
     epoch count, the student trains again from the same start on the whole training split for
     that many epochs (:func:`_refit`; about twice the time), and that is the model checked.
+    ``refit_epochs=N``: that refit alone, for the N epochs an earlier selection run of the
+    same student and seed chose (what ``optimize`` does for its chosen candidate): no held-out
+    slice, the same model ``refit=True`` gives when its selection chooses N.
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
@@ -66,6 +69,9 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     set_seed(seed)
     batch_size = batch_size or job.default_batch_size()
     epochs = epoch_cap(len(ds.x_train), batch_size, epochs, steps=DISTILL_STEPS)
+    if refit_epochs is not None and not 1 <= int(refit_epochs) <= epochs:
+        raise EdgekitError("--refit-epochs {} must be within 1..--epochs ({}): the refit runs on "
+                           "the same cosine schedule".format(refit_epochs, epochs))
     if student is not None:
         if (job.ds.adapt or {}).get("preprocess", "unit") != "unit":
             raise EdgekitError("--student {} is an edgekit architecture trained on unit-scaled "
@@ -103,14 +109,17 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
         "{} epochs, batch {})".format(t_params, job.output, s_params, t_params / float(s_params),
                                       temperature, alpha, job.max_drop, before["val_accuracy"],
                                       epochs, batch_size))
-    start = net.get_weights() if refit else None
-    ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr, batch_size,
-                 progress, settle=bool(settle), augment=augment, seed=seed)
-    if refit and job.selection()[0] is job.ds:
+    start = net.get_weights() if refit or refit_epochs else None
+    if refit_epochs is not None:    # the selection ran before (same student, same seed)
+        ran = {"selection": "an earlier run (refit_epochs)"}
+    else:
+        ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr,
+                     batch_size, progress, settle=bool(settle), augment=augment, seed=seed)
+    if refit and refit_epochs is None and job.selection()[0] is job.ds:
         refit = False       # nothing was held out (a tiny training split): nothing to add
         ran["refit"] = None
-    if refit:
-        chosen = int(ran.get("best_epoch") or ran.get("epochs_run") or epochs)
+    if refit or refit_epochs is not None:
+        chosen = int(refit_epochs or ran.get("best_epoch") or ran.get("epochs_run") or epochs)
         say("refitting on all {:,} training images for the {} epochs chosen".format(
             len(ds.y_train), chosen))
         net.set_weights(start)

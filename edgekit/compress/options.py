@@ -317,6 +317,9 @@ OPTIONS = {
                one_of("edgekit.compress.distill:AUGMENTS")),
         option("refit", SWITCH, False, "distill: after the held-out slice has chosen the epoch "
                "count, train again on all training images for that many epochs (~2x the time)."),
+        option("refit_epochs", INT, None, "distill: only the refit, for N epochs an earlier "
+               "selection run of this student and --seed chose (no held-out slice).",
+               at_least(1)),
         option("settle", SWITCH, True, "distill: stop once within the guard and an epoch brings "
                "no new best (False: train to the cap, keep the best epoch -- optimize)",
                cli=False),

@@ -201,8 +201,11 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
         def on_trial(ft):
             best_text[0] = _best_text(study, limits)
             bar.advance(_trial_text(ft), best=best_text[0])
-        run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial)
-    return finish(study, out, ds, target, limits, objective, max_drop, say)
+        from edgekit.optimize.refit import refit_chosen, reserve
+        run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial,
+            reserve=reserve)
+        rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say)
+    return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec)
 
 
 class _Null(object):
@@ -298,11 +301,14 @@ def _best_text(study, limits):
     return None if b is None else "{} {:.2%} {:,} B".format(b["id"], b["val_accuracy"], b["bytes"])
 
 
-def finish(study, out, ds, target, limits, objective, max_drop, say=_say):
+def finish(study, out, ds, target, limits, objective, max_drop, say=_say, refit=None):
     """Front, choice, test accuracy (front + chosen only), front.json/png, report.md and
-    ``out/best``; :class:`NothingFits` when nothing meets the limits."""
+    ``out/best``; :class:`NothingFits` when nothing meets the limits. ``refit``: the chosen
+    candidate's refit (:mod:`~edgekit.optimize.refit`), chosen in its place when it still
+    meets the limits."""
     from edgekit.optimize.evaluate import test_accuracy
     from edgekit.optimize.front import choose, markdown, pareto, violations, write_png
+    from edgekit.optimize.refit import row as refit_row
     from edgekit.util import atomic_write_text
     try:
         (out / "work").rmdir()           # evaluations' scratch space, empty once they are done
@@ -310,8 +316,15 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say):
         pass
     rows = _rows(study)
     feasible = [r for r in rows if not violations(r, limits)]
-    front = pareto(rows)
     best = choose(feasible, objective)
+    rrow = refit_row(refit, rows) if best is not None and refit and \
+        refit.get("of") == best["number"] else None
+    if rrow is not None:
+        rows.append(rrow)
+        if not violations(rrow, limits):
+            feasible.append(rrow)
+            best = rrow
+    front = pareto(rows)
     for r in front + ([best] if best is not None else []):
         if r.get("test_accuracy") is None:
             r["test_accuracy"] = test_accuracy(out / r["artifact"], target, ds)
@@ -324,6 +337,7 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say):
                "front": [_public(r) for r in front],
                "study_front": [r["id"] for r in pareto(rows, latency=False)], "best": _public(best) if best else None,
                "feasible": [r["id"] for r in feasible], "rows": [_public(r) for r in rows],
+               "refit": _refit_summary(refit),
                "out": str(out)}
     atomic_write_text(out / "front.json", json.dumps(summary, indent=2, default=str) + "\n")
     write_png(rows, front, out / "front.png", best=best, max_bytes=limits.get("max_bytes"),
@@ -337,6 +351,16 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say):
     _publish_best(out / best["artifact"], out / "best")
     summary["best_dir"] = str(out / "best")
     return summary
+
+
+def _refit_summary(rec):
+    if not rec:
+        return None
+    from edgekit.optimize.evaluate import candidate_id
+    res = rec.get("result") or {}
+    return {"of": candidate_id(rec["of"]), "state": rec.get("state"), "epochs": rec.get("epochs"),
+            "reason": rec.get("reason") or res.get("reason"),
+            "val_accuracy": res.get("val_accuracy")}
 
 
 def _public(r):

@@ -52,6 +52,9 @@ RUNG_FRACTIONS = (1.0 / ETA ** 2, 1.0 / ETA, 1.0)
 TRAINED = ("prune", "distill")
 
 
+REFIT_SUFFIX = "-refit"      # candidates/NNN-refit: the chosen NNN refit after the search
+
+
 def candidate_id(number):
     return "{:03d}".format(int(number))
 
@@ -83,7 +86,8 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
     tf().config.experimental.enable_op_determinism()   # same seed -> same weights, anywhere
     ds = ds if ds is not None else _load(ctx["data"])
     out = Path(ctx["out"])
-    cid = candidate_id(number)
+    refit = bool(ctx.get("refit_epochs"))
+    cid = candidate_id(number) + (REFIT_SUFFIX if refit else "")
     final = out / "candidates" / cid
     scratch = out / "work" / cid
     seed = int(ctx["seed"]) + int(number)
@@ -94,15 +98,17 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
                    for s in trained] or [1])
     rungs = []
     try:
-        for r in range(n_rungs):
+        for r in range(n_rungs - 1 if refit else 0, n_rungs):   # a refit: the final rung only
             last = r == n_rungs - 1
             shutil.rmtree(scratch, ignore_errors=True)
             set_seed(seed)
             try:
+                tr = time.time()
                 src, passed, val = _run_shrink(head, ctx, ds, scratch, r)
                 if trained:
                     rungs.append({"rung": r, "epochs": _epochs_of(src), "val_accuracy": val,
-                                  "reached_teacher": passed})
+                                  "reached_teacher": passed,
+                                  "seconds": round(time.time() - tr, 2)})
                 cut = thresholds[r] if r < len(thresholds) else None
                 if not (passed or last) and cut is not None and val < cut:   # cut off
                     return _done({"state": "pruned", "rungs": rungs, "reason": (
@@ -220,13 +226,14 @@ def _run_shrink(steps, ctx, ds, scratch, rung):
             # the search wants the best student the cap gives, not the first to reach the
             # teacher: gap-cnn stopped at epoch 7 of 12 once it had (99.14% test)
             params["settle"] = False
-            if i == last and rung >= len(caps) - 1:
-                # the final rung refits on every training image for the epochs the held-out
-                # slice chose (space.FINAL_REFIT): what a candidate is measured and kept as
-                from edgekit.optimize.space import FINAL_REFIT
-                params["refit"] = FINAL_REFIT
         prefix.append({"method": step["method"], "params": dict(params)})
         params["seed"] = step_seed(ctx["seed"], prefix)
+        if i == last and ctx.get("refit_epochs") and step["method"] == "distill":
+            # the chosen candidate's refit (optimize.refit_chosen): the same student from the
+            # same start (seed), on every training image for the epochs its selection chose
+            params["refit_epochs"] = int(ctx["refit_epochs"])
+            prefix[-1] = {"method": step["method"], "params": dict(
+                prefix[-1]["params"], refit_epochs=params["refit_epochs"])}
         cached = _cache_dir(ctx, prefix)
         if cached.is_dir():
             shutil.copytree(cached, dst)

@@ -65,9 +65,10 @@ BUILTIN_STUDENTS = {"tiny": {"student": "tiny"},
 # 99.25% on the labels. Not a rule: micro-cnn (9k params) reached 98.88% validation distilled
 # and 98.48% on the shifted labels -- the search tries both
 LABELS_ONLY = {"alpha": 1.0, "lr": 1e-3, "augment": "shift"}
-# a distilled student's final rung trains again on the whole training split once its held-out
-# slice has chosen the epoch count (``distill --refit``: ~10% more images, ~2x that rung's time)
-FINAL_REFIT = True
+# the chosen candidate's distilled student trains again, after the search, on the whole
+# training split for the epochs its held-out slice chose (``distill --refit-epochs``: ~10% more
+# images; scikit-learn's refit of the best parameters): one more final-rung training in all
+REFIT_CHOSEN = True
 # bytes per weight, at least, in each precision: the lower bound on a file's size
 WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 QUANTIZE_FORMATS = ("tflite", "onnx", "openvino")     # what compress --method quantize writes
@@ -159,7 +160,7 @@ class Space:
                 "finishes": [finish_name(f) for f in self.finishes], "students": self.students,
                 "prune_macs": self.prune_macs, "knn_cuts": self.knn_cuts,
                 "knn_int8": self.knn_int8, "labels_recipe": LABELS_ONLY,
-                "final_refit": FINAL_REFIT}
+                "refit_chosen": REFIT_CHOSEN}
 
     # -- sampling ------------------------------------------------------------------------
     def suggest(self, trial):

@@ -146,10 +146,12 @@ def _key(cand):
     return json.dumps([cand["shrink"], cand["finish"]], sort_keys=True)
 
 
-def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_trial=None):
+def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_trial=None,
+        reserve=None):
     """Propose and evaluate until ``trials`` trials exist in the study or ``budget`` seconds
     of this run would be overrun: a new batch starts only if the time left is at least the
-    longest batch this run has taken so far (a started batch always finishes).
+    longest batch this run has taken so far (a started batch always finishes) plus
+    ``reserve(study)`` seconds kept for what follows the search (the chosen one's refit).
     ``on_trial(frozen_trial)`` is called as each is recorded. Returns the number of trials
     recorded in this run."""
     _optuna()
@@ -162,7 +164,9 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
         running = [t for t in all_trials if t.state == TrialState.RUNNING]
         n = len(all_trials)
         left = None if budget is None else budget - (time.time() - t0)
-        if not running and (n >= trials or (left is not None and left < max(longest, 1e-9))):
+        keep = 0.0 if reserve is None or left is None else float(reserve(study))
+        if not running and (n >= trials or (left is not None and
+                                            left < max(longest, 1e-9) + keep)):
             break
         todo = [(t.number, space.suggest(FixedTrial(t.params))) for t in running]
         # the batch holding the first unfinished trial: [k * batch, (k + 1) * batch); its
