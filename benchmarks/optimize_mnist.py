@@ -101,6 +101,9 @@ def main():
                              and best["test_accuracy"] >= a.min_test)},
         "front": [{k: r.get(k) for k in ("id", "label", "val_accuracy", "test_accuracy",
                                          "bytes", "latency_ms")} for r in f.get("front", [])],
+        "refit": f.get("refit"),
+        "rows": [{k: r.get(k) for k in ("id", "label", "val_accuracy", "test_accuracy", "bytes",
+                                        "seconds")} for r in f.get("rows", [])],
     }
     text = json.dumps(summary, indent=2)
     print(text)
