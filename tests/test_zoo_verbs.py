@@ -96,6 +96,31 @@ def test_distill_functional_students(trained_zoo, digits, tmp_path, name):
     assert ("Concatenate" in kinds) if name == "inception" else ("SeparableConv2D" in kinds)
 
 
+@pytest.mark.parametrize("name", ["resnet", "inception"])
+def test_distill_refit_on_functional_teachers(trained_zoo, digits, tmp_path, name):
+    """``--refit`` on residual (logits head) and concat (softmax head) teachers: the derived
+    student trains again from its teacher-derived start on every training image for the
+    epochs the selection chose, and ``--refit-epochs`` (optimize's refit) gives that same
+    model without the selection run."""
+    from edgekit.compress import compress
+    from edgekit.models import load_model
+    path, _ = trained_zoo[name]
+
+    def run(sub, **kw):
+        art = compress(path, "distill", digits, tmp_path / sub, width=0.5, epochs=4,
+                       settle=False, allow_drop=True, seed=2, progress=False, **kw)
+        return art, load_model(art.path)
+    art, net = run("r", refit=True)
+    p = art.manifest["method"]["params"]
+    assert p["refit"] == {"epochs": p["best_epoch"], "images": len(digits.y_train)}
+    assert art.manifest["metrics"]["guard"]["split"] == "validation"
+    kinds = {type(l).__name__ for l in net.layers}
+    assert ("Add" in kinds) if name == "resnet" else ("Concatenate" in kinds)
+    again, net2 = run("given", refit_epochs=p["refit"]["epochs"])
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), net2.get_weights()))
+    assert again.manifest["metrics"]["accuracy"] == art.manifest["metrics"]["accuracy"]
+
+
 @pytest.mark.parametrize("name", sorted(TRAINED))
 def test_export_and_bench_on_zoo(trained_zoo, digits, tmp_path, name):
     """The user's model made an artifact (prune --allow-drop keeps it cheap), exported to ONNX

@@ -207,15 +207,35 @@ def _run_shrink(steps, ctx, ds, scratch, rung):
     within one study (a study's model, data and settings are fixed: :func:`study.open_study`)."""
     from edgekit.compress import compress
     src, passed, val = ctx["model"], True, None
-    prefix = []
-    last = len(steps) - 1           # steps end at the chain's last trained one (split_chain)
+    plan = dict((i, (params, cached)) for i, params, cached in
+                _step_plan(steps, ctx, len(ds.y_train), _batch(ds), rung))
     for i, step in enumerate(steps):
         if step["method"] not in TRAINED:
             src = _run_untrained([step], i, ctx, ds, scratch, src)
             continue
         dst = scratch / "{}-{}".format(i + 1, step["method"])
+        params, cached = plan[i]
+        if cached.is_dir():
+            shutil.copytree(cached, dst)
+        else:
+            compress(src, step["method"], ds, dst, force=True, progress=False, **params)
+            _keep(dst, cached)
+        g = _guard_of(dst)
+        passed = passed and bool(g.get("passed"))
+        val = g.get("accuracy", val)
+        src = str(dst)
+    return src, passed, val
+
+
+def _step_plan(steps, ctx, n_train, batch_size, rung):
+    """``[(index, compress params, DIR/steps key dir)]`` of a chain's trained steps at ``rung``."""
+    plan, prefix = [], []
+    last = len(steps) - 1           # steps end at the chain's last trained one (split_chain)
+    for i, step in enumerate(steps):
+        if step["method"] not in TRAINED:
+            continue
         params = dict(step["params"])
-        caps = rung_epochs(step["method"], len(ds.y_train), _batch(ds), ctx.get("max_epochs"))
+        caps = rung_epochs(step["method"], n_train, batch_size, ctx.get("max_epochs"))
         # trained for the best validation accuracy the cap allows (the guard's target is
         # the teacher itself); --max-drop is held end to end, on the target's file. Only a
         # chain's last trained step climbs the rungs: the ones before it (a pruned net or a
@@ -234,17 +254,22 @@ def _run_shrink(steps, ctx, ds, scratch, rung):
             params["refit_epochs"] = int(ctx["refit_epochs"])
             prefix[-1] = {"method": step["method"], "params": dict(
                 prefix[-1]["params"], refit_epochs=params["refit_epochs"])}
-        cached = _cache_dir(ctx, prefix)
-        if cached.is_dir():
-            shutil.copytree(cached, dst)
-        else:
-            compress(src, step["method"], ds, dst, force=True, progress=False, **params)
-            _keep(dst, cached)
-        g = _guard_of(dst)
-        passed = passed and bool(g.get("passed"))
-        val = g.get("accuracy", val)
-        src = str(dst)
-    return src, passed, val
+        plan.append((i, params, _cache_dir(ctx, prefix)))
+    return plan
+
+
+def already_trained(cand, ctx, n_train, batch_size):
+    """Whether every step this candidate would train, at every rung, is in ``DIR/steps``
+    already (a k-NN head on a student an earlier trial trained): it costs its finish and
+    measurement only -- what the budget rule predicts for it (:func:`study.run`)."""
+    head, _ = split_chain(cand.get("shrink") or [])
+    trained = [s for s in head if s["method"] in TRAINED]
+    if not trained:
+        return False                # nothing to train, but its own work is not known
+    n_rungs = max(len(rung_epochs(s["method"], n_train, batch_size, ctx.get("max_epochs")))
+                  for s in trained)
+    return all(cached.is_dir() for r in range(n_rungs)
+               for _, _, cached in _step_plan(head, ctx, n_train, batch_size, r))
 
 
 STEPS_DIR = "steps"

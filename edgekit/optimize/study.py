@@ -147,11 +147,14 @@ def _key(cand):
 
 
 def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_trial=None,
-        reserve=None):
+        reserve=None, trained_before=None):
     """Propose and evaluate until ``trials`` trials exist in the study or ``budget`` seconds
     of this run would be overrun: a new batch starts only if the time left is at least the
     longest batch this run has taken so far (a started batch always finishes) plus
     ``reserve(study)`` seconds kept for what follows the search (the chosen one's refit).
+    A next batch of enqueued candidates whose trained steps ``trained_before(cand)`` says are
+    all trained already (a k-NN head on an earlier trial's student) is predicted to take the
+    longest a trial has spent outside training instead.
     ``on_trial(frozen_trial)`` is called as each is recorded. Returns the number of trials
     recorded in this run."""
     _optuna()
@@ -165,8 +168,13 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
         n = len(all_trials)
         left = None if budget is None else budget - (time.time() - t0)
         keep = 0.0 if reserve is None or left is None else float(reserve(study))
+        need = longest
+        if left is not None and not running and trained_before is not None:
+            nxt = _enqueued(study, space, n, min((n // batch + 1) * batch, trials))
+            if nxt and all(trained_before(c) for c in nxt):
+                need = min(longest, _untrained_seconds(study, longest))
         if not running and (n >= trials or (left is not None and
-                                            left < max(longest, 1e-9) + keep)):
+                                            left < max(need, 1e-9) + keep)):
             break
         todo = [(t.number, space.suggest(FixedTrial(t.params))) for t in running]
         # the batch holding the first unfinished trial: [k * batch, (k + 1) * batch); its
@@ -190,6 +198,26 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
             if on_trial is not None:
                 on_trial(ft)
     return done_here
+
+
+def _enqueued(study, space, start, end):
+    """The candidates of trials ``start..end-1`` if all are enqueued (WAITING), else None."""
+    from optuna.trial import FixedTrial, TrialState
+    waiting = {t.number: t for t in study.get_trials(deepcopy=False,
+                                                     states=(TrialState.WAITING,))}
+    if any(k not in waiting for k in range(start, end)):
+        return None
+    return [space.suggest(FixedTrial(waiting[k].system_attrs.get("fixed_params") or {}))
+            for k in range(start, end)]
+
+
+def _untrained_seconds(study, default):
+    """The longest a finished trial spent outside its trained steps (finish, measurement,
+    a k-NN head), from its recorded seconds and its rungs' ``default`` if none finished."""
+    spent = [float(r["seconds"]) - sum(float(g.get("seconds") or 0.0) for g in r.get("rungs") or [])
+             for r in (t.user_attrs.get("result") or {} for t in study.get_trials(deepcopy=False))
+             if r.get("state") == "complete" and "same_as" not in r and r.get("seconds") is not None]
+    return max(spent) if spent else default
 
 
 def _evaluate_batch(study, space, ctx, todo, executor, limits):
