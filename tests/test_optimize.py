@@ -519,7 +519,7 @@ def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
     # the budget rule's prediction: the k-NN head (trial 002) trained nothing of its own; the
     # assistant chain waiting as trial 003 has its assistant to train
     from edgekit.models import load_model
-    from edgekit.optimize.evaluate import _batch, already_trained
+    from edgekit.optimize.evaluate import _batch, steps_to_train
     from edgekit.optimize.space import Space
     from edgekit.optimize.study import _enqueued, _untrained_seconds
     ds = load_data("digits")
@@ -527,14 +527,14 @@ def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
            "out": str(out.resolve()), "seed": 1, "max_epochs": 1}
     cands = {t.number: t.user_attrs["candidate"] for t in study.get_trials()
              if t.state.name == "COMPLETE"}
-    assert [already_trained(cands[k], ctx, len(ds.y_train), _batch(ds)) for k in (0, 1, 2)] == [
-        True] * 3                                     # all in OUT/steps now
+    assert [steps_to_train(cands[k], ctx, len(ds.y_train), _batch(ds)) for k in (0, 1, 2)] == [
+        0] * 3                                        # all in OUT/steps now
     space = Space.for_model(load_model(seed_digits_artifact.path), "laptop-cpu",
                             kinds=["distill", "distill+distill", "distill+knn"],
                             formats=["tflite"])
     nxt = _enqueued(study, space, 3, 4)
     assert nxt[0]["shrink"][0]["method"] == nxt[0]["shrink"][1]["method"] == "distill"
-    assert not already_trained(nxt[0], ctx, len(ds.y_train), _batch(ds))
+    assert steps_to_train(nxt[0], ctx, len(ds.y_train), _batch(ds)) == 2   # assistant, student
     assert _enqueued(study, space, 2, 3) is None          # asked already: not waiting
     knn_total = study.get_trials()[2].user_attrs["result"]["seconds"]
     assert 0 < _untrained_seconds(study, None) >= knn_total - 1e-6

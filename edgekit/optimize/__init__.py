@@ -201,10 +201,10 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
         def on_trial(ft):
             best_text[0] = _best_text(study, limits)
             bar.advance(_trial_text(ft), best=best_text[0])
-        from edgekit.optimize.evaluate import _batch, already_trained
+        from edgekit.optimize.evaluate import _batch, steps_to_train
         from edgekit.optimize.refit import refit_chosen, reserve
         run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial,
-            reserve=reserve, trained_before=lambda c: already_trained(
+            reserve=reserve, steps_to_train=lambda c: steps_to_train(
                 c, ctx, len(ds.y_train), _batch(ds)))
         rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say)
     return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec)

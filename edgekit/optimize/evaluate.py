@@ -258,18 +258,23 @@ def _step_plan(steps, ctx, n_train, batch_size, rung):
     return plan
 
 
-def already_trained(cand, ctx, n_train, batch_size):
-    """Whether every step this candidate would train, at every rung, is in ``DIR/steps``
-    already (a k-NN head on a student an earlier trial trained): it costs its finish and
-    measurement only -- what the budget rule predicts for it (:func:`study.run`)."""
+def steps_to_train(cand, ctx, n_train, batch_size):
+    """How many of this candidate's trained steps are not in ``DIR/steps`` yet at every rung
+    (0: a k-NN head on a student an earlier trial trained; 2: a student and its new teacher
+    assistant); None when it trains nothing (its cost is not a training's). What the budget
+    rule predicts a next candidate's time from (:func:`study.run`)."""
     head, _ = split_chain(cand.get("shrink") or [])
     trained = [s for s in head if s["method"] in TRAINED]
     if not trained:
-        return False                # nothing to train, but its own work is not known
+        return None
     n_rungs = max(len(rung_epochs(s["method"], n_train, batch_size, ctx.get("max_epochs")))
                   for s in trained)
-    return all(cached.is_dir() for r in range(n_rungs)
-               for _, _, cached in _step_plan(head, ctx, n_train, batch_size, r))
+    missing = set()
+    for r in range(n_rungs):
+        for i, _, cached in _step_plan(head, ctx, n_train, batch_size, r):
+            if not cached.is_dir():
+                missing.add(i)
+    return len(missing)
 
 
 STEPS_DIR = "steps"

@@ -147,14 +147,15 @@ def _key(cand):
 
 
 def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_trial=None,
-        reserve=None, trained_before=None):
+        reserve=None, steps_to_train=None):
     """Propose and evaluate until ``trials`` trials exist in the study or ``budget`` seconds
     of this run would be overrun: a new batch starts only if the time left is at least the
     longest batch this run has taken so far (a started batch always finishes) plus
     ``reserve(study)`` seconds kept for what follows the search (the chosen one's refit).
-    A next batch of enqueued candidates whose trained steps ``trained_before(cand)`` says are
-    all trained already (a k-NN head on an earlier trial's student) is predicted to take the
-    longest a trial has spent outside training instead.
+    A next batch of enqueued (known) candidates is predicted from ``steps_to_train(cand)``:
+    a candidate with every student trained already (a k-NN head on an earlier trial's
+    student) at the longest a trial has spent outside training, one with N students to
+    train (a student and its teacher assistant: 2) at N times the longest batch.
     ``on_trial(frozen_trial)`` is called as each is recorded. Returns the number of trials
     recorded in this run."""
     _optuna()
@@ -169,10 +170,12 @@ def run(study, space, ctx, trials, budget, batch, executor, limits, seed, on_tri
         left = None if budget is None else budget - (time.time() - t0)
         keep = 0.0 if reserve is None or left is None else float(reserve(study))
         need = longest
-        if left is not None and not running and trained_before is not None:
+        if left is not None and not running and steps_to_train is not None and longest > 0:
             nxt = _enqueued(study, space, n, min((n // batch + 1) * batch, trials))
-            if nxt and all(trained_before(c) for c in nxt):
-                need = min(longest, _untrained_seconds(study, longest))
+            counts = [steps_to_train(c) for c in nxt or []]
+            if counts and None not in counts:
+                need = (longest * max(counts) if max(counts) else
+                        min(longest, _untrained_seconds(study, longest)))
         if not running and (n >= trials or (left is not None and
                                             left < max(need, 1e-9) + keep)):
             break
