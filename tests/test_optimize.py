@@ -538,6 +538,18 @@ def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
     assert _enqueued(study, space, 2, 3) is None          # asked already: not waiting
     knn_total = study.get_trials()[2].user_attrs["result"]["seconds"]
     assert 0 < _untrained_seconds(study, None) >= knn_total - 1e-6
+    # no --budget time left for the refit: skipped, said why; the same -o resumed with time
+    # does it then (a finished refit of the same choice would be reused, not redone)
+    from edgekit.optimize.refit import ATTR, refit_chosen
+    study.set_user_attr(ATTR, None)
+    rec = refit_chosen(study, ctx, None, {"max_bytes": 20000}, "accuracy", ds, time_left=0.0)
+    assert rec["state"] == "skipped" and "--budget has 0 s left" in rec["reason"]
+    again = optimize(seed_digits_artifact.path, "digits", out, target="laptop-cpu",
+                     max_bytes=20000, trials=3, methods="distill,distill+distill,distill+knn",
+                     formats="tflite", max_epochs=1, bench_iterations=5, progress=False, seed=1,
+                     max_drop=100)
+    assert again["best"]["id"] == best["id"] and again["best"]["val_accuracy"] == best[
+        "val_accuracy"]                            # the same refit, seeded
     by_id = {r["id"]: r["label"] for r in f["rows"]}
     assert by_id["002"] == by_id["001"][:-len(" -> tflite-int8")] + " -> knn-slice cut auto int8"
     assert "alpha=1" in by_id["002"] and "augment=shift" in by_id["002"]

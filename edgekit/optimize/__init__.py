@@ -25,6 +25,7 @@ import math
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
@@ -203,10 +204,12 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
             bar.advance(_trial_text(ft), best=best_text[0])
         from edgekit.optimize.evaluate import _batch, steps_to_train
         from edgekit.optimize.refit import refit_chosen, reserve
+        t_run = time.time()
         run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial,
             reserve=reserve, steps_to_train=lambda c: steps_to_train(
                 c, ctx, len(ds.y_train), _batch(ds)))
-        rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say)
+        rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say, time_left=None
+                           if budget_s is None else budget_s - (time.time() - t_run))
     return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec)
 
 

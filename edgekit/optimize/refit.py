@@ -52,9 +52,12 @@ def plan(out, cand, number, ds):
     return None, "its student's manifest records no chosen epoch"
 
 
-def refit_chosen(study, ctx, executor, limits, objective, ds, say=lambda *a: None):
+def refit_chosen(study, ctx, executor, limits, objective, ds, say=lambda *a: None,
+                 time_left=None):
     """Refit the chosen candidate (once per study: a resumed run reuses a finished refit of
-    the same choice); returns the record kept in the study (None: nothing chosen)."""
+    the same choice); returns the record kept in the study (None: nothing chosen).
+    ``time_left``: seconds of ``--budget`` left; a refit predicted to take longer
+    (:func:`reserve`) is skipped, and a resumed run with time for it does it then."""
     from edgekit.optimize import _rows
     from edgekit.optimize.evaluate import REFIT_SUFFIX, candidate_id
     from edgekit.optimize.front import choose, violations
@@ -63,13 +66,16 @@ def refit_chosen(study, ctx, executor, limits, objective, ds, say=lambda *a: Non
     if best is None or not REFIT_CHOSEN:
         return None
     old = study.user_attrs.get(ATTR)
-    if old and old.get("of") == best["number"]:
+    if old and old.get("of") == best["number"] and old.get("state") != "skipped":
         return old
     out = Path(ctx["out"])
     if old:     # a resumed search chose another candidate: the old refit is not it
         shutil.rmtree(out / "candidates" / (candidate_id(old["of"]) + REFIT_SUFFIX),
                       ignore_errors=True)
     epochs, why = plan(out, best["candidate"], best["number"], ds)
+    if epochs is not None and time_left is not None and time_left < reserve(study):
+        epochs, why = None, "--budget has {:.0f} s left; the refit takes about {:.0f} s".format(
+            max(time_left, 0.0), reserve(study))
     if epochs is None:
         rec = {"of": best["number"], "state": "skipped", "reason": why}
     else:
