@@ -290,13 +290,18 @@ def _rows(study):
         if r.get("state") != "complete" or "same_as" in r:
             continue
         c = ft.user_attrs["candidate"]
-        row = {k: r.get(k) for k in ("val_accuracy", "bytes", "params", "macs", "latency_ms",
-                                     "runtime", "file", "artifact", "drop_pts", "rungs",
-                                     "seconds", "latency_note", "latency_host")}
-        row.update(id="{:03d}".format(ft.number), number=ft.number, label=c["label"],
-                   candidate=c, latency=r.get("latency"))
-        rows.append(row)
+        rows.append(result_row(r, "{:03d}".format(ft.number), ft.number, c["label"], c))
     return rows
+
+
+def result_row(res, id, number, label, cand, **extra):
+    """A finished evaluation's result as a row of the table (front, report, front.json)."""
+    row = {k: res.get(k) for k in ("val_accuracy", "bytes", "params", "macs", "latency_ms",
+                                   "runtime", "file", "artifact", "drop_pts", "rungs",
+                                   "seconds", "latency_note", "latency_host")}
+    row.update(id=id, number=number, label=label, candidate=cand, latency=res.get("latency"),
+               **extra)
+    return row
 
 
 def _best_text(study, limits):

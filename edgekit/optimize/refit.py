@@ -73,9 +73,10 @@ def refit_chosen(study, ctx, executor, limits, objective, ds, say=lambda *a: Non
         shutil.rmtree(out / "candidates" / (candidate_id(old["of"]) + REFIT_SUFFIX),
                       ignore_errors=True)
     epochs, why = plan(out, best["candidate"], best["number"], ds)
-    if epochs is not None and time_left is not None and time_left < reserve(study):
+    takes = reserve(study)
+    if epochs is not None and time_left is not None and time_left < takes:
         epochs, why = None, "--budget has {:.0f} s left; the refit takes about {:.0f} s".format(
-            max(time_left, 0.0), reserve(study))
+            max(time_left, 0.0), takes)
     if epochs is None:
         rec = {"of": best["number"], "state": "skipped", "reason": why}
     else:
@@ -98,14 +99,10 @@ def row(rec, rows):
     if of is None:
         raise EdgekitError("the study's refit names candidate {} that is not in it".format(
             rec["of"]))
-    res = rec["result"]
-    out = {k: res.get(k) for k in ("val_accuracy", "bytes", "params", "macs", "latency_ms",
-                                   "runtime", "file", "artifact", "drop_pts", "rungs",
-                                   "seconds", "latency_note", "latency_host")}
-    out.update(id=candidate_id(rec["of"]) + REFIT_SUFFIX, number=rec["of"],
-               label="{} +refit {} epochs".format(of["label"], rec["epochs"]),
-               candidate=of["candidate"], latency=res.get("latency"), refit_of=of["id"])
-    return out
+    from edgekit.optimize import result_row
+    return result_row(rec["result"], candidate_id(rec["of"]) + REFIT_SUFFIX, rec["of"],
+                      "{} +refit {} epochs".format(of["label"], rec["epochs"]),
+                      of["candidate"], refit_of=of["id"])
 
 
 def reserve(study):

@@ -217,9 +217,13 @@ def _enqueued(study, space, start, end):
 def _untrained_seconds(study, default):
     """The longest a finished trial spent outside its trained steps (finish, measurement,
     a k-NN head), from its recorded seconds and its rungs' ``default`` if none finished."""
-    spent = [float(r["seconds"]) - sum(float(g.get("seconds") or 0.0) for g in r.get("rungs") or [])
-             for r in (t.user_attrs.get("result") or {} for t in study.get_trials(deepcopy=False))
-             if r.get("state") == "complete" and "same_as" not in r and r.get("seconds") is not None]
+    spent = []
+    for t in study.get_trials(deepcopy=False):
+        r = t.user_attrs.get("result") or {}
+        if r.get("state") != "complete" or "same_as" in r or r.get("seconds") is None:
+            continue
+        training = sum(float(g.get("seconds") or 0.0) for g in r.get("rungs") or [])
+        spent.append(float(r["seconds"]) - training)
     return max(spent) if spent else default
 
 
