@@ -140,7 +140,7 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
                     callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning")
     stripped = _strip(wrapped, mot, k)
     per_layer = layer_sparsity(stripped, names)
-    kernels = [_find_layer(stripped, n).get_weights()[0] for n in names]
+    kernels = [w for n in names for w in _kernels(_find_layer(stripped, n))]
     total = float(sum(int(np.sum(w == 0)) for w in kernels)) / sum(w.size for w in kernels)
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "model.h5"
@@ -202,12 +202,19 @@ def _find_layer(model, name):
     return model.get_layer(name)
 
 
+def _kernels(layer):
+    """A layer's kernels: every weight of rank >= 2 (a SeparableConv2D has two, its depthwise
+    and pointwise kernels; biases and BatchNorm vectors are rank 1)."""
+    return [w for w in layer.get_weights() if np.ndim(w) >= 2]
+
+
 def layer_sparsity(model, names):
-    """Fraction of zeros in each named layer's kernel."""
+    """Fraction of zeros over all of each named layer's kernels (both kernels of a
+    SeparableConv2D, not only the first weight)."""
     out = {}
     for n in names:
-        w = _find_layer(model, n).get_weights()[0]
-        out[n] = float(np.sum(w == 0)) / w.size
+        ws = _kernels(_find_layer(model, n))
+        out[n] = float(sum(int(np.sum(w == 0)) for w in ws)) / max(1, sum(w.size for w in ws))
     return out
 
 
