@@ -25,14 +25,18 @@ def _float_nodes(path):
 
 def test_onnx_search_scores_every_method_and_keeps_sensitive_layers_float(float_onnx, digits,
                                                                           tmp_path):
-    from edgekit.compress.int8_search import ONNX_METHODS, onnx_int8
+    from edgekit.compress.int8_search import ONNX_METHODS, ORT_DEFAULT, onnx_int8, standard_error
     path, name, rep = float_onnx
     rec = onnx_int8(path, tmp_path / "a.onnx", rep, name, digits.x_val, digits.y_val,
                     max_drop=100.0, work=tmp_path)
-    # every method with per-channel and per-tensor weights; the best on validation chosen
-    assert set(rec["candidates"]) == set(ONNX_METHODS) | {m + "/per-tensor" for m in ONNX_METHODS}
-    assert rec["candidates"][rec["method"] + ("" if rec["per_channel"] else "/per-tensor")] == \
-        max(rec["candidates"].values())
+    # every method with per-channel and per-tensor weights, plus onnxruntime's own default;
+    # the best on validation chosen, or the default when within one standard error of it
+    assert set(rec["candidates"]) == set(ONNX_METHODS) | {
+        m + "/per-tensor" for m in ONNX_METHODS} | {ORT_DEFAULT}
+    best = max(rec["candidates"].values())
+    got = rec["candidates"][rec["chosen"]]
+    assert got == best or (rec["chosen"] == ORT_DEFAULT and
+                           best - got <= standard_error(best, rec["validation_samples"]))
     assert rec["float_layers"] == [] and _float_nodes(tmp_path / "a.onnx") == []
     # an impossible budget: the sensitivity pass ranks every layer and keeps the worst float
     rec = onnx_int8(path, tmp_path / "b.onnx", rep, name, digits.x_val, digits.y_val,
@@ -87,3 +91,47 @@ def test_cli_table_shows_every_format(tiny_artifact, tmp_path, run_cli):
     assert code == 0, err
     for name in ("model.int8.tflite", "model.int8.onnx", "openvino/model.int8.xml"):
         assert "test accuracy, " + name in out and "bytes, " + name in out, out
+
+
+def test_choose_prefers_the_standard_default_only_within_one_standard_error():
+    from edgekit.compress.int8_search import choose, standard_error
+    n = 400
+    se = standard_error(0.95, n)                   # ~1.09 pt
+    order = ["fast", "default"]
+    assert choose({"fast": 0.95, "default": 0.95 - se / 2}, order, n, "default")[0] == "default"
+    assert choose({"fast": 0.95, "default": 0.95 - 2 * se}, order, n, "default")[0] == "fast"
+    assert choose({"fast": 0.90, "default": 0.95}, order, n, "default")[0] == "default"
+    assert choose({"fast": 0.95, "default": 0.90}, order, n, "missing")[0] == "fast"
+
+
+def test_x86_without_vnni_reads_the_cpu_flags(tmp_path):
+    import platform
+    from edgekit.compress.int8_search import x86_without_vnni
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    new.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_vnni\n")
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert x86_without_vnni(str(old)) is x86
+    assert x86_without_vnni(str(new)) is False
+
+
+def test_uint8_activations_use_reduce_range_without_vnni(float_onnx, digits, tmp_path):
+    """On a CPU without VNNI, every uint8 candidate carries 7-bit weights (|q| <= 64): the
+    saturation onnxruntime warns of cannot happen; with VNNI the full int8 range is used."""
+    import onnx
+    from onnx import numpy_helper
+    from edgekit.compress.int8_search import onnx_int8
+
+    def max_weight(p):
+        g = onnx.load(str(p)).graph
+        return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
+                   for t in g.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims)
+    path, name, rep = float_onnx
+    for no_vnni, limit in ((True, 64), (False, 127)):
+        work = tmp_path / str(no_vnni)
+        work.mkdir()
+        rec = onnx_int8(path, work / "m.onnx", rep, name, digits.x_val, digits.y_val,
+                        max_drop=100.0, work=work, no_vnni=no_vnni)
+        assert rec["cpu_without_vnni"] is no_vnni and rec["reduce_range"] in (no_vnni, False)
+        peak = max_weight(work / "cand.MinMax.onnx")          # a uint8-activation candidate
+        assert peak <= limit and (no_vnni or peak > 64)

@@ -2,8 +2,12 @@
 keep the most sensitive layers in float when that is still not enough.
 
 * ONNX (onnxruntime ``quantize_static``, QDQ, per-channel int8 weights): MinMax, Entropy and
-  Percentile calibration are each tried with per-channel and with per-tensor int8 weights; the
-  best on validation wins (the asked granularity on ties). Per-channel is not always better:
+  Percentile calibration are each tried with per-channel and with per-tensor int8 weights, and
+  onnxruntime's own ``quantize_static`` defaults (int8 activations, per-tensor, MinMax) beside
+  them; the best on validation wins, unless the default is within one standard error of it
+  (then the split cannot tell them apart and the default is kept: never behind the standard
+  tool by a validation fluke). On an x86 CPU without VNNI, uint8 activations are quantized
+  with ``reduce_range`` (onnxruntime's guidance: its u8s8 kernels saturate there). Per-channel is not always better:
   MobileNetV2 0.35 on 32x32 MNIST lost 1.15 pt per-channel and 0.35 pt per-tensor on
   validation (test: 0.30 pt) — per-channel scales of near-dead channels after BatchNorm
   folding make bias scales ``s_in * s_w`` tiny, and the int32 biases saturate.
@@ -12,7 +16,8 @@ keep the most sensitive layers in float when that is still not enough.
   the output error (mean |p_int8 - p_fp32| on validation) that removes; the top 1, 2, 4, ...
   (at most half of them) go to ``nodes_to_exclude`` until the drop is within ``max_drop``.
 * OpenVINO (NNCF): the ``performance`` (symmetric) and ``mixed`` (asymmetric activations)
-  presets are tried, each with per-channel (NNCF's default) and per-tensor weights (the same
+  presets are tried, each with per-channel (NNCF's default) and per-tensor weights (the
+  default, ``performance`` per-channel, kept when within one standard error of the best) (the same
   MobileNetV2: performance per-channel -0.40 pt validation / -0.87 pt test, per-tensor -0.30 /
   -0.24; ``fast_bias_correction=False`` or the mixed preset did not help); if the best still loses more than ``max_drop``,
   ``nncf.quantize_with_accuracy_control`` reverts the most harmful layers to float.
@@ -74,9 +79,50 @@ def _subset(x, y, n, seed=0):
     return x[idx].astype(np.float32), y[idx]
 
 
+ORT_DEFAULT = "ort-default"  # onnxruntime quantize_static's own defaults, always a candidate
+
+
+def x86_without_vnni(cpuinfo="/proc/cpuinfo"):
+    """True on an x86 CPU without VNNI (``avx512_vnni`` / ``avx_vnni``): onnxruntime's u8s8
+    kernels there can saturate (pmaddubsw sums two u8*s8 products into int16), so its own
+    guidance is int8 activations or ``reduce_range`` (7-bit weights). Elsewhere False."""
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        with open(cpuinfo) as f:
+            flags = next((l for l in f if l.startswith("flags")), "")
+    except OSError:
+        return False
+    return not ({"avx512_vnni", "avx_vnni"} & set(flags.split()))
+
+
+def standard_error(p, n):
+    """Standard error of an accuracy ``p`` measured on ``n`` images (binomial)."""
+    return float(np.sqrt(max(p * (1.0 - p), 0.0) / max(1, n)))
+
+
+def choose(cands, order, n, prefer):
+    """The candidate to keep: the best on validation, unless ``prefer`` (the standard tool's
+    default) is within one standard error of it -- then the validation split cannot tell
+    them apart and the default wins. Returns ``(name, why)``."""
+    best = max(order, key=lambda c: (cands[c], -order.index(c)))
+    se = standard_error(cands[best], n)
+    if prefer in cands and prefer != best and cands[best] - cands[prefer] <= se:
+        return prefer, ("within one standard error ({:.2f} pt on {} images) of the best ({}): "
+                        "the standard default kept".format(100 * se, n, best))
+    return best, "best on validation"
+
+
 def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
-              activations="uint8", per_channel=True, work=None, say=None):
-    """Write the best int8 QDQ ONNX found to ``path``; returns the search record."""
+              activations="uint8", per_channel=True, work=None, say=None, no_vnni=None):
+    """Write the best int8 QDQ ONNX found to ``path``; returns the search record.
+
+    Candidates: each calibration method with per-channel and per-tensor weights (activations as
+    asked; ``reduce_range`` for uint8 activations on an x86 CPU without VNNI, ``no_vnni``
+    overriding the detection), plus onnxruntime's own ``quantize_static`` defaults (int8
+    activations, per-tensor, MinMax), so the result is never behind what the user gets
+    without edgekit -- chosen by :func:`choose`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     say = say or (lambda m: None)
     work = Path(work)
@@ -84,39 +130,49 @@ def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_
     xv, yv = _subset(x_val, y_val, VAL_SAMPLES)
     ref_out = _ort_outputs(float_onnx, xv)
     base = _acc(ref_out, yv)
-    act = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
+    no_vnni = x86_without_vnni() if no_vnni is None else bool(no_vnni)
+    reduce = no_vnni and activations == "uint8"
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
-    granularity = {"per_channel": bool(per_channel)}
-
-    def quant(dst, method, exclude=(), channel=None):
+    def quant(dst, setting, exclude=()):
         quantize_static(str(pre), str(dst), _Reader(input_name, rep),
-                        quant_format=QuantFormat.QDQ, activation_type=act,
-                        weight_type=QuantType.QInt8,
-                        per_channel=granularity["per_channel"] if channel is None else channel,
-                        calibrate_method=getattr(CalibrationMethod, method),
+                        quant_format=QuantFormat.QDQ, activation_type=types[setting["activations"]],
+                        weight_type=QuantType.QInt8, per_channel=setting["per_channel"],
+                        reduce_range=setting["reduce_range"],
+                        calibrate_method=getattr(CalibrationMethod, setting["method"]),
                         nodes_to_exclude=list(exclude))
         return dst
 
     def key(method, channel):
         return method if channel == bool(per_channel) else "{}/{}".format(
             method, "per-channel" if channel else "per-tensor")
-    cands, order = {}, []
-    for channel in (bool(per_channel), not per_channel):
-        for method in ONNX_METHODS:
-            k = key(method, channel)
-            dst = quant(work / "cand.{}.onnx".format(k.replace("/", "-")), method, channel=channel)
-            cands[k] = _acc(_ort_outputs(dst, xv), yv)
-            order.append((k, method, channel))
-    best, method, channel = max(order, key=lambda o: (cands[o[0]], -order.index(o)))
-    granularity["per_channel"] = channel
-    say("  onnx calibration on {} validation images (fp32 {:.2%}): {}; chose {}".format(
-        len(xv), base, ", ".join("{} {:.2%}".format(m, a) for m, a in cands.items()), best))
-    rec = {"method": method, "per_channel": bool(channel), "validation_fp32": base,
-           "candidates": cands, "validation_samples": int(len(xv)), "float_layers": [],
+    settings = {key(m, c): {"method": m, "per_channel": c, "activations": activations,
+                            "reduce_range": reduce}
+                for c in (bool(per_channel), not per_channel) for m in ONNX_METHODS}
+    default = {"method": "MinMax", "per_channel": False, "activations": "int8",
+               "reduce_range": False}
+    if default not in settings.values():
+        settings[ORT_DEFAULT] = default
+    cands, order = {}, list(settings)
+    for k in order:
+        dst = quant(work / "cand.{}.onnx".format(k.replace("/", "-")), settings[k])
+        cands[k] = _acc(_ort_outputs(dst, xv), yv)
+    same = [k for k in order if settings[k] == default]
+    best, why = choose(cands, order, len(xv), same[0])
+    chosen_setting = settings[best]
+    say("  onnx calibration on {} validation images (fp32 {:.2%}): {}; chose {} ({})".format(
+        len(xv), base, ", ".join("{} {:.2%}".format(m, a) for m, a in cands.items()), best, why))
+    rec = {"method": chosen_setting["method"], "per_channel": bool(chosen_setting["per_channel"]),
+           "activations": chosen_setting["activations"],
+           "reduce_range": bool(chosen_setting["reduce_range"]), "cpu_without_vnni": no_vnni,
+           "validation_fp32": base, "candidates": cands, "chosen": best, "chosen_by": why,
+           "validation_samples": int(len(xv)), "float_layers": [],
+           "validation_standard_error": standard_error(cands[best], len(xv)),
            "validation_accuracy": cands[best], "max_drop": float(max_drop)}
     chosen = work / "cand.{}.onnx".format(best.replace("/", "-"))
     if 100 * (base - cands[best]) > max_drop:
-        ranked = _onnx_sensitivity(pre, quant, method, work, x_val, y_val, float_onnx, chosen)
+        ranked = _onnx_sensitivity(pre, quant, chosen_setting, work, x_val, y_val, float_onnx,
+                                   chosen)
         say("  onnx: {:.2f} pt over --max-drop {:g}; most sensitive layers: {}".format(
             100 * (base - cands[best]), max_drop, ", ".join(n for n, _ in ranked[:5])))
         rec["sensitivity"] = [[n, s] for n, s in ranked]
@@ -127,7 +183,7 @@ def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_
         steps = sorted({min(2 ** i, cap) for i in range(cap.bit_length() + 1)})
         for k in steps:
             names = [n for n, _ in ranked[:k]]
-            dst = quant(work / "cand.exclude{}.onnx".format(k), method, names)
+            dst = quant(work / "cand.exclude{}.onnx".format(k), chosen_setting, names)
             acc = _acc(_ort_outputs(dst, xv), yv)
             say("  onnx with {} layer(s) float: {:.2%}".format(k, acc))
             if acc > rec["validation_accuracy"] or not rec["float_layers"]:
@@ -152,7 +208,7 @@ def _preprocess(float_onnx, work):
         return Path(float_onnx)
 
 
-def _onnx_sensitivity(pre, quant, method, work, x_val, y_val, float_onnx, all_int8):
+def _onnx_sensitivity(pre, quant, setting, work, x_val, y_val, float_onnx, all_int8):
     """Nodes ranked by how much output error leaving just that node float removes."""
     import onnx
     xs, _ = _subset(x_val, y_val, SENSITIVITY_SAMPLES, seed=1)
@@ -161,7 +217,7 @@ def _onnx_sensitivity(pre, quant, method, work, x_val, y_val, float_onnx, all_in
     nodes = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE and n.name]
     scores = []
     for name in nodes:
-        dst = quant(work / "sens.onnx", method, [name])
+        dst = quant(work / "sens.onnx", setting, [name])
         err = float(np.mean(np.abs(_ort_outputs(dst, xs) - ref)))
         scores.append((name, round(full_err - err, 8)))
     scores.sort(key=lambda t: -t[1])
@@ -225,12 +281,12 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
             cands[p + suffix] = validate(core.compile_model(q, "CPU", CPU_F32), batches)
             models[p + suffix] = (q, p, kw)
             order.append(p + suffix)
-    best = max(order, key=lambda c: (cands[c], -order.index(c)))
+    best, why = choose(cands, order, len(xv), "performance")  # nncf.quantize's default preset
     say("  openvino presets on {} validation images (fp32 {:.2%}): {}; chose {}".format(
         len(xv), base, ", ".join("{} {:.2%}".format(p, a) for p, a in cands.items()), best))
     q, preset, kw = models[best]
     rec = {"preset": preset, "per_channel": not best.endswith("/per-tensor"),
-           "validation_fp32": base, "candidates": cands,
+           "validation_fp32": base, "candidates": cands, "chosen_by": why,
            "validation_samples": int(len(xv)), "validation_accuracy": cands[best],
            "max_drop": float(max_drop)}
     if 100 * (base - cands[best]) > max_drop:
@@ -272,4 +328,5 @@ def _quantized(node, depth=0):
                for i in range(node.get_input_size()))
 
 
-__all__ = ["onnx_int8", "openvino_int8", "float_ops", "ONNX_METHODS", "OPENVINO_PRESETS"]
+__all__ = ["onnx_int8", "openvino_int8", "float_ops", "choose", "standard_error",
+           "x86_without_vnni", "ONNX_METHODS", "OPENVINO_PRESETS", "ORT_DEFAULT"]

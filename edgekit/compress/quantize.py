@@ -167,7 +167,9 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
 
 def onnx_int8_entry(opset, activations, per_channel, search):
     """The manifest facts of an int8 ONNX file (QDQ, int8 weights) and its calibration search."""
-    return {"opset": opset, "quant_format": "QDQ", "activations": activations,
+    return {"opset": opset, "quant_format": "QDQ",
+            "activations": search.get("activations", activations),
+            "reduce_range": bool(search.get("reduce_range", False)),
             "weights": "int8", "per_channel": bool(per_channel), "calibration": search,
             "float_layers": search["float_layers"]}
 
