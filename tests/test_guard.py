@@ -348,3 +348,19 @@ def test_guard_stop_settles_only_when_asked(vals, settle, stopped_after, best_ep
     cb.on_train_end()
     assert stopped == stopped_after
     assert cb.summary()["best_epoch"] == best_epoch and model.weights == ["epoch", best_epoch]
+
+
+@pytest.mark.parametrize("extend, rounds", [(False, 1), (True, 3)])
+def test_default_fine_tune_goes_on_while_still_improving_at_the_cap(tiny_artifact, digits,
+                                                                   tmp_path, extend, rounds):
+    """A default cap reached short of the guard while selection accuracy still improves is
+    extended (at most EXTEND_ROUNDS more caps, best kept); a user's --epochs is not (issue 35)."""
+    from edgekit.compress._common import EXTEND_ROUNDS, Job, fine_tune
+    from edgekit.models import build
+    job = Job(tiny_artifact.path, digits, tmp_path / "out", force=False, method="prune")
+    fresh = build("tiny", digits.input_shape, digits.num_classes)  # far below the guard
+    ran = fine_tune(fresh, job, 1, 1e-3, 32, False, extend=extend)
+    assert ran["epochs_run"] == rounds and (not extend or ran["rounds"] == 1 + EXTEND_ROUNDS)
+    assert ran["best_epoch"] == rounds                    # every round still improved
+    if extend:
+        assert "limit" in ran["stopped"]

@@ -260,8 +260,11 @@ GRAD_CLIP_NORM = 1.0
 TUNING = {"lr_schedule": "cosine decay over the epoch cap", "grad_clip_global_norm": GRAD_CLIP_NORM}
 
 
+EXTEND_ROUNDS = 2   # extra rounds of the cap a default fine-tune may add while still improving
+
+
 def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_epoch=0,
-              label="fine-tuning", patience=None):
+              label="fine-tuning", patience=None, extend=False):
     """Fine-tune ``model`` on the job's training split under its accuracy guard.
 
     ``epochs`` is the cap (0: no fine-tuning); training stops once accuracy on the held-out
@@ -272,20 +275,55 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
     norm of :data:`GRAD_CLIP_NORM`: MobileNetV2 at 50% sparsity
     recovered at 1e-3 (val 96.3% after 2 epochs; 91.9% at 1e-4) but swung to 82.6% the next
     epoch at that constant rate.
-    Returns ``{"epochs_run", "best_epoch"}`` for the manifest.
+
+    ``extend=True`` (the cap was edgekit's default, not the user's ``--epochs``): when the cap
+    is reached short of the guard while the selection accuracy is still improving (its best is
+    the last epoch), training goes on for another cap at half the rate, at most
+    :data:`EXTEND_ROUNDS` times -- what a tfmot user does by simply training longer. The best
+    epoch over all rounds is kept.
+    Returns ``{"epochs_run", "best_epoch"}`` (+ ``"rounds"``, ``"stopped"``) for the manifest.
     """
     from edgekit.compress.guard import PATIENCE, bn_momentum, guard_stop
     from edgekit.models import fit
     if epochs <= 0:
         return {"epochs_run": 0, "best_epoch": None}
     tune_ds, sel_guard = job.selection()
-    stop = guard_stop(sel_guard, patience=patience or PATIENCE, start_epoch=start_epoch,
-                      say=printer(progress))
+    say = printer(progress)
+    total, best, best_weights, best_epoch, rounds = 0, -1.0, None, None, 0
     with bn_momentum(model):
-        fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr, progress=progress,
-            callbacks=list(callbacks) + [stop], label=label, schedule="cosine",
-            clipnorm=GRAD_CLIP_NORM)
-    return stop.summary()
+        while True:
+            stop = guard_stop(sel_guard, patience=patience or PATIENCE,
+                              start_epoch=start_epoch if rounds == 0 else 0, say=say)
+            fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr / (2 ** rounds),
+                progress=progress, callbacks=list(callbacks) + [stop], label=label,
+                schedule="cosine", clipnorm=GRAD_CLIP_NORM)
+            ran = stop.summary()
+            if stop.best > best:
+                best, best_weights = stop.best, model.get_weights()
+                best_epoch = None if ran["best_epoch"] is None else total + ran["best_epoch"]
+            elif best_weights is not None:
+                model.set_weights(best_weights)
+            total += ran["epochs_run"]
+            rounds += 1
+            improving = (ran["epochs_run"] == epochs and ran["best_epoch"] == epochs
+                         and not stop.reached)
+            if not (extend and improving):
+                why = "within the guard" if stop.reached else (
+                    "still improving at the cap (--epochs sets a longer one)" if improving
+                    else "no longer improving")
+                break
+            if rounds > EXTEND_ROUNDS:
+                why = "still improving after {} extra round(s) of {} epochs: the limit".format(
+                    EXTEND_ROUNDS, epochs)
+                break
+            say("{}: still improving at the {}-epoch cap ({:.2%}, short of the guard's "
+                "{:.2%}): {} more epochs at half the rate (round {} of at most {})".format(
+                    label, epochs, stop.best, sel_guard.target, epochs, rounds + 1,
+                    EXTEND_ROUNDS + 1))
+    out = {"epochs_run": total, "best_epoch": best_epoch}
+    if extend:
+        out.update(rounds=rounds, stopped=why)
+    return out
 
 
 # methods that train the model (refuse ONNX input) -> what they do

@@ -137,7 +137,8 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
                            cap, batch_size))
     wrapped = _prune_wrap(model, mot, schedule, names, k)
     ran = fine_tune(wrapped, job, cap, lr, batch_size, progress, start_epoch=ramp,
-                    callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning")
+                    callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning",
+                    extend=epochs is None)
     stripped = _strip(wrapped, mot, k)
     per_layer = layer_sparsity(stripped, names)
     kernels = [w for n in names for w in _kernels(_find_layer(stripped, n))]
@@ -239,7 +240,7 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
     if cap > 0:
         say("fine-tuning until validation accuracy is within --max-drop {:g} of {:.2%} (at most "
             "{} epochs, batch {})".format(job.max_drop, before["val_accuracy"], cap, batch_size))
-    ran = fine_tune(small, job, cap, lr, batch_size, progress)
+    ran = fine_tune(small, job, cap, lr, batch_size, progress, extend=epochs is None)
     hints = ["more --epochs (cap was {})".format(cap)]
     if ratio is not None:
         hints.append("a lower --ratio than {:g}".format(float(ratio)))
