@@ -16,17 +16,10 @@ Example::
     results = bench("out/seed", runtime="all", iterations=200)   # the default target
 """
 import json
-import os
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
-
-def installed(runtime):
-    """True when ``runtime``'s Python package imports here (without loading a model)."""
-    mods = {"onnxruntime": ["onnxruntime"], "openvino": ["openvino"],
-            "litert": ["ai_edge_litert", "tflite_runtime"], "tensorrt": ["tensorrt"]}
-    import importlib.util
-    return any(importlib.util.find_spec(m) is not None for m in mods.get(runtime, [runtime]))
+from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.runtime.registry import installed  # noqa: F401 (edgekit.bench.installed: API)
 
 
 def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=100,

@@ -5,12 +5,15 @@ search's drop, measuring a quantized file and adding it to the manifest under th
 :mod:`edgekit.compress.quantize_onnx`); both import from here, never from each other.
 """
 from edgekit.errors import EdgekitError
+from edgekit.runtime.registry import FORMAT_RUNTIME as RUNTIME  # noqa: F401 (API)
+from edgekit.runtime.registry import FORMATS as _EXPORT_FORMATS
+from edgekit.runtime.registry import ONNX_OPSET  # noqa: F401 (API)
 
-FORMATS = ("tflite", "onnx", "openvino")
-ONNX_MODEL_FORMATS = ("onnx", "openvino")      # what an ONNX model (no Keras) is quantized to
+# every export format, TFLite first (a Keras model's primary int8 file, written first)
+FORMATS = tuple(sorted(_EXPORT_FORMATS, key=lambda f: f != "tflite"))
+# what an ONNX model (no Keras) is quantized to: no ONNX -> TFLite converter here
+ONNX_MODEL_FORMATS = tuple(f for f in FORMATS if f != "tflite")
 FORMAT_NAMES = {"tflite": "TFLite", "onnx": "ONNX", "openvino": "OpenVINO IR"}
-RUNTIME = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}
-ONNX_OPSET = 13
 
 
 def onnx_int8_entry(opset, activations, per_channel, search):
