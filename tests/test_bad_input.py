@@ -9,7 +9,6 @@ A case is ``(id, args, code, pattern)``; ``{name}`` in args is a path built on f
 ``BUILDERS[name]`` in the test's tmp dir (copies of the session's tiny artifacts, hostile
 manifests, malformed data files), so a case that needs no model never trains one.
 """
-import gzip
 import hashlib
 import json
 import os

@@ -15,7 +15,6 @@ and ``__version__``) may be imported from anywhere but ``edgekit.runtime``.
 """
 import ast
 import collections
-import os
 import sys
 from pathlib import Path
 
