@@ -7,7 +7,7 @@ DEVICES := .devices
 PY36 ?= $(firstword $(wildcard /root/.pyenv/versions/3.6.15/bin/python $(shell command -v python3.6 2>/dev/null)))
 PY310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10.13/bin/python $(shell command -v python3.10 2>/dev/null)))
 
-.PHONY: demo test venv system-deps device-venvs bench clean
+.PHONY: demo test check venv system-deps device-venvs bench clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,15 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps device-venvs
 	$(BIN)/python -m pytest -q -rs --durations=15
+
+# The inner loop (<= 2 min): pyflakes rules (ruff), the import contract (tests/test_layers.py:
+# no cycles, layers cli..runtime) and fast unit tests. `make test` runs everything.
+CHECK_TESTS := tests/test_layers.py tests/test_verbs.py tests/test_runtime_light.py \
+	tests/test_artifact.py tests/test_report.py tests/test_report_staging.py \
+	tests/test_compress_options.py tests/test_knn_head.py tests/test_targets.py
+check: $(STAMP)
+	$(BIN)/python -m ruff check --select F --exclude edgekit/_data edgekit tests
+	$(BIN)/python -m pytest -q -x $(CHECK_TESTS) -k "not ncs2 and not ov2022"
 
 # Slow benchmarks (MNIST, minutes each); results go to BENCHMARKS.md by hand with their commands.
 bench: $(STAMP)

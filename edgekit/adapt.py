@@ -97,8 +97,8 @@ def _floats(v, flag):
 def model_preprocess(model):
     """``raw`` when the model normalizes inputs itself (first layer Rescaling/Normalization),
     else ``unit``."""
-    from edgekit.models import _flat_layers
-    for layer in _flat_layers(model):
+    from edgekit.keras_layers import flat_layers
+    for layer in flat_layers(model):
         cls = type(layer).__name__
         if cls == "InputLayer":
             continue

@@ -1,4 +1,4 @@
-"""The artifact directory: model files plus ``manifest.json`` (CONTRACT.md).
+"""The artifact directory: model files plus ``manifest.json`` (docs/contract.md).
 
 Every stage reads and writes one. Writing is atomic: a new artifact is staged in a
 temporary sibling directory and renamed into place; files added to an existing artifact
@@ -35,7 +35,7 @@ MANIFEST = "manifest.json"
 
 
 def new_manifest(kind, method, params, source, input_spec, classes, metrics=None):
-    """A manifest skeleton with the fields CONTRACT.md requires."""
+    """A manifest skeleton with the fields docs/contract.md requires."""
     return {
         "edgekit_version": __version__,
         "kind": kind,

@@ -16,23 +16,16 @@ Example::
     results = bench("out/seed", runtime="all", iterations=200)   # the default target
 """
 import json
-import os
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, HardwareMissing, MissingDependency
-
-def installed(runtime):
-    """True when ``runtime``'s Python package imports here (without loading a model)."""
-    mods = {"onnxruntime": ["onnxruntime"], "openvino": ["openvino"],
-            "litert": ["ai_edge_litert", "tflite_runtime"], "tensorrt": ["tensorrt"]}
-    import importlib.util
-    return any(importlib.util.find_spec(m) is not None for m in mods.get(runtime, [runtime]))
+from edgekit.errors import EdgekitError, MissingDependency
+from edgekit.runtime.registry import installed  # noqa: F401 (edgekit.bench.installed: API)
 
 
 def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=100,
           duration=0.0, threads=None, data=None, json_path=None, eval_samples=None, device=None,
           warmup_seconds=0.0, progress=None):
-    """Benchmark an artifact on ``target``; returns a list of results dicts (CONTRACT.md).
+    """Benchmark an artifact on ``target``; returns a list of results dicts (docs/contract.md).
 
     ``target``: a target name (default: the default target) or a loaded descriptor dict.
     ``runtime``: one of the target's runtimes, ``None`` (the first one the artifact has a
@@ -165,7 +158,7 @@ def _run_bytes(art, entry):
 
 def load_results(paths):
     """Read results JSON files (an object or a list each), checked against
-    :data:`edgekit.schemas.RESULTS_FILE_SCHEMA` (CONTRACT.md): files that aren't ours, NaN,
+    :data:`edgekit.schemas.RESULTS_FILE_SCHEMA` (docs/contract.md): files that aren't ours, NaN,
     negative or string figures, percentiles out of order -> EdgekitError."""
     from edgekit.schemas import LATENCY_KEYS, RESULTS_FILE_SCHEMA, check, load_json
     out = []

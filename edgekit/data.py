@@ -1,6 +1,6 @@
 """Dataset loaders for every ``--data`` spec, all returning one :class:`Dataset`.
 
-Specs (CONTRACT.md): ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist:DIR`` (the four
+Specs (docs/contract.md): ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist:DIR`` (the four
 IDX files, gzipped or not; Fashion-MNIST too), ``folder:DIR`` (one sub-folder per class),
 ``npz:FILE`` (arrays ``x``, ``y``, optional ``x_test``, ``y_test``, ``classes``).
 

@@ -13,62 +13,11 @@ Example::
     rep = doctor(target=default_target())       # edgekit.targets.default_target
     rep["target"]["ready"], [m["install"] for m in rep["target"]["missing"]]
 """
-import importlib
-import importlib.metadata
 import platform
 import sys
 from pathlib import Path
 
-# report name -> distribution names to try, in order (first installed wins)
-PACKAGES = {
-    "numpy": ["numpy"],
-    "tensorflow": ["tensorflow", "tensorflow-cpu", "tensorflow-aarch64"],
-    "tf_keras": ["tf-keras", "tf_keras"],
-    "tfmot": ["tensorflow-model-optimization"],
-    "tf2onnx": ["tf2onnx"],
-    "onnx": ["onnx"],
-    "onnxruntime": ["onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"],
-    "openvino": ["openvino"],
-    "litert": ["ai-edge-litert"],
-    "tflite-runtime": ["tflite-runtime"],
-    "tensorrt": ["tensorrt"],
-    "pycuda": ["pycuda"],
-    "nncf": ["nncf"],
-    "paramiko": ["paramiko"],
-    "cma": ["cma"],
-    "deap": ["deap"],
-    "dask": ["distributed", "dask"],
-}
-
-INSTALL = {
-    "numpy": "pip install numpy",
-    "tensorflow": "pip install 'edgekit[compress]'",
-    "tf_keras": "pip install 'edgekit[compress]'",
-    "tfmot": "pip install 'edgekit[compress]'",
-    "tf2onnx": "pip install 'edgekit[compress]'",
-    "onnx": "pip install onnx",
-    "onnxruntime": "pip install onnxruntime",
-    "openvino": "pip install 'edgekit[openvino]'",
-    "litert": "pip install 'edgekit[tflite]'",
-    "tflite-runtime": "pip install tflite-runtime",
-    "tensorrt": "on the Jetson: flash JetPack 4.6.x (4.6 has TensorRT 8.0.1, 4.6.1+ TensorRT "
-                "8.2.1), then sudo apt-get install python3-libnvinfer",
-    "pycuda": "on the Jetson: pip3 install pycuda (needs CUDA 10.2 from JetPack 4.6.x)",
-    "nncf": "pip install 'edgekit[openvino]'",
-    "paramiko": "pip install paramiko",
-    "cma": "pip install 'edgekit[evolve]'",
-    "deap": "pip install 'edgekit[evolve]'",
-    "dask": "pip install 'edgekit[evolve]'",
-}
-
-def package_version(name):
-    """Installed version of report name ``name`` (see :data:`PACKAGES`), or None."""
-    for dist in PACKAGES.get(name, [name]):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+from edgekit.packages import INSTALL, PACKAGES, package_version  # noqa: F401 (doctor API)
 
 
 def versions():
@@ -107,7 +56,7 @@ def doctor(target=None, artifact=None):
 
 def artifact_problems(artifact, target):
     """What stops ``artifact`` (an artifact dir or a bare ``.onnx`` file) from running on
-    ``target`` (uses edgekit.targets if present)."""
+    ``target`` (:func:`edgekit.targets.check_artifact`)."""
     from edgekit.onnx_model import artifact_for, is_onnx_file
     if is_onnx_file(artifact):
         with artifact_for(artifact) as art_dir:
@@ -116,13 +65,5 @@ def artifact_problems(artifact, target):
             return [p.replace(str(art_dir), str(artifact)).replace(MODEL_FILE + ":", name + ":")
                     for p in artifact_problems(art_dir, target)]
     from edgekit.artifact import Artifact
-    art = Artifact.open(artifact)
-    try:
-        targets = importlib.import_module("edgekit.targets")
-    except ModuleNotFoundError as exc:
-        if exc.name != "edgekit.targets":
-            raise
-        targets = None
-    if targets is not None and hasattr(targets, "check_artifact"):
-        return list(targets.check_artifact(art, target))
-    return [] if art.files else ["{} lists no files".format(art.path)]
+    from edgekit.targets import check_artifact
+    return list(check_artifact(Artifact.open(artifact), target))

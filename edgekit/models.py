@@ -20,6 +20,8 @@ import numpy as np
 from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
 from edgekit.data import dir_sha256, file_sha256, load_data
 from edgekit.errors import EdgekitError
+from edgekit.keras_layers import count_macs  # noqa: F401 (edgekit.models.count_macs: API)
+from edgekit.keras_layers import flat_layers as _flat_layers  # noqa: F401 (older callers)
 
 MODEL_FILE = "model.h5"
 
@@ -178,38 +180,6 @@ def count_params(model):
 
 def count_nonzero_params(model):
     return int(sum(int(np.count_nonzero(w)) for w in model.get_weights()))
-
-
-def count_macs(model):
-    """Multiply-accumulates of one inference for Conv2D / DepthwiseConv2D / Dense layers."""
-    total = 0
-    for layer in _flat_layers(model):
-        cls = type(layer).__name__
-        if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense"):
-            out = layer.output_shape
-            if isinstance(out, list):
-                out = out[0]
-            w = layer.get_weights()
-            if not w:
-                continue
-            kernel = w[0]
-            if cls == "Dense":
-                total += int(np.prod(kernel.shape))
-            elif cls == "Conv2D":
-                total += int(np.prod(out[1:3])) * int(np.prod(kernel.shape))
-            elif cls == "DepthwiseConv2D":
-                total += int(np.prod(out[1:3])) * int(np.prod(kernel.shape))
-            else:  # separable: depthwise + pointwise
-                total += int(np.prod(out[1:3])) * (int(np.prod(w[0].shape)) + int(np.prod(w[1].shape)))
-    return total
-
-
-def _flat_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _flat_layers(layer)
-        else:
-            yield layer
 
 
 def keras_predict(model, x, batch_size=256):
@@ -471,7 +441,7 @@ def evaluate(artifact, data, runtime=None):
         from edgekit.runtime import RUNTIME_FORMATS, open_runner
         from edgekit.runtime.bench import accuracy
         x_test = to_model_layout(ds.x_test, manifest_layout(art.manifest))
-        from edgekit.bench import installed
+        from edgekit.runtime.registry import installed
         names = [runtime] if runtime else [rt for rt in RUNTIME_FORMATS if installed(rt)]
         for rt in names:
             files = [n for n in art.find(RUNTIME_FORMATS[rt]) if art.files[n].get("inference", True)]

@@ -1,6 +1,6 @@
 """JSON Schemas of what edgekit reads back from disk: ``manifest.json`` and bench results.
 
-CONTRACT.md describes both; these schemas are its machine-checkable form, checked with
+docs/contract.md describes both; these schemas are its machine-checkable form, checked with
 :mod:`jsonschema` every time such a file is read, so a hand-edited, truncated or hostile file
 is one ``error:`` line instead of a crash or a wrong number several steps later.
 :func:`load_json` also refuses ``NaN`` / ``Infinity`` / overflowing numbers, which Python's

@@ -213,7 +213,7 @@ def machine_check(target, runtimes=None, device=None, versions=None):
     The one checker behind ``edgekit doctor --target``, ``bench`` and (on the device, from
     the same facts) the deploy preflight.
     """
-    from edgekit.doctor import INSTALL, package_version
+    from edgekit.packages import install_hint, package_version
     t = load_target(target)
     hw, hints = t["hardware"], t["install"]
     ver = versions if versions is not None else {}
@@ -251,7 +251,7 @@ def machine_check(target, runtimes=None, device=None, versions=None):
 
     def pkg_problem(pkg):
         v = version(pkg)
-        hint = hints.get(pkg) or INSTALL.get(pkg, "pip install " + pkg)
+        hint = hints.get(pkg) or install_hint(pkg)
         if not v:
             return _missing("{}{}".format(pkg, " " + pins[pkg] if pkg in pins else ""), hint)
         if pkg in pins and not v.startswith(pins[pkg]):
@@ -265,8 +265,7 @@ def machine_check(target, runtimes=None, device=None, versions=None):
         usable = [rt for rt in wanted if not pkg_problem(rt)]
         if not usable:
             missing.append(_missing("an inference runtime ({})".format(" or ".join(wanted)),
-                                    hints.get(wanted[0]) or INSTALL.get(wanted[0],
-                                                                        "pip install " + wanted[0])))
+                                    hints.get(wanted[0]) or install_hint(wanted[0])))
     notes.append("runtimes available: " + (", ".join(usable) or "none"))
     for rt in [r for r in t["runtimes"] if r not in wanted and r != "openvino"]:
         if version(rt):

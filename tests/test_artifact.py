@@ -1,4 +1,5 @@
-"""Artifact directories: atomic staging, tamper detection, the manifest fields of CONTRACT.md."""
+"""Artifact directories: atomic staging, tamper detection, the manifest fields of
+docs/contract.md."""
 import hashlib
 import json
 

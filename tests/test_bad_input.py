@@ -1,6 +1,6 @@
 """The bad-input catalogue: every verb x every class of hostile or clumsy input (issue 12).
 
-Each case runs the CLI in-process and checks the promise of CONTRACT.md: the expected exit
+Each case runs the CLI in-process and checks the promise of docs/contract.md: the expected exit
 code, exactly one ``error:`` line and it comes first on stderr, no traceback, the message
 names the problem (a regex), and nothing new or changed on disk (a listing of the test's
 directory, sizes and mtimes, before and after).
@@ -9,7 +9,6 @@ A case is ``(id, args, code, pattern)``; ``{name}`` in args is a path built on f
 ``BUILDERS[name]`` in the test's tmp dir (copies of the session's tiny artifacts, hostile
 manifests, malformed data files), so a case that needs no model never trains one.
 """
-import gzip
 import hashlib
 import json
 import os
@@ -111,7 +110,7 @@ MANIFEST_NAMES = {  # class 1: names that leave the artifact
                                                           a.parent / "outside.h5")),
 }
 
-MANIFEST_SCHEMA = {  # class 1: a manifest whose fields are not what CONTRACT.md says
+MANIFEST_SCHEMA = {  # class 1: a manifest whose fields are not what docs/contract.md says
     "files_list": lambda m, a: m.update({"files": [onnx(m)]}),
     "entry_not_object": lambda m, a: m["files"].update({onnx(m): "model.onnx"}),
     "sha_not_hex": lambda m, a: m["files"][onnx(m)].update({"sha256": "../../etc"}),

@@ -1,13 +1,11 @@
 """Bad input on the CLI: one `error:` line naming the problem, exit 1, no traceback, nothing
 written. Each case uses real broken files."""
 import json
-import shutil
 
 import numpy as np
-import pytest
 
 from conftest import MNIST_DIR
-from test_data import write_idx, write_mnist_dir
+from test_data import write_mnist_dir
 
 
 def snapshot(folder):

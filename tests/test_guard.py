@@ -5,7 +5,6 @@ softmax head, pruned or distilled by edgekit, came out at chance level with exit
 assumed logits). Here the same kind of model (tests/zoo.py), trained with plain Keras as a
 user would, keeps its accuracy, and a result that cannot is refused with nothing written.
 """
-import json
 import subprocess
 import sys
 

@@ -7,7 +7,6 @@ nearest-class-mean classifier, so what the model computes is known exactly.
 """
 import json
 
-import numpy as np
 import onnx
 import pytest
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from edgekit.artifact import Artifact
-from edgekit.errors import EdgekitError
 
 
 @pytest.fixture(scope="module")

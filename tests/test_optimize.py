@@ -21,7 +21,6 @@ LIMIT = "12000"
 
 def _values(out):
     """(number, state, params, val accuracy, bytes) of every trial of a study dir."""
-    import optuna
     from edgekit.optimize.study import STUDY_FILE, STUDY_NAME
     study = optuna.load_study(study_name=STUDY_NAME,
                               storage="sqlite:///{}".format(Path(out) / STUDY_FILE))
@@ -82,7 +81,6 @@ def test_interrupted_run_resumes_to_the_same_study_and_front(searched, tiny_arti
                                                             run_cli):
     """Half the trials, then a trial left RUNNING as a kill would leave it, then the rest."""
     from edgekit.optimize.study import STUDY_FILE, STUDY_NAME, sampler_for
-    import optuna
     out = tmp_path / "resumed"
     args = ["optimize", tiny_artifact.path, "--data", "digits", "-o", out, "--max-bytes", LIMIT,
             *FAST]
@@ -123,7 +121,6 @@ def test_dask_local_cluster_gives_the_local_results(searched, tiny_artifact, tmp
 
 
 def _sample(space, n, seed=0):
-    import optuna
     from edgekit.optimize.study import sampler_for
     study = optuna.create_study(directions=["maximize", "minimize"])
     out = []
@@ -419,7 +416,6 @@ def test_a_new_study_starts_from_the_student_with_most_macs_that_fits(seed_digit
     student with more does not fit), taught directly and through an assistant larger than
     it, and enqueued once -- the first trial asked is the first point, a resumed study
     enqueues nothing again."""
-    import optuna
     from edgekit.models import count_macs, load_model
     from edgekit.optimize.space import Space, _distill, student_params
     from edgekit.optimize.study import cheap_violation, enqueue_starts, open_study
@@ -484,7 +480,6 @@ def test_a_run_evaluates_its_starting_points_first_and_counts_only_asked_trials(
                    max_drop=100)   # a 1-epoch student on shifted digits is weak: keep it
     f = json.loads((out / "front.json").read_text())
     assert f["trials"] == 3 == res["trials"]
-    import optuna
     from edgekit.optimize.study import STUDY_FILE, STUDY_NAME
     study = optuna.load_study(study_name=STUDY_NAME,
                               storage="sqlite:///{}".format(out / STUDY_FILE))
@@ -593,7 +588,6 @@ def _distill(student, lr, alpha=0.1):
     ({"shrink": [], "finish": {"format": "onnx", "precision": "fp32"}}, []),
 ])
 def test_successive_halving_compares_rungs_within_a_training_recipe(of, want):
-    import optuna
     from optuna.trial import TrialState, create_trial
     from edgekit.optimize.evaluate import recipe
     from edgekit.optimize.study import thresholds

@@ -8,7 +8,6 @@ than failing at the first magic number.
 import io
 import json
 import struct
-import zipfile
 
 import numpy as np
 import pytest

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgekit.compress.channel_groups import trace
 from edgekit.errors import EdgekitError
+from edgekit.keras_layers import MAC_LAYERS, layer_macs, output_shape
 
 MIN_KEEP = 0.25  # a global (target-MACs) prune keeps at least this fraction of every group
 # kept channel counts are multiples of ``round_to`` (Torch-Pruning's name for it; groups of
@@ -47,7 +48,6 @@ class OutOfReach(EdgekitError):
 
 
 CONV = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D")
-MAC_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")  # as models.count_macs
 
 
 def prune_channels(model, ratio=None, keep=None, target_macs=None, dense_width=None,
@@ -293,7 +293,8 @@ def _to_target(cg, prunable, scores, weights, fraction, fixed, round_to):
 
 # -- cost ----------------------------------------------------------------------------------------
 def estimate_macs(cg, kept, weights):
-    """MACs of the model after ``kept`` (the same count as :func:`edgekit.models.count_macs`)."""
+    """MACs of the model after ``kept``: :func:`edgekit.keras_layers.layer_macs` (the formula
+    of :func:`edgekit.keras_layers.count_macs`) on the channel counts left."""
     total = 0
     for name in cg.order:
         use = cg.uses[name]
@@ -302,21 +303,9 @@ def estimate_macs(cg, kept, weights):
             continue
         cin = cg.layout_sizes(use.inputs[0], kept)
         cout = cg.layout_sizes(use.output, kept)
-        out = use.layer.output_shape
-        out = out[0] if isinstance(out, list) else out
-        w = weights[name]
-        if cls == "Dense":
-            total += cin * cout
-            continue
-        spatial = int(np.prod(out[1:3]))
-        kh_kw = int(np.prod(w[0].shape[:-2]))
-        if cls == "Conv2D":
-            total += spatial * kh_kw * cin * cout
-        elif cls == "DepthwiseConv2D":
-            total += spatial * kh_kw * cin * w[0].shape[-1]
-        else:
-            m = w[0].shape[-1]
-            total += spatial * (kh_kw * cin * m + cin * m * cout)
+        k = weights[name][0].shape
+        total += layer_macs(cls, output_shape(use.layer) if cls != "Dense" else None,
+                            int(np.prod(k[:-2])), cin, cout, k[-1])
     return int(total)
 
 

@@ -25,6 +25,7 @@ import threading
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.keras_layers import flat_layers
 
 SAMPLE_BATCH = 512
 ACTIVATIONS = ("linear", "relu", "relu6", "tanh", "sigmoid", "elu", "swish", "gelu")
@@ -33,7 +34,7 @@ ACTIVATIONS = ("linear", "relu", "relu6", "tanh", "sigmoid", "elu", "swish", "ge
 def trunk_spec(model):
     """``(spec, x0)``: a picklable layer description and the flat conv parameter vector."""
     spec, chunks, offset = [], [], 0
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
         cls = type(layer).__name__
         cfg = layer.get_config()
         if cls == "InputLayer" or cls == "Dropout" or cls.startswith("Spatial"):
@@ -84,7 +85,7 @@ def trunk_spec(model):
 
 def set_trunk_weights(model, spec, vector):
     """Write a flat parameter vector back into the trunk's Conv2D layers (in place)."""
-    layers = {layer.name: layer for layer in _flat_layers(model)}
+    layers = {layer.name: layer for layer in flat_layers(model)}
     vector = np.asarray(vector, np.float32)
     for e in spec:
         if e["op"] != "conv":
@@ -126,11 +127,6 @@ def filter_groups(spec, n_groups_per_layer):
                 idx = np.concatenate([idx, e["bslice"][0] + filters])
             groups.append(("{}[{}:{}]".format(e["name"], filters[0], filters[-1] + 1), np.sort(idx)))
     return groups
-
-
-def _flat_layers(model):
-    from edgekit.models import _flat_layers as flat
-    return flat(model)
 
 
 def _activation(layer, act):

@@ -245,8 +245,8 @@ def guard_stop(guard, patience=PATIENCE, start_epoch=0, say=None, settle=True):
 
 
 def batchnorm_layers(model):
-    from edgekit.models import _flat_layers
-    return [l for l in _flat_layers(model) if type(l).__name__ == "BatchNormalization"]
+    from edgekit.keras_layers import flat_layers
+    return [l for l in flat_layers(model) if type(l).__name__ == "BatchNormalization"]
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ Example::
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.keras_layers import flat_layers, is_graph_model
 
 CANDIDATE_SETS = ("blocks", "all")
 # follow a compute layer without ending its unit (elementwise, per channel)
@@ -48,9 +49,9 @@ def flatten_nested(model):
     nested, or when opening it up would clash layer names."""
     from edgekit._tf import keras, tf
     k = keras()
-    if not any(_is_graph_model(l) for l in model.layers):
+    if not any(is_graph_model(l) for l in model.layers):
         return model
-    names = [l.name for l in _leaf_layers(model)]
+    names = [l.name for l in flat_layers(model, graphs_only=True)]
     if len(names) != len(set(names)):
         return model
     inputs = [k.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name.split(":")[0])
@@ -76,18 +77,6 @@ def layer_output(model, layer):
     return layer.output
 
 
-def _is_graph_model(layer):
-    return hasattr(layer, "_nodes_by_depth") and hasattr(layer, "layers") and \
-        getattr(layer, "inputs", None) is not None
-
-
-def _leaf_layers(model):
-    out = []
-    for l in model.layers:
-        out.extend(_leaf_layers(l) if _is_graph_model(l) else [l])
-    return out
-
-
 def _apply_graph(model, inputs, tf):
     """Call ``model``'s layers (recursively for nested graph models) on ``inputs``."""
     tensors = {id(t): x for t, x in zip(model.inputs, inputs)}
@@ -101,7 +90,7 @@ def _apply_graph(model, inputs, tf):
             args = tf.nest.map_structure(swap, node.call_args)
             kwargs = tf.nest.map_structure(swap, node.call_kwargs)
             layer = node.layer
-            if _is_graph_model(layer):
+            if is_graph_model(layer):
                 kwargs.pop("training", None)
                 kwargs.pop("mask", None)
                 if kwargs:

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-
-OPSET = 13
+from edgekit.runtime.registry import ONNX_OPSET as OPSET
 HEAD_MAX_OPSET = 21   # the head's ops (ReduceSum with axes input, TopK, ...) are unchanged 13..21
 ALLOWED_DOMAINS = ("", "ai.onnx")
 L2_EPS = 1e-12
@@ -147,7 +146,6 @@ def build_knn_graph(trunk, reducer, head, path, trunk_onnx=None, int8_weights=Fa
     ``FeatureReducer(int8=True)``), are stored as int8 initializers + ``Cast`` + ``Mul``.
     """
     import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
     if trunk_onnx is None:

@@ -102,8 +102,8 @@ def parse_keep(keep):
 # -- unstructured ---------------------------------------------------------------------------
 def prunable_layers(model):
     """Names of the layers magnitude pruning can sparsify (those with a kernel)."""
-    from edgekit.models import _flat_layers
-    return [layer.name for layer in _flat_layers(model)
+    from edgekit.keras_layers import flat_layers
+    return [layer.name for layer in flat_layers(model)
             if type(layer).__name__ in PRUNABLE and layer.get_weights()]
 
 
@@ -196,8 +196,8 @@ def _strip(model, mot, k):
 
 def _find_layer(model, name):
     """A layer by name, also inside nested models."""
-    from edgekit.models import _flat_layers
-    for layer in _flat_layers(model):
+    from edgekit.keras_layers import flat_layers
+    for layer in flat_layers(model):
         if layer.name == name:
             return layer
     return model.get_layer(name)

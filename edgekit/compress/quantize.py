@@ -33,13 +33,11 @@ import numpy as np
 from edgekit.calibration import calibration_set
 from edgekit.compress._common import TUNING, Job, fine_tune, printer
 from edgekit.compress.options import declared
+from edgekit.compress.quantize_common import (  # noqa: F401 (FORMATS ...: this module's API)
+    FORMAT_NAMES, FORMATS, ONNX_MODEL_FORMATS, ONNX_OPSET, RUNTIME, _check_target, _openvino,
+    _search_drop, add_quantized, check_formats, measure_file, onnx_int8_entry)
+from edgekit.compress.quantize_onnx import quantize_onnx
 from edgekit.errors import EdgekitError
-
-FORMATS = ("tflite", "onnx", "openvino")
-ONNX_MODEL_FORMATS = ("onnx", "openvino")      # what an ONNX model (no Keras) is quantized to
-FORMAT_NAMES = {"tflite": "TFLite", "onnx": "ONNX", "openvino": "OpenVINO IR"}
-RUNTIME = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}
-ONNX_OPSET = 13
 
 
 @declared("quantize")
@@ -60,7 +58,6 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
     """
     from edgekit.onnx_model import onnx_source
     if onnx_source(model) is not None:
-        from edgekit.compress.quantize_onnx import quantize_onnx
         return quantize_onnx(model, data, out, precision=precision, formats=formats,
                              calibration_samples=calibration_samples,
                              calibration_data=calibration_data, io=io, qat=qat, target=target,
@@ -165,71 +162,6 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
     return job.artifact()
 
 
-def onnx_int8_entry(opset, activations, per_channel, search):
-    """The manifest facts of an int8 ONNX file (QDQ, int8 weights) and its calibration search."""
-    return {"opset": opset, "quant_format": "QDQ",
-            "activations": search.get("activations", activations),
-            "reduce_range": bool(search.get("reduce_range", False)),
-            "weights": "int8", "per_channel": bool(per_channel), "calibration": search,
-            "float_layers": search["float_layers"]}
-
-
-def add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep, guard,
-                  say):
-    """Check one quantized file against the accuracy guard (GuardFailed over it) and add its
-    manifest entries to ``files`` (an OpenVINO IR: the .xml counts the .bin's bytes too)."""
-    from edgekit.artifact import describe_file
-    hints = ["--calibration-samples above {}".format(len(rep)) if rep is not None
-             else "--precision fp16", "--formats without {}".format(fmt)]
-    checked = guard.check(val_acc, "{} {}".format(precision, fmt), hints)
-    entry = describe_file(tmp / name, fmt, precision, accuracy=acc, inference=True, **io_names)
-    entry["guard"] = checked
-    entry.update(extra)
-    if rep is not None:
-        entry["calibration_samples"] = int(len(rep))
-    files[name] = entry
-    if fmt == "openvino":
-        binf = name[:-4] + ".bin"
-        entry["bytes"] += (tmp / binf).stat().st_size
-        files[binf] = describe_file(tmp / binf, "openvino", precision, role="weights", of=name,
-                                    inference=False)
-    say("  {}: test accuracy {:.2%}, {:,} bytes".format(name, acc, entry["bytes"]))
-    return entry
-
-
-def _check_target(target, precision):
-    from edgekit.targets import load_target
-    t = load_target(target)
-    if precision not in t["precisions"]:
-        why = t["refuse_reasons"].get(precision, "")
-        raise EdgekitError("target {} refuses {}{}: use --precision {}".format(
-            t["name"], precision, " (" + why + ")" if why else "",
-            "fp16" if "fp16" in t["precisions"] else t["precisions"][0]))
-
-
-def check_formats(formats, precision, qat=False, onnx_model=False):
-    """The formats to write (``formats`` as declared: a list of names, or None for every one
-    this model and precision allow); one clear error for a combination that cannot be made."""
-    allowed = ONNX_MODEL_FORMATS if onnx_model else FORMATS
-    if formats is None:
-        formats = ["tflite"] if qat else [f for f in allowed if precision == "int8" or f != "onnx"]
-    if onnx_model and "tflite" in formats:
-        raise EdgekitError("TFLite needs the Keras model (there is no ONNX->TFLite converter "
-                           "here): an ONNX model is quantized with --formats onnx,openvino")
-    bad = [f for f in formats if f not in allowed]
-    if bad or not formats:
-        raise EdgekitError("unknown quantize format {!r}; choose from: {}".format(
-            ",".join(bad), ", ".join(allowed)))
-    if qat and formats != ["tflite"]:
-        raise EdgekitError("--qat writes int8 TFLite only (--formats tflite)")
-    if precision == "fp16" and "onnx" in formats:
-        others = [f for f in allowed if f != "onnx"]
-        raise EdgekitError("fp16 is written as {} (no float16 ONNX converter installed here): use "
-                           "--formats {}".format(" and ".join(FORMAT_NAMES[f] for f in others),
-                                                 ",".join(others)))
-    return list(dict.fromkeys(formats))
-
-
 def _qat(model, job, epochs, lr, batch_size, progress, say):
     from edgekit._tf import tfmot
     mot = tfmot()
@@ -265,35 +197,6 @@ def _size_note(fmt, ratio, precision):
            "onnx": "every QuantizeLinear/DequantizeLinear pair adds nodes and fp32 scales",
            "tflite": "the flatbuffer's graph and per-channel scales are not int8"}[fmt]
     return ("{:.1f}x, not ~4x: on a small model fixed costs dominate - {}".format(ratio, why))
-
-
-def _search_drop(job):
-    """Points of validation accuracy the int8 calibration search aims to stay within per format:
-    the run's --max-drop when the user gave one, else int8_search's own target (0.5, tighter
-    than the guard's default 1.0). The guard then holds every written file to --max-drop."""
-    from edgekit.compress.int8_search import DEFAULT_MAX_DROP
-    if getattr(job, "max_drop_given", False):
-        return float(job.max_drop)
-    return DEFAULT_MAX_DROP
-
-
-def _openvino(float_onnx, xml, precision, rep):
-    """fp16 OpenVINO IR (int8 goes through ``int8_search.openvino_int8``)."""
-    from edgekit.export.openvino import to_openvino
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    to_openvino(float_onnx, xml, fp16=True)
-
-
-def measure_file(runtime, path, splits):
-    """Top-1 accuracy of a quantized file, run by its runtime, on each ``(x, y)`` of
-    ``splits``; plus its input/output names."""
-    from edgekit.runtime import open_runner
-    from edgekit.images import as_float32
-    from edgekit.runtime.bench import accuracy
-    opts = {"allow_tf": True} if runtime == "litert" else {}
-    with open_runner(runtime, path, **opts) as r:
-        accs = [accuracy(r, as_float32(x), y, batch=256) for x, y in splits]
-        return accs, {"input_name": r.input_name, "output_names": list(r.output_names)}
 
 
 def int8_tensor_summary(path):

@@ -31,14 +31,14 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                   io, qat, target, onnx_activations, per_channel, seed, max_drop, allow_drop,
                   preprocess, force=False, progress=True):
     """Quantize the ONNX model ``model`` (a ``.onnx`` file or an imported artifact) and write
-    the artifact ``out``; returns it. Called by :func:`edgekit.compress.quantize.quantize`
+    the artifact ``out``; returns it. Called by :func:`edgekit.compress.quantize.quantize` (the one int8 entry)
     with its options resolved (declared in :mod:`edgekit.compress.options`), the same
     accuracy guard (validation split, ``max_drop`` points) included."""
     from edgekit.calibration import calibration_set
     from edgekit.compress._common import Job, printer
     from edgekit.compress.int8_search import onnx_int8, openvino_int8
     from edgekit.images import as_float32
-    from edgekit.compress.quantize import (RUNTIME, _check_target, _openvino, _search_drop,
+    from edgekit.compress.quantize_common import (RUNTIME, _check_target, _openvino, _search_drop,
                                           add_quantized, check_formats, measure_file,
                                           onnx_int8_entry)
     from edgekit.onnx_model import input_spec, output_spec, refuse_training, to_model_layout

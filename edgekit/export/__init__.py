@@ -24,9 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-
-FORMATS = ("onnx", "tflite", "openvino")
-FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
+from edgekit.runtime.registry import FORMAT_RUNTIME, FORMATS
 
 
 MIN_OPSET = 9  # tf2onnx's oldest supported opset; onnxruntime runs 7+

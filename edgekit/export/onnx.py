@@ -9,8 +9,7 @@ Example::
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, MissingDependency
-
-DEFAULT_OPSET = 13
+from edgekit.runtime.registry import ONNX_OPSET as DEFAULT_OPSET
 INPUT_NAME = "input"
 
 

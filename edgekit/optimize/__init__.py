@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.optimize.front import result_row, study_rows as _rows  # noqa: F401 (API)
 
 DEFAULT_TRIALS = 20
 DEFAULT_BATCH = 2
@@ -280,28 +281,6 @@ def _trial_text(ft):
                                                   " (same as {:03d})".format(r["same_as"])
                                                   if "same_as" in r else "")
     return "{}: {} ({})".format(head, r.get("state", ft.state.name.lower()), r.get("reason", ""))
-
-
-def _rows(study):
-    """Finished candidates (one row per distinct candidate) as dicts."""
-    rows = []
-    for ft in study.get_trials(deepcopy=False):
-        r = ft.user_attrs.get("result") or {}
-        if r.get("state") != "complete" or "same_as" in r:
-            continue
-        c = ft.user_attrs["candidate"]
-        rows.append(result_row(r, "{:03d}".format(ft.number), ft.number, c["label"], c))
-    return rows
-
-
-def result_row(res, id, number, label, cand, **extra):
-    """A finished evaluation's result as a row of the table (front, report, front.json)."""
-    row = {k: res.get(k) for k in ("val_accuracy", "bytes", "params", "macs", "latency_ms",
-                                   "runtime", "file", "artifact", "drop_pts", "rungs",
-                                   "seconds", "latency_note", "latency_host")}
-    row.update(id=id, number=number, label=label, candidate=cand, latency=res.get("latency"),
-               **extra)
-    return row
 
 
 def _best_text(study, limits):

@@ -23,6 +23,28 @@ OBJECTIVES = ("accuracy", "bytes", "latency")
 LATENCY_TOLERANCE = 0.10       # relative: p50s closer than this are a tie
 
 
+def study_rows(study):
+    """Finished candidates of ``study`` (one row per distinct candidate) as dicts."""
+    rows = []
+    for ft in study.get_trials(deepcopy=False):
+        r = ft.user_attrs.get("result") or {}
+        if r.get("state") != "complete" or "same_as" in r:
+            continue
+        c = ft.user_attrs["candidate"]
+        rows.append(result_row(r, "{:03d}".format(ft.number), ft.number, c["label"], c))
+    return rows
+
+
+def result_row(res, id, number, label, cand, **extra):
+    """A finished evaluation's result as a row of the table (front, report, front.json)."""
+    row = {k: res.get(k) for k in ("val_accuracy", "bytes", "params", "macs", "latency_ms",
+                                   "runtime", "file", "artifact", "drop_pts", "rungs",
+                                   "seconds", "latency_note", "latency_host")}
+    row.update(id=id, number=number, label=label, candidate=cand, latency=res.get("latency"),
+               **extra)
+    return row
+
+
 def _better(o, r, latency):
     """-1 / 0 / 1: is ``o`` worse, tied or better than ``r`` on each objective."""
     cmp = [(o["val_accuracy"] > r["val_accuracy"]) - (o["val_accuracy"] < r["val_accuracy"]),

@@ -58,11 +58,10 @@ def refit_chosen(study, ctx, executor, limits, objective, ds, say=lambda *a: Non
     the same choice); returns the record kept in the study (None: nothing chosen).
     ``time_left``: seconds of ``--budget`` left; a refit predicted to take longer
     (:func:`reserve`) is skipped, and a resumed run with time for it does it then."""
-    from edgekit.optimize import _rows
     from edgekit.optimize.evaluate import REFIT_SUFFIX, candidate_id
-    from edgekit.optimize.front import choose, violations
+    from edgekit.optimize.front import choose, study_rows, violations
     from edgekit.optimize.space import REFIT_CHOSEN
-    best = choose([r for r in _rows(study) if not violations(r, limits)], objective)
+    best = choose([r for r in study_rows(study) if not violations(r, limits)], objective)
     if best is None or not REFIT_CHOSEN:
         return None
     old = study.user_attrs.get(ATTR)
@@ -99,7 +98,7 @@ def row(rec, rows):
     if of is None:
         raise EdgekitError("the study's refit names candidate {} that is not in it".format(
             rec["of"]))
-    from edgekit.optimize import result_row
+    from edgekit.optimize.front import result_row
     return result_row(rec["result"], candidate_id(rec["of"]) + REFIT_SUFFIX, rec["of"],
                       "{} +refit {} epochs".format(of["label"], rec["epochs"]),
                       of["candidate"], refit_of=of["id"])

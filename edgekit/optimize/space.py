@@ -71,11 +71,11 @@ LABELS_ONLY = {"alpha": 1.0, "lr": 1e-3, "augment": "shift"}
 REFIT_CHOSEN = True
 # bytes per weight, at least, in each precision: the lower bound on a file's size
 WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
-QUANTIZE_FORMATS = ("tflite", "onnx", "openvino")     # what compress --method quantize writes
 
 
 def finishes(target):
     """The ways ``target`` can run a Keras candidate, as finish dicts, stable order."""
+    from edgekit.compress.quantize_common import FORMATS as QUANTIZE_FORMATS
     from edgekit.targets import load_target
     t = load_target(target)
     out = []

@@ -12,22 +12,12 @@ Example::
 import importlib
 
 from edgekit.runtime.errors import EdgekitError, MissingDependency
+from edgekit.runtime.registry import RUNTIMES
 
-# runtime name -> (module, class). A plain dict: the single registry of runners.
-RUNNERS = {
-    "onnxruntime": ("edgekit.runtime.ort", "OrtRunner"),
-    "openvino": ("edgekit.runtime.openvino", "OvRunner"),
-    "litert": ("edgekit.runtime.litert", "LiteRTRunner"),
-    "tensorrt": ("edgekit.runtime.tensorrt", "TrtRunner"),
-}
-
-# which model file format each runtime consumes
-RUNTIME_FORMATS = {
-    "onnxruntime": "onnx",
-    "openvino": "openvino",
-    "litert": "tflite",
-    "tensorrt": "onnx",
-}
+# runtime name -> (module, class), and which model file format each runtime consumes: views of
+# the one registry (edgekit.runtime.registry), kept under their old names
+RUNNERS = {name: row["runner"] for name, row in RUNTIMES.items()}
+RUNTIME_FORMATS = {name: row["format"] for name, row in RUNTIMES.items()}
 
 
 def runner_class(name):

@@ -161,7 +161,7 @@ def random_input(batch, seed=0):
 def run_bench(model, runtime, batch=1, warmup=10, warmup_seconds=0.0, iterations=100,
               duration=0.0, threads=None, npz=None, eval_samples=None, json_path=None,
               device=None, target=None, max_batch=None):
-    """Benchmark one model file with one runtime; returns the results dict (CONTRACT.md)."""
+    """Benchmark one model file with one runtime; returns the results dict (docs/contract.md)."""
     from edgekit.runtime.bench import measure
     if not os.path.exists(model):
         raise EdgekitError("model file {} does not exist".format(model))

@@ -7,7 +7,7 @@ and/or seconds; then timed iterations by count and/or seconds. ``latency_ms`` is
 LiteRT ``invoke()``); ``runtime_latency_ms`` beside it is the runtime's own per-inference time
 of the same calls where it measures one (OpenVINO ``InferRequest.latency``), else null, with
 ``runtime_latency_source`` saying what it is. Accuracy on the labelled set measured by the same
-runner. Results follow CONTRACT.md (plus those two fields).
+runner. Results follow docs/contract.md (plus those two fields).
 
 Example::
 
@@ -95,7 +95,7 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
 
     ``iterations`` and ``duration`` (seconds): timing stops when BOTH minimums are met.
     ``progress(done, total)`` is called now and then if given.
-    Returns the results dict of CONTRACT.md (without target/host stamping beyond ``host``).
+    Returns the results dict of docs/contract.md (without target/host stamping beyond ``host``).
     """
     check_protocol(batch, iterations, duration)
     cold_ms = load_s = None
