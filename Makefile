@@ -21,11 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# System packages the tests talk to for real (an OpenSSH server on 127.0.0.1).
+# System packages the tests talk to for real (an OpenSSH server on 127.0.0.1; Debian's
+# chromium, the headless browser tests/test_report_html.py opens report.html in).
 system-deps:
 	@if [ ! -x /usr/sbin/sshd ]; then \
 	  echo "installing openssh-server (apt)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium (apt)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 # The devices' own software: Jetson Nano's Python 3.6 (numpy 1.19.5 + onnxruntime 1.10.0)

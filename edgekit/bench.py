@@ -115,6 +115,7 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
                     "format": entry.get("format"),
                     "precision": getattr(runner, "precision", None) or entry.get("precision"),
                     "bytes": _run_bytes(art, entry), "method": art.method, "threads": threads,
+                    "model_sha256": entry.get("sha256"),  # report.html: same model or not
                     "data": spec if ds is not None else "random",
                     "test_samples": n_test})
         results.append(res)

@@ -1,4 +1,5 @@
-"""``report``: results JSON files -> a Markdown comparison (with ratios) and PNG plots.
+"""``report``: results JSON files -> a Markdown comparison (with ratios), PNG plots and a
+self-contained interactive ``report.html`` (:mod:`edgekit.report_html`).
 
 Ratios, not just raw milliseconds: every row's p50 latency divided by the fastest row's
 (``x fastest``) and, with ``baseline=``, by a chosen row's (``x baseline``). Plots (matplotlib,
@@ -8,7 +9,7 @@ against bytes on disk.
 
 Example::
 
-    report(["laptop.json", "stick.json"], "report/")   # report/report.md, latency.png, accuracy_bytes.png
+    report(["laptop.json", "stick.json"], "report/")   # report.md, latency.png, accuracy_bytes.png, report.html
 """
 import os
 from pathlib import Path
@@ -91,7 +92,7 @@ def markdown(results, baseline=None):
                  "{:.2f}x".format(L["p50"] / best if best else 1.0)]
         if bi is not None:
             cells.append("{:.2f}x".format(L["p50"] / base if base else 1.0))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     hosts = sorted({"{} ({} {}, {})".format(r.get("host", "?"), r["runtime"],
                                             r.get("runtime_version", "?"), r.get("timestamp", ""))
                     for r in results})
@@ -99,6 +100,11 @@ def markdown(results, baseline=None):
               ("; `x baseline` = p50 / the baseline row's p50." if bi is not None else "."),
               "", "Measured on: " + "; ".join(hosts)]
     return "\n".join(lines) + "\n"
+
+
+def _md_cell(text):
+    """A Markdown table cell that stays one cell and shows ``<b>`` as text, not markup."""
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def plots(results, out_dir):
@@ -144,7 +150,8 @@ def plots(results, out_dir):
 
 
 def report(result_files, out_dir, baseline=None, title="edgekit benchmark report", force=False):
-    """Write ``report.md`` and PNG plots into a new ``out_dir``; returns the written paths.
+    """Write ``report.md``, PNG plots and ``report.html`` into a new ``out_dir``; returns the
+    written paths.
 
     Like an artifact, the report is staged beside ``out_dir`` and renamed into place only
     when complete; an existing ``out_dir`` is refused unless ``force`` (then replaced whole).
@@ -167,4 +174,7 @@ def report(result_files, out_dir, baseline=None, title="edgekit benchmark report
                             for f in dict.fromkeys(str(f) for f in result_files))
         atomic_write_text(tmp / "report.md", "# {}\n\n{}\n{}\n\nResults files:\n{}\n".format(
             title, body, figs, sources))
-    return [out / "report.md"] + written
+        from edgekit.report_html import results_page
+        atomic_write_text(tmp / "report.html", results_page(results, _unique_labels(results),
+                                                             title=title))
+    return [out / "report.md"] + written + [out / "report.html"]

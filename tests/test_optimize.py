@@ -63,7 +63,7 @@ def test_search_finds_a_model_under_max_bytes_and_writes_best_and_front(searched
     assert art.run_bytes(best["file"]) == best["bytes"]
     assert best["test_accuracy"] is not None and best["latency_ms"] > 0
     assert best["id"] in [r["id"] for r in f["front"]]
-    for name in ("front.json", "front.png", "report.md", "study.db"):
+    for name in ("front.json", "front.png", "report.md", "report.html", "study.db"):
         assert (searched / name).is_file()
     assert (searched / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert "Pareto front" in (searched / "report.md").read_text()

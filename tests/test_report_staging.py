@@ -28,6 +28,6 @@ def test_report_refuses_existing_dir_and_force_replaces_it_whole(tmp_path, run_c
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
     code, _, err = run_cli("report", good, _result(tmp_path / "b.json", 2.0), "-o", out, "--force")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy_bytes.png", "latency.png", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_bytes.png", "latency.png", "report.html", "report.md"]
     assert "../a.json" in (out / "report.md").read_text()  # results listed relative to the report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "bad.json", "rep"]

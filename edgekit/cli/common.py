@@ -7,8 +7,34 @@ from rich.table import Table
 
 import typer
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# A table piped into a file, a log or CI keeps every cell whole: a console whose own stream is
+# not a terminal lays tables out at their natural width instead of the 80 columns rich assumes
+# (which cut cells to `openvi…`). On a terminal, the terminal's width as usual.
+LOG_WIDTH = 10000
+
+
+class LogSafeConsole(Console):
+    """A rich Console that never cuts or wraps its output when its stream is not a terminal
+    (``COLUMNS`` included: a CI runner's COLUMNS=80 must not cut a log either)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._asked_width = kwargs.get("width")
+
+    @property
+    def size(self):
+        dims = Console.size.fget(self)
+        if self.is_terminal or self._asked_width is not None:
+            return dims
+        return dims._replace(width=LOG_WIDTH)
+
+    @size.setter
+    def size(self, new_size):
+        Console.size.fset(self, new_size)
+
+
+console = LogSafeConsole(stderr=False, highlight=False)
+err_console = LogSafeConsole(stderr=True, highlight=False)
 
 # options several commands take, declared once (typer reads a shared OptionInfo as it is)
 TARGET = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor "

@@ -9,7 +9,7 @@ target's runtime with the one benchmark protocol (:mod:`~edgekit.optimize.evalua
 Outputs in ``out``: ``candidates/NNN/`` (one artifact per finished trial, manifest and all;
 a chain's earlier steps in ``candidates/NNN.steps/``), ``best/`` (a copy of the chosen one,
 ready for ``export`` / ``deploy``), ``front.json``, ``front.png``, ``report.md`` (the front as
-a Markdown section), ``study.db`` (the Optuna study: the same ``out`` resumes it) and
+a Markdown section), ``report.html`` (the same front, interactive: :mod:`edgekit.report_html`), ``study.db`` (the Optuna study: the same ``out`` resumes it) and
 ``steps/`` (each trained step once, keyed by the chain up to it: candidates that share a
 teacher assistant or a student copy it instead of training it again).
 
@@ -34,7 +34,7 @@ from edgekit.optimize.front import result_row, study_rows as _rows  # noqa: F401
 DEFAULT_TRIALS = 20
 DEFAULT_BATCH = 2
 BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
-RESULT_FILES = ("front.json", "front.png", "report.md")
+RESULT_FILES = ("front.json", "front.png", "report.md", "report.html")
 
 
 class NothingFits(EdgekitError):
@@ -333,6 +333,8 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say, refit=
               title="edgekit optimize: {} ({} trials)".format(target, len(trials)))
     atomic_write_text(out / "report.md", "# edgekit optimize\n\n" + markdown(
         front, best, limits, target))
+    from edgekit.report_html import front_page
+    atomic_write_text(out / "report.html", front_page(rows, front, best, target, limits))
     if best is None:
         if (out / "best").exists():
             shutil.rmtree(out / "best")

@@ -413,6 +413,7 @@ def bench(bundle_dir, json_out, argv_extra):
     res["method"] = meta.get("method")
     res["format"] = meta.get("format")
     res["bytes"] = meta.get("bytes")
+    res["model_sha256"] = meta.get("model_sha256")
     if res.get("accuracy") is not None:
         res["test_samples"] = meta.get("test_samples")
     tmp = json_out + ".tmp"

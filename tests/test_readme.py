@@ -1,0 +1,122 @@
+"""The README's commands are the CLI's: every ``edgekit VERB --opt`` it shows exists, and the
+quickstart runs for real (in-process, on digits) printing what the README says it prints.
+"""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+MAX_LINES = 250
+BOX = set("┏┓┗┛┡┩┃│┳┻╇━─┴┬└┘┌┐╋├┤ ")
+
+
+def code_blocks(text):
+    """(language, body) of every fenced code block."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def edgekit_commands(text):
+    """Each `edgekit ...` command line shown in a code block (continuations joined, comments
+    and a leading `$ ` dropped), as an argv list without the leading `edgekit`."""
+    cmds = []
+    for _, body in code_blocks(text):
+        joined = re.sub(r"\\\n\s*", " ", body)
+        for line in joined.splitlines():
+            line = line.strip()
+            if line.startswith("$ "):
+                line = line[2:]
+            if not line.startswith("edgekit "):
+                continue
+            argv = shlex.split(line, comments=True)
+            cmds.append(argv[1:])
+    return cmds
+
+
+def _cli_params():
+    """verb -> every option string it accepts, from the click command behind `edgekit --help`."""
+    import typer.main
+    from edgekit.cli import app
+    group = typer.main.get_command(app)
+    return {name: {o for p in cmd.params for o in list(p.opts) + list(p.secondary_opts)}
+            for name, cmd in group.commands.items()}
+
+
+def test_readme_is_short_and_starts_with_the_user_path():
+    text = README.read_text()
+    assert len(text.splitlines()) <= MAX_LINES
+    heads = [h for h in re.findall(r"^#{2,3} (.+)$", text, flags=re.M)]
+    # install, the quickstart and the three journeys come first
+    for want in ("Install", "Quickstart", "Three journeys"):
+        assert want in heads[:6], heads
+    assert "make demo" in text and "make test" in text
+    assert 'pip install "edgekit[all]"' in text
+    assert "no Jetson Nano and no Neural Compute Stick 2" in text.replace("No Jetson", "no Jetson")
+
+
+def test_every_readme_command_and_option_exists(run_cli):
+    params = _cli_params()
+    cmds = edgekit_commands(README.read_text())
+    assert len(cmds) >= 15
+    helps = {}
+    for argv in cmds:
+        verb = argv[0]
+        assert verb in params, "README shows `edgekit {}`, which is no command".format(verb)
+        if verb not in helps:
+            code, out, _ = run_cli(verb, "--help")
+            assert code == 0
+            helps[verb] = out
+        for tok in argv[1:]:
+            if tok.startswith("-") and not re.match(r"^-\d", tok):
+                opt = tok.split("=", 1)[0]
+                assert opt in params[verb], "README: `edgekit {} {}` is not an option".format(verb, opt)
+                assert opt in helps[verb], "`edgekit {} --help` does not show {}".format(verb, opt)
+
+
+def _quickstart():
+    text = README.read_text()
+    section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    (body,) = [b for lang, b in code_blocks(section) if lang == "console"]
+    steps = []
+    for line in body.splitlines():
+        if line.startswith("$ edgekit "):
+            steps.append((shlex.split(line[2:])[1:], []))
+        elif steps and set(line) - BOX:
+            steps[-1][1].append(line)
+    return steps
+
+
+def _shape(line):
+    """A line with numbers wildcarded, box padding collapsed and the `(fastest)` mark dropped,
+    so timings and accuracies may differ while words, columns and units must match."""
+    line = line.replace(" (fastest)", "")
+    line = re.sub(r"\s+", " ", line).strip()
+    line = re.sub(r"[+-]?\d[\d,]*(\.\d+)?(e[+-]\d+)?", "#", line)
+    return line
+
+
+def test_quickstart_runs_and_prints_what_the_readme_shows(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    steps = _quickstart()
+    assert [s[0][0] for s in steps] == ["train", "compress", "export", "bench", "bench", "report"]
+    for argv, shown in steps:
+        code, out, err = run_cli(*argv)
+        assert code == 0, "edgekit {} failed:\n{}".format(" ".join(argv), err[-2000:])
+        got = {_shape(l) for l in (out + "\n" + err).splitlines()}
+        for line in shown:
+            assert _shape(line) in got, "`edgekit {}` did not print a line like\n{}\ngot:\n{}".format(
+                " ".join(argv), line, out)
+    assert (tmp_path / "runs" / "report" / "report.html").is_file()
+    assert (tmp_path / "runs" / "knn" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("link", sorted(set(re.findall(r"\]\(((?:docs/|BENCHMARKS)[^)#]*)",
+                                                        README.read_text()))))
+def test_readme_links_point_at_files_or_pages_owned_elsewhere(link):
+    # docs/your-model.md, onnx-models.md, hardware.md and contract.md are written by other
+    # branches; every other link must resolve here.
+    owned_elsewhere = {"docs/your-model.md", "docs/onnx-models.md", "docs/hardware.md",
+                       "docs/contract.md"}
+    assert (REPO / link).exists() or link in owned_elsewhere, link
