@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgekit"
 LAYERS = (
     ("cli",),
     ("demo", "optimize"),
-    ("compress", "deploy", "report"),
+    ("compress", "deploy", "report", "report_html"),
     ("export", "bench", "doctor"),
     ("evaluation", "models", "onnx_model"),
     ("targets", "calibration", "adapt"),
