@@ -25,6 +25,9 @@ except ModuleNotFoundError:  # Python 3.10 (e.g. an NCS2 host's OpenVINO 2022.3 
     except ModuleNotFoundError:
         tomllib = None
 
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, fields
+
 from edgekit.errors import EdgekitError
 
 REQUIRED_KEYS = ("name", "runtimes", "formats", "precisions", "max_opset")
@@ -67,9 +70,12 @@ def default_target():
 
 
 def load_target(name):
-    """The descriptor dict of target ``name`` (refuses unknown names, names the known ones)."""
-    if isinstance(name, dict):
-        return name
+    """The :class:`Target` of ``name``, parsed from ``targets/NAME.toml`` and schema-checked
+    (unknown names refused, naming the known ones). Called once at a command's boundary; the
+    object goes down from there. A Target (or a descriptor dict) given instead is checked and
+    returned as a Target (:func:`as_target`)."""
+    if isinstance(name, (Target, dict)):
+        return as_target(name)
     path = _targets_dir() / "{}.toml".format(name)
     if not name or "/" in str(name) or "\\" in str(name) or not path.is_file():
         raise EdgekitError("unknown target {!r}; choose one of: {}".format(
@@ -83,21 +89,199 @@ def load_target(name):
             t = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise EdgekitError("{} is not valid TOML: {}".format(path, exc)) from None
-    missing = [k for k in REQUIRED_KEYS if k not in t]
-    if missing:
-        raise EdgekitError("{} lacks {}".format(path, ", ".join(missing)))
-    t.setdefault("default_precision", t["precisions"][0])
-    t.setdefault("default_opset", t["max_opset"])
-    t.setdefault("forbidden_domains", [])
-    t.setdefault("forbidden_ops", [])
-    t.setdefault("refuse_reasons", {})
-    t.setdefault("format_precisions", {f: list(t["precisions"]) for f in t["formats"]})
-    t.setdefault("runtime_formats", {})
-    t.setdefault("hardware", {})
-    t.setdefault("install", {})
-    t.setdefault("host_arch", [])
-    t.setdefault("device", "CPU")
-    return t
+    return Target.from_dict(t, where=str(path))
+
+
+def as_target(target):
+    """``target`` as a :class:`Target`: itself when it is one (no parsing), a descriptor dict
+    checked like a TOML file, a name loaded (:func:`load_target`); None -> the default."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, dict):
+        return Target.from_dict(target, where="target {!r}".format(target.get("name", "?")))
+    return load_target(target if target is not None else default_target())
+
+
+_P = ("fp32", "fp16", "int8")      # a tuple: one of these values
+_STRS = [str]                      # a list: every item of this type
+_ANY = "*"                         # a table key: any name, its values of this type
+
+# targets/*.toml, key by key: what each key holds; unknown keys are refused, at the top and
+# inside the fixed tables. Hand-checked (:func:`_check`), not jsonschema: the device-side
+# interpreters (OpenVINO 2022.3's Python 3.10) read these files with tomli alone.
+TARGET_SCHEMA = {
+    "name": str,
+    "default": bool,
+    "runtimes": _STRS,
+    "formats": _STRS,
+    "precisions": [_P],
+    "default_precision": _P,
+    "refuse_reasons": {"fp32": str, "fp16": str, "int8": str},
+    "max_opset": int,
+    "default_opset": int,
+    "static_batch": int,
+    "forbidden_domains": _STRS,
+    "forbidden_ops": _STRS,
+    "check_trt82_ops": bool,
+    "check_ov2022": bool,
+    "device": str,
+    "host_arch": _STRS,
+    "format_precisions": {_ANY: [_P]},
+    "runtime_formats": {_ANY: _STRS},
+    "trt_python_dir": str,             # filled into [docker] run_flags
+    "container_image": str,            # the Dockerfiles' base image (a test holds them equal)
+    "hardware": {"what": str, "marker_file": str, "marker_text": str, "not_here": str,
+                 "usb_vendor": str, "requires": _STRS, "cuda_bindings": _STRS,
+                 "versions": {_ANY: str}, "prefer_precision": _P, "elsewhere": str},
+    "install": {_ANY: str},
+    "l4t": {_ANY: {"jetpack": str, "tensorrt": str, "base_image": str}},
+    "docker": {"dockerfile": str, "image": str, "default_runtime": str, "make_dirs": _STRS,
+               "run_flags": _STRS, "shell_flags": str},
+    "setup": {"packages": _STRS, "pip": str, "path": str},
+    # informational (:data:`INFORMATIONAL`): read by no code today
+    "description": str,
+    "input_layout": ("NHWC", "NCHW"),
+    "python": str,
+    "tensorrt": str,
+    "openvino": str,
+}
+
+
+# keys only people read (the device engineer's notes); tests/test_target_schema.py checks that
+# no code reads them and that code reads every other key
+INFORMATIONAL = ("description", "input_layout", "python", "tensorrt", "openvino")
+
+
+def _check(value, spec, key):
+    """None when ``value`` fits ``spec`` (see :data:`TARGET_SCHEMA`), else what is wrong."""
+    if isinstance(spec, tuple):
+        return None if value in spec else "{} is {!r}, not one of {}".format(
+            key, value, ", ".join(spec))
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return "{} must be a list".format(key)
+        return next((p for i, v in enumerate(value)
+                     for p in [_check(v, spec[0], "{}[{}]".format(key, i))] if p), None)
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return "{} must be a table".format(key)
+        for k, v in value.items():
+            sub = spec.get(k, spec.get(_ANY))
+            if sub is None:
+                return "unknown key {}.{} (known: {})".format(key, k, ", ".join(spec))
+            problem = _check(v, sub, "{}.{}".format(key, k))
+            if problem:
+                return problem
+        return None
+    if spec is int and (type(value) is not int or value < 1):
+        return "{} must be a whole number >= 1".format(key)
+    if not isinstance(value, spec):
+        return "{} must be {}".format(key, {str: "a string", bool: "true or false"}.get(
+            spec, spec.__name__))
+    return None
+
+
+@dataclass(eq=False)
+class Target(MutableMapping):
+    """One target descriptor (``targets/NAME.toml``), checked against :data:`TARGET_SCHEMA`
+    and with its defaults filled in. Fields are typed attributes (``t.max_opset``); the
+    object also reads like the descriptor dict it replaces (``t["formats"]``,
+    ``t.get("l4t")``; a key the TOML left out and that has no default is absent)."""
+    name: str
+    runtimes: list
+    formats: list
+    precisions: list
+    max_opset: int
+    default_precision: str = None
+    default_opset: int = None
+    forbidden_domains: list = field(default_factory=list)
+    forbidden_ops: list = field(default_factory=list)
+    refuse_reasons: dict = field(default_factory=dict)
+    format_precisions: dict = None
+    runtime_formats: dict = field(default_factory=dict)
+    hardware: dict = field(default_factory=dict)
+    install: dict = field(default_factory=dict)
+    host_arch: list = field(default_factory=list)
+    device: str = "CPU"
+    default: bool = None
+    static_batch: int = None
+    check_trt82_ops: bool = None
+    check_ov2022: bool = None
+    trt_python_dir: str = None
+    container_image: str = None
+    l4t: dict = None
+    docker: dict = None
+    setup: dict = None
+    description: str = None
+    input_layout: str = None
+    python: str = None
+    tensorrt: str = None
+    openvino: str = None
+
+    def __post_init__(self):
+        if self.default_precision is None:
+            self.default_precision = self.precisions[0]
+        if self.default_opset is None:
+            self.default_opset = self.max_opset
+        if self.format_precisions is None:
+            self.format_precisions = {f: list(self.precisions) for f in self.formats}
+
+    @classmethod
+    def from_dict(cls, d, where="target"):
+        """A checked Target from a descriptor dict: one EdgekitError line for an unknown key,
+        a missing or mistyped one, or a runtime/format the registry does not know."""
+        from edgekit.runtime.registry import FORMATS, RUNTIMES
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise EdgekitError("{} lacks {}".format(where, ", ".join(missing)))
+        unknown = sorted(set(d) - set(TARGET_SCHEMA))
+        if unknown:
+            raise EdgekitError("{}: unknown key{} {} (known: {})".format(
+                where, "s" if len(unknown) > 1 else "", ", ".join(unknown),
+                ", ".join(TARGET_SCHEMA)))
+        problem = next((p for k, v in d.items() for p in [_check(v, TARGET_SCHEMA[k], k)] if p),
+                       None)
+        if problem:
+            raise EdgekitError("{}: {}".format(where, problem))
+        for what, names, known in (("runtime", d["runtimes"], RUNTIMES),
+                                   ("runtime", d.get("runtime_formats", {}), RUNTIMES),
+                                   ("format", d["formats"], FORMATS),
+                                   ("format", d.get("format_precisions", {}), FORMATS)):
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise EdgekitError("{}: unknown {} {} (known: {})".format(
+                    where, what, ", ".join(bad), ", ".join(known)))
+        return cls(**{k: v for k, v in d.items()})
+
+    # the descriptor-dict view: present keys only (None = left out of the TOML)
+    def __getitem__(self, key):
+        value = getattr(self, key, None) if key in _FIELDS else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key, value):
+        if key not in _FIELDS:
+            raise KeyError("targets have no key {!r}".format(key))
+        setattr(self, key, value)
+
+    def __delitem__(self, key):
+        self[key]
+        setattr(self, key, None)
+
+    def __iter__(self):
+        return (k for k in _FIELDS if getattr(self, k) is not None)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __eq__(self, other):
+        return isinstance(other, (Target, dict)) and dict(self) == dict(other)
+
+    __hash__ = None
+
+
+_FIELDS = tuple(f.name for f in fields(Target))
 
 
 # -- which file a runtime runs --------------------------------------------------------------
