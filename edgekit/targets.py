@@ -290,21 +290,21 @@ def runtime_formats(target, runtime):
     """The formats ``runtime`` reads for ``target``, best first (``[runtime_formats]``, else
     the runtime's own format, e.g. openvino -> openvino IR)."""
     from edgekit.runtime import RUNTIME_FORMATS
-    t = load_target(target)
+    t = as_target(target)
     return list(t["runtime_formats"].get(runtime) or [RUNTIME_FORMATS[runtime]])
 
 
 def made_for(entry, target):
     """True when a manifest files entry was exported for ``target`` (its ``targets`` tag)."""
     tags = entry.get("targets") or entry.get("target") or []
-    return load_target(target)["name"] in ([tags] if isinstance(tags, str) else tags)
+    return as_target(target)["name"] in ([tags] if isinstance(tags, str) else tags)
 
 
 def candidate_files(art, target, runtime):
     """Names of the inference files ``runtime`` can run for ``target``, best first: the
     target's preferred precision (``[hardware] prefer_precision``), files exported for the
     target before the others."""
-    t = load_target(target)
+    t = as_target(target)
     names = [n for f in runtime_formats(t, runtime) for n in art.find(f)
              if art.files[n].get("inference", True)]
     prefer = t["hardware"].get("prefer_precision")
@@ -321,7 +321,7 @@ def pick_file(art, target, runtime, model_file=None, any_file=False):
     bench of e.g. a laptop export on the NCS2 path). Refuses with the export command to run.
 
     Example: ``pick_file(Artifact.open("out/seed"), "laptop-cpu", "onnxruntime")``."""
-    t = load_target(target)
+    t = as_target(target)
     fmt = runtime_formats(t, runtime)[0]
     names = candidate_files(art, t, runtime)
     if model_file is not None:
@@ -362,7 +362,7 @@ def file_path(art, name):
 def remote_facts(target):
     """The target's facts the device-side preflight needs (JSON-able; the device has no
     tomllib): name, runtimes, device, host_arch, hardware marker / USB vendor, install hints."""
-    t = load_target(target)
+    t = as_target(target)
     hw = t["hardware"]
     facts = {"name": t["name"], "runtimes": t["runtimes"], "device": t["device"],
              "host_arch": t["host_arch"], "install": t["install"]}
@@ -398,7 +398,7 @@ def machine_check(target, runtimes=None, device=None, versions=None):
     the same facts) the deploy preflight.
     """
     from edgekit.packages import install_hint, package_version
-    t = load_target(target)
+    t = as_target(target)
     hw, hints = t["hardware"], t["install"]
     ver = versions if versions is not None else {}
 
@@ -494,7 +494,7 @@ def require_machine(target, runtimes, device=None):
     rep = machine_check(target, runtimes=runtimes, device=device)
     if rep["ready"]:
         return rep
-    t = load_target(target)
+    t = as_target(target)
     what = "; ".join("{} -> {}".format(m["what"], m["install"]) for m in rep["missing"])
     if any(m["hardware"] for m in rep["missing"]):
         where = t["hardware"].get("elsewhere")
@@ -512,7 +512,7 @@ def l4t_release_info(target, l4t):
     Example: ``l4t_release_info("jetson-nano", "R32.6.1")["tensorrt"]`` -> ``'8.0.1'``.
     """
     from edgekit.errors import HardwareMissing
-    t = load_target(target)
+    t = as_target(target)
     table = t.get("l4t") or {}
     rel = str(l4t or "").strip()
     for key, info in table.items():
@@ -527,7 +527,7 @@ def l4t_release_info(target, l4t):
 
 def check_precision(target, precision):
     """Refuse a precision the target cannot run, saying why (e.g. int8 on the Jetson Nano)."""
-    t = load_target(target)
+    t = as_target(target)
     if precision not in ("fp32", "fp16", "int8"):
         raise EdgekitError("unknown precision {!r}; choose fp32, fp16 or int8".format(precision))
     if precision not in t["precisions"]:
@@ -538,7 +538,7 @@ def check_precision(target, precision):
 
 def check_format(target, fmt, precision):
     """Refuse a format (or format x precision) the target's descriptor does not list."""
-    t = load_target(target)
+    t = as_target(target)
     if fmt not in t["formats"]:
         raise EdgekitError("target {} does not run {} (it runs: {})".format(
             t["name"], fmt, ", ".join(t["formats"])))
@@ -557,7 +557,7 @@ def check_onnx_model(onnx_path, target):
     opset above the target's max, forbidden domains/ops, and for TensorRT targets any
     default-domain op outside TensorRT 8.2's parser list or a TopK whose K is not constant."""
     import onnx
-    t = load_target(target)
+    t = as_target(target)
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError / OSError for junk
@@ -594,7 +594,7 @@ def check_artifact(artifact, target):
     """
     from edgekit.artifact import Artifact
     art = artifact if hasattr(artifact, "manifest") else Artifact.open(artifact)
-    t = load_target(target)
+    t = as_target(target)
     problems = []
     runnable = [n for n, e in art.files.items()
                 if e.get("format") in t["formats"] and e.get("inference", True)]

@@ -434,9 +434,9 @@ def host_accuracy(art, target, x, y, ds):
     from edgekit.onnx_model import manifest_layout, to_model_layout
     from edgekit.runtime import runner_class
     from edgekit.runtime.bench import accuracy
-    from edgekit.targets import candidate_files, file_path, load_target, pick_file
+    from edgekit.targets import as_target, candidate_files, file_path, pick_file
     a = Artifact.open(art, verify=False)
-    t = load_target(target)
+    t = as_target(target)
     for rt in t["runtimes"]:
         if rt == "tensorrt" or not installed(rt) or not candidate_files(a, t, rt):
             continue
