@@ -62,6 +62,7 @@ test: $(STAMP) system-deps device-venvs
 # The inner loop (<= 2 min): pyflakes rules (ruff), the import contract (tests/test_layers.py:
 # no cycles, layers cli..runtime) and fast unit tests. `make test` runs everything.
 CHECK_TESTS := tests/test_layers.py tests/test_verbs.py tests/test_runtime_light.py \
+	tests/test_registry.py tests/test_target_schema.py \
 	tests/test_artifact.py tests/test_report.py tests/test_report_staging.py \
 	tests/test_compress_options.py tests/test_knn_head.py tests/test_targets.py
 check: $(STAMP)

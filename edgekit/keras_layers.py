@@ -1,8 +1,8 @@
-"""Facts about a Keras model's layers, stated once: its leaf layers (nested models opened up)
-and the multiply-accumulates of one inference.
+"""Facts about a Keras model's layers, stated once: its leaf layers (nested models opened up),
+the layer that makes its output, and the multiply-accumulates of one inference.
 
 Every place that walks a model's layers (preprocessing detection, pruning, the guard's
-BatchNorm repair, the evolved trunk, k-NN cuts) and both MAC counts (a whole model, and a
+BatchNorm repair, the evolved trunk, k-NN cuts, the output convention) and both MAC counts (a whole model, and a
 channel-pruned one before it is rebuilt) use these. Imports no tensorflow: works on any
 model object it is handed.
 
@@ -33,6 +33,20 @@ def flat_layers(model, graphs_only=False):
             yield from flat_layers(layer, graphs_only)
         else:
             yield layer
+
+
+def output_layer(model):
+    """The layer that makes ``model``'s output: its last leaf (nested models opened up), tfmot's
+    prune / quantize wrappers unwrapped; None for a model without layers."""
+    layer = model if getattr(model, "layers", None) else None
+    while layer is not None:
+        if getattr(layer, "layers", None):              # a nested Model/Sequential last
+            layer = list(flat_layers(layer))[-1]
+        elif getattr(layer, "layer", None) is not None:  # tfmot's prune / quantize wrappers
+            layer = layer.layer
+        else:
+            break
+    return layer
 
 
 def layer_macs(cls, out_shape, kernel_hw, cin, cout, multiplier=1):
@@ -81,4 +95,5 @@ def count_macs(model):
     return int(total)
 
 
-__all__ = ["MAC_LAYERS", "is_graph_model", "flat_layers", "layer_macs", "count_macs"]
+__all__ = ["MAC_LAYERS", "is_graph_model", "flat_layers", "output_layer", "layer_macs",
+           "count_macs"]

@@ -215,14 +215,8 @@ def output_convention(model):
     Users' models end in softmax more often than not; every loss, the distillation targets and
     the manifest follow what the model really outputs.
     """
-    layer = model.layers[-1] if getattr(model, "layers", None) else None
-    while layer is not None:
-        if getattr(layer, "layers", None):      # a nested Model/Sequential last
-            layer = layer.layers[-1]
-        elif getattr(layer, "layer", None) is not None:   # tfmot's prune / quantize wrappers
-            layer = layer.layer
-        else:
-            break
+    from edgekit.keras_layers import output_layer
+    layer = output_layer(model)
     if layer is None:
         return "logits"
     if type(layer).__name__ == "Softmax":

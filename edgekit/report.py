@@ -35,9 +35,9 @@ def label(r):
 
 def _target_device(name):
     """The target's own device (targets/T.toml ``device``), or None for an unknown target."""
-    from edgekit.targets import load_target
+    from edgekit.targets import as_target
     try:
-        return load_target(name)["device"]
+        return as_target(name)["device"]
     except EdgekitError:
         return None
 

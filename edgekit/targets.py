@@ -25,6 +25,9 @@ except ModuleNotFoundError:  # Python 3.10 (e.g. an NCS2 host's OpenVINO 2022.3 
     except ModuleNotFoundError:
         tomllib = None
 
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, fields
+
 from edgekit.errors import EdgekitError
 
 REQUIRED_KEYS = ("name", "runtimes", "formats", "precisions", "max_opset")
@@ -67,9 +70,12 @@ def default_target():
 
 
 def load_target(name):
-    """The descriptor dict of target ``name`` (refuses unknown names, names the known ones)."""
-    if isinstance(name, dict):
-        return name
+    """The :class:`Target` of ``name``, parsed from ``targets/NAME.toml`` and schema-checked
+    (unknown names refused, naming the known ones). Called once at a command's boundary; the
+    object goes down from there. A Target (or a descriptor dict) given instead is checked and
+    returned as a Target (:func:`as_target`)."""
+    if isinstance(name, (Target, dict)):
+        return as_target(name)
     path = _targets_dir() / "{}.toml".format(name)
     if not name or "/" in str(name) or "\\" in str(name) or not path.is_file():
         raise EdgekitError("unknown target {!r}; choose one of: {}".format(
@@ -83,21 +89,199 @@ def load_target(name):
             t = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise EdgekitError("{} is not valid TOML: {}".format(path, exc)) from None
-    missing = [k for k in REQUIRED_KEYS if k not in t]
-    if missing:
-        raise EdgekitError("{} lacks {}".format(path, ", ".join(missing)))
-    t.setdefault("default_precision", t["precisions"][0])
-    t.setdefault("default_opset", t["max_opset"])
-    t.setdefault("forbidden_domains", [])
-    t.setdefault("forbidden_ops", [])
-    t.setdefault("refuse_reasons", {})
-    t.setdefault("format_precisions", {f: list(t["precisions"]) for f in t["formats"]})
-    t.setdefault("runtime_formats", {})
-    t.setdefault("hardware", {})
-    t.setdefault("install", {})
-    t.setdefault("host_arch", [])
-    t.setdefault("device", "CPU")
-    return t
+    return Target.from_dict(t, where=str(path))
+
+
+def as_target(target):
+    """``target`` as a :class:`Target`: itself when it is one (no parsing), a descriptor dict
+    checked like a TOML file, a name loaded (:func:`load_target`); None -> the default."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, dict):
+        return Target.from_dict(target, where="target {!r}".format(target.get("name", "?")))
+    return load_target(target if target is not None else default_target())
+
+
+_P = ("fp32", "fp16", "int8")      # a tuple: one of these values
+_STRS = [str]                      # a list: every item of this type
+_ANY = "*"                         # a table key: any name, its values of this type
+
+# targets/*.toml, key by key: what each key holds; unknown keys are refused, at the top and
+# inside the fixed tables. Hand-checked (:func:`_check`), not jsonschema: the device-side
+# interpreters (OpenVINO 2022.3's Python 3.10) read these files with tomli alone.
+TARGET_SCHEMA = {
+    "name": str,
+    "default": bool,
+    "runtimes": _STRS,
+    "formats": _STRS,
+    "precisions": [_P],
+    "default_precision": _P,
+    "refuse_reasons": {"fp32": str, "fp16": str, "int8": str},
+    "max_opset": int,
+    "default_opset": int,
+    "static_batch": int,
+    "forbidden_domains": _STRS,
+    "forbidden_ops": _STRS,
+    "check_trt82_ops": bool,
+    "check_ov2022": bool,
+    "device": str,
+    "host_arch": _STRS,
+    "format_precisions": {_ANY: [_P]},
+    "runtime_formats": {_ANY: _STRS},
+    "trt_python_dir": str,             # filled into [docker] run_flags
+    "container_image": str,            # the Dockerfiles' base image (a test holds them equal)
+    "hardware": {"what": str, "marker_file": str, "marker_text": str, "not_here": str,
+                 "usb_vendor": str, "requires": _STRS, "cuda_bindings": _STRS,
+                 "versions": {_ANY: str}, "prefer_precision": _P, "elsewhere": str},
+    "install": {_ANY: str},
+    "l4t": {_ANY: {"jetpack": str, "tensorrt": str, "base_image": str}},
+    "docker": {"dockerfile": str, "image": str, "default_runtime": str, "make_dirs": _STRS,
+               "run_flags": _STRS, "shell_flags": str},
+    "setup": {"packages": _STRS, "pip": str, "path": str},
+    # informational (:data:`INFORMATIONAL`): read by no code today
+    "description": str,
+    "input_layout": ("NHWC", "NCHW"),
+    "python": str,
+    "tensorrt": str,
+    "openvino": str,
+}
+
+
+# keys only people read (the device engineer's notes); tests/test_target_schema.py checks that
+# no code reads them and that code reads every other key
+INFORMATIONAL = ("description", "input_layout", "python", "tensorrt", "openvino")
+
+
+def _check(value, spec, key):
+    """None when ``value`` fits ``spec`` (see :data:`TARGET_SCHEMA`), else what is wrong."""
+    if isinstance(spec, tuple):
+        return None if value in spec else "{} is {!r}, not one of {}".format(
+            key, value, ", ".join(spec))
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return "{} must be a list".format(key)
+        return next((p for i, v in enumerate(value)
+                     for p in [_check(v, spec[0], "{}[{}]".format(key, i))] if p), None)
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return "{} must be a table".format(key)
+        for k, v in value.items():
+            sub = spec.get(k, spec.get(_ANY))
+            if sub is None:
+                return "unknown key {}.{} (known: {})".format(key, k, ", ".join(spec))
+            problem = _check(v, sub, "{}.{}".format(key, k))
+            if problem:
+                return problem
+        return None
+    if spec is int and (type(value) is not int or value < 1):
+        return "{} must be a whole number >= 1".format(key)
+    if not isinstance(value, spec):
+        return "{} must be {}".format(key, {str: "a string", bool: "true or false"}.get(
+            spec, spec.__name__))
+    return None
+
+
+@dataclass(eq=False)
+class Target(MutableMapping):
+    """One target descriptor (``targets/NAME.toml``), checked against :data:`TARGET_SCHEMA`
+    and with its defaults filled in. Fields are typed attributes (``t.max_opset``); the
+    object also reads like the descriptor dict it replaces (``t["formats"]``,
+    ``t.get("l4t")``; a key the TOML left out and that has no default is absent)."""
+    name: str
+    runtimes: list
+    formats: list
+    precisions: list
+    max_opset: int
+    default_precision: str = None
+    default_opset: int = None
+    forbidden_domains: list = field(default_factory=list)
+    forbidden_ops: list = field(default_factory=list)
+    refuse_reasons: dict = field(default_factory=dict)
+    format_precisions: dict = None
+    runtime_formats: dict = field(default_factory=dict)
+    hardware: dict = field(default_factory=dict)
+    install: dict = field(default_factory=dict)
+    host_arch: list = field(default_factory=list)
+    device: str = "CPU"
+    default: bool = None
+    static_batch: int = None
+    check_trt82_ops: bool = None
+    check_ov2022: bool = None
+    trt_python_dir: str = None
+    container_image: str = None
+    l4t: dict = None
+    docker: dict = None
+    setup: dict = None
+    description: str = None
+    input_layout: str = None
+    python: str = None
+    tensorrt: str = None
+    openvino: str = None
+
+    def __post_init__(self):
+        if self.default_precision is None:
+            self.default_precision = self.precisions[0]
+        if self.default_opset is None:
+            self.default_opset = self.max_opset
+        if self.format_precisions is None:
+            self.format_precisions = {f: list(self.precisions) for f in self.formats}
+
+    @classmethod
+    def from_dict(cls, d, where="target"):
+        """A checked Target from a descriptor dict: one EdgekitError line for an unknown key,
+        a missing or mistyped one, or a runtime/format the registry does not know."""
+        from edgekit.runtime.registry import FORMATS, RUNTIMES
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise EdgekitError("{} lacks {}".format(where, ", ".join(missing)))
+        unknown = sorted(set(d) - set(TARGET_SCHEMA))
+        if unknown:
+            raise EdgekitError("{}: unknown key{} {} (known: {})".format(
+                where, "s" if len(unknown) > 1 else "", ", ".join(unknown),
+                ", ".join(TARGET_SCHEMA)))
+        problem = next((p for k, v in d.items() for p in [_check(v, TARGET_SCHEMA[k], k)] if p),
+                       None)
+        if problem:
+            raise EdgekitError("{}: {}".format(where, problem))
+        for what, names, known in (("runtime", d["runtimes"], RUNTIMES),
+                                   ("runtime", d.get("runtime_formats", {}), RUNTIMES),
+                                   ("format", d["formats"], FORMATS),
+                                   ("format", d.get("format_precisions", {}), FORMATS)):
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise EdgekitError("{}: unknown {} {} (known: {})".format(
+                    where, what, ", ".join(bad), ", ".join(known)))
+        return cls(**{k: v for k, v in d.items()})
+
+    # the descriptor-dict view: present keys only (None = left out of the TOML)
+    def __getitem__(self, key):
+        value = getattr(self, key, None) if key in _FIELDS else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key, value):
+        if key not in _FIELDS:
+            raise KeyError("targets have no key {!r}".format(key))
+        setattr(self, key, value)
+
+    def __delitem__(self, key):
+        self[key]
+        setattr(self, key, None)
+
+    def __iter__(self):
+        return (k for k in _FIELDS if getattr(self, k) is not None)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __eq__(self, other):
+        return isinstance(other, (Target, dict)) and dict(self) == dict(other)
+
+    __hash__ = None
+
+
+_FIELDS = tuple(f.name for f in fields(Target))
 
 
 # -- which file a runtime runs --------------------------------------------------------------
@@ -106,21 +290,21 @@ def runtime_formats(target, runtime):
     """The formats ``runtime`` reads for ``target``, best first (``[runtime_formats]``, else
     the runtime's own format, e.g. openvino -> openvino IR)."""
     from edgekit.runtime import RUNTIME_FORMATS
-    t = load_target(target)
+    t = as_target(target)
     return list(t["runtime_formats"].get(runtime) or [RUNTIME_FORMATS[runtime]])
 
 
 def made_for(entry, target):
     """True when a manifest files entry was exported for ``target`` (its ``targets`` tag)."""
     tags = entry.get("targets") or entry.get("target") or []
-    return load_target(target)["name"] in ([tags] if isinstance(tags, str) else tags)
+    return as_target(target)["name"] in ([tags] if isinstance(tags, str) else tags)
 
 
 def candidate_files(art, target, runtime):
     """Names of the inference files ``runtime`` can run for ``target``, best first: the
     target's preferred precision (``[hardware] prefer_precision``), files exported for the
     target before the others."""
-    t = load_target(target)
+    t = as_target(target)
     names = [n for f in runtime_formats(t, runtime) for n in art.find(f)
              if art.files[n].get("inference", True)]
     prefer = t["hardware"].get("prefer_precision")
@@ -137,7 +321,7 @@ def pick_file(art, target, runtime, model_file=None, any_file=False):
     bench of e.g. a laptop export on the NCS2 path). Refuses with the export command to run.
 
     Example: ``pick_file(Artifact.open("out/seed"), "laptop-cpu", "onnxruntime")``."""
-    t = load_target(target)
+    t = as_target(target)
     fmt = runtime_formats(t, runtime)[0]
     names = candidate_files(art, t, runtime)
     if model_file is not None:
@@ -178,7 +362,7 @@ def file_path(art, name):
 def remote_facts(target):
     """The target's facts the device-side preflight needs (JSON-able; the device has no
     tomllib): name, runtimes, device, host_arch, hardware marker / USB vendor, install hints."""
-    t = load_target(target)
+    t = as_target(target)
     hw = t["hardware"]
     facts = {"name": t["name"], "runtimes": t["runtimes"], "device": t["device"],
              "host_arch": t["host_arch"], "install": t["install"]}
@@ -214,7 +398,7 @@ def machine_check(target, runtimes=None, device=None, versions=None):
     the same facts) the deploy preflight.
     """
     from edgekit.packages import install_hint, package_version
-    t = load_target(target)
+    t = as_target(target)
     hw, hints = t["hardware"], t["install"]
     ver = versions if versions is not None else {}
 
@@ -310,7 +494,7 @@ def require_machine(target, runtimes, device=None):
     rep = machine_check(target, runtimes=runtimes, device=device)
     if rep["ready"]:
         return rep
-    t = load_target(target)
+    t = as_target(target)
     what = "; ".join("{} -> {}".format(m["what"], m["install"]) for m in rep["missing"])
     if any(m["hardware"] for m in rep["missing"]):
         where = t["hardware"].get("elsewhere")
@@ -328,7 +512,7 @@ def l4t_release_info(target, l4t):
     Example: ``l4t_release_info("jetson-nano", "R32.6.1")["tensorrt"]`` -> ``'8.0.1'``.
     """
     from edgekit.errors import HardwareMissing
-    t = load_target(target)
+    t = as_target(target)
     table = t.get("l4t") or {}
     rel = str(l4t or "").strip()
     for key, info in table.items():
@@ -343,7 +527,7 @@ def l4t_release_info(target, l4t):
 
 def check_precision(target, precision):
     """Refuse a precision the target cannot run, saying why (e.g. int8 on the Jetson Nano)."""
-    t = load_target(target)
+    t = as_target(target)
     if precision not in ("fp32", "fp16", "int8"):
         raise EdgekitError("unknown precision {!r}; choose fp32, fp16 or int8".format(precision))
     if precision not in t["precisions"]:
@@ -354,7 +538,7 @@ def check_precision(target, precision):
 
 def check_format(target, fmt, precision):
     """Refuse a format (or format x precision) the target's descriptor does not list."""
-    t = load_target(target)
+    t = as_target(target)
     if fmt not in t["formats"]:
         raise EdgekitError("target {} does not run {} (it runs: {})".format(
             t["name"], fmt, ", ".join(t["formats"])))
@@ -373,7 +557,7 @@ def check_onnx_model(onnx_path, target):
     opset above the target's max, forbidden domains/ops, and for TensorRT targets any
     default-domain op outside TensorRT 8.2's parser list or a TopK whose K is not constant."""
     import onnx
-    t = load_target(target)
+    t = as_target(target)
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError / OSError for junk
@@ -410,7 +594,7 @@ def check_artifact(artifact, target):
     """
     from edgekit.artifact import Artifact
     art = artifact if hasattr(artifact, "manifest") else Artifact.open(artifact)
-    t = load_target(target)
+    t = as_target(target)
     problems = []
     runnable = [n for n, e in art.files.items()
                 if e.get("format") in t["formats"] and e.get("inference", True)]

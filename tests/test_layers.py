@@ -28,7 +28,7 @@ LAYERS = (
     ("demo", "optimize"),
     ("compress", "deploy", "report", "report_html"),
     ("export", "bench", "doctor"),
-    ("evaluation", "models", "onnx_model"),
+    ("models", "onnx_model"),
     ("targets", "calibration", "adapt"),
     ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf",
      "packages", "keras_layers", "errors"),

@@ -116,11 +116,18 @@ class Guard(object):
     def drop_pts(self, acc):
         return (self.base_val - float(acc)) * 100.0
 
+    def within(self, acc):
+        """The ``--max-drop`` rule, the one place it is written: True when validation
+        accuracy ``acc`` lost at most ``max_drop`` points against ``base_val``. Every
+        compression's :meth:`check` and every ``optimize`` candidate
+        (:func:`edgekit.optimize.evaluate.evaluate`) are held to it."""
+        return float(acc) >= self.floor - 1e-9
+
     def check(self, acc, method, hints=(), note=None, pred=None):
         """The manifest's ``guard`` record; raises :class:`GuardFailed` over the limit.
         ``pred``: the result's validation predictions (then the paired upper bound counts)."""
         acc = float(acc)
-        within = acc >= self.floor - 1e-9
+        within = self.within(acc)
         pair = self.paired(pred)
         bound_ok = pair is None or pair[1] <= self.max_drop + 1e-9
         passed = within and bound_ok

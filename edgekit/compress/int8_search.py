@@ -37,7 +37,9 @@ import numpy as np
 ONNX_METHODS = ("MinMax", "Entropy", "Percentile")
 OPENVINO_PRESETS = ("performance", "mixed")
 QUANTIZABLE = ("Conv", "Gemm", "MatMul", "ConvTranspose")
-DEFAULT_MAX_DROP = 0.5    # points, when the caller has no --max-drop of its own
+# points the calibration search aims to stay within when the caller has no --max-drop of its
+# own: an aim, tighter than the guard (compress.guard.DEFAULT_MAX_DROP, 1.0), never a check
+DEFAULT_MAX_DROP = 0.5
 VAL_SAMPLES = 2000        # validation images the search scores candidates on
 SENSITIVITY_SAMPLES = 500  # ... and the per-layer sensitivity pass
 

@@ -49,8 +49,8 @@ def add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extr
 
 
 def _check_target(target, precision):
-    from edgekit.targets import load_target
-    t = load_target(target)
+    from edgekit.targets import as_target
+    t = as_target(target)
     if precision not in t["precisions"]:
         why = t["refuse_reasons"].get(precision, "")
         raise EdgekitError("target {} refuses {}{}: use --precision {}".format(

@@ -24,10 +24,10 @@ SETUP_SCRIPT = data_file("deploy", "setup_device.sh")
 
 def _docker(target):
     """The target's ``[docker]`` table (targets/T.toml); refuses a target without an image."""
-    from edgekit.targets import load_target, target_names
-    t = load_target(target)
+    from edgekit.targets import as_target, target_names
+    t = as_target(target)
     if not t.get("docker"):
-        have = [n for n in target_names() if load_target(n).get("docker")]
+        have = [n for n in target_names() if as_target(n).get("docker")]
         raise EdgekitError("--docker has no image for target {} (images: {})".format(
             t["name"], ", ".join(have)))
     return t["docker"]
@@ -86,8 +86,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
                  model_file=None):
     """Build the bundle for ``target`` (deterministic: same inputs -> same bytes/sha256)."""
     from edgekit.artifact import Artifact
-    from edgekit.targets import load_target, pick_file
-    t = load_target(target)
+    from edgekit.targets import as_target, pick_file
+    t = as_target(target)
     runtime = runtime or t["runtimes"][0]
     if runtime not in t["runtimes"]:
         raise EdgekitError("target {} has no runtime {!r} (it has: {})".format(

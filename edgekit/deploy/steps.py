@@ -132,9 +132,9 @@ def docker_image(target, l4t=None):
     ``[l4t]`` table names the L4T base it was built on (``edgekit/jetson:0.1.0-r32.7.1``, from
     the device's ``l4t``): an r32.7.1 image does not run on R32.6.1, so a reflashed board
     needs ``--setup`` again instead of running an image made for another JetPack."""
-    from edgekit.targets import l4t_release_info, load_target
+    from edgekit.targets import as_target, l4t_release_info
     tag = "{}:{}".format(_docker(target)["image"], __version__)
-    if load_target(target).get("l4t") and l4t:
+    if as_target(target).get("l4t") and l4t:
         return "{}-{}".format(tag, l4t_release_info(target, l4t)["base_image"].rsplit(":", 1)[1])
     return tag
 
@@ -146,8 +146,8 @@ def docker_command(target, bundle_dir, runs_dir, json_name, bench_args=(), l4t=N
     key of the target such as {trt_python_dir}) and ``shell_flags``, left unquoted on
     purpose so the device's shell expands them (e.g. ``-u "$(id -u):$(id -g)"``: results
     written to runs/ belong to the SSH user)."""
-    from edgekit.targets import load_target
-    t = load_target(target)
+    from edgekit.targets import as_target
+    t = as_target(target)
     dk = _docker(t)
     image = docker_image(target, l4t)
     fill = {k: v for k, v in t.items() if isinstance(v, str)}
@@ -167,10 +167,10 @@ def docker_build_command(target, bundle_dir, l4t=None):
     """``docker build`` of the target's image from the Dockerfile shipped in the bundle.
     With an ``[l4t]`` table the base image follows the device's L4T release (``l4t``, from
     the preflight): an r32.7.1 base runs on R32.7.x only."""
-    from edgekit.targets import l4t_release_info, load_target
+    from edgekit.targets import as_target, l4t_release_info
     cmd = "docker build -t {} -f {}".format(
         _q(docker_image(target, l4t)), _q(posixpath.join(bundle_dir, _docker(target)["dockerfile"])))
-    if load_target(target).get("l4t") and l4t:
+    if as_target(target).get("l4t") and l4t:
         cmd += " --build-arg L4T_BASE={}".format(_q(l4t_release_info(target, l4t)["base_image"]))
     return cmd + " " + _q(bundle_dir)
 
@@ -242,8 +242,8 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
 def setup_command(target, venv_abs, python_cmd):
     """The ``sh -s`` line that runs deploy/setup_device.sh for ``target``: its arguments are
     the target's ``[setup]`` (packages, a pip pin, a PATH prefix) and ``host_arch``."""
-    from edgekit.targets import load_target
-    t = load_target(target)
+    from edgekit.targets import as_target
+    t = as_target(target)
     setup = t.get("setup") or {}
     if not setup.get("packages"):
         raise EdgekitError("target {} has no [setup] packages in targets/{}.toml: --setup cannot "

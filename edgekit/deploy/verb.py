@@ -59,8 +59,8 @@ def _one(host, bundles, opts, log):
         report = preflight(remote, target, python, o["remote_dir"], o["min_free_mb"], o["docker"],
                            o.get("runtime"), o.get("device"), timeout=o["command_timeout"])
         row["identity"] = report["identity"]
-        from edgekit.targets import l4t_release_info, load_target
-        if load_target(target).get("l4t"):  # refuses an L4T release the runner/image isn't for
+        from edgekit.targets import as_target, l4t_release_info
+        if as_target(target).get("l4t"):  # refuses an L4T release the runner/image isn't for
             say("L4T {l4t}: {jetpack}, TensorRT {tensorrt}".format(
                 l4t=report["identity"].get("l4t"),
                 **l4t_release_info(target, report["identity"].get("l4t"))))

@@ -170,7 +170,7 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
     model_dir = _input_artifact(model, net, fitted, out)
     base_val = keras_accuracy(net, fitted.x_val, fitted.y_val)
     from edgekit.optimize.space import Space
-    space = Space.for_model(net, target, kinds=kinds, data_shape=fitted.input_shape,
+    space = Space.for_model(net, t, kinds=kinds, data_shape=fitted.input_shape,
                             num_classes=fitted.num_classes,
                             preprocess_unit=(fitted.adapt or {}).get("preprocess", "unit") == "unit",
                             formats=formats)

@@ -128,9 +128,11 @@ def evaluate(cand, number, ctx, thresholds=(), ds=None):
                 state = "infeasible" if isinstance(exc, GuardFailed) else "failed"
                 return _done({"state": state, "reason": str(exc), "rungs": rungs}, t0)
             break
-        drop = (float(ctx["base_val"]) - res["val_accuracy"]) * 100.0
+        from edgekit.compress.guard import Guard
+        guard = Guard(ctx["base_val"], ctx["max_drop"])     # the one --max-drop rule
+        drop = guard.drop_pts(res["val_accuracy"])
         res["drop_pts"] = round(drop, 3)
-        if drop > float(ctx["max_drop"]) + 1e-9:
+        if not guard.within(res["val_accuracy"]):
             return _done({"state": "infeasible", "rungs": rungs, "val_accuracy":
                           res["val_accuracy"], "bytes": res["bytes"], "drop_pts": round(drop, 3),
                           "reason": (
@@ -434,9 +436,9 @@ def host_accuracy(art, target, x, y, ds):
     from edgekit.onnx_model import manifest_layout, to_model_layout
     from edgekit.runtime import runner_class
     from edgekit.runtime.bench import accuracy
-    from edgekit.targets import candidate_files, file_path, load_target, pick_file
+    from edgekit.targets import as_target, candidate_files, file_path, pick_file
     a = Artifact.open(art, verify=False)
-    t = load_target(target)
+    t = as_target(target)
     for rt in t["runtimes"]:
         if rt == "tensorrt" or not installed(rt) or not candidate_files(a, t, rt):
             continue

@@ -76,8 +76,8 @@ WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 def finishes(target):
     """The ways ``target`` can run a Keras candidate, as finish dicts, stable order."""
     from edgekit.compress.quantize_common import FORMATS as QUANTIZE_FORMATS
-    from edgekit.targets import load_target
-    t = load_target(target)
+    from edgekit.targets import as_target
+    t = as_target(target)
     out = []
     for fmt in t["formats"]:
         for p in ("fp32", "fp16"):
@@ -95,8 +95,8 @@ def finish_name(f):
 
 
 def int8_allowed(target):
-    from edgekit.targets import load_target
-    return "int8" in load_target(target)["precisions"]
+    from edgekit.targets import as_target
+    return "int8" in as_target(target)["precisions"]
 
 
 class Space:
@@ -125,25 +125,28 @@ class Space:
                   preprocess_unit=True, formats=None):
         """The space for a loaded Keras ``model`` on ``target``; ``kinds`` restricts the
         shrink moves (default: all of :data:`KINDS`), ``formats`` the target's file formats.
-        Built-in students need edgekit's unit preprocessing (``preprocess_unit``)."""
+        Built-in students need edgekit's unit preprocessing (``preprocess_unit``).
+        ``target``: a :class:`~edgekit.targets.Target` (or its name)."""
         from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested
+        from edgekit.targets import as_target
+        t = as_target(target)
+        target = t.name
         kinds = list(KINDS if kinds is None else kinds)
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
             raise EdgekitError("unknown --methods {!r}; choose from: {}".format(
                 ",".join(bad), ",".join(KINDS)))
         students = list(DERIVED_STUDENTS) + (list(BUILTIN_STUDENTS) if preprocess_unit else [])
-        int8 = int8_allowed(target)
+        int8 = int8_allowed(t)
         cuts = []
         if "knn" in kinds:
             flat = flatten_nested(model)
             cuts = ["auto"] + [flat.layers[i].name for i in candidate_cuts(flat)]
             if len(cuts) == 1:
                 kinds.remove("knn")
-        fins = finishes(target)
+        fins = finishes(t)
         if formats is not None:
-            from edgekit.targets import load_target
-            allowed = load_target(target)["formats"]
+            allowed = t.formats
             bad = [f for f in formats if f not in allowed]
             if bad or not formats:
                 raise EdgekitError("--formats {} not run by {} (it runs: {})".format(
