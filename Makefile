@@ -7,7 +7,7 @@ DEVICES := .devices
 PY36 ?= $(firstword $(wildcard /root/.pyenv/versions/3.6.15/bin/python $(shell command -v python3.6 2>/dev/null)))
 PY310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10.13/bin/python $(shell command -v python3.10 2>/dev/null)))
 
-.PHONY: demo test venv system-deps device-venvs bench clean
+.PHONY: demo test docs venv system-deps device-venvs bench clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,11 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps device-venvs
 	$(BIN)/python -m pytest -q -rs --durations=15
+
+# The documentation site (MkDocs + Material) into site/; the CLI reference is generated from the
+# option declarations by docs/hooks/cli_reference.py. tests/test_docs.py builds it --strict too.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 # Slow benchmarks (MNIST, minutes each); results go to BENCHMARKS.md by hand with their commands.
 bench: $(STAMP)
