@@ -7,7 +7,7 @@ DEVICES := .devices
 PY36 ?= $(firstword $(wildcard /root/.pyenv/versions/3.6.15/bin/python $(shell command -v python3.6 2>/dev/null)))
 PY310 ?= $(firstword $(wildcard /root/.pyenv/versions/3.10.13/bin/python $(shell command -v python3.10 2>/dev/null)))
 
-.PHONY: demo test check venv system-deps device-venvs bench clean
+.PHONY: demo test check docs venv system-deps device-venvs bench clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,11 @@ CHECK_TESTS := tests/test_layers.py tests/test_verbs.py tests/test_runtime_light
 check: $(STAMP)
 	$(BIN)/python -m ruff check --select F --exclude edgekit/_data edgekit tests
 	$(BIN)/python -m pytest -q -x $(CHECK_TESTS) -k "not ncs2 and not ov2022"
+
+# The documentation site (MkDocs + Material) into site/; the CLI reference is generated from the
+# option declarations by docs/hooks/cli_reference.py. tests/test_docs.py builds it --strict too.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 # Slow benchmarks (MNIST, minutes each); results go to BENCHMARKS.md by hand with their commands.
 bench: $(STAMP)

@@ -25,6 +25,8 @@ def label(r):
     text = "{} / {}".format(r["target"], r["runtime"])
     if r.get("precision"):
         text += " ({})".format(r["precision"])
+    if r.get("batch") not in (None, 1):
+        text += " batch {}".format(r["batch"])
     if r.get("method") and r.get("method") not in ("train", "model"):
         text += " " + str(r["method"])
     if r.get("runtime") == "openvino" and r.get("device") and \
@@ -43,11 +45,17 @@ def _target_device(name):
 
 
 def _unique_labels(results):
-    labels = [label(r) for r in results]
+    """One label per row: clashing labels get their file's name, then a row number."""
+    base = [label(r) for r in results]
+    labels = []
+    for i, lab in enumerate(base):
+        if base.count(lab) > 1:
+            extra = results[i].get("file") or results[i].get("source_file") or str(i)
+            lab = "{} [{}]".format(lab, Path(str(extra)).name)
+        labels.append(lab)
     for i, lab in enumerate(labels):
         if labels.count(lab) > 1:
-            extra = results[i].get("file") or results[i].get("source_file") or str(i)
-            labels[i] = "{} [{}]".format(lab, Path(str(extra)).name)
+            labels[i] = "{} #{}".format(lab, i + 1)
     return labels
 
 

@@ -45,3 +45,12 @@ def test_terminal_still_uses_its_width():
     con = LogSafeConsole(file=buf, force_terminal=True, width=60, color_system=None)
     con.print(table("wide", ["runtime", "note"], [("openvino " * 5, "x" * 150)]))
     assert max(len(line) for line in buf.getvalue().splitlines()) <= 60
+
+
+def test_progress_goes_to_stderr_results_to_stdout(tmp_path):
+    r = _run_piped(["train", "--arch", "tiny", "--data", "digits", "-o", str(tmp_path / "t"),
+                    "--epochs", "2"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == [l for l in r.stdout.splitlines() if l.startswith("trained tiny")]
+    assert len(r.stdout.splitlines()) == 1
+    assert "epoch 2/2" in r.stderr
