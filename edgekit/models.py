@@ -133,8 +133,9 @@ def build(arch, input_shape, num_classes):
 
 
 def load_model(path):
-    """Load a Keras model from an artifact dir, ``.h5``/``.keras`` file or SavedModel dir."""
-    from edgekit._tf import keras
+    """Load a Keras model from an artifact dir, ``.h5``/``.keras`` file or SavedModel dir, as
+    a tf_keras model whichever Keras wrote it (:mod:`edgekit.modelio`: Keras 3 files are
+    translated and checked; a SavedModel without a Keras graph is wrapped)."""
     path = Path(path)
     if not path.exists():
         raise EdgekitError("model {} does not exist".format(path))
@@ -145,14 +146,8 @@ def load_model(path):
     elif path.suffix == ".onnx":
         raise EdgekitError("{} is an ONNX model: this step needs the Keras model "
                            "(.h5 or SavedModel)".format(path))
-    k = keras()
-    try:
-        return k.models.load_model(str(path), compile=False,
-                                   custom_objects=_custom_objects())
-    except Exception as exc:  # h5py/OSError/ValueError: a corrupt or foreign file
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise EdgekitError("cannot load model {}: {} (is it a Keras .h5 / SavedModel?)".format(
-            path, msg)) from None
+    from edgekit.modelio import read_keras
+    return read_keras(path, custom_objects=_custom_objects())[0]
 
 
 def _custom_objects():
