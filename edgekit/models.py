@@ -384,10 +384,16 @@ def model_metrics(model, data, file_path):
 
 
 def save_keras_artifact(model, out, data, method, params, source, force=False, extra_metrics=None,
-                        extra_files=None):
-    """Save a Keras model as an artifact dir (atomic) and return the opened Artifact."""
+                        extra_files=None, keras3_copy=False):
+    """Save a Keras model as an artifact dir (atomic) and return the opened Artifact.
+
+    ``keras3_copy``: also write the model as a Keras 3 ``.keras`` file (checked equal), for a
+    user who gave a Keras 3 model (:func:`edgekit.modelio.keras3_file`)."""
     with staging(out, force=force) as tmp:
         model.save(str(tmp / MODEL_FILE), include_optimizer=False)
+        if keras3_copy:
+            from edgekit.modelio import keras3_file
+            extra_files = dict(extra_files or {}, **keras3_file(model, tmp, "model"))
         metrics = model_metrics(model, data, tmp / MODEL_FILE)
         metrics.update(extra_metrics or {})
         manifest = new_manifest("model" if method == "train" else "compressed", method, params,

@@ -85,3 +85,19 @@ def read_keras(path, custom_objects=None):
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise EdgekitError("cannot load model {}: {} (is it a Keras .h5 / .keras / "
                            "SavedModel?)".format(path, msg)) from None
+
+
+KERAS3_SUFFIX = ".keras3.keras"
+
+
+def keras3_file(model, directory, stem, **extra):
+    """Write the tf_keras ``model`` as ``<stem>.keras3.keras`` (Keras 3's format, outputs
+    checked equal) in ``directory``; returns its manifest ``files`` entry (format ``keras3``,
+    not an inference file: edgekit runs ``model.h5``; the copy is for the user's
+    ``keras.models.load_model``)."""
+    from edgekit.artifact import describe_file
+    from edgekit.modelio.keras3 import keras3, save_as_keras3
+    name = stem + KERAS3_SUFFIX
+    save_as_keras3(model, Path(directory) / name, what="{} (Keras 3 copy)".format(stem))
+    return {name: describe_file(Path(directory) / name, "keras3", "fp32", inference=False,
+                                keras_version=keras3().__version__, **extra)}
