@@ -230,7 +230,11 @@ def test_keras3_file_x_verb(keras3_trained, digits, run_cli, tmp_path, name, fmt
         return
     art = Artifact.open(out / "best" if verb == "optimize" else out)
     src = art.manifest["source"]
-    assert src["keras3"] is True and src["keras_version"].startswith("3.")
+    assert src["keras3"] is True
+    if fmt == "export":   # export() stores no Keras version: edgekit says how it read the file
+        assert src["keras_version"] is None and "serving function" in src["loaded_as"]
+    else:
+        assert src["keras_version"].startswith("3.")
     m = art.manifest["metrics"]
     if verb == "optimize":
         assert art.manifest["metrics"]["accuracy"] >= base - SLACK
@@ -282,7 +286,7 @@ def test_export_and_bench_an_artifact_made_from_a_keras3_file(keras3_trained, di
                            "--iterations", "10", "--warmup", "2", "--json", js)
     assert code == 0, err
     rows = json.loads(js.read_text())
-    rows = rows.get("results", rows) if isinstance(rows, dict) else rows
+    rows = [rows] if isinstance(rows, dict) else rows      # one result: one object
     assert abs(rows[0]["accuracy"] - art.manifest["metrics"]["accuracy"]) < 0.01
     for verb in ("export", "bench"):   # a bare model file: one line saying what to give
         code, _, err = run_cli(verb, path, "--target", "laptop-cpu")
