@@ -135,8 +135,9 @@ def build(arch, input_shape, num_classes):
 
 
 def load_model(path):
-    """Load a Keras model from an artifact dir, ``.h5``/``.keras`` file or SavedModel dir."""
-    from edgekit._tf import keras
+    """Load a Keras model from an artifact dir, ``.h5``/``.keras`` file or SavedModel dir, as
+    a tf_keras model whichever Keras wrote it (:mod:`edgekit.modelio`: Keras 3 files are
+    translated and checked; a SavedModel without a Keras graph is wrapped)."""
     path = Path(path)
     if not path.exists():
         raise EdgekitError("model {} does not exist".format(path))
@@ -147,14 +148,8 @@ def load_model(path):
     elif path.suffix == ".onnx":
         raise EdgekitError("{} is an ONNX model: this step needs the Keras model "
                            "(.h5 or SavedModel)".format(path))
-    k = keras()
-    try:
-        return k.models.load_model(str(path), compile=False,
-                                   custom_objects=_custom_objects())
-    except Exception as exc:  # h5py/OSError/ValueError: a corrupt or foreign file
-        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise EdgekitError("cannot load model {}: {} (is it a Keras .h5 / SavedModel?)".format(
-            path, msg)) from None
+    from edgekit.modelio import read_keras
+    return read_keras(path, custom_objects=_custom_objects())[0]
 
 
 def _custom_objects():
@@ -353,10 +348,16 @@ def model_metrics(model, data, file_path):
 
 
 def save_keras_artifact(model, out, data, method, params, source, force=False, extra_metrics=None,
-                        extra_files=None):
-    """Save a Keras model as an artifact dir (atomic) and return the opened Artifact."""
+                        extra_files=None, keras3_copy=False):
+    """Save a Keras model as an artifact dir (atomic) and return the opened Artifact.
+
+    ``keras3_copy``: also write the model as a Keras 3 ``.keras`` file (checked equal), for a
+    user who gave a Keras 3 model (:func:`edgekit.modelio.keras3_file`)."""
     with staging(out, force=force) as tmp:
         model.save(str(tmp / MODEL_FILE), include_optimizer=False)
+        if keras3_copy:
+            from edgekit.modelio import keras3_file
+            extra_files = dict(extra_files or {}, **keras3_file(model, tmp, "model"))
         metrics = model_metrics(model, data, tmp / MODEL_FILE)
         metrics.update(extra_metrics or {})
         manifest = new_manifest("model" if method == "train" else "compressed", method, params,

@@ -17,7 +17,21 @@ from pathlib import Path
 HEADS = ("softmax", "logits")
 
 
+_FLAVOUR = []   # [keras module] while building with Keras 3 (see build(..., keras3=True))
+
+
 def _keras():
+    if _FLAVOUR:
+        return _FLAVOUR[-1]
+    from edgekit._tf import keras
+    return keras()
+
+
+def _keras_of(model):
+    """The Keras that built ``model``: Keras 3 (``keras.*`` classes) or tf_keras."""
+    if type(model).__module__.startswith("keras"):
+        from edgekit.modelio.keras3 import keras3
+        return keras3()
     from edgekit._tf import keras
     return keras()
 
@@ -190,19 +204,36 @@ MIN_SIDE = {"mobilenetv2": 32}
 BENCH_MODELS = {"resnet-deep": resnet_deep, "inception-deep": inception_deep}
 
 
-def build(name, input_shape=(16, 16, 3), num_classes=10, head="softmax", rescaling=False, seed=0):
-    """A fresh (untrained) zoo model; seeded so two calls give the same weights."""
+# the zoo models a Keras 3 user builds the same way (build(..., keras3=True))
+KERAS3_ZOO = ("sequential", "resnet", "inception", "separable")
+
+
+def build(name, input_shape=(16, 16, 3), num_classes=10, head="softmax", rescaling=False, seed=0,
+          keras3=False):
+    """A fresh (untrained) zoo model; seeded so two calls give the same weights.
+
+    ``keras3=True`` builds the same architecture with Keras 3 (``import keras``), as a user of
+    ``pip install tensorflow`` >= 2.16 does (:data:`KERAS3_ZOO`)."""
     from edgekit._tf import set_seed
     if head not in HEADS:
         raise ValueError("head must be one of {}".format(HEADS))
     set_seed(seed)
     builder = ZOO.get(name) or BENCH_MODELS[name]
-    return builder(tuple(input_shape), int(num_classes), head=head, rescaling=rescaling)
+    if not keras3:
+        return builder(tuple(input_shape), int(num_classes), head=head, rescaling=rescaling)
+    from edgekit.modelio.keras3 import keras3 as import_keras3
+    k3 = import_keras3()
+    k3.utils.set_random_seed(seed)
+    _FLAVOUR.append(k3)
+    try:
+        return builder(tuple(input_shape), int(num_classes), head=head, rescaling=rescaling)
+    finally:
+        _FLAVOUR.pop()
 
 
 def compile_plain(model, lr=1e-3):
     """Compile as a user would: Adam, sparse CE matching the head (probabilities or logits)."""
-    k = _keras()
+    k = _keras_of(model)
     from_logits = model.layers[-1].name == "logits"
     model.compile(optimizer=k.optimizers.Adam(lr),
                   loss=k.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
@@ -214,6 +245,8 @@ def train_plain(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0):
     """Train with plain ``model.fit`` (what a user does before coming to edgekit)."""
     from edgekit._tf import set_seed
     set_seed(seed)
+    if type(model).__module__.startswith("keras"):
+        _keras_of(model).utils.set_random_seed(seed)
     compile_plain(model, lr)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
     return model
@@ -241,4 +274,30 @@ def save_all(model, stem, formats=FORMATS):
         from edgekit.export.onnx import to_onnx
         out["onnx"] = stem.with_suffix(".onnx")
         to_onnx(model, out["onnx"], opset=13)
+    return out
+
+
+# how a Keras 3 user saves a model: model.save("m.keras"), model.save("m.h5"), model.export(dir)
+KERAS3_FORMATS = ("keras3", "h5_keras3", "export")
+
+
+def save_keras3(model, stem, formats=KERAS3_FORMATS):
+    """Save a Keras 3 ``model`` as a Keras 3 user does: ``stem.keras`` (the default format),
+    ``stem.h5`` (Keras 3's legacy HDF5 writer) and ``stem_export/`` (``model.export()``, a
+    SavedModel of TF functions with no Keras graph); returns {format: path}."""
+    import contextlib
+    import io
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = {}
+    if "keras3" in formats:
+        out["keras3"] = stem.with_suffix(".keras")
+        model.save(str(out["keras3"]))
+    if "h5_keras3" in formats:
+        out["h5_keras3"] = stem.with_suffix(".h5")
+        model.save(str(out["h5_keras3"]))
+    if "export" in formats:
+        out["export"] = stem.parent / (stem.name + "_export")
+        with contextlib.redirect_stdout(io.StringIO()):   # export() prints the endpoint
+            model.export(str(out["export"]))
     return out

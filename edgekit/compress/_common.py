@@ -64,6 +64,9 @@ class Job(object):
                                "which run on ONNX".format(model, TRAINING_METHODS[method]))
         self.model_path = Path(model) if not hasattr(model, "layers") else None
         self.model = load_model(model) if self.model_path is not None else model
+        if method in GRAPH_METHODS:
+            from edgekit.modelio.savedmodel import require_graph
+            require_graph(self.model, model, GRAPH_METHODS[method])
         self.source_model = self.model_path
         self.ds = fit_data(ds or load_data(data), self.model, preprocess=preprocess,
                            say=_say_stderr)
@@ -144,9 +147,20 @@ class Job(object):
 
     @property
     def source(self):
-        return {"model_sha256": self.sha,
-                "model": str(self.source_model) if self.source_model is not None else None,
-                "data": self.ds.spec, "data_sha256": self.ds.fingerprint()}
+        """The manifest ``source``: the input's sha256 and path, the data, and how the model
+        was read (``keras_version``, ``loaded_as``, ``keras3``: :func:`edgekit.modelio.describe`)."""
+        from edgekit.modelio import source_fields
+        src = {"model_sha256": self.sha,
+               "model": str(self.source_model) if self.source_model is not None else None,
+               "data": self.ds.spec, "data_sha256": self.ds.fingerprint()}
+        if self.onnx is None:
+            src.update(source_fields(self.model_path))
+        return src
+
+    @property
+    def keras3(self):
+        """True when the user's model came from Keras 3: Keras outputs get a Keras 3 copy."""
+        return bool(self.source.get("keras3"))
 
     def before(self):
         """Metrics of the input model (test and validation accuracy, params, bytes; a Keras
@@ -206,7 +220,8 @@ class Job(object):
             metrics["guard"] = guard
         metrics.update(extra_metrics or {})
         return save_keras_artifact(model, self.out, self.ds, method, params, self.source,
-                                   force=self.force, extra_metrics=metrics, extra_files=extra_files)
+                                   force=self.force, extra_metrics=metrics, extra_files=extra_files,
+                                   keras3_copy=self.keras3)
 
 
 def keras_file_of(path):
@@ -325,6 +340,10 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
         out.update(rounds=rounds, stopped=why)
     return out
 
+
+# methods that need the Keras layer graph (refused on a SavedModel of TF functions only)
+GRAPH_METHODS = {"prune": "pruning", "distill": "distillation", "qat": "quantization-aware training",
+                 "knn-slice": "k-NN slicing (it cuts the network at a layer)"}
 
 # methods that train the model (refuse ONNX input) -> what they do
 TRAINING_METHODS = {"prune": "pruning (fine-tuning)", "distill": "distillation (training a student)",

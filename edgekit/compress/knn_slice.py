@@ -594,6 +594,9 @@ def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
         if (tmp / TRUNK_FILE).exists():
             files[TRUNK_FILE] = describe_file(tmp / TRUNK_FILE, "keras", "fp32", inference=False,
                                               role="trunk")
+            if job.keras3:                           # the user's Keras reads the trunk too
+                from edgekit.modelio import keras3_file
+                files.update(keras3_file(trunk, tmp, "trunk", role="trunk"))
         grid = sorted(res["rows"], key=lambda r: (r["index"], -r["val_accuracy"], r["bytes"]))
         (tmp / SWEEP_FILE).write_text(json.dumps({
             "objective": setting["objective"], "budget": budget, "chosen": c,

@@ -161,6 +161,8 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
     refuse_training(model, "optimize")
     ds = load_data(data)
     net = load_model(model)
+    from edgekit.modelio.savedmodel import require_graph
+    require_graph(net, model, "optimize (it prunes, distills and slices)")
     fitted = fit_data(ds, net)
     from edgekit.models import check_model_fits
     check_model_fits(net, fitted)
@@ -265,9 +267,10 @@ def _input_artifact(model, net, ds, out):
     dst = out / "input"
     if not (dst / "manifest.json").is_file():
         from edgekit.models import model_sha256, save_keras_artifact
-        save_keras_artifact(net, dst, ds, "import", {"from": str(model)},
-                            {"model_sha256": model_sha256(p), "model": str(model),
-                             "data": ds.spec, "data_sha256": ds.fingerprint()}, force=True)
+        from edgekit.modelio import source_fields
+        src = dict({"model_sha256": model_sha256(p), "model": str(model), "data": ds.spec,
+                    "data_sha256": ds.fingerprint()}, **source_fields(p))
+        save_keras_artifact(net, dst, ds, "import", {"from": str(model)}, src, force=True)
     return dst
 
 
