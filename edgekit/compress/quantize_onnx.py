@@ -90,7 +90,13 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                 name = "openvino/model.{}.xml".format(precision)
                 extra = {"weights": name[:-4] + ".bin", "from": "ONNX {}".format(src.name)}
                 if precision == "int8":
-                    search = openvino_int8(src, tmp / name, rep, x_val, ds.y_val, drop, say)
+                    try:
+                        search = openvino_int8(src, tmp / name, rep, x_val, ds.y_val, drop, say)
+                    except EdgekitError:
+                        raise
+                    except Exception as exc:  # openvino / nncf raise RuntimeError & co.
+                        raise EdgekitError("OpenVINO/NNCF cannot quantize {}: {} (--formats onnx "
+                                           "skips OpenVINO)".format(src, _first_line(exc))) from None
                     extra.update(calibration=search, float_layers=search["float_layers"])
                 else:
                     _openvino(src, tmp / name, precision, rep)
