@@ -22,6 +22,7 @@ _VERBS = {
     "export": "edgekit.export:export",
     "deploy": "edgekit.deploy:deploy",
     "compress": "edgekit.compress:compress",
+    "import_model": "edgekit.importer:import_model",
 }
 
 

@@ -165,6 +165,13 @@ def _inlined(onnx, model):
         return model
 
 
+def load_inlined(path):
+    """The ModelProto at ``path``, external data read in, local functions inlined (what a
+    graph edit such as knn-slice's cut needs); one error line for a file that is not ONNX."""
+    onnx = _onnx()
+    return _inlined(onnx, _load(onnx, path))
+
+
 def self_contained(path, work):
     """``path`` itself when it is one plain file; else a copy in ``work`` with its local
     functions inlined and its external data embedded (one file, what onnxruntime's quantizer,
@@ -397,8 +404,12 @@ def onnx_accuracy(path, x, y, layout, runtime="onnxruntime"):
     ``x`` put into ``layout``."""
     from edgekit.runtime import open_runner
     from edgekit.runtime.bench import accuracy
-    with open_runner(runtime, path) as r:
-        return accuracy(r, to_model_layout(np.asarray(x, dtype=np.float32), layout), y, batch=256)
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
+        # OpenVINO's ONNX reader rejects torch's module functions: give it them inlined
+        path = self_contained(path, work) if runtime == "openvino" else path
+        with open_runner(runtime, path) as r:
+            return accuracy(r, to_model_layout(np.asarray(x, dtype=np.float32), layout), y,
+                            batch=256)
 
 
 def onnx_predict(path, x, layout, batch=256):
