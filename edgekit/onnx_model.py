@@ -462,6 +462,8 @@ def input_spec(facts, ds=None):
             "dtype": facts["dtype"]}
     if facts["layout"]:  # images; a flat (N, F) input has no layout
         spec["layout"] = facts["layout"]
+    if facts.get("preprocess") and ds is None:   # what the file says, for data_for later
+        spec["preprocess"] = facts["preprocess"]
     if ds is not None:
         spec.update({"scale": ds.norm["scale"], "mean": ds.norm["mean"], "std": ds.norm["std"]})
         spec.update(getattr(ds, "adapt", None) or {})  # preprocess / resize / channels
