@@ -353,19 +353,39 @@ def fit_data_to_onnx(facts, ds, what="the model", preprocess=None, say=None):
     a graph that divides by 255); when the file does not tell, ``unit`` (0..1) is assumed and
     ``say`` (if given) is told so once, naming ``--preprocess``."""
     shape = facts.get("image_shape")
+    note = None
     if preprocess is None and facts.get("preprocess"):
         preprocess = facts["preprocess"]
-        if say:
-            say("{}: input preprocessing {} ({})".format(what, preprocess,
-                                                         facts["preprocess_source"]))
-    elif preprocess is None and say and facts.get("layout"):
-        say(PREPROCESS_NOTE.format(what))
+        note = "{}: input preprocessing {} ({})".format(what, preprocess,
+                                                       facts["preprocess_source"])
+    elif preprocess is None and facts.get("layout"):
+        note = PREPROCESS_NOTE.format(what)
     if shape is not None and len(shape) == 3 and all(d is not None for d in shape) \
             and len(ds.input_shape) == 3:
         from edgekit.adapt import fit_data
-        ds = fit_data(ds, tuple(int(d) for d in shape), preprocess=preprocess, say=say)
+        ds = fit_data(ds, tuple(int(d) for d in shape), preprocess=preprocess)
     check_data_fits(facts, ds, what=what)
+    if say:   # once the data fits (a refusal stays one line)
+        for line in (note, _fitted_line(ds)):
+            if line:
+                say(line)
     return ds
+
+
+def _fitted_line(ds):
+    """What :func:`edgekit.adapt.fit_data` changed, as it says it, or None."""
+    adapt = getattr(ds, "adapt", None) or {}
+    parts = []
+    if adapt.get("preprocess") not in (None, "unit"):
+        from edgekit.adapt import _describe
+        factor = float(ds.norm["scale"]) / float(getattr(ds, "unit_scale", ds.norm["scale"]))
+        parts.append("preprocessing " + _describe(adapt["preprocess"], factor, ds.norm["mean"],
+                                                  ds.norm["std"]))
+    if adapt.get("resize"):
+        parts.append("resized {}x{} -> {}x{}".format(*(adapt["source_size"] + adapt["resize"])))
+    if adapt.get("channels"):
+        parts.append("channels {}".format(adapt["channels"]))
+    return "data {} fitted to the model: {}".format(ds.spec, "; ".join(parts)) if parts else None
 
 
 def check_data_fits(facts, ds, what="the model"):
