@@ -33,6 +33,7 @@ _VERBS = {
     "optimize": "edgekit.optimize:optimize",
     "doctor": "edgekit.doctor:doctor",
     "demo": "edgekit.demo:demo",
+    "import_model": "edgekit.importer:import_model",
 }
 
 

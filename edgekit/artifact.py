@@ -93,12 +93,14 @@ class Artifact:
         path = Path(path)
         if not path.exists():
             raise EdgekitError("artifact {} does not exist".format(path))
+        from edgekit.importer import import_hint
         if not path.is_dir():
-            raise EdgekitError("{} is not an artifact directory (expected a folder with {})"
-                               .format(path, MANIFEST))
+            raise EdgekitError("{} is not an artifact directory (expected a folder with {}){}"
+                               .format(path, MANIFEST, import_hint(path)))
         mpath = path / MANIFEST
         if not mpath.is_file():
-            raise EdgekitError("{} has no {}: not an edgekit artifact".format(path, MANIFEST))
+            raise EdgekitError("{} has no {}: not an edgekit artifact{}".format(
+                path, MANIFEST, import_hint(path)))
         from edgekit.schemas import load_json
         manifest = validate_manifest(load_json(mpath, "an edgekit manifest"), path)
         art = cls(path, manifest)

@@ -360,7 +360,8 @@ def save_keras_artifact(model, out, data, method, params, source, force=False, e
             extra_files = dict(extra_files or {}, **keras3_file(model, tmp, "model"))
         metrics = model_metrics(model, data, tmp / MODEL_FILE)
         metrics.update(extra_metrics or {})
-        manifest = new_manifest("model" if method == "train" else "compressed", method, params,
+        manifest = new_manifest("model" if method in ("train", "import") else "compressed",
+                                method, params,
                                 source, data.input_spec(), data.classes, metrics)
         manifest["output"] = {"convention": output_convention(model)}
         manifest["files"][MODEL_FILE] = describe_file(tmp / MODEL_FILE, "keras", "fp32")
@@ -397,27 +398,29 @@ def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=Fals
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
-def evaluate(artifact, data, runtime=None):
+def evaluate(artifact, data, runtime=None, preprocess=None, say=None):
     """Test-split accuracy of a model: an artifact (its Keras model, or its exported files via
     their runners), a bare ONNX file (onnxruntime, or ``runtime="openvino"``; never imports
     tensorflow) or a bare Keras model (``.h5`` / ``.keras`` / SavedModel dir).
 
     Returns ``{runtime: accuracy}``, e.g. ``evaluate("resnet.onnx", "digits")`` ->
-    ``{"onnxruntime": 0.97}``.
+    ``{"onnxruntime": 0.97}``. ``preprocess`` (a bare model file only: an artifact's manifest
+    records its own): what :func:`edgekit.adapt.fit_data` takes; ``say`` gets the one-line note
+    when an ONNX file does not tell its input scaling.
     """
     from edgekit.onnx_model import is_onnx_file
     path = Path(str(artifact))
     if is_onnx_file(path):
-        return _evaluate_onnx(path, data, runtime)
+        return _evaluate_onnx(path, data, runtime, preprocess, say)
     if _is_bare_keras(path):
         if runtime not in (None, "keras"):
-            raise EdgekitError("{} is a Keras model: evaluate it with --runtime keras, or export "
-                               "it first (edgekit export needs an artifact: edgekit compress or "
-                               "train makes one)".format(path))
+            raise EdgekitError("{} is a Keras model: evaluate it with --runtime keras, or make "
+                               "it an artifact (`edgekit import {} -o ART --data SPEC`) and "
+                               "export that".format(path, path))
         from edgekit.adapt import fit_data
         model = load_model(path)
         ds = data if hasattr(data, "x_train") else load_data(data)
-        ds = fit_data(ds, model)  # its preprocessing (Rescaling inside -> raw), size, channels
+        ds = fit_data(ds, model, preprocess=preprocess)  # (Rescaling inside -> raw), size, channels
         check_model_fits(model, ds)
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     from edgekit.adapt import data_for
@@ -456,7 +459,7 @@ def _is_bare_keras(path):
         and not (path / "manifest.json").exists()
 
 
-def _evaluate_onnx(path, data, runtime):
+def _evaluate_onnx(path, data, runtime, preprocess=None, say=None):
     """Accuracy of a bare ONNX file: onnxruntime by default, OpenVINO reads ONNX too."""
     from edgekit.onnx_model import fit_data_to_onnx, inspect_onnx, onnx_accuracy
     rt = runtime or "onnxruntime"
@@ -465,5 +468,5 @@ def _evaluate_onnx(path, data, runtime):
                            "(not {})".format(path, rt))
     facts = inspect_onnx(path)
     ds = data if hasattr(data, "x_train") else load_data(data)
-    ds = fit_data_to_onnx(facts, ds, what=str(path))
+    ds = fit_data_to_onnx(facts, ds, what=str(path), preprocess=preprocess, say=say)
     return {rt: onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)}

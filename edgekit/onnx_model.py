@@ -36,6 +36,12 @@ _NCHW_OPS = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "MaxPool", "
 _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Cast"}
 _DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64"}
 
+# said once when the file cannot tell which pixel values it was trained on
+PREPROCESS_NOTE = ("note: {} does not say which pixel values it expects (0..1, 0..255, or "
+                   "mean/std): feeding 0..1; if accuracy looks low pass --preprocess "
+                   "raw|symmetric|imagenet or --scale/--mean/--std (e.g. torchvision MNIST: "
+                   "--scale 0.00392157 --mean 0.1307 --std 0.3081)")
+
 # what works on an ONNX file and what needs the Keras model: one line, used by every refusal
 ONNX_VERBS = ("eval, compress --method quantize (int8 ONNX + OpenVINO), compress --method "
               "knn-slice, export --format openvino, bench, deploy, doctor")
@@ -61,8 +67,8 @@ def inspect_onnx(path):
     Returns a dict: ``input_name``, ``input_shape`` (``None`` for dynamic dims), ``dtype``,
     ``layout`` (``NCHW`` / ``NHWC`` for 4-D input, ``None`` otherwise), ``image_shape`` (the
     NHWC ``(H, W, C)`` edgekit data must have, ``None`` for dynamic dims), ``output_name``,
-    ``num_classes``, ``output`` (``softmax`` if the output comes from a Softmax node, else
-    ``logits``; a LogSoftmax's log-probabilities are logits too), ``opset``, ``precision``
+    ``num_classes``, ``output`` (``softmax`` if the output comes from a Softmax node, ``log_softmax``
+    from a LogSoftmax node, else ``logits``; the arg-max is the class either way), ``opset``, ``precision``
     (``int8`` with Q/DQ nodes, ``fp16`` with float16 weights, else ``fp32``), ``params``,
     ``producer``. A file that is not ONNX raises EdgekitError. ``params`` counts weights, not
     the integer shape constants a converter adds.
@@ -71,11 +77,9 @@ def inspect_onnx(path):
     path = Path(path)
     if not path.is_file():
         raise EdgekitError("model {} does not exist".format(path))
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # DecodeError, OSError, external data missing
-        raise EdgekitError("{} is not a readable ONNX model ({})".format(
-            path, _first_line(exc))) from None
+    model = _load(onnx, path)
+    external, functions = model.external_files, len(model.functions)
+    model = _inlined(onnx, model)
     g = model.graph
     init_names = {t.name for t in g.initializer}
     inputs = [i for i in g.input if i.name not in init_names]
@@ -98,13 +102,96 @@ def inspect_onnx(path):
         "output_names": [o.name for o in g.output],
         "num_classes": out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None,
         "output": _convention(g, out.name),
+        "preprocess": None, "preprocess_source": None,
         "opset": max([imp.version for imp in model.opset_import
                       if imp.domain in ("", "ai.onnx")] or [0]),
         "precision": _precision(onnx, model),
         "params": _params(onnx, g),
         "producer": " ".join(x for x in (model.producer_name, model.producer_version) if x),
+        "functions": functions,
+        "external_data": external,
     }
+    facts["preprocess"], facts["preprocess_source"] = _preprocess_hint(model, inp.name)
     return facts
+
+
+class _Model(object):
+    """A loaded ModelProto (attributes pass through) and the external-data files it named."""
+
+    def __init__(self, proto, external_files):
+        self.proto, self.external_files = proto, external_files
+
+    def __getattr__(self, name):
+        return getattr(self.proto, name)
+
+
+def _load(onnx, path):
+    """The model at ``path`` with its external data (files beside it) read in; its
+    ``external_files`` name them."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        external = _external_files(model)
+        if external:
+            from onnx.external_data_helper import load_external_data_for_model
+            load_external_data_for_model(model, str(Path(path).parent))
+    except Exception as exc:  # DecodeError, OSError, external data missing
+        raise EdgekitError("{} is not a readable ONNX model ({})".format(
+            path, _first_line(exc))) from None
+    return _Model(model, external)
+
+
+def _external_files(model):
+    """Names of the external-data files the model's tensors were read from (torch writes one
+    beside a model over 2 GB)."""
+    names = set()
+    for t in model.graph.initializer:
+        for kv in t.external_data:
+            if kv.key == "location":
+                names.add(kv.value)
+    return sorted(names)
+
+
+def _inlined(onnx, model):
+    """``model`` with its local functions inlined (torch's ``export_modules_as_functions`` and
+    older ``dynamo`` exports wrap Conv/Gemm in functions): what the graph walks below and
+    onnxruntime's quantizer need to see. A model without functions is returned as it is."""
+    model = getattr(model, "proto", model)
+    if not len(model.functions):
+        return model
+    try:
+        from onnx import inliner
+        return inliner.inline_local_functions(model)
+    except Exception:  # an onnx without the inliner, or a function it cannot inline
+        return model
+
+
+def load_inlined(path):
+    """The ModelProto at ``path``, external data read in, local functions inlined (what a
+    graph edit such as knn-slice's cut needs); one error line for a file that is not ONNX."""
+    onnx = _onnx()
+    return _inlined(onnx, _load(onnx, path))
+
+
+def self_contained(path, work):
+    """``path`` itself when it is one plain file; else a copy in ``work`` with its local
+    functions inlined and its external data embedded (one file, what onnxruntime's quantizer,
+    OpenVINO and an artifact need). Models over protobuf's 2 GB keep external data."""
+    onnx = _onnx()
+    loaded = _load(onnx, path)
+    if not loaded.external_files and not len(loaded.functions):
+        return Path(path)
+    model = _inlined(onnx, loaded.proto)
+    from onnx.external_data_helper import convert_model_from_external_data
+    convert_model_from_external_data(model)
+    dst = Path(work) / Path(path).name
+    if dst.resolve() == Path(path).resolve():
+        dst = dst.with_name("self-contained." + dst.name)
+    if model.ByteSize() > 2 ** 31 - 2 ** 20:
+        onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=dst.name + ".data")
+    else:
+        onnx.save(model, str(dst))
+    return dst
 
 
 def _dims(value_info):
@@ -165,10 +252,69 @@ def _convention(graph, output_name):
             return "logits"
         if node.op_type == "Softmax":
             return "softmax"
+        if node.op_type == "LogSoftmax":   # PyTorch's F.log_softmax head (NLLLoss training)
+            return "log_softmax"
         if node.op_type not in _PASS_THROUGH:
             return "logits"
         name = node.input[0]
     return "logits"
+
+
+# ONNX's image metadata (docs/MetadataProps.md, written by WinML-era converters): pixel range
+_NOMINAL_RANGE = {"NominalRange_0_255": "raw", "Normalized_0_1": "unit",
+                  "Normalized_1_1": "symmetric"}
+# ops an input passes through before the graph's own scaling (if any) is met
+_BEFORE_SCALING = {"Cast", "Identity", "Transpose", "Reshape", "Unsqueeze"}
+
+
+def _preprocess_hint(model, input_name):
+    """``(preprocess name, where it was read)`` when the file tells which pixel values it
+    wants, else ``(None, None)``: metadata ``preprocess`` (an :data:`edgekit.adapt.PREPROCESS`
+    name) or ``Image.NominalPixelRange``; or the graph itself dividing the input by 255 (or
+    multiplying it by 1/255) first, which means it takes raw 0..255 pixels. Anything else --
+    0..1, mean/std done outside the graph -- cannot be told from the file."""
+    from edgekit.adapt import PREPROCESS
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("preprocess") in PREPROCESS:
+        return meta["preprocess"], "metadata 'preprocess'"
+    if meta.get("Image.NominalPixelRange") in _NOMINAL_RANGE:
+        return _NOMINAL_RANGE[meta["Image.NominalPixelRange"]], \
+            "metadata Image.NominalPixelRange = " + meta["Image.NominalPixelRange"]
+    g = model.graph
+    consts = {t.name: t for t in g.initializer}
+    consts.update({n.output[0]: a.t for n in g.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})
+    name = input_name
+    for _ in range(8):
+        users = _consumers(g, name)
+        if len(users) != 1:
+            return None, None
+        node = users[0]
+        if node.op_type in _BEFORE_SCALING:
+            name = node.output[0]
+            continue
+        if node.op_type in ("Div", "Mul") and len(node.input) == 2:
+            other = node.input[1] if node.input[0] == name else node.input[0]
+            value = _scalar(consts.get(other))
+            if value is not None:
+                if node.op_type == "Div" and abs(value - 255.0) < 1e-3 or \
+                        node.op_type == "Mul" and abs(value * 255.0 - 1.0) < 1e-4:
+                    return "raw", "the graph divides its input by 255 ({})".format(
+                        node.name or node.op_type)
+        return None, None
+    return None, None
+
+
+def _scalar(tensor):
+    """The single value of a constant tensor, or None."""
+    if tensor is None:
+        return None
+    from onnx import numpy_helper
+    try:
+        a = numpy_helper.to_array(tensor)
+    except Exception:  # external data not loaded, exotic types
+        return None
+    return float(a.reshape(-1)[0]) if a.size == 1 else None
 
 
 def _params(onnx, graph):
@@ -201,14 +347,45 @@ def to_model_layout(x, layout):
 
 def fit_data_to_onnx(facts, ds, what="the model", preprocess=None, say=None):
     """``ds`` fitted to the ONNX model's image size / channels and ``preprocess``
-    (:func:`edgekit.adapt.fit_data`), then checked (:func:`check_data_fits`)."""
+    (:func:`edgekit.adapt.fit_data`), then checked (:func:`check_data_fits`).
+
+    Without ``preprocess`` the file's own hint is used (``facts["preprocess"]``: metadata, or
+    a graph that divides by 255); when the file does not tell, ``unit`` (0..1) is assumed and
+    ``say`` (if given) is told so once, naming ``--preprocess``."""
     shape = facts.get("image_shape")
+    note = None
+    if preprocess is None and facts.get("preprocess"):
+        preprocess = facts["preprocess"]
+        note = "{}: input preprocessing {} ({})".format(what, preprocess,
+                                                       facts["preprocess_source"])
+    elif preprocess is None and facts.get("layout"):
+        note = PREPROCESS_NOTE.format(what)
     if shape is not None and len(shape) == 3 and all(d is not None for d in shape) \
             and len(ds.input_shape) == 3:
         from edgekit.adapt import fit_data
-        ds = fit_data(ds, tuple(int(d) for d in shape), preprocess=preprocess, say=say)
+        ds = fit_data(ds, tuple(int(d) for d in shape), preprocess=preprocess)
     check_data_fits(facts, ds, what=what)
+    if say:   # once the data fits (a refusal stays one line)
+        for line in (note, _fitted_line(ds)):
+            if line:
+                say(line)
     return ds
+
+
+def _fitted_line(ds):
+    """What :func:`edgekit.adapt.fit_data` changed, as it says it, or None."""
+    adapt = getattr(ds, "adapt", None) or {}
+    parts = []
+    if adapt.get("preprocess") not in (None, "unit"):
+        from edgekit.adapt import _describe
+        factor = float(ds.norm["scale"]) / float(getattr(ds, "unit_scale", ds.norm["scale"]))
+        parts.append("preprocessing " + _describe(adapt["preprocess"], factor, ds.norm["mean"],
+                                                  ds.norm["std"]))
+    if adapt.get("resize"):
+        parts.append("resized {}x{} -> {}x{}".format(*(adapt["source_size"] + adapt["resize"])))
+    if adapt.get("channels"):
+        parts.append("channels {}".format(adapt["channels"]))
+    return "data {} fitted to the model: {}".format(ds.spec, "; ".join(parts)) if parts else None
 
 
 def check_data_fits(facts, ds, what="the model"):
@@ -247,8 +424,12 @@ def onnx_accuracy(path, x, y, layout, runtime="onnxruntime"):
     ``x`` put into ``layout``."""
     from edgekit.runtime import open_runner
     from edgekit.runtime.bench import accuracy
-    with open_runner(runtime, path) as r:
-        return accuracy(r, to_model_layout(np.asarray(x, dtype=np.float32), layout), y, batch=256)
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
+        # OpenVINO's ONNX reader rejects torch's module functions: give it them inlined
+        path = self_contained(path, work) if runtime == "openvino" else path
+        with open_runner(runtime, path) as r:
+            return accuracy(r, to_model_layout(np.asarray(x, dtype=np.float32), layout), y,
+                            batch=256)
 
 
 def onnx_predict(path, x, layout, batch=256):
@@ -301,6 +482,8 @@ def input_spec(facts, ds=None):
             "dtype": facts["dtype"]}
     if facts["layout"]:  # images; a flat (N, F) input has no layout
         spec["layout"] = facts["layout"]
+    if facts.get("preprocess") and ds is None:   # what the file says, for data_for later
+        spec["preprocess"] = facts["preprocess"]
     if ds is not None:
         spec.update({"scale": ds.norm["scale"], "mean": ds.norm["mean"], "std": ds.norm["std"]})
         spec.update(getattr(ds, "adapt", None) or {})  # preprocess / resize / channels
@@ -313,10 +496,13 @@ def output_spec(facts):
             "convention": facts["output"]}
 
 
-def write_import(directory, path, data=None, measure=True):
+def write_import(directory, path, data=None, measure=True, preprocess=None, say=None):
     """Copy the ONNX file at ``path`` into ``directory`` as ``model.onnx`` and write the
     manifest (kind ``model``, method ``import``). With ``data`` (a spec or Dataset) the data
-    is checked against the model and, if ``measure``, test/validation accuracy recorded."""
+    is checked against the model and, if ``measure``, test/validation accuracy recorded.
+    ``preprocess``: the pixel values the model wants (:func:`fit_data_to_onnx`), recorded in
+    the manifest's ``input`` so every later stage feeds the same. Functions are inlined and
+    external data embedded (:func:`self_contained`); the source's sha256s are recorded."""
     from edgekit.artifact import describe_file, new_manifest, write_manifest
     from edgekit.data import file_sha256, load_data
     path = Path(path)
@@ -324,14 +510,17 @@ def write_import(directory, path, data=None, measure=True):
     ds = None
     if data is not None:
         ds = data if hasattr(data, "x_train") else load_data(data)
-        ds = fit_data_to_onnx(facts, ds, what=str(path))
+        ds = fit_data_to_onnx(facts, ds, what=str(path), preprocess=preprocess, say=say)
     dst = Path(directory) / MODEL_FILE
-    shutil.copyfile(str(path), str(dst))
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:  # one file in the artifact
+        shutil.copyfile(str(self_contained(path, work)), str(dst))
     metrics = {"params": facts["params"], "bytes": int(dst.stat().st_size)}
     if ds is not None and measure:
         metrics["accuracy"] = onnx_accuracy(dst, ds.x_test, ds.y_test, facts["layout"])
         metrics["val_accuracy"] = onnx_accuracy(dst, ds.x_val, ds.y_val, facts["layout"])
     source = {"model_sha256": file_sha256(path), "model": str(path),
+              "external_data": {n: file_sha256(path.parent / n) for n in facts["external_data"]},
+              "functions_inlined": facts["functions"],
               "data": ds.spec if ds is not None else None,
               "data_sha256": ds.fingerprint() if ds is not None else None}
     classes = ds.classes if ds is not None else \
@@ -343,15 +532,17 @@ def write_import(directory, path, data=None, measure=True):
     manifest["files"][MODEL_FILE] = describe_file(
         dst, "onnx", facts["precision"], opset=facts["opset"], input_name=facts["input_name"],
         output_names=facts["output_names"], inference=True)
+    if facts["preprocess_source"] and ds is not None:
+        manifest["input"]["preprocess_source"] = facts["preprocess_source"]
     write_manifest(directory, manifest)
     return manifest
 
 
-def import_onnx(path, out, data=None, force=False):
+def import_onnx(path, out, data=None, force=False, preprocess=None, say=None):
     """Write the ONNX file at ``path`` as the artifact ``out`` (atomic); returns it."""
     from edgekit.artifact import Artifact, staging
     with staging(out, force=force) as tmp:
-        write_import(tmp, path, data)
+        write_import(tmp, path, data, preprocess=preprocess, say=say)
     return Artifact.open(out)
 
 

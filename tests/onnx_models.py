@@ -157,3 +157,54 @@ def residual_onnx(ds, path, layout="NCHW", softmax=False, opset=13, batch=None):
     On 0..1 images the block is the identity, so the accuracy is :func:`centroid_accuracy`;
     its cut points are the ``Relu`` and the ``Add`` (a block end), both NCHW 4-D tensors."""
     return centroid_onnx(ds, path, layout, softmax, opset, batch, residual=True)
+
+
+# -- ONNX files as PyTorch writes them ------------------------------------------------------------
+# Committed files written once by tests/fixtures/make_torch_onnx.py (torch 2.13 CPU; PyTorch is
+# not an edgekit dependency). Each entry: what the file states (inspect_onnx must read it), the
+# data spec it was trained on and the pixel values it takes. Test accuracy on digits ~94-96%.
+from pathlib import Path as _Path
+
+FIXTURES = _Path(__file__).resolve().parent / "fixtures"
+
+
+def _torch(opset, output="logits", batch=1, preprocess=None, external=(), functions=0,
+           input_name="input.1", how="classic"):
+    return {"data": "digits", "opset": opset, "output": output, "batch": batch,
+            "preprocess": preprocess, "external": list(external), "functions": functions,
+            "input_name": input_name, "how": how}
+
+
+TORCH_FIXTURES = {
+    "torch_digits_op13_b1.onnx": _torch(13),
+    "torch_digits_op17_b1.onnx": _torch(17),
+    "torch_digits_dynamo.onnx": _torch(18, input_name="input", how="dynamo"),
+    "torch_digits_dynamo21_ls.onnx": _torch(21, "log_softmax", input_name="input",
+                                            how="dynamo, optimize=False"),
+    "torch_digits_functions.onnx": _torch(17, functions=2, how="export_modules_as_functions"),
+    "torch_digits_external.onnx": _torch(17, external=["torch_digits_external.onnx.data"]),
+    "torch_digits_logsoftmax.onnx": _torch(17, "log_softmax"),
+    "torch_digits_dynbatch.onnx": _torch(17, "softmax", batch=None, how="dynamic_axes"),
+    "torch_digits_raw255.onnx": _torch(17, preprocess="raw"),
+}
+# the issue's done-when model: LeNet trained 1 epoch on MNIST with torchvision's
+# Normalize((0.1307,), (0.3081,)) -- a preprocessing the file cannot tell
+TORCH_MNIST = "torch_mnist_lenet_b1.onnx"
+MNIST_NORMALIZE = ["--scale", "0.00392157", "--mean", "0.1307", "--std", "0.3081"]
+
+
+def torch_fixture(name):
+    """Path of a committed PyTorch ONNX fixture."""
+    return FIXTURES / name
+
+
+def ort_reference_accuracy(path, ds, raw=False):
+    """Test accuracy of the ONNX file run directly by onnxruntime one image at a time on the
+    data set's NHWC images put into NCHW (x255 for a model that takes raw pixels): what every
+    edgekit verb must reproduce, computed without edgekit's feeding code."""
+    import onnxruntime as ort
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    x = np.asarray(ds.x_test, np.float32).transpose(0, 3, 1, 2) * (255.0 if raw else 1.0)
+    pred = [int(np.argmax(s.run(None, {name: x[i:i + 1]})[0])) for i in range(len(x))]
+    return float(np.mean(np.asarray(pred) == ds.y_test))

@@ -20,6 +20,7 @@ COMMANDS = {
     "doctor": "edgekit.cli.doctor:doctor",
     "train": "edgekit.cli.train:train",
     "eval": "edgekit.cli.eval:eval_cmd",
+    "import": "edgekit.cli.import_:import_cmd",
     "compress": "edgekit.cli.compress:compress",
     "export": "edgekit.cli.export:export",
     "bench": "edgekit.cli.bench:bench",

@@ -48,6 +48,27 @@ REMOTE_PYTHON = typer.Option("python3", "--remote-python", help="Python on the d
 REMOTE_DIR = typer.Option("~/edgekit", "--remote-dir", help="Where bundles go on the device.")
 
 
+
+def _declared(name):
+    """A typer option from a compression option's declaration (edgekit.compress.options):
+    same flag, same help, for verbs that take it too (eval, import)."""
+    from edgekit.compress.options import COMMON
+    o = COMMON[name]
+    return typer.Option(None, o.flag_name, help=o.help, metavar="<{}>".format(o.kind.name))
+
+
+# the model's input preprocessing, as compress declares it
+PREPROCESS = _declared("preprocess")
+SCALE = _declared("scale")
+MEAN = _declared("mean")
+STD = _declared("std")
+
+
+def say_stderr(message):
+    """Print a progress / note line on stderr, unwrapped (stdout stays parseable, --json)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def table(title, columns, rows):
     """Build a rich table from column names and row tuples (values str()-ed)."""
     t = Table(title=title, show_lines=False)

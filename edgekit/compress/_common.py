@@ -174,14 +174,17 @@ class Job(object):
                                               layout),
                     "val_accuracy": onnx_accuracy(self.model_path, self.ds.x_val, self.ds.y_val,
                                                   layout),
-                    "params": self.onnx["params"], "bytes": bytes_on_disk(self.model_path)}
+                    "params": self.onnx["params"], "bytes": self.input_bytes()}
             else:
                 self._before = keras_figures(self.model, self.ds, self.keras_file())
         return self._before
 
     def input_bytes(self):
         """Bytes on disk of the model to compress; None for an in-memory model."""
-        path = self.model_path if self.onnx is not None else self.keras_file()
+        if self.onnx is not None:   # the .onnx and the external data beside it (torch's .data)
+            return bytes_on_disk(self.model_path) + sum(
+                bytes_on_disk(Path(self.model_path).parent / n) for n in self.onnx["external_data"])
+        path = self.keras_file()
         return None if path is None else bytes_on_disk(path)
 
     def keras_file(self):

@@ -45,28 +45,62 @@ SENSITIVITY_SAMPLES = 500  # ... and the per-layer sensitivity pass
 
 
 class _Reader(object):
-    """onnxruntime CalibrationDataReader over images, one at a time."""
+    """onnxruntime CalibrationDataReader over images, ``batch`` at a time (1, or the model's
+    fixed batch; the last chunk padded with repeats of its last image)."""
 
-    def __init__(self, name, x):
-        self.name, self.x, self.i = name, x, 0
+    def __init__(self, name, x, batch=1):
+        self.name, self.x, self.i, self.batch = name, x, 0, int(batch)
 
     def get_next(self):
         if self.i >= len(self.x):
             return None
-        self.i += 1
-        return {self.name: self.x[self.i - 1:self.i]}
+        chunk = pad_batch(self.x[self.i:self.i + self.batch], self.batch)
+        self.i += self.batch
+        return {self.name: chunk}
 
     def rewind(self):
         self.i = 0
 
 
-def _ort_outputs(path, x, batch=256):
+def fixed_batch(shape):
+    """The static batch size of an input ``shape`` (ints, None/str/-1 for dynamic), or None."""
+    b = shape[0] if shape else None
+    return b if isinstance(b, int) and b > 0 else None
+
+
+def pad_batch(chunk, batch):
+    """``chunk`` padded to ``batch`` rows with repeats of its last row (for a fixed-batch
+    model); a full chunk as it is."""
+    n = len(chunk)
+    if n >= batch:
+        return chunk
+    return np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+
+
+def _ort_session(path):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return np.concatenate([s.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _ort_outputs(path, x, batch=256):
+    """First output of the ONNX file on all of ``x``: batches of ``batch``, or of the model's
+    fixed batch (torch.onnx.export writes batch 1 unless told otherwise), padded and trimmed."""
+    s = _ort_session(path)
+    inp = s.get_inputs()[0]
+    step = fixed_batch(inp.shape) or batch
+    out = []
+    for i in range(0, len(x), step):
+        chunk = x[i:i + step]
+        out.append(s.run(None, {inp.name: pad_batch(chunk, step) if fixed_batch(inp.shape)
+                                else chunk})[0][:len(chunk)])
+    return np.concatenate(out)
+
+
+def model_batch(path):
+    """The fixed batch of an ONNX file's input (onnxruntime's view), or None when dynamic."""
+    return fixed_batch(_ort_session(path).get_inputs()[0].shape)
 
 
 def _acc(out, y):
@@ -135,9 +169,10 @@ def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_
     no_vnni = x86_without_vnni() if no_vnni is None else bool(no_vnni)
     reduce = no_vnni and activations == "uint8"
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    feed = model_batch(float_onnx) or 1    # calibration batches the model accepts
 
     def quant(dst, setting, exclude=()):
-        quantize_static(str(pre), str(dst), _Reader(input_name, rep),
+        quantize_static(str(pre), str(dst), _Reader(input_name, rep, feed),
                         quant_format=QuantFormat.QDQ, activation_type=types[setting["activations"]],
                         weight_type=QuantType.QInt8, per_channel=setting["per_channel"],
                         reduce_range=setting["reduce_range"],
@@ -195,7 +230,7 @@ def onnx_int8(float_onnx, path, rep, input_name, x_val, y_val, max_drop=DEFAULT_
                 break
         all_int8 = work / "cand.{}.onnx".format(best.replace("/", "-"))
         rec["float_cost"] = {"bytes": int(chosen.stat().st_size - all_int8.stat().st_size)}
-        rec["float_cost"].update(_latency_cost(all_int8, chosen, x_val))
+        rec["float_cost"].update(_latency_cost(all_int8, chosen, x_val, batch=feed))
     shutil.copyfile(str(chosen), str(path))
     return rec
 
@@ -226,15 +261,16 @@ def _onnx_sensitivity(pre, quant, setting, work, x_val, y_val, float_onnx, all_i
     return scores
 
 
-def _latency_cost(a, b, x, iterations=100):
-    """p50 (ms, batch 1, onnxruntime 1 thread) of the all-int8 file vs the partly-float one."""
+def _latency_cost(a, b, x, iterations=100, batch=1):
+    """p50 (ms, batch 1 or the model's fixed batch, onnxruntime 1 thread) of the all-int8
+    file vs the partly-float one."""
     from edgekit.runtime import open_runner
     from edgekit.runtime.bench import measure
     out = {}
     for key, p in (("p50_ms_all_int8", a), ("p50_ms_chosen", b)):
         r = open_runner("onnxruntime", p, threads=1)
         try:
-            out[key] = measure(r, x[:50].astype(np.float32), batch=1, warmup=10,
+            out[key] = measure(r, x[:50].astype(np.float32), batch=batch, warmup=10,
                                iterations=iterations)["latency_ms"]["p50"]
         finally:
             r.close()
@@ -257,13 +293,20 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
     core = ov.Core()
     m = ov.convert_model(str(float_onnx))
     name = m.inputs[0].get_any_name()
-    calib = nncf.Dataset([rep[i:i + 1] for i in range(len(rep))], lambda x: {name: x})
-    batches = [(xv[i:i + 100], yv[i:i + 100]) for i in range(0, len(xv), 100)]
+    # batches the model accepts: 100 for a dynamic batch, else its fixed batch (the last one
+    # padded; the labels say how many rows count)
+    dim0 = m.inputs[0].get_partial_shape()[0]
+    fixed = dim0.get_length() if dim0.is_static else None
+    feed, step = fixed or 1, fixed or 100
+    calib = nncf.Dataset([pad_batch(rep[i:i + feed], feed) for i in range(0, len(rep), feed)],
+                         lambda x: {name: x})
+    batches = [(pad_batch(xv[i:i + step], step) if fixed else xv[i:i + step], yv[i:i + step])
+               for i in range(0, len(xv), step)]
 
     def validate(compiled, data):
         hits = n = 0
         for x, y in data:
-            out = compiled({name: x})[compiled.output(0)]
+            out = compiled({name: x})[compiled.output(0)][:len(y)]
             hits += int(np.sum(np.argmax(out.reshape(len(out), -1), axis=1) == y))
             n += len(y)
         return hits / float(max(1, n))
@@ -279,7 +322,7 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
         for p in OPENVINO_PRESETS:
             kw = {"advanced_parameters": adv} if adv is not None else {}
             q = nncf.quantize(ov.convert_model(str(float_onnx)), calib, preset=presets[p],
-                              subset_size=len(rep), **kw)
+                              subset_size=len(calib_items(rep, feed)), **kw)
             cands[p + suffix] = validate(core.compile_model(q, "CPU", CPU_F32), batches)
             models[p + suffix] = (q, p, kw)
             order.append(p + suffix)
@@ -297,7 +340,7 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
         q = nncf.quantize_with_accuracy_control(
             ov.convert_model(str(float_onnx)), calib, nncf.Dataset(batches),
             lambda compiled, data: validate(compiled, data), max_drop=max_drop / 100.0,
-            drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset], subset_size=len(rep), **kw)
+            drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset], subset_size=len(calib_items(rep, feed)), **kw)
         rec["accuracy_control"] = True
         rec["validation_accuracy"] = validate(core.compile_model(q, "CPU", CPU_F32), batches)
     rec["float_layers"] = float_ops(q)
@@ -305,6 +348,11 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
     xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(q, str(xml), compress_to_fp16=False)
     return rec
+
+
+def calib_items(rep, feed):
+    """The calibration batches NNCF draws (``subset_size`` counts batches, not images)."""
+    return range(0, len(rep), feed)
 
 
 def float_ops(model):

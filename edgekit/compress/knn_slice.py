@@ -261,10 +261,11 @@ class _OnnxSubject(object):
     channels): its candidate cuts (tensors, :mod:`edgekit.compress.knn_onnx_cuts`)."""
 
     def __init__(self, job, cut, which):
-        import onnx
         from edgekit.compress.knn_onnx_cuts import onnx_candidates, resolve_onnx_cut
+        from edgekit.onnx_model import load_inlined
         self.job, self.facts, path = job, job.onnx, job.model_path
-        self.model = _opset_checked(onnx.load(str(path)), path)
+        # external data read in, torch's module functions inlined: every tensor a cut
+        self.model = _opset_checked(load_inlined(path), path)
         cands = onnx_candidates(self.model, which)
         if cut in (None, "auto"):
             if not cands:

@@ -41,7 +41,8 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
     from edgekit.compress.quantize_common import (RUNTIME, _check_target, _openvino, _search_drop,
                                           add_quantized, check_formats, measure_file,
                                           onnx_int8_entry)
-    from edgekit.onnx_model import input_spec, output_spec, refuse_training, to_model_layout
+    from edgekit.onnx_model import (input_spec, output_spec, refuse_training, self_contained,
+                                    to_model_layout)
     if qat:
         refuse_training(model, "quantization-aware training (--qat)")
     if target is not None:
@@ -72,12 +73,15 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
 
     files = {}
     with job.staging() as tmp, tempfile.TemporaryDirectory() as work:
+        # functions inlined, external data embedded: what the quantizers need (a plain file
+        # is used as it is)
+        plain = self_contained(src, work)
         for fmt in fmts:
             say("quantizing to {} {} ...".format(precision, fmt))
             if fmt == "onnx":
                 name = "model.int8.onnx"
                 try:
-                    search = onnx_int8(src, tmp / name, rep, facts["input_name"], x_val,
+                    search = onnx_int8(plain, tmp / name, rep, facts["input_name"], x_val,
                                        ds.y_val, drop, onnx_activations, per_channel,
                                        Path(work), say)
                 except EdgekitError:
@@ -90,10 +94,16 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                 name = "openvino/model.{}.xml".format(precision)
                 extra = {"weights": name[:-4] + ".bin", "from": "ONNX {}".format(src.name)}
                 if precision == "int8":
-                    search = openvino_int8(src, tmp / name, rep, x_val, ds.y_val, drop, say)
+                    try:
+                        search = openvino_int8(plain, tmp / name, rep, x_val, ds.y_val, drop, say)
+                    except EdgekitError:
+                        raise
+                    except Exception as exc:  # openvino / nncf raise RuntimeError & co.
+                        raise EdgekitError("OpenVINO/NNCF cannot quantize {}: {} (--formats onnx "
+                                           "skips OpenVINO)".format(src, _first_line(exc))) from None
                     extra.update(calibration=search, float_layers=search["float_layers"])
                 else:
-                    _openvino(src, tmp / name, precision, rep)
+                    _openvino(plain, tmp / name, precision, rep)
             (acc, val_acc), io_names = measure_file(RUNTIME[fmt], tmp / name, [
                 (x_test, ds.y_test), (x_val, ds.y_val)])
             add_quantized(files, tmp, name, fmt, precision, acc, val_acc, io_names, extra, rep,

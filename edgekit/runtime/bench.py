@@ -57,18 +57,22 @@ def peak_rss_mb():
 
 
 def accuracy(runner, x, y, batch=64):
-    """Top-1 accuracy of ``runner`` on (x, y), batching when the model allows it."""
+    """Top-1 accuracy of ``runner`` on (x, y), batching when the model allows it; a model with
+    a fixed batch (torch.onnx.export writes batch 1) gets chunks of that size, the last one
+    padded with repeats of its last image and its extra predictions dropped."""
     if x is None or y is None or len(x) == 0:
         return None
     static = runner.input_shape and isinstance(runner.input_shape[0], int) \
         and runner.input_shape[0] > 0
     step = runner.input_shape[0] if static else batch
     correct = 0
-    n = (len(x) // step) * step if static else len(x)
-    if n == 0:
-        return None
+    n = len(x)
     for i in range(0, n, step):
-        pred = classes_from_outputs(runner.infer(x[i:i + step]))
+        chunk = np.asarray(x[i:i + step])
+        k = len(chunk)
+        if static and k < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - k, axis=0)])
+        pred = classes_from_outputs(runner.infer(chunk))[:k]
         correct += int(np.sum(pred == np.asarray(y[i:i + step])))
     return correct / float(n)
 
