@@ -36,8 +36,9 @@ def _docker(target):
 class Bundle:
     """A deterministic tar of what runs on the device, plus its listing."""
 
-    def __init__(self, data, entries, meta):
+    def __init__(self, data, entries, meta, files=None):
         self.data = data                  # the tar bytes
+        self.files = files or {}          # {member name: bytes} (what the tar holds)
         self.entries = entries            # [(name, size)] sorted
         self.meta = meta
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -142,6 +143,6 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
             tf.addfile(info)
         for k in sorted(files):
             _tar_add(tf, k, files[k], 0o755 if k.endswith((".sh", "edgekit_remote.py")) else 0o644)
-    b = Bundle(buf.getvalue(), [(k, len(files[k])) for k in sorted(files)], meta)
+    b = Bundle(buf.getvalue(), [(k, len(files[k])) for k in sorted(files)], meta, files)
     b.meta["sha256"] = b.sha256
     return b
