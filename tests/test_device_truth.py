@@ -296,3 +296,218 @@ def test_report_shows_the_engine_build_beside_the_cold_start(tmp_path, run_cli):
     assert code == 0, err
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "40.0 (+ engine build 95.0 s)" in md and "40.0 (cached engine)" in md
+
+
+# -- deploy over the real sshd: board identity, L4T -> image, docker preflight, --docker identity ---
+
+FAKE_DOCKER = r'''#!{python}
+"""Stand-in for the docker CLI on a Jetson: answers `info`, logs `build`, and for `run` runs the
+container's command with this machine's Python, paths mapped through the -v mounts and a
+container facts root (a /.dockerenv, the host's mounted nv_tegra_release, no device tree)."""
+import json, os, subprocess, sys
+BIN = os.path.dirname(os.path.abspath(__file__))
+args = sys.argv[1:]
+with open(os.path.join(BIN, "docker.log"), "a") as fh:
+    fh.write(json.dumps(args) + "\n")
+conf = json.load(open(os.path.join(BIN, "docker.json")))
+if args[:3] == ["info", "--format", "{{{{json .Runtimes}}}}"]:
+    print(json.dumps({{r: {{"path": r}} for r in conf["runtimes"]}}))
+    sys.exit(0)
+if args[:3] == ["info", "--format", "{{{{.DefaultRuntime}}}}"]:
+    print(conf["default_runtime"])
+    sys.exit(0)
+if args[:1] == ["build"]:
+    print("Successfully tagged " + args[args.index("-t") + 1])
+    sys.exit(0)
+if args[:1] == ["run"]:
+    mounts, i = {{}}, 1
+    while i < len(args):
+        if args[i] == "-v":
+            src, dst = args[i + 1].split(":")[:2]
+            mounts[dst] = src
+            i += 2
+        elif args[i] in ("-w", "-e", "--runtime", "--mount", "-u"):
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            break
+    cmd = args[i + 1:]
+
+    def host(p):
+        for dst, src in mounts.items():
+            if p == dst or p.startswith(dst + "/"):
+                return src + p[len(dst):]
+        return p
+    env = dict(os.environ, EDGEKIT_FACTS_ROOT=conf["container_root"])
+    sys.exit(subprocess.call([{python!r}] + [host(c) for c in cmd[1:]],
+                             cwd=mounts["/bundle"], env=env))
+sys.exit(1)
+'''
+
+
+class Board(object):
+    """One sshd whose sessions see ``bin/`` first on PATH and ``current`` as the facts root;
+    ``use(...)`` makes ``current`` a new board and sets the stand-in docker's answers."""
+
+    def __init__(self, tmp):
+        self.tmp, self.bin, self.current = Path(tmp), Path(tmp) / "bin", Path(tmp) / "current"
+        self.bin.mkdir()
+        self.n = 0
+        self.sshd = SshServer(self.tmp / "sshd", setenv={
+            "PATH": "{}:/usr/bin:/bin".format(self.bin), "EDGEKIT_FACTS_ROOT": str(self.current)})
+        docker = self.bin / "docker"
+        docker.write_text(FAKE_DOCKER.format(python=sys.executable))
+        docker.chmod(0o755)
+        self.kh = self.tmp / "known_hosts"
+
+    def use(self, runtimes=("nvidia", "runc"), default_runtime="nvidia", tools=None, **board):
+        self.n += 1
+        root = make_board(self.tmp / "board{}".format(self.n), **board)
+        croot = make_board(self.tmp / "container{}".format(self.n), tegra=board.get("tegra"),
+                           container=True)
+        if self.current.is_symlink():
+            self.current.unlink()
+        self.current.symlink_to(root)
+        (self.bin / "docker.json").write_text(json.dumps({
+            "runtimes": list(runtimes), "default_runtime": default_runtime,
+            "container_root": str(croot)}))
+        for name in ("nvpmodel", "dpkg"):
+            if (self.bin / name).exists():
+                (self.bin / name).unlink()
+        for name, out in (tools or {}).items():
+            tool(self.bin, name, out)
+        if (self.bin / "docker.log").exists():
+            (self.bin / "docker.log").unlink()
+        return root
+
+    def docker_calls(self):
+        log = self.bin / "docker.log"
+        return [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+
+    def deploy(self, model, target="jetson-nano", **kw):
+        from edgekit.deploy import deploy
+        kw.setdefault("log", lambda m: None)
+        return deploy(model, target, hosts=[self.sshd.host], identity=self.sshd.user_key,
+                      known_hosts=self.kh, remote_dir=str(self.tmp / "remote"),
+                      remote_python=sys.executable, **kw)["devices"][0]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    b = Board(tmp_path_factory.mktemp("board"))
+    b.sshd.start()
+    b.kh.write_text(b.sshd.known_hosts_line())
+    try:
+        yield b
+    finally:
+        b.sshd.kill()
+
+
+def _onnx(path, op=None):
+    """A tiny opset-13 ONNX for the Nano: x (N,4) @ W + b, then ``op`` (e.g. Round) if given."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 4.0
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"])]
+    last = "xw"
+    if op:
+        nodes.append(helper.make_node(op, ["xw"], ["r"]))
+        last = "r"
+    nodes.append(helper.make_node("Softmax", [last], ["scores"], axis=1))
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 4])], [helper.make_tensor_value_info(
+            "scores", TensorProto.FLOAT, ["N", 3])], initializer=[numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+NANO_DOCKER = dict(NANO_MAXN, trt_dir=True)
+
+
+def test_deploy_refuses_another_jetson_and_an_old_l4t(board, tmp_path):
+    model = _onnx(tmp_path / "m.onnx")
+    board.use(**dict(NANO_DOCKER, model=TX2, tegra=tegra_line("6.1", "t186ref")))
+    row = board.deploy(model, docker=True, setup=True, test_samples=0)
+    assert not row["ok"] and row["exit_code"] == 2
+    assert "not a Jetson Nano (/proc/device-tree/model says 'NVIDIA Jetson TX2" in row["error"]
+    board.use(**dict(NANO_DOCKER, tegra=tegra_line("5.1")))
+    row = board.deploy(model, docker=True, setup=True, test_samples=0)
+    assert not row["ok"] and row["exit_code"] == 2 and "this device reports L4T R32.5.1" in row["error"]
+    assert board.docker_calls() == [["info", "--format", "{{json .Runtimes}}"]]  # nothing built
+    assert not (board.tmp / "remote").exists() or not any(
+        p.name != ".tmp" for p in (board.tmp / "remote").iterdir())
+
+
+@pytest.mark.parametrize("rev,base", [("6.1", "r32.6.1"), ("7.1", "r32.7.1"), ("7.4", "r32.7.1")])
+def test_the_devices_l4t_picks_the_image_base(board, tmp_path, rev, base):
+    model = _onnx(tmp_path / "m.onnx")
+    board.use(**dict(NANO_DOCKER, tegra=tegra_line(rev)))
+    row = board.deploy(model, docker=True, setup=True, test_samples=0)
+    assert row["ok"], row["error"]
+    builds = [c for c in board.docker_calls() if c[0] == "build"]
+    assert len(builds) == 1 and "L4T_BASE=nvcr.io/nvidia/l4t-base:" + base in builds[0]
+    assert builds[0][builds[0].index("-t") + 1].endswith("-" + base)
+
+
+@pytest.mark.parametrize("runtimes,trt_dir,needle", [
+    (("runc",), True, "docker runtime nvidia (runc)"),
+    (("nvidia", "runc"), False, "tensorrt bindings (/usr/lib/python3.6/dist-packages/tensorrt)"),
+])
+def test_docker_preflight_checks_the_nvidia_runtime_and_the_tensorrt_bindings(
+        board, tmp_path, runtimes, trt_dir, needle):
+    model = _onnx(tmp_path / "m.onnx")
+    board.use(runtimes=runtimes, **dict(NANO_DOCKER, trt_dir=trt_dir))
+    row = board.deploy(model, docker=True, setup=True, test_samples=0)
+    assert not row["ok"] and row["exit_code"] == 2 and needle in row["error"], row["error"]
+    assert not [c for c in board.docker_calls() if c[0] == "build"]
+
+
+@pytest.mark.parametrize("rev,ok", [("6.1", False), ("7.1", True)])
+def test_ops_are_checked_against_the_devices_tensorrt(board, tmp_path, rev, ok):
+    """Round is in TensorRT 8.2's parser, not 8.0.1's (JetPack 4.6 = L4T R32.6.1)."""
+    model = _onnx(tmp_path / "round.onnx", op="Round")
+    board.use(**dict(NANO_DOCKER, tegra=tegra_line(rev)))
+    lines = []
+    row = board.deploy(model, docker=True, test_samples=0, log=lines.append)
+    assert row["ok"] == ok, row["error"]
+    if ok:
+        assert any("ops checked against the device's TensorRT 8.2.1" in ln for ln in lines)
+    else:
+        assert row["exit_code"] == 1 and row["bytes_sent"] == 0
+        assert "L4T R32.6.1 ships TensorRT 8.0.1" in row["error"]
+        assert "op Round is outside TensorRT 8.0's ONNX parser (added in TensorRT 8.2" in row["error"]
+
+
+def test_docker_results_name_the_board_not_the_container(board, tmp_path):
+    model = _onnx(tmp_path / "m.onnx")
+    five_w = dict(NANO_DOCKER, cpus=[(102000, 918000)] * 2)
+    board.use(tools={"nvpmodel": "NV Power Mode: 5W\n1"}, **five_w)
+    lines = []
+    row = board.deploy(model, docker=True, setup=True, bench=True, runtime="onnxruntime",
+                       test_samples=0, iterations=5, warmup=1, log=lines.append)
+    assert row["ok"], row["error"]
+    assert [c[0] for c in board.docker_calls()][-2:] == ["build", "run"]
+    res = row["results"]
+    assert res["container_identity"]["container"] is True     # what ran inside the container
+    ident = res["device_identity"]
+    assert ident["container"] is False and ident["board_model"] == NANO
+    assert ident["board_state"]["jetson"]["power_mode"] == "5W"
+    assert res["host"] == ident["hostname"]
+    assert any("power mode is 5W, not MAXN" in w for w in res["warnings"])
+    assert any(ln.endswith("warning: Jetson power mode is 5W, not MAXN: run `sudo nvpmodel -m 0`")
+               for ln in lines)
+
+
+def test_ncs2_preflight_over_ssh_refuses_a_32_bit_userland(board, tmp_path):
+    import platform
+    if platform.machine() != "x86_64":
+        pytest.skip("an x86-64 machine")
+    model = _onnx(tmp_path / "m.onnx")
+    board.use(tools={"dpkg": "i386"})
+    row = board.deploy(model, target="ncs2", docker=True, test_samples=0)
+    assert not row["ok"] and row["exit_code"] == 2
+    assert "ncs2 hosts are x86_64 (this one is x86_64 kernel with a 32-bit userland (dpkg i386))" \
+        in row["error"]
