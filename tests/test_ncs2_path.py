@@ -294,3 +294,52 @@ def test_fleet_example_puts_the_ncs2_on_an_x86_host():
     data = tomllib.loads((REPO / "deploy" / "fleet.example.toml").read_text())
     ncs2 = [d for d in data["device"] if d.get("target") == "ncs2"]
     assert ncs2 and not any("pi" in d["host"].split("@")[0] for d in ncs2)
+
+
+REBATCH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from openvino.runtime import Core, serialize
+    from edgekit.runtime.openvino import OvRunner
+    from edgekit.runtime.__main__ import TINY_W, TINY_B
+
+    class StickCore(object):
+        def __init__(self):
+            self.real, self.available_devices, self.seen = Core(), ["CPU", "MYRIAD"], []
+        def read_model(self, path):
+            return self.real.read_model(path)
+        def compile_model(self, model, device, config):
+            self.seen.append({"device": device, "dynamic": model.is_dynamic(),
+                              "shape": [str(i.get_partial_shape()) for i in model.inputs]})
+            return self.real.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        def get_property(self, device, name):
+            raise RuntimeError("no " + device)
+
+    # a static batch-1 IR, as `edgekit export --target ncs2` writes (static_batch = 1)
+    m = Core().read_model("edgekit/runtime/tiny.onnx")
+    m.reshape({0: [1, 4]})
+    serialize(m, "static1.xml", "static1.bin")
+    out = {}
+    for batch in (1, 8):
+        core = StickCore()
+        with OvRunner("static1.xml", device="MYRIAD", batch=batch, core=core) as r:
+            x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4)
+            y = list(r.infer(x).values())[0]
+            out[str(batch)] = {"seen": core.seen, "input_shape": r.input_shape,
+                               "reshaped": r.describe().get("reshaped"),
+                               "ok": bool(np.allclose(y, x.dot(TINY_W) + TINY_B, atol=1e-4))}
+    print(json.dumps(out))
+""")
+
+
+def test_myriad_batch_n_reshapes_a_static_ir_instead_of_refusing(bundle):
+    """--batch 8 on the NCS2's static batch-1 IR: MYRIAD compiles any static batch, so the
+    runner reshapes the IR to [8, ...] (checked on OpenVINO 2022.3.1) and --batch 1 leaves it."""
+    r = run(bundle, script=REBATCH_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["1"]["seen"] == [{"device": "MYRIAD", "dynamic": False, "shape": ["[1,4]"]}]
+    assert got["1"]["reshaped"] is None and got["1"]["ok"]
+    assert got["8"]["seen"] == [{"device": "MYRIAD", "dynamic": False, "shape": ["[8,4]"]}]
+    assert got["8"]["input_shape"] == [8, 4] and got["8"]["ok"]
+    assert got["8"]["reshaped"] == {"x": ["[1,4]", "[8,4]"]}
