@@ -19,6 +19,7 @@ from edgekit.resources import data_file
 
 REMOTE_SCRIPT = data_file("deploy", "edgekit_remote.py")   # packaged: found in any install
 SETUP_SCRIPT = data_file("deploy", "setup_device.sh")
+OV2022_WRAPPER = data_file("deploy", "openvino2022_python.sh")
 
 
 
@@ -116,6 +117,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
     files.update(runtime_sources())
     files["deploy/edgekit_remote.py"] = REMOTE_SCRIPT.read_bytes()
     files["deploy/setup_device.sh"] = SETUP_SCRIPT.read_bytes()
+    if "openvino" in t["runtimes"]:  # --remote-python for a host with the 2022.3 archive
+        files["deploy/openvino2022_python.sh"] = OV2022_WRAPPER.read_bytes()
     if docker:
         dockerfile = _docker(t)["dockerfile"]
         files[dockerfile] = data_file("docker", dockerfile).read_bytes()
