@@ -88,7 +88,7 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
                  model_file=None):
     """Build the bundle for ``target`` (deterministic: same inputs -> same bytes/sha256)."""
     from edgekit.artifact import Artifact
-    from edgekit.targets import load_target, pick_file
+    from edgekit.targets import load_target, pick_file, remote_facts
     t = load_target(target)
     runtime = runtime or t["runtimes"][0]
     if runtime not in t["runtimes"]:
@@ -131,7 +131,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
             "device": t.get("device"),  # the target's device (targets/T.toml)
             "bytes": art.run_bytes(name), "model_sha256": entry.get("sha256"),  # IR: +.bin
             "artifact": art.path.name, "method": art.method,
-            "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None}
+            "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None,
+            "facts": remote_facts(t)}  # for `deploy/edgekit_remote.py doctor` on the device
     files["bundle.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     sums = "".join("{}  {}\n".format(hashlib.sha256(files[k]).hexdigest(), k) for k in sorted(files))
     files["SHA256SUMS"] = sums.encode()

@@ -12,6 +12,7 @@ Subcommands::
     unpack TAR --sha256 HEX --dest DIR/NAME [--cleanup UPLOAD_DIR]  # verify, safe-extract, rename
     bench --bundle DIR --json OUT [bench options]                 # edgekit.runtime bench + identity
     identity                                     # JSON: hostname, uname, board, L4T, state, python
+    doctor [--bundle DIR] [--docker]             # the device's first check: preflight + selftest
 
 Exit codes: 0 ok, 1 error, 2 a missing runtime/hardware (preflight says what to install).
 """
@@ -659,6 +660,39 @@ def bench(bundle_dir, json_out, argv_extra):
     return 0
 
 
+def doctor(bundle_dir, docker=False, out=None):
+    """The device's own first check, run where ``edgekit doctor`` cannot (a Nano's Python 3.6):
+    the target's preflight from the facts shipped in bundle.json (board model, L4T, packages,
+    CUDA), the board's state and its warnings, then ``python -m edgekit.runtime selftest`` of
+    the bundle's runtime (a tiny model checked against numpy). Exit 0 only when all pass."""
+    out = out or sys.stdout
+    bundle_dir = os.path.abspath(bundle_dir)
+    with open(os.path.join(bundle_dir, BUNDLE_META)) as fh:
+        meta = json.load(fh)
+    code, report = preflight(meta["target"], bundle_dir, 1.0, docker, meta["runtime"],
+                             meta.get("device"), facts=meta.get("facts"))
+    out.write("edgekit device doctor: target {}, runtime {}\n".format(meta["target"],
+                                                                    meta["runtime"]))
+    for c in report["checks"]:
+        out.write("  {:<8} {:<18} {}{}\n".format("ok" if c["ok"] else "MISSING", c["name"],
+                                                 c["value"], "" if c["ok"] else
+                                                 "  -> " + str(c["fix"])))
+    ident = report["identity"]
+    out.write("  board    {} (L4T {}, BOARD {}); state {}\n".format(
+        ident.get("board_model") or "no device-tree model", ident.get("l4t") or "-",
+        ident.get("l4t_board") or "-", json.dumps(ident.get("board_state") or {},
+                                                  sort_keys=True)))
+    for w in board_warnings(ident):
+        out.write("  warning  {}\n".format(w))
+    if code == 0 and not docker:
+        sys.path.insert(0, bundle_dir)
+        from edgekit.runtime.__main__ import selftest
+        device = meta.get("device") if meta["runtime"] == "openvino" else None
+        code, _ = selftest([meta["runtime"]], device=device, out=out)
+    out.write("doctor: {}\n".format("ok" if code == 0 else "NOT READY (exit {})".format(code)))
+    return code
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="edgekit_remote.py", description="edgekit device side")
     sub = p.add_subparsers(dest="command")
@@ -680,6 +714,9 @@ def main(argv=None):
     b.add_argument("--bundle", required=True)
     b.add_argument("--json", required=True)
     sub.add_parser("identity")
+    dr = sub.add_parser("doctor", help="this device's first check, from an installed bundle")
+    dr.add_argument("--bundle", default=".")
+    dr.add_argument("--docker", action="store_true", help="the board side of a --docker run")
     args, extra = p.parse_known_args(argv)
     if args.command == "preflight":
         code, report = preflight(args.target, args.dir, args.min_free_mb, args.docker,
@@ -701,6 +738,8 @@ def main(argv=None):
         return 0
     if args.command == "bench":
         return bench(args.bundle, args.json, extra)
+    if args.command == "doctor":
+        return doctor(args.bundle, args.docker)
     if args.command == "identity":
         print(json.dumps(identity()))
         return 0
