@@ -312,8 +312,8 @@ def machine_check(target, runtimes=None, device=None, versions=None):
 
 
 def _report(t, runtimes, missing, notes):
-    return {"name": t["name"], "ready": not missing, "runtimes": runtimes, "missing": missing,
-            "notes": notes}
+    return {"name": t["name"], "description": t.get("description"), "ready": not missing,
+            "runtimes": runtimes, "missing": missing, "notes": notes}
 
 
 def _openvino_devices():
