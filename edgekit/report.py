@@ -59,6 +59,55 @@ def _unique_labels(results):
     return labels
 
 
+def board_state(r):
+    """The board state a result was measured in, as {fact: value} (empty when the device
+    recorded none): a Jetson's power mode and clock lock, a Pi's throttling and governor, the
+    NCS2's USB link speed (``device_identity.board_state``, stamped by the device)."""
+    st = (r.get("device_identity") or {}).get("board_state") or {}
+    facts = {}
+    if st.get("jetson") is not None:
+        facts["power mode"] = st["jetson"].get("power_mode")
+        facts["clocks locked"] = st["jetson"].get("clocks_locked")
+    if st.get("pi") is not None:
+        facts["throttled"] = st["pi"].get("throttled")
+        facts["governor"] = st["pi"].get("governor")
+    if st.get("ncs2_usb"):
+        facts["NCS2 USB Mbit/s"] = sorted(s.get("speed_mbps") or 0 for s in st["ncs2_usb"])
+    return facts
+
+
+def _state_text(facts):
+    return ", ".join("{} {}".format(k, v) for k, v in facts.items()) or "state not recorded"
+
+
+def not_comparable(results, labels=None):
+    """[(i, j, why)] for pairs of results of the same target measured in different board
+    states (e.g. a Nano in MAXN with locked clocks vs one in 5W): their ratios mean nothing."""
+    labels = labels or _unique_labels(results)
+    out = []
+    for i in range(len(results)):
+        for j in range(i + 1, len(results)):
+            if results[i].get("target") != results[j].get("target"):
+                continue
+            a, b = board_state(results[i]), board_state(results[j])
+            if (a or b) and a != b:
+                out.append((i, j, "`{}` ({}) vs `{}` ({})".format(
+                    labels[i], _state_text(a), labels[j], _state_text(b))))
+    return out
+
+
+def _cold_start(r):
+    """The cold start cell: a TensorRT engine build is shown beside it, never inside it."""
+    if r.get("cold_start_ms") is None:
+        return "-"
+    text = "{:.1f}".format(r["cold_start_ms"])
+    if r.get("engine_cached") is False:
+        text += " (+ engine build {:.1f} s)".format((r.get("engine_build_ms") or 0) / 1e3)
+    elif r.get("engine_cached") is True:
+        text += " (cached engine)"
+    return text
+
+
 def _baseline_index(results, labels, baseline):
     if baseline is None:
         return None
@@ -85,16 +134,19 @@ def markdown(results, baseline=None):
         cols.append("x baseline")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     order = sorted(range(len(results)), key=lambda i: results[i]["latency_ms"]["p50"])
+    apart = not_comparable(results, labels)
+    flagged = {k for i, j, _ in apart for k in (i, j)} | \
+        {i for i, r in enumerate(results) if r.get("warnings")}
     for i in order:
         r, L = results[i], results[i]["latency_ms"]
         name = labels[i] + (" **fastest**" if L["p50"] == best else "") + \
-            (" *(baseline)*" if i == bi else "")
+            (" *(baseline)*" if i == bi else "") + (" (!)" if i in flagged else "")
         cells = [name, str(r.get("file", "")), str(r.get("device", "")), str(r.get("batch")),
                  str(r.get("threads") or "default"),
                  "{:.3f}".format(L["p50"]), "{:.3f}".format(L["p95"]), "{:.3f}".format(L["p99"]),
                  "{:.3f} ± {:.3f}".format(L["mean"], L["std"]),
                  "{:.1f}".format(r["throughput_ips"]) if r.get("throughput_ips") else "-",
-                 "{:.1f}".format(r["cold_start_ms"]) if r.get("cold_start_ms") is not None else "-",
+                 _cold_start(r),
                  "{:.2%}".format(r["accuracy"]) if r.get("accuracy") is not None else "-",
                  "{:,}".format(r["bytes"]) if r.get("bytes") else "-",
                  "{:.2f}x".format(L["p50"] / best if best else 1.0)]
@@ -107,6 +159,13 @@ def markdown(results, baseline=None):
     lines += ["", "`x fastest` = p50 latency / the lowest p50 in this table (1.00x = fastest)" +
               ("; `x baseline` = p50 / the baseline row's p50." if bi is not None else "."),
               "", "Measured on: " + "; ".join(hosts)]
+    if apart:
+        lines += ["", "**Not comparable** (same target, different board state; rows marked (!)):"]
+        lines += ["- " + why for _, _, why in apart]
+    warned = [(labels[i], w) for i, r in enumerate(results) for w in r.get("warnings") or []]
+    if warned:
+        lines += ["", "**Warnings** recorded with the results (rows marked (!)):"]
+        lines += ["- `{}`: {}".format(lab, w) for lab, w in warned]
     return "\n".join(lines) + "\n"
 
 

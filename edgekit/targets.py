@@ -47,6 +47,24 @@ ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Sigmoid Sign Sin Si
 Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile
 TopK Transpose Unsqueeze Upsample Where Xor""".split())
 
+# TensorRT 8.0.1 (JetPack 4.6) lacks what the 8.2 EA parser added (onnx-tensorrt's 8.2 changelog):
+# Einsum, IsNaN, GatherND, Scatter, ScatterElements, ScatterND, Sign, Round.
+TRT80_OPS = TRT82_OPS - frozenset(
+    "Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round".split())
+
+# (major, minor) -> the ops that TensorRT's ONNX parser converts; a version uses the newest
+# entry not above it (8.4+ read at least 8.2's list).
+TRT_OPS = {(8, 0): TRT80_OPS, (8, 2): TRT82_OPS}
+
+
+def trt_ops(version):
+    """(label, op set) of the ONNX parser of TensorRT ``version`` ('8.0.1' -> 8.0's list)."""
+    import re
+    nums = [int(n) for n in re.findall(r"\d+", str(version))[:2]] + [0, 0]
+    key = max([k for k in TRT_OPS if k <= tuple(nums[:2])] or [min(TRT_OPS)])
+    return "TensorRT {}.{}".format(*nums[:2]), TRT_OPS[key]
+
+
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -366,9 +384,15 @@ def remote_facts(target):
     hw = t["hardware"]
     facts = {"name": t["name"], "runtimes": t["runtimes"], "device": t["device"],
              "host_arch": t["host_arch"], "install": t["install"]}
-    for key in ("what", "marker_file", "marker_text", "not_here", "usb_vendor", "cuda_bindings"):
+    for key in ("what", "marker_file", "marker_text", "not_here", "usb_vendor", "cuda_bindings",
+                "l4t_board"):
         if key in hw:
             facts[key] = hw[key]
+    flags = list((t.get("docker") or {}).get("run_flags") or [])
+    if "--runtime" in flags[:-1]:  # the --docker preflight checks docker has this runtime
+        facts["docker_runtime"] = flags[flags.index("--runtime") + 1]
+    if t.get("trt_python_dir"):   # and that the TensorRT bindings it mounts exist on the host
+        facts["trt_python_dir"] = t["trt_python_dir"]
     return facts
 
 
@@ -416,7 +440,7 @@ def machine_check(target, runtimes=None, device=None, versions=None):
         if t.get("l4t") and not any(m["hardware"] for m in missing):
             from edgekit.errors import HardwareMissing
             from edgekit.resources import remote_module
-            rel = remote_module().l4t_release(hw["marker_file"])
+            rel = remote_module().l4t_release()  # /etc/nv_tegra_release
             try:
                 info = l4t_release_info(t, rel)
                 notes.append("L4T {} = {} (TensorRT {})".format(rel, info["jetpack"],
@@ -471,8 +495,8 @@ def machine_check(target, runtimes=None, device=None, versions=None):
 
 
 def _report(t, runtimes, missing, notes):
-    return {"name": t["name"], "ready": not missing, "runtimes": runtimes, "missing": missing,
-            "notes": notes}
+    return {"name": t["name"], "description": t.get("description"), "ready": not missing,
+            "runtimes": runtimes, "missing": missing, "notes": notes}
 
 
 def _openvino_devices():
@@ -552,16 +576,23 @@ def check_format(target, fmt, precision):
             t["name"], fmt, "/".join(allowed), precision))
 
 
-def check_onnx_model(onnx_path, target):
-    """Problems (sorted list of one-line str) that stop ``target`` from running this ONNX file:
-    opset above the target's max, forbidden domains/ops, and for TensorRT targets any
-    default-domain op outside TensorRT 8.2's parser list or a TopK whose K is not constant."""
+def check_onnx_model(onnx_path, target, tensorrt=None):
+    """Problems (sorted list of one-line str) that stop ``target`` from running this ONNX file
+    (a path, or the file's bytes): opset above the target's max, forbidden domains/ops, and for
+    TensorRT targets any default-domain op outside the parser list of TensorRT ``tensorrt``
+    (default: the target's ``tensorrt``; deploy passes the device's, from its L4T release) or
+    a TopK whose K is not constant."""
     import onnx
     t = as_target(target)
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        if isinstance(onnx_path, bytes):
+            model = onnx.load_from_string(onnx_path)
+        else:
+            model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError / OSError for junk
-        return ["{} is not a readable ONNX file ({})".format(onnx_path, type(exc).__name__)]
+        return ["{} is not a readable ONNX file ({})".format(
+            "the model" if isinstance(onnx_path, bytes) else onnx_path, type(exc).__name__)]
+    trt_label, trt_ops_ok = trt_ops(tensorrt or t.get("tensorrt") or "8.2")
     problems = []
     for imp in model.opset_import:
         if imp.domain in _DEFAULT_DOMAINS and imp.version > t["max_opset"]:
@@ -576,12 +607,14 @@ def check_onnx_model(onnx_path, target):
                 node.op_type, node.domain, t["name"]))
         elif node.op_type in bad_ops:
             problems.append("op {} is not supported on {}".format(node.op_type, t["name"]))
-        elif trt and node.domain in _DEFAULT_DOMAINS and node.op_type not in TRT82_OPS:
-            problems.append("op {} is outside TensorRT 8.2's ONNX parser".format(node.op_type))
+        elif trt and node.domain in _DEFAULT_DOMAINS and node.op_type not in trt_ops_ok:
+            problems.append("op {} is outside {}'s ONNX parser{}".format(
+                node.op_type, trt_label, " (added in TensorRT 8.2: JetPack 4.6.1+)"
+                if node.op_type in TRT82_OPS else ""))
         elif trt and node.op_type == "TopK" and len(node.input) > 1 \
                 and not _is_constant(graph, node.input[1]):
-            problems.append("op TopK needs a constant K for TensorRT 8.2 (node {})".format(
-                node.name or node.output[0]))
+            problems.append("op TopK needs a constant K for {} (node {})".format(
+                trt_label, node.name or node.output[0]))
     return sorted(set(problems))
 
 

@@ -33,8 +33,10 @@ def keygen(path, kind="ed25519"):
 
 
 class SshServer:
-    def __init__(self, root, sftp=True):
-        """``sftp=False``: no ``Subsystem sftp`` line, like dropbear or a minimal Yocto image."""
+    def __init__(self, root, sftp=True, setenv=None):
+        """``sftp=False``: no ``Subsystem sftp`` line, like dropbear or a minimal Yocto image.
+        ``setenv``: {name: value} every session gets (sshd's ``SetEnv``; it overrides the
+        login PATH), e.g. a PATH with stand-in board tools and EDGEKIT_FACTS_ROOT."""
         if not os.path.exists(SSHD):
             pytest.fail("{} not found: run `make system-deps` (apt-get install openssh-server)"
                         .format(SSHD))
@@ -65,6 +67,8 @@ class SshServer:
             "LogLevel ERROR",
             "MaxStartups 50",
             "MaxSessions 50",
+            "SetEnv " + " ".join("{}={}".format(k, v) for k, v in sorted(setenv.items()))
+            if setenv else "",
             "",
         ]))
         self.proc = None

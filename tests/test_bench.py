@@ -55,7 +55,7 @@ def test_bench_jetson_nano_without_tensorrt_exits_2(exported, run_cli):
     code, _, err = run_cli("bench", exported, "--target", "jetson-nano")
     assert code == 2
     assert err.startswith("error: jetson-nano cannot run here: ") and "JetPack" in err
-    assert "/etc/nv_tegra_release" in err and "tensorrt" in err and "edgekit deploy" in err
+    assert "/proc/device-tree/model" in err and "tensorrt" in err and "edgekit deploy" in err
     code, _, err = run_cli("bench", exported, "--target", "jetson-nano", "--runtime", "onnxruntime")
     assert code == 2 and "not a Jetson" in err and "edgekit deploy" in err
     assert "tensorrt" not in err.lower()  # onnxruntime was asked for: TensorRT is not needed

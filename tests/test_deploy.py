@@ -249,7 +249,7 @@ def test_jetson_preflight_on_this_host_says_not_a_jetson(exported, sshd, kh, tmp
     code, out, err = run_cli("deploy", exported, "--target", "jetson-nano", *ssh_args(sshd, kh, tmp_path / "d"),
                              "--bench")
     assert code == 2
-    assert "not a Jetson (no /etc/nv_tegra_release)" in err
+    assert "not a Jetson Nano (no /proc/device-tree/model)" in err
     assert err.strip().splitlines()[-1].startswith("error:")
     assert not (tmp_path / "d").exists()  # nothing uploaded after a failed preflight
 

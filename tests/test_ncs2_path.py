@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from devices import ov2022_python
+from sshd import sshd  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -294,3 +295,110 @@ def test_fleet_example_puts_the_ncs2_on_an_x86_host():
     data = tomllib.loads((REPO / "deploy" / "fleet.example.toml").read_text())
     ncs2 = [d for d in data["device"] if d.get("target") == "ncs2"]
     assert ncs2 and not any("pi" in d["host"].split("@")[0] for d in ncs2)
+
+
+REBATCH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from openvino.runtime import Core, serialize
+    from edgekit.runtime.openvino import OvRunner
+    from edgekit.runtime.__main__ import TINY_W, TINY_B
+
+    class StickCore(object):
+        def __init__(self):
+            self.real, self.available_devices, self.seen = Core(), ["CPU", "MYRIAD"], []
+        def read_model(self, path):
+            return self.real.read_model(path)
+        def compile_model(self, model, device, config):
+            self.seen.append({"device": device, "dynamic": model.is_dynamic(),
+                              "shape": [str(i.get_partial_shape()) for i in model.inputs]})
+            return self.real.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        def get_property(self, device, name):
+            raise RuntimeError("no " + device)
+
+    # a static batch-1 IR, as `edgekit export --target ncs2` writes (static_batch = 1)
+    m = Core().read_model("edgekit/runtime/tiny.onnx")
+    m.reshape({0: [1, 4]})
+    serialize(m, "static1.xml", "static1.bin")
+    out = {}
+    for batch in (1, 8):
+        core = StickCore()
+        with OvRunner("static1.xml", device="MYRIAD", batch=batch, core=core) as r:
+            x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4)
+            y = list(r.infer(x).values())[0]
+            out[str(batch)] = {"seen": core.seen, "input_shape": r.input_shape,
+                               "reshaped": r.describe().get("reshaped"),
+                               "ok": bool(np.allclose(y, x.dot(TINY_W) + TINY_B, atol=1e-4))}
+    print(json.dumps(out))
+""")
+
+
+def test_myriad_batch_n_reshapes_a_static_ir_instead_of_refusing(bundle):
+    """--batch 8 on the NCS2's static batch-1 IR: MYRIAD compiles any static batch, so the
+    runner reshapes the IR to [8, ...] (checked on OpenVINO 2022.3.1) and --batch 1 leaves it."""
+    r = run(bundle, script=REBATCH_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["1"]["seen"] == [{"device": "MYRIAD", "dynamic": False, "shape": ["[1,4]"]}]
+    assert got["1"]["reshaped"] is None and got["1"]["ok"]
+    assert got["8"]["seen"] == [{"device": "MYRIAD", "dynamic": False, "shape": ["[8,4]"]}]
+    assert got["8"]["input_shape"] == [8, 4] and got["8"]["ok"]
+    assert got["8"]["reshaped"] == {"x": ["[1,4]", "[8,4]"]}
+
+
+def _archive(tmp_path):
+    """A stand-in for the OpenVINO 2022.3 archive: a bash setupvars.sh (it uses BASH_SOURCE,
+    as the real one does) that puts the archive's python/ dir on PYTHONPATH."""
+    ov = tmp_path / "openvino_2022"
+    (ov / "python" / "python3").mkdir(parents=True)
+    (ov / "python" / "python3" / "ov_archive_marker.py").write_text("WHERE = 'archive'\n")
+    (ov / "setupvars.sh").write_text(
+        'INTEL_OPENVINO_DIR="$( cd "$( dirname "${BASH_SOURCE[0]}" )" && pwd )"\n'
+        'export INTEL_OPENVINO_DIR\n'
+        'export PYTHONPATH="$INTEL_OPENVINO_DIR/python/python3${PYTHONPATH:+:$PYTHONPATH}"\n'
+        'echo "[setupvars.sh] OpenVINO environment initialized"\n')
+    return ov
+
+
+def test_openvino2022_wrapper_is_a_remote_python_with_the_archives_environment(tmp_path):
+    wrapper = REPO / "deploy" / "openvino2022_python.sh"
+    ov = _archive(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "INTEL_OPENVINO_DIR": str(ov), "EDGEKIT_PYTHON": ov2022_python()}
+    r = subprocess.run([str(wrapper), "-", "a b"], input="import sys, ov_archive_marker, openvino."
+                       "runtime as o\nprint(ov_archive_marker.WHERE, sys.argv[1:], o.get_version())",
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("archive ['a b'] 2022.3.1")   # stdout: the Python's only
+    assert "OpenVINO environment initialized" in r.stderr
+    r = subprocess.run([str(wrapper), "-c", "print(1)"], env=dict(env, INTEL_OPENVINO_DIR=str(
+        tmp_path / "none")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: no OpenVINO 2022.3 archive at ")
+    from edgekit.deploy import build_bundle  # shipped with every bundle that runs OpenVINO
+    from edgekit.onnx_model import artifact_for
+    from edgekit.runtime.__main__ import TINY_ONNX
+    with artifact_for(TINY_ONNX) as art:
+        names = dict(build_bundle(art, "ncs2", test_samples=0).entries)
+        assert names["deploy/openvino2022_python.sh"] == wrapper.stat().st_size
+        assert "deploy/openvino2022_python.sh" not in dict(
+            build_bundle(art, "jetson-nano", test_samples=0).entries)
+
+
+def test_openvino2022_wrapper_drives_the_ncs2_preflight_over_real_ssh(tmp_path, sshd):  # noqa: F811
+    """The wrapper as --remote-python: the preflight runs in the archive's environment and asks
+    OpenVINO 2022.3.1 for the stick (none here: exit 2 naming MYRIAD, not a missing openvino)."""
+    from edgekit.deploy import deploy
+    from edgekit.runtime.__main__ import TINY_ONNX
+    ov = _archive(tmp_path)
+    py = tmp_path / "ovpython"
+    py.write_text("#!/bin/sh\nINTEL_OPENVINO_DIR={} EDGEKIT_PYTHON={} exec {} \"$@\"\n".format(
+        ov, ov2022_python(), REPO / "deploy" / "openvino2022_python.sh"))
+    py.chmod(0o755)
+    kh = tmp_path / "kh"
+    kh.write_text(sshd.known_hosts_line())
+    s = deploy(TINY_ONNX, "ncs2", hosts=[sshd.host], identity=sshd.user_key, known_hosts=kh,
+               remote_dir=str(tmp_path / "d"), remote_python=str(py), test_samples=0,
+               log=lambda m: None)
+    row = s["devices"][0]
+    assert row["exit_code"] == 2 and "no MYRIAD device" in row["error"], row["error"]
+    assert "openvino (" not in row["error"]  # openvino itself was found: 2022.3.1

@@ -160,3 +160,25 @@ def test_no_ov2022_check_skips_the_2022_run_and_says_so(tiny_artifact, artifact_
     code, out, err = run_cli("export", art2, "--format", "onnx", "--target", "ncs2")
     assert code == 1 and "error: OpenVINO 2022.3" in err and "cannot read" in err
     assert sorted(str(p.relative_to(art2)) for p in art2.rglob("*")) == before  # nothing written
+
+
+def test_every_target_toml_key_is_read_by_code():
+    """Issue 30 item 9: a key in targets/*.toml that no code reads is a promise nothing keeps
+    (``input_layout``, ``python``, ncs2's ``openvino`` were removed). Each top-level key and each
+    ``[hardware]`` key must be read (quoted) by edgekit's code or the device-side script;
+    ``container_image`` is checked against the Dockerfiles' FROM by tests/test_deploy.py."""
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "edgekit"
+    code = "\n".join(p.read_text() for p in root.rglob("*.py") if "_data" not in p.parts)
+    code += (root / "_data" / "deploy" / "edgekit_remote.py").read_text()
+    unread = []
+    for toml in sorted((root / "_data" / "targets").glob("*.toml")):
+        data = tomllib.loads(toml.read_text())
+        keys = list(data) + list(data.get("hardware", {}))
+        for key in keys:
+            if key == "container_image":
+                continue
+            if '"{}"'.format(key) not in code:
+                unread.append("{}: {}".format(toml.name, key))
+    assert unread == []

@@ -147,8 +147,13 @@ class FakeCudart(object):
 
 
 class FakeTrt(object):
-    """Records the TensorRT calls the runner makes; 8.x or 10.x API surface by version. Its
-    engine computes y = x @ W through the raw device pointers it is given."""
+    """Records the TensorRT calls the runner makes. It exposes ONE version's API surface:
+    bindings (``num_bindings``, ``set_binding_shape``, ``execute_async_v2``...) up to 8.6 only,
+    named tensors (``num_io_tensors``, ``set_input_shape``, ``execute_async_v3``...) from 8.5
+    only, ``max_workspace_size`` before 10 and ``set_memory_pool_limit`` from 8.4 (NVIDIA's
+    python API docs / release notes), so code calling the wrong family fails here. Its engine
+    computes y = x @ W through the raw device pointers it is given; its shape setters return
+    False outside the optimisation profile, as TensorRT's do."""
 
     class Logger(object):
         WARNING = 2
@@ -169,9 +174,11 @@ class FakeTrt(object):
         INPUT = "INPUT"
         OUTPUT = "OUTPUT"
 
-    def __init__(self, version, parse_errors=(), fast_fp16=True):
+    def __init__(self, version, parse_errors=(), fast_fp16=True, build_seconds=0.0):
         self.__version__ = version
         self.major = int(version.split(".")[0])
+        minor = int(version.split(".")[1])
+        self.profile = None
         self.calls = []
         self.parse_errors = list(parse_errors)
         self.W = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -206,8 +213,11 @@ class FakeTrt(object):
 
             def add_optimization_profile(self, p):
                 fake.calls.append(("profile", p.shapes))
+                fake.profile = p.shapes
 
             def __setattr__(self, k, v):
+                if k == "max_workspace_size" and fake.major >= 10:
+                    raise AttributeError("'IBuilderConfig' has no attribute 'max_workspace_size'")
                 fake.calls.append(("config." + k, v))
 
         if (self.major, int(version.split(".")[1])) >= (8, 4):
@@ -238,16 +248,31 @@ class FakeTrt(object):
 
             def build_serialized_network(self, network, config):
                 fake.calls.append(("build",))
+                if build_seconds:
+                    import time
+                    time.sleep(build_seconds)
                 return b"ENGINE"
+
+        def in_profile(shape):
+            if fake.profile is None:  # an engine from another fake's build: no profile known
+                return True
+            lo, hi = fake.profile[1][0], fake.profile[3][0]
+            return lo <= shape[0] <= hi
 
         class Context(object):
             def __init__(self):
                 self.shape, self.addr = None, {}
 
+            def __del__(self):
+                fake.calls.append(("del", "context"))
+
             # 8.x
             def set_binding_shape(self, i, shape):
                 fake.calls.append(("set_binding_shape", i, shape))
+                if not in_profile(shape):
+                    return False
                 self.shape = shape
+                return True
 
             def get_binding_shape(self, i):
                 return (self.shape[0], 3)
@@ -260,7 +285,10 @@ class FakeTrt(object):
             # 10.x
             def set_input_shape(self, name, shape):
                 fake.calls.append(("set_input_shape", name, shape))
+                if not in_profile(shape):
+                    return False
                 self.shape = shape
+                return True
 
             def get_tensor_shape(self, name):
                 return (self.shape[0], 3)
@@ -275,7 +303,11 @@ class FakeTrt(object):
 
         class Engine(object):
             names = ["x", "y"]
-            num_bindings = num_io_tensors = 2
+            num_bindings = 2
+            num_io_tensors = 2
+
+            def __del__(self):
+                fake.calls.append(("del", "engine"))
 
             def create_execution_context(self):
                 return Context()
@@ -308,15 +340,34 @@ class FakeTrt(object):
             def __init__(self, logger):
                 pass
 
+            def __del__(self):
+                fake.calls.append(("del", "runtime"))
+
             def deserialize_cuda_engine(self, blob):
                 fake.calls.append(("deserialize", blob))
                 return Engine()
 
+        if self.major >= 10:  # 10.x removed the bindings API
+            for cls, names in ((Context, BINDING_CONTEXT), (Engine, BINDING_ENGINE)):
+                for name in names:
+                    delattr(cls, name)
+        if (self.major, minor) < (8, 5):  # the named-tensor API arrived in 8.5
+            for cls, names in ((Context, TENSOR_CONTEXT), (Engine, TENSOR_ENGINE)):
+                for name in names:
+                    delattr(cls, name)
         self.Builder, self.OnnxParser, self.Runtime = Builder, Parser, TrtRuntime
 
     @staticmethod
     def nptype(dtype):
         return np.dtype(dtype).type
+
+
+BINDING_CONTEXT = ("set_binding_shape", "get_binding_shape", "execute_async_v2")
+BINDING_ENGINE = ("num_bindings", "get_binding_name", "binding_is_input", "get_binding_dtype",
+                  "get_binding_shape")
+TENSOR_CONTEXT = ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3")
+TENSOR_ENGINE = ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype",
+                 "get_tensor_shape")
 
 
 def _tiny():
@@ -486,3 +537,110 @@ def test_trt_api_table():
     from edgekit.runtime.tensorrt import trt_api
     assert [trt_api(v) for v in ("8.0.1.6", "8.2.1.8", "8.6.1", "10.0.1", "10.13.0")] == \
         ["bindings"] * 3 + ["tensors"] * 2
+
+
+# -- issue 30: each fix has a test that fails when it is reverted ---------------------------------
+
+@pytest.mark.parametrize("version,has_bindings,has_tensors", [
+    ("8.0.1.6", True, False), ("8.2.1.8", True, False), ("8.6.1.6", True, True),
+    ("10.3.0.26", False, True)])
+def test_the_fake_exposes_one_versions_api(tmp_path, monkeypatch, version, has_bindings,
+                                           has_tensors):
+    """No named-tensor API before 8.5, no bindings API in 10.x: a runner that drove the other
+    family for this version would fail here (checked by forcing it to)."""
+    from edgekit.runtime import tensorrt as rt
+    trt = FakeTrt(version)
+    with rt.TrtRunner(_tiny(), trt_module=trt, cuda=_buffers("pycuda", Memory()),
+                      cache_dir=str(tmp_path)) as r:
+        assert hasattr(r.engine, "num_bindings") == has_bindings
+        assert hasattr(r.engine, "num_io_tensors") == has_tensors
+        assert hasattr(r.context, "execute_async_v2") == has_bindings
+        assert hasattr(r.context, "execute_async_v3") == has_tensors
+        r.infer(np.ones((2, 4), np.float32))
+    if has_bindings and has_tensors:
+        return
+    wrong = "tensors" if has_bindings else "bindings"
+    monkeypatch.setattr(rt, "trt_api", lambda v: wrong)
+    with pytest.raises(AttributeError):
+        with rt.TrtRunner(_tiny(), trt_module=FakeTrt(version), cuda=_buffers("pycuda", Memory()),
+                          cache_dir=str(tmp_path)) as r:
+            r.infer(np.ones((2, 4), np.float32))
+
+
+def test_engine_cache_key_has_the_opt_batch_and_the_workspace(tmp_path):
+    """A --batch 8 run after a --batch 1 run builds an engine tuned for 8 (profile opt 8); a
+    new workspace builds again; the same options load the cached engine."""
+    from edgekit.runtime.tensorrt import TrtRunner
+    trt, memory = FakeTrt("8.2.1.8"), Memory()
+
+    def load(**opts):
+        trt.calls[:] = []
+        with TrtRunner(_tiny(), trt_module=trt, cuda=_buffers("pycuda", memory),
+                       cache_dir=str(tmp_path), max_batch=16, **opts) as r:
+            return r.engine_cached, r.engine_path
+    assert load(batch=1)[0] is False
+    cached, path8 = load(batch=8)
+    assert cached is False and ("profile", ("x", (1, 4), (8, 4), (16, 4))) in trt.calls
+    assert load(batch=8)[0] is True and load(batch=1)[0] is True
+    cached, path_ws = load(batch=8, workspace=512 << 20)
+    assert cached is False and ("config.max_workspace_size", 512 << 20) in trt.calls
+    assert path_ws != path8 and "opt8" in path8 and "ws{}".format(512 << 20) in path_ws
+
+
+def test_engine_build_is_recorded_apart_from_the_cold_start(tmp_path):
+    """The first run builds (engine_cached false, engine_build_ms >= the build's 0.4 s) and its
+    cold_start_ms leaves the build out; the second loads the cached engine."""
+    from edgekit.runtime.bench import measure
+    from edgekit.runtime.tensorrt import TrtRunner
+    trt, memory = FakeTrt("8.2.1.8", build_seconds=0.4), Memory()
+    x = np.ones((4, 4), np.float32)
+    opts = dict(trt_module=trt, cache_dir=str(tmp_path))
+    first = measure(TrtRunner(_tiny(), cuda=_buffers("pycuda", memory), **opts), x, iterations=5)
+    assert first["engine_cached"] is False and first["engine_build_ms"] >= 400
+    assert first["cold_start_ms"] < 400  # load + first inference, without the build
+    second = measure(TrtRunner(_tiny(), cuda=_buffers("pycuda", memory), **opts), x, iterations=5)
+    assert second["engine_cached"] is True and second["engine_build_ms"] is None
+    assert second["cold_start_ms"] < 400
+
+
+@pytest.mark.parametrize("version", ["8.0.1.6", "10.3.0.26"])
+def test_out_of_profile_shapes_are_refused_clearly(tmp_path, version):
+    from edgekit.runtime.tensorrt import TrtRunner
+    trt = FakeTrt(version)
+    with TrtRunner(_tiny(), trt_module=trt, cuda=_buffers("pycuda", Memory()),
+                   cache_dir=str(tmp_path), max_batch=16) as r:
+        with pytest.raises(EdgekitError) as e:
+            r.infer(np.ones((20, 4), np.float32))
+        assert "outside the TensorRT engine's optimisation profile (batch 1..16)" in str(e.value)
+        assert "--max-batch 20" in str(e.value)
+        names = [c[0] for c in trt.calls]
+        assert "execute_async_v2" not in names and "execute_async_v3" not in names
+        assert r.infer(np.ones((16, 4), np.float32))["y"].shape == (16, 3)
+
+
+def test_close_drops_context_engine_and_runtime_in_order(tmp_path):
+    """pycuda.autoinit pops the CUDA context at exit: the TensorRT objects must be gone by then
+    (close() destroys context, engine, runtime, in that order)."""
+    from edgekit.runtime.tensorrt import TrtRunner
+    trt = FakeTrt("8.2.1.8")
+    r = TrtRunner(_tiny(), trt_module=trt, cuda=_buffers("pycuda", Memory()),
+                  cache_dir=str(tmp_path)).load()
+    r.infer(np.ones((1, 4), np.float32))
+    r.close()
+    dels = [c[1] for c in trt.calls if c[0] == "del"]
+    assert dels == ["context", "engine", "runtime"]
+
+
+class FailingCudart(FakeCudart):
+    """cuda-python on a machine whose CUDA cannot start: every call returns an error code."""
+
+    def cudaStreamCreate(self):
+        return (100,)  # cudaErrorNoDevice
+
+
+def test_cuda_python_failures_exit_2_like_pycuda():
+    from edgekit.runtime.tensorrt import CudaPythonBuffers
+    with pytest.raises(HardwareMissing) as e:
+        CudaPythonBuffers(FailingCudart(Memory()))
+    assert e.value.exit_code == 2 and "cudaStreamCreate failed: 100" in str(e.value)
+    assert "--runtime nvidia" in str(e.value)

@@ -46,7 +46,8 @@ def _print(rep):
     tg = rep.get("target")
     if tg:
         status = "[green]ready[/green]" if tg["ready"] else "[red]not ready[/red]"
-        console.print("target {}: {}".format(tg["name"], status))
+        console.print("target {}{}: {}".format(tg["name"], " ({})".format(tg["description"])
+                                               if tg.get("description") else "", status))
         for note in tg["notes"]:
             console.print("  " + note)
         for m in tg["missing"]:

@@ -36,7 +36,8 @@ from edgekit.deploy.hosts import HostSpec, parse_host, read_inventory, resolve_h
 from edgekit.deploy.bundle import REMOTE_SCRIPT, SETUP_SCRIPT, Bundle, build_bundle  # noqa: F401
 from edgekit.deploy.ssh import Remote, check_known_hosts, fingerprint  # noqa: F401
 from edgekit.deploy.steps import (COMPLETE, DAEMON_JSON_FIX, DEFAULT_REMOTE_DIR,  # noqa: F401
-                                  check_docker_default_runtime, device_args,
+                                  board_identity, check_device_ops,
+                                  check_docker_default_runtime, device_args, stamp_board,
                                   docker_build_command, docker_command, docker_image,
                                   preflight, remote_bench, remote_python_cmd, setup_command,
                                   setup_device, upload)

@@ -19,6 +19,7 @@ from edgekit.resources import data_file
 
 REMOTE_SCRIPT = data_file("deploy", "edgekit_remote.py")   # packaged: found in any install
 SETUP_SCRIPT = data_file("deploy", "setup_device.sh")
+OV2022_WRAPPER = data_file("deploy", "openvino2022_python.sh")
 
 
 
@@ -36,8 +37,9 @@ def _docker(target):
 class Bundle:
     """A deterministic tar of what runs on the device, plus its listing."""
 
-    def __init__(self, data, entries, meta):
+    def __init__(self, data, entries, meta, files=None):
         self.data = data                  # the tar bytes
+        self.files = files or {}          # {member name: bytes} (what the tar holds)
         self.entries = entries            # [(name, size)] sorted
         self.meta = meta
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -86,7 +88,7 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
                  model_file=None):
     """Build the bundle for ``target`` (deterministic: same inputs -> same bytes/sha256)."""
     from edgekit.artifact import Artifact
-    from edgekit.targets import as_target, pick_file
+    from edgekit.targets import as_target, pick_file, remote_facts
     t = as_target(target)
     runtime = runtime or t["runtimes"][0]
     if runtime not in t["runtimes"]:
@@ -115,6 +117,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
     files.update(runtime_sources())
     files["deploy/edgekit_remote.py"] = REMOTE_SCRIPT.read_bytes()
     files["deploy/setup_device.sh"] = SETUP_SCRIPT.read_bytes()
+    if "openvino" in t["runtimes"]:  # --remote-python for a host with the 2022.3 archive
+        files["deploy/openvino2022_python.sh"] = OV2022_WRAPPER.read_bytes()
     if docker:
         dockerfile = _docker(t)["dockerfile"]
         files[dockerfile] = data_file("docker", dockerfile).read_bytes()
@@ -127,7 +131,8 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
             "device": t.get("device"),  # the target's device (targets/T.toml)
             "bytes": art.run_bytes(name), "model_sha256": entry.get("sha256"),  # IR: +.bin
             "artifact": art.path.name, "method": art.method,
-            "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None}
+            "npz": "data/test.npz" if n else None, "test_samples": n, "data": spec if n else None,
+            "facts": remote_facts(t)}  # for `deploy/edgekit_remote.py doctor` on the device
     files["bundle.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     sums = "".join("{}  {}\n".format(hashlib.sha256(files[k]).hexdigest(), k) for k in sorted(files))
     files["SHA256SUMS"] = sums.encode()
@@ -142,6 +147,6 @@ def build_bundle(artifact, target, runtime=None, test_samples=1000, data=None, d
             tf.addfile(info)
         for k in sorted(files):
             _tar_add(tf, k, files[k], 0o755 if k.endswith((".sh", "edgekit_remote.py")) else 0o644)
-    b = Bundle(buf.getvalue(), [(k, len(files[k])) for k in sorted(files)], meta)
+    b = Bundle(buf.getvalue(), [(k, len(files[k])) for k in sorted(files)], meta, files)
     b.meta["sha256"] = b.sha256
     return b

@@ -239,6 +239,52 @@ def remote_bench(remote, dest, bundle, python="python3", remote_dir=DEFAULT_REMO
             remote.host.hostname, out_path, exc)) from None
 
 
+def board_identity(remote, python="python3", timeout=60.0):
+    """The board's own identity and state (``edgekit_remote.py identity`` run by the board's
+    Python, outside any container): what a ``--docker`` result is stamped with, since inside
+    the container ``hostname`` is the container id and nvpmodel / sysfs firmware are absent."""
+    code, out, err = remote.run("{} - identity".format(remote_python_cmd(remote, python)),
+                                timeout=timeout, stdin=REMOTE_SCRIPT.read_bytes())
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EdgekitError("{}: cannot read the board's identity: {}".format(
+            remote.host.hostname, (err.strip().splitlines() or ["exit {}".format(code)])[-1]))
+
+
+def stamp_board(res, board):
+    """Put the board's identity (``board``, from :func:`board_identity`) into a ``--docker``
+    result: ``host`` and ``device_identity`` name the board, the container's own identity is
+    kept as ``container_identity``, and the board-state warnings are the board's."""
+    from edgekit.resources import remote_module
+    res["container_identity"] = res.get("device_identity")
+    res["device_identity"] = board
+    res["host"] = board.get("hostname") or res.get("host")
+    res["warnings"] = list(res.get("warnings") or []) + remote_module().board_warnings(board)
+    return res
+
+
+def check_device_ops(bundle, target, l4t, host="device"):
+    """Refuse (before upload) an ONNX the device's TensorRT cannot parse: the op list of the
+    TensorRT that the device's L4T release ships (``[l4t]``: JetPack 4.6 = 8.0.1, which lacks
+    Einsum, Round, ScatterND... that 8.2 reads). Returns the TensorRT version checked, or None
+    for bundles that do not run TensorRT."""
+    from edgekit.targets import check_onnx_model, l4t_release_info, load_target
+    t = load_target(target)
+    if bundle.meta.get("runtime") != "tensorrt" or not t.get("check_trt82_ops") or not l4t:
+        return None
+    version = l4t_release_info(t, l4t)["tensorrt"]
+    data = bundle.files.get(bundle.meta["model"]) if bundle.files else None
+    if data is None:
+        return None
+    problems = check_onnx_model(data, t, tensorrt=version)
+    if problems:
+        raise EdgekitError("{}: L4T {} ships TensorRT {}, which cannot run {}: {}; export a "
+                           "model without them or flash JetPack 4.6.1+".format(
+                               host, l4t, version, bundle.meta["model"], "; ".join(problems)))
+    return version
+
+
 def setup_command(target, venv_abs, python_cmd):
     """The ``sh -s`` line that runs deploy/setup_device.sh for ``target``: its arguments are
     the target's ``[setup]`` (packages, a pip pin, a PATH prefix) and ``host_arch``."""

@@ -15,9 +15,9 @@ from edgekit.errors import EdgekitError
 from edgekit.deploy.hosts import parse_host, resolve_host, read_inventory
 from edgekit.deploy.bundle import _docker, build_bundle
 from edgekit.deploy.ssh import Remote, check_known_hosts
-from edgekit.deploy.steps import (DEFAULT_REMOTE_DIR, check_docker_default_runtime,
-                                  docker_build_command, preflight, remote_bench, setup_device,
-                                  upload)
+from edgekit.deploy.steps import (DEFAULT_REMOTE_DIR, board_identity, check_device_ops,
+                                  check_docker_default_runtime, docker_build_command, preflight,
+                                  remote_bench, setup_device, stamp_board, upload)
 
 
 def _network_error(exc):
@@ -66,6 +66,9 @@ def _one(host, bundles, opts, log):
                 **l4t_release_info(target, report["identity"].get("l4t"))))
         say("preflight ok: " + ", ".join("{} {}".format(c["name"], c["value"])
                                          for c in report["checks"]))
+        checked = check_device_ops(bundle, target, report["identity"].get("l4t"), host.hostname)
+        if checked:
+            say("ops checked against the device's TensorRT {}".format(checked))
         last = [0]
 
         def progress(sent, total):
@@ -96,6 +99,10 @@ def _one(host, bundles, opts, log):
             res = remote_bench(remote, dest, bundle, python, o["remote_dir"], o["bench_args"],
                                o["docker"], timeout=o["command_timeout"] * 30, log=say,
                                l4t=report["identity"].get("l4t"))
+            if o["docker"]:  # the container's hostname is its id: name the board instead
+                stamp_board(res, board_identity(remote, python, timeout=o["command_timeout"]))
+            for w in res.get("warnings") or []:
+                say("warning: " + w)
             res["deploy"] = {"ssh_host": host.spec, "address": str(host), "remote_path": dest,
                              "docker": bool(o["docker"]), "remote_python": python,
                              "transport": remote.transport}

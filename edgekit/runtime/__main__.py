@@ -270,6 +270,9 @@ def main(argv=None):
                       res["runtime"], res["runtime_version"], res["device"], lat["p50"],
                       lat["p99"], res["throughput_ips"] or 0.0, res["cold_start_ms"] or 0.0,
                       "-" if res["accuracy"] is None else "{:.4f}".format(res["accuracy"])))
+            if res.get("engine_cached") is False:
+                print("TensorRT engine built in {:.1f} s (not part of the cold start; the next "
+                      "run loads it from the cache)".format((res["engine_build_ms"] or 0) / 1e3))
             if args.json:
                 print("results: {}".format(args.json))
             return 0

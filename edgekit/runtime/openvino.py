@@ -3,8 +3,8 @@
 
 Device ``CPU`` (laptop) or ``MYRIAD`` / ``MYRIAD.<id>`` (NCS2, FP16). A device that is not
 attached raises HardwareMissing (exit 2), never a CPU fallback; results name the device the
-compiled model runs on. MYRIAD compiles static shapes only, so a dynamic batch is reshaped to
-``batch`` (default 1) before ``compile_model``. Python 3.6 syntax, numpy + openvino.
+compiled model runs on. MYRIAD compiles static shapes only, so the input is reshaped to a
+static ``batch`` (default 1; a static IR of another batch too) before ``compile_model``. Python 3.6 syntax, numpy + openvino.
 
 Example::
 
@@ -110,12 +110,13 @@ def is_myriad(device):
     return device == "MYRIAD" or str(device).startswith("MYRIAD.")
 
 
-def static_shape(partial_shape, batch):
+def static_shape(partial_shape, batch, rebatch=False):
     """A static input shape for MYRIAD from a (partial) shape list with None for dynamic dims:
-    the dynamic batch (first) dimension becomes ``batch``; any other dynamic dimension cannot
-    be guessed and is refused."""
+    the dynamic batch (first) dimension becomes ``batch`` (with ``rebatch``, a static one too:
+    MYRIAD compiles any static batch, so ``--batch 8`` on a batch-1 IR is reshaped, not
+    refused); any other dynamic dimension cannot be guessed and is refused."""
     dims = list(partial_shape)
-    if dims and dims[0] is None:
+    if dims and (dims[0] is None or rebatch):
         dims[0] = int(batch)
     if any(d is None for d in dims):
         raise EdgekitError("MYRIAD compiles static shapes only and this input's shape {} has a "
@@ -159,8 +160,8 @@ class OvRunner(Runner):
         self.reshaped = None
         try:
             model = self.core.read_model(self.path)
-            if is_myriad(self._device) and model.is_dynamic():
-                self.reshaped = self._make_static(model)
+            if is_myriad(self._device):  # static shapes, at the batch asked for
+                self.reshaped = self._make_static(model) or None
             self.compiled = self.core.compile_model(model, self._device, config)
         except EdgekitError:
             raise
@@ -193,17 +194,21 @@ class OvRunner(Runner):
         return config
 
     def _make_static(self, model):
-        """Reshape every dynamic input to a static shape (MYRIAD's compiler throws on a
-        dynamic parameter). Returns {input name: [old dims, new dims]}."""
-        batch = int(self.options.get("batch") or 1)
+        """Reshape every input to a static shape with the first dimension = the ``batch`` option
+        (MYRIAD's compiler throws on a dynamic parameter; a static IR exported for batch 1 is
+        re-batched, as benchmark_app -b does). Returns {input name: [old dims, new dims]}."""
+        batch = self.options.get("batch")
+        rebatch = batch is not None
+        batch = int(batch or 1)
         shapes, changed = {}, {}
         for i, port in enumerate(model.inputs):
             old = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-            new = static_shape(old, batch)
+            new = static_shape(old, batch, rebatch=rebatch and i == 0)
             shapes[i] = new
             if new != old:
                 changed[_name(port, i)] = [_dims_str(old), _dims_str(new)]
-        model.reshape(shapes)
+        if changed:
+            model.reshape(shapes)
         return changed
 
     def _infer(self, x):

@@ -2,7 +2,9 @@
 
 Engines are not portable across TensorRT versions or GPUs, so the engine is built here from
 the ONNX file and cached under a key made of the ONNX sha256, the TensorRT version, the GPU
-name and the precision (the precision actually used is recorded beside it). FP16 when
+name, the precision, the profile's max and optimum batch and the workspace (the precision
+actually used is recorded beside it). A build is timed apart (``engine_build_ms``) and left out
+of ``cold_start_ms``; ``engine_cached`` says whether this run built one. FP16 when
 ``builder.platform_has_fast_fp16``; workspace through ``max_workspace_size`` (TensorRT 8.0 /
 8.2: JetPack 4.6 / 4.6.1+) or ``set_memory_pool_limit`` (8.4+/10); explicit batch; every ONNX
 parser error is listed. Inference uses bindings (8.x) or named tensors (10.x); other TensorRT
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import tempfile
+import time
 
 import numpy as np
 
@@ -77,11 +80,16 @@ def trt_api(version):
     return TRT_APIS[major]
 
 
-def engine_cache_key(onnx_sha256, trt_version, gpu_name, fp16, max_batch):
-    """File name of the cached engine: ONNX sha256 + TensorRT version + GPU name (+ options)."""
+def engine_cache_key(onnx_sha256, trt_version, gpu_name, fp16, max_batch, opt_batch=1,
+                     workspace=DEFAULT_WORKSPACE):
+    """File name of the cached engine: ONNX sha256 + TensorRT version + GPU name + every build
+    option that changes the engine: precision, the profile's max and optimum batch (TensorRT
+    picks its kernels for the optimum: a ``--batch 8`` run must not time an engine tuned for
+    batch 1) and the workspace (it bounds which tactics the builder may choose)."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu_name)).strip("-").lower() or "gpu"
-    return "{}-trt{}-{}-{}-b{}.engine".format(onnx_sha256[:20], trt_version, gpu,
-                                              "fp16" if fp16 else "fp32", int(max_batch))
+    return "{}-trt{}-{}-{}-b{}-opt{}-ws{}.engine".format(
+        onnx_sha256[:20], trt_version, gpu, "fp16" if fp16 else "fp32", int(max_batch),
+        int(opt_batch), int(workspace))
 
 
 def default_cache_dir():
@@ -168,25 +176,30 @@ class CudaPythonBuffers(object):
             try:
                 from cuda.bindings import runtime as cudart
             except ImportError:
-                from cuda import cudart
+                try:
+                    from cuda import cudart
+                except ImportError:
+                    raise MissingDependency(CUDA_HELP)
         self.cudart = cudart
-        self.stream = self._ok(cudart.cudaStreamCreate())
+        self.stream = self._ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
 
-    def _ok(self, result):
+    def _ok(self, result, call="CUDA call"):
+        """The value of a cuda-python call, or HardwareMissing (exit 2, as pycuda's failures):
+        a CUDA error here means the GPU or its driver is not usable from this process."""
         err = result[0]
         if int(err) != 0:
-            raise EdgekitError("CUDA call failed: {}".format(err))
+            raise HardwareMissing(CUDA_INIT_HELP.format("{} failed: {}".format(call, err)))
         return result[1] if len(result) > 1 else None
 
     def gpu_name(self):
-        props = self._ok(self.cudart.cudaGetDeviceProperties(0))
+        props = self._ok(self.cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
         name = props.name
         return name.decode("utf-8", "replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
 
     def host(self, nbytes):
         import ctypes
         n = max(1, int(nbytes))
-        ptr = int(self._ok(self.cudart.cudaMallocHost(n)))
+        ptr = int(self._ok(self.cudart.cudaMallocHost(n), "cudaMallocHost"))
         arr = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(ptr))
         self._pinned = getattr(self, "_pinned", {})
         self._pinned[arr.ctypes.data] = ptr
@@ -198,24 +211,26 @@ class CudaPythonBuffers(object):
             self.cudart.cudaFreeHost(ptr)
 
     def alloc(self, nbytes):
-        return self._ok(self.cudart.cudaMalloc(max(1, int(nbytes))))
+        return self._ok(self.cudart.cudaMalloc(max(1, int(nbytes))), "cudaMalloc")
 
     def ptr(self, mem):
         return int(mem)
 
     def htod(self, mem, host):
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._ok(self.cudart.cudaMemcpyAsync(mem, host.ctypes.data, host.nbytes, kind, self.stream))
+        self._ok(self.cudart.cudaMemcpyAsync(mem, host.ctypes.data, host.nbytes, kind, self.stream),
+                 "cudaMemcpyAsync")
 
     def dtoh(self, host, mem):
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._ok(self.cudart.cudaMemcpyAsync(host.ctypes.data, mem, host.nbytes, kind, self.stream))
+        self._ok(self.cudart.cudaMemcpyAsync(host.ctypes.data, mem, host.nbytes, kind, self.stream),
+                 "cudaMemcpyAsync")
 
     def stream_handle(self):
         return int(self.stream)
 
     def sync(self):
-        self._ok(self.cudart.cudaStreamSynchronize(self.stream))
+        self._ok(self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
     def free(self, mem):
         self.cudart.cudaFree(mem)
@@ -323,20 +338,27 @@ class TrtRunner(Runner):
             onnx_bytes = fh.read()
         sha = hashlib.sha256(onnx_bytes).hexdigest()
         max_batch = int(self.options.get("max_batch") or 64)
+        opt_batch = max(1, min(int(self.options.get("batch") or 1), max_batch))
+        workspace = int(self.options.get("workspace") or DEFAULT_WORKSPACE)
         fp16 = self.options.get("fp16", True)
         cache_dir = self.options.get("cache_dir") or default_cache_dir()
+        self.max_batch = max_batch
         self.engine_path = os.path.join(cache_dir, engine_cache_key(
-            sha, self._version, self.gpu, fp16, max_batch))
+            sha, self._version, self.gpu, fp16, max_batch, opt_batch, workspace))
         blob, used = _read_cached_engine(self.engine_path)
         self.engine_cached = blob is not None
-        if blob is None:
+        self.engine_build_ms = None
+        if blob is None:  # minutes on a Nano: timed apart, so cold_start_ms can leave it out
+            start = time.perf_counter()
             blob, used = build_engine(trt, onnx_bytes, self.logger, fp16=fp16,
-                                      workspace=self.options.get("workspace") or DEFAULT_WORKSPACE,
-                                      max_batch=max_batch, opt_batch=self.options.get("batch") or 1)
+                                      workspace=workspace, max_batch=max_batch,
+                                      opt_batch=opt_batch)
             _atomic_write_bytes(self.engine_path, blob)
             _atomic_write_bytes(self.engine_path + ".json", json.dumps(
                 {"precision": "fp16" if used else "fp32", "tensorrt": self._version,
-                 "gpu": self.gpu, "onnx_sha256": sha}).encode("utf-8"))
+                 "gpu": self.gpu, "onnx_sha256": sha, "max_batch": max_batch,
+                 "opt_batch": opt_batch, "workspace": workspace}).encode("utf-8"))
+            self.engine_build_ms = (time.perf_counter() - start) * 1e3
         self.precision = "fp16" if used else "fp32"
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(blob)
@@ -391,9 +413,14 @@ class TrtRunner(Runner):
         ctx, mem = self.context, self.mem
         inp = [t for t in self.io if t["input"]][0]
         if self._api == "tensors":
-            ctx.set_input_shape(inp["name"], tuple(x.shape))
+            ok = ctx.set_input_shape(inp["name"], tuple(x.shape))
         else:
-            ctx.set_binding_shape(inp["index"], tuple(x.shape))
+            ok = ctx.set_binding_shape(inp["index"], tuple(x.shape))
+        if ok is False:  # both setters return False for a shape outside the profile
+            raise EdgekitError(
+                "input shape {} is outside the TensorRT engine's optimisation profile (batch "
+                "1..{}): pass --max-batch {} (the engine is rebuilt for it)".format(
+                    tuple(x.shape), self.max_batch, max(int(x.shape[0]), self.max_batch)))
         h_in, d_in = self._binding(inp["name"], x.shape, x.dtype)
         np.copyto(h_in, x)
         mem.htod(d_in, h_in)
@@ -423,12 +450,18 @@ class TrtRunner(Runner):
         return [host.copy() for host, _ in outs]  # the pinned buffers are reused next call
 
     def _close(self):
+        """Free the buffers, then drop the TensorRT objects in order (context, engine, runtime)
+        while the CUDA context is still current: pycuda.autoinit pops it at interpreter exit,
+        and a TensorRT runtime destroyed after that crashes the process after the results are
+        written."""
         for host, dev, _ in self._buffers.values():
             self.mem.free(dev)
             self.mem.free_host(host)
         self._buffers = {}
         self.context = None
         self.engine = None
+        self.runtime = None
+        self.logger = None
 
     def version(self):
         if getattr(self, "_version", None):
@@ -446,6 +479,7 @@ class TrtRunner(Runner):
         info = Runner.describe(self)
         info["precision"] = getattr(self, "precision", None)
         info["engine_cached"] = getattr(self, "engine_cached", None)
+        info["engine_build_ms"] = getattr(self, "engine_build_ms", None)
         return info
 
 

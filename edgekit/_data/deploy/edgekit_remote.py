@@ -11,7 +11,8 @@ Subcommands::
     preflight --target T [--dir D] [--min-free-mb N] [--docker]   # JSON report, exit 0/1/2
     unpack TAR --sha256 HEX --dest DIR/NAME [--cleanup UPLOAD_DIR]  # verify, safe-extract, rename
     bench --bundle DIR --json OUT [bench options]                 # edgekit.runtime bench + identity
-    identity                                                      # JSON: hostname, uname, L4T, python
+    identity                                     # JSON: hostname, uname, board, L4T, state, python
+    doctor [--bundle DIR] [--docker]             # the device's first check: preflight + selftest
 
 Exit codes: 0 ok, 1 error, 2 a missing runtime/hardware (preflight says what to install).
 """
@@ -33,11 +34,30 @@ COMPLETE = ".edgekit-complete"
 
 
 # -- identity ---------------------------------------------------------------------------------
+# Every fact about the board is read from a file (or a command on PATH), so a test can make
+# them true elsewhere: with EDGEKIT_FACTS_ROOT=DIR set, an absolute path /x/y is read as DIR/x/y
+# (e.g. DIR/proc/device-tree/model, DIR/etc/nv_tegra_release). Unset on a real board.
+FACTS_ROOT_ENV = "EDGEKIT_FACTS_ROOT"
+DT_MODEL = "/proc/device-tree/model"
+CPUFREQ = "/sys/devices/system/cpu"
+GPU_DEVFREQ = "/sys/devices/gpu.0/devfreq"      # the Nano's GPU (57000000.gpu) under L4T r32
+USB_DEVICES = "/sys/bus/usb/devices"
+NCS2_VENDOR = "03e7"                             # Intel Movidius (the NCS2, both USB ids)
+JETSON_MAXN = "MAXN"                             # nvpmodel mode 0 on the Nano (10 W)
 
-def l4t_release(path=TEGRA_RELEASE):
+
+def host_path(path):
+    """``path`` on this board, or under $EDGEKIT_FACTS_ROOT when that is set (tests)."""
+    root = os.environ.get(FACTS_ROOT_ENV)
+    if root and os.path.isabs(path):
+        return os.path.join(root, path.lstrip("/"))
+    return path
+
+
+def l4t_release(path=None):
     """'R32.7.1' from /etc/nv_tegra_release ('# R32 (release), REVISION: 7.1, ...'), or None."""
     try:
-        with open(path) as fh:
+        with open(path or host_path(TEGRA_RELEASE)) as fh:
             line = fh.readline()
     except (IOError, OSError):
         return None
@@ -53,18 +73,195 @@ def l4t_release(path=TEGRA_RELEASE):
     return major + ("." + rev if rev else "")
 
 
+def l4t_board(text):
+    """'t210ref' from the BOARD field of /etc/nv_tegra_release's first line (the Nano and the TX1
+    say t210ref, TX2 / Xavier t186ref, Orin t234ref), or None."""
+    first = (text or "").splitlines()[:1]
+    for part in (first[0] if first else "").split(","):
+        part = part.strip()
+        if part.upper().startswith("BOARD:"):
+            return part.split(":", 1)[1].strip() or None
+    return None
+
+
+def _run_cmd(argv, timeout=10):
+    """(exit code, stdout) of a command on PATH; (None, reason) when it cannot run."""
+    import subprocess
+    try:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True)
+    except (IOError, OSError) as exc:
+        return None, "{}: {}".format(argv[0], exc.strerror or exc)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except Exception:  # subprocess.TimeoutExpired
+        p.kill()
+        p.communicate()
+        return None, "{} timed out".format(argv[0])
+    return p.returncode, out
+
+
+def _read_int(path):
+    text = _read_marker(path)
+    try:
+        return int(text.split()[0]) if text else None
+    except ValueError:
+        return None
+
+
+def userland():
+    """The userland's word size: this Python's pointer size and, on Debian-based systems,
+    ``dpkg --print-architecture`` (armhf on a 64-bit kernel = 32-bit Raspberry Pi OS)."""
+    import struct
+    code, out = _run_cmd(["dpkg", "--print-architecture"])
+    return {"python_bits": struct.calcsize("P") * 8,
+            "dpkg_arch": out.strip() if code == 0 and out.strip() else None}
+
+
+USERLAND_32 = ("armhf", "armel", "i386")
+
+
+def userland_problem(machine, info=None):
+    """Why a 64-bit kernel (aarch64 / x86_64) runs a 32-bit userland here, or None: the wheels
+    for ``machine`` (onnxruntime, ai-edge-litert, OpenVINO) would not install."""
+    if machine not in ("aarch64", "x86_64", "arm64", "amd64"):
+        return None
+    info = info or userland()
+    why = []
+    if info.get("dpkg_arch") in USERLAND_32:
+        why.append("dpkg {}".format(info["dpkg_arch"]))
+    if info.get("python_bits") and info["python_bits"] < 64:
+        why.append("{}-bit Python".format(info["python_bits"]))
+    return "{} kernel with a 32-bit userland ({})".format(machine, ", ".join(why)) if why else None
+
+
+def jetson_state():
+    """The Jetson's power mode (``nvpmodel -q``) and whether its clocks are locked at the maximum
+    (what ``sudo jetson_clocks`` does: every online CPU's scaling_min_freq = scaling_max_freq and
+    the GPU devfreq min_freq = max_freq; read from sysfs, no root needed)."""
+    code, out = _run_cmd(["nvpmodel", "-q"])
+    mode = None
+    if code == 0:
+        for line in out.splitlines():
+            if "Power Mode" in line and ":" in line:
+                mode = line.split(":", 1)[1].strip()
+                break
+    cpus = []
+    import glob
+    for d in sorted(glob.glob(host_path(CPUFREQ) + "/cpu[0-9]*/cpufreq")):
+        lo, hi = _read_int(d + "/scaling_min_freq"), _read_int(d + "/scaling_max_freq")
+        if lo is not None and hi is not None:
+            cpus.append((lo, hi))
+    gpus = []
+    for d in sorted(glob.glob(host_path(GPU_DEVFREQ) + "/*")):
+        lo, hi = _read_int(d + "/min_freq"), _read_int(d + "/max_freq")
+        if lo is not None and hi is not None:
+            gpus.append((lo, hi))
+    locked = None
+    if cpus and gpus:
+        locked = all(lo == hi for lo, hi in cpus + gpus)
+    return {"power_mode": mode,
+            "power_mode_source": "nvpmodel -q" if code == 0 else (out if code is None else
+                                                                  "nvpmodel -q exit {}".format(code)),
+            "clocks_locked": locked,
+            "cpu_khz_min_max": [list(c) for c in cpus], "gpu_hz_min_max": [list(g) for g in gpus]}
+
+
+def pi_state():
+    """The Pi's throttling (``vcgencmd get_throttled``: bits 0-3 now, 16-19 since boot) and its
+    CPU frequency governor (cpufreq ``scaling_governor``)."""
+    code, out = _run_cmd(["vcgencmd", "get_throttled"])
+    throttled = None
+    if code == 0 and "=" in out:
+        try:
+            throttled = int(out.strip().split("=", 1)[1], 16)
+        except ValueError:
+            throttled = None
+    return {"throttled": None if throttled is None else hex(throttled),
+            "governor": _read_marker(host_path(CPUFREQ) + "/cpu0/cpufreq/scaling_governor")}
+
+
+def ncs2_usb():
+    """Every NCS2 on USB (vendor 03e7): product id and link speed in Mbit/s (5000 = USB 3,
+    480 = USB 2, where the stick is slower)."""
+    import glob
+    out = []
+    for d in sorted(glob.glob(host_path(USB_DEVICES) + "/*")):
+        if (_read_marker(d + "/idVendor") or "").lower() != NCS2_VENDOR:
+            continue
+        speed = _read_marker(d + "/speed")
+        try:
+            speed = float(speed) if speed else None
+        except ValueError:
+            speed = None
+        out.append({"usb": os.path.basename(d), "product": _read_marker(d + "/idProduct"),
+                    "speed_mbps": speed})
+    return out
+
+
+def board_state(model=None, tegra=None):
+    """What changes a measurement on the same board: the Jetson's power mode and clocks, the
+    Pi's throttling and governor, each NCS2's USB link speed (only what this board has)."""
+    state = {}
+    if tegra:
+        state["jetson"] = jetson_state()
+    if model and "Raspberry Pi" in model:
+        state["pi"] = pi_state()
+    sticks = ncs2_usb()
+    if sticks:
+        state["ncs2_usb"] = sticks
+    return state
+
+
+def board_warnings(ident):
+    """Why a result from a board in this state should not be compared with the headline
+    figures (a list of one-line strings): a Jetson not in MAXN or without locked clocks, a Pi
+    throttled now or since boot, an NCS2 on a USB 2 link. Used on the device and by the host
+    (``--docker`` results get the board's identity from outside the container)."""
+    state = (ident or {}).get("board_state") or {}
+    out = []
+    j = state.get("jetson")
+    if j is not None:
+        if j.get("power_mode") != JETSON_MAXN:
+            out.append("Jetson power mode is {}, not MAXN: run `sudo nvpmodel -m 0`".format(
+                j.get("power_mode") or "unknown ({})".format(j.get("power_mode_source"))))
+        if j.get("clocks_locked") is not True:
+            out.append("Jetson clocks are {}: run `sudo jetson_clocks` before benchmarking".format(
+                "not locked" if j.get("clocks_locked") is False else "unknown (no cpufreq/devfreq)"))
+    p = state.get("pi")
+    if p is not None:
+        t = int(p["throttled"], 16) if p.get("throttled") else None
+        if t is None:
+            out.append("Raspberry Pi throttling unknown (`vcgencmd get_throttled` did not answer)")
+        elif t & 0xF:
+            out.append("Raspberry Pi is throttled now (get_throttled={}: under-voltage, capped "
+                       "or hot): fix the power supply / cooling".format(p["throttled"]))
+        elif t & 0xF0000:
+            out.append("Raspberry Pi was throttled since boot (get_throttled={}): the run may "
+                       "have been slowed".format(p["throttled"]))
+    for s in state.get("ncs2_usb") or []:
+        if s.get("speed_mbps") is not None and s["speed_mbps"] < 5000:
+            out.append("NCS2 {} is on a USB 2 link ({:g} Mbit/s): plug it into a USB 3 port".format(
+                s["usb"], s["speed_mbps"]))
+    return out
+
+
 def identity():
-    """Who this device is: stamped into every results JSON pulled back."""
+    """Who this device is and its state: stamped into every results JSON pulled back."""
     u = platform.uname()
-    tegra = None
-    if os.path.exists(TEGRA_RELEASE):
-        with open(TEGRA_RELEASE) as fh:
-            tegra = fh.read().strip()
+    tegra = _read_marker(host_path(TEGRA_RELEASE))
+    model = _read_marker(host_path(DT_MODEL))
+    container = any(os.path.exists(host_path(p)) for p in ("/.dockerenv", "/run/.containerenv"))
     return {"hostname": socket.gethostname(),
+            "container": container,
             "uname": " ".join([u[0], u[1], u[2], u[3], u[4]]),
             "machine": platform.machine(),
+            "userland": userland(),
+            "board_model": model,
             "nv_tegra_release": tegra,
             "l4t": l4t_release(),
+            "l4t_board": l4t_board(tegra),
+            "board_state": {} if container else board_state(model, tegra),
             "python": platform.python_version(),
             "python_executable": sys.executable}
 
@@ -119,6 +316,8 @@ def _fix(what, py, facts=None):
                 "check `ls -l /dev/nvhost-ctrl-gpu` and that the user is in group video",
         "device": "attach the device and check its udev rules, then replug",
         "docker": "install Docker (sudo apt-get install docker.io) and add the user to group docker",
+        "docker_runtime": "install the NVIDIA container runtime (JetPack's nvidia-docker2 / "
+                          "nvidia-container-runtime) so `docker info` lists it, then restart docker",
         "disk": "free space on the device (or choose another --remote-dir)",
     }.get(what, "the target's host architecture" if what == "arch" else "see targets/T.toml")
 
@@ -126,7 +325,7 @@ def _fix(what, py, facts=None):
 def usb_vendor_present(vendor):
     """True when a USB device of ``vendor`` (hex id, e.g. '03e7') is attached (sysfs)."""
     import glob
-    for path in glob.glob("/sys/bus/usb/devices/*/idVendor"):
+    for path in glob.glob(host_path(USB_DEVICES) + "/*/idVendor"):
         try:
             with open(path) as fh:
                 if fh.read().strip().lower() == vendor.lower():
@@ -146,10 +345,13 @@ def _read_marker(path):
 
 def hardware_checks(facts, usb=True):
     """Can this machine be the target's hardware? One check per fact of targets/T.toml, in
-    order: ``host_arch`` (machine type), ``[hardware] marker_file`` (+ ``marker_text``: a file
-    only that board has), ``usb_vendor`` (a USB device that must be attached). Each check is
+    order: ``host_arch`` (machine type, and a 64-bit userland on a 64-bit kernel),
+    ``[hardware] marker_file`` (+ ``marker_text``: text, or a list of texts one of which the
+    file must contain: the board's model), ``l4t_board`` (the BOARD of /etc/nv_tegra_release),
+    ``usb_vendor`` (a USB device that must be attached). Each check is
     {"name", "ok", "value", "what", "fix"}; ``fix`` comes from the target's ``[install]``.
     Used by the device preflight and, loaded from this same file, by the host's doctor/bench.
+    Files are read under $EDGEKIT_FACTS_ROOT when set (:func:`host_path`).
 
     Example: ``hardware_checks({"name": "stick", "host_arch": ["x86_64"]})[0]["ok"]``."""
     py = sys.executable or "python3"
@@ -162,19 +364,32 @@ def hardware_checks(facts, usb=True):
     arch = facts.get("host_arch") or []
     if arch:
         machine = platform.machine()
-        add("arch", machine in arch, machine, "an {} host for {} (this is {})".format(
-            "/".join(arch), name, machine), "arch")
+        bad_userland = userland_problem(machine) if machine in arch else None
+        shown = bad_userland or machine
+        add("arch", machine in arch and not bad_userland, shown,
+            "an {} host for {} (this is {})".format("/".join(arch), name, shown), "arch")
     marker = facts.get("marker_file")
     if marker:
-        text = _read_marker(marker)
+        text = _read_marker(host_path(marker))
         want = facts.get("marker_text")
-        ok = text is not None and (not want or want in text)
+        wants = [want] if isinstance(want, str) else list(want or [])
+        ok = text is not None and (not wants or any(w in text for w in wants))
         not_here = facts.get("not_here") or "not " + name
         why = "no {}".format(marker) if text is None else "{} says {!r}".format(marker, text[:60])
         value = (text.splitlines() or [""])[0] if ok else "{} ({})".format(not_here, why)
         add("hardware", ok, value, "{} ({})".format(
             facts.get("what") or name, marker if ok else "{}: {}".format(not_here, why)),
             "hardware")
+    board = facts.get("l4t_board")
+    if board and (not out or out[-1]["ok"]):
+        text = _read_marker(host_path(TEGRA_RELEASE))
+        got = l4t_board(text)
+        ok = got == board
+        value = "BOARD {}".format(got) if ok else "{} ({} says BOARD {}, not {})".format(
+            facts.get("not_here") or "not " + name, TEGRA_RELEASE,
+            got or "nothing" if text is not None else "(missing)", board)
+        add("board", ok, value, "{} ({} BOARD {})".format(facts.get("what") or name,
+                                                        TEGRA_RELEASE, board), "hardware")
     vendor = facts.get("usb_vendor")
     if vendor and usb:
         ok = usb_vendor_present(vendor)
@@ -219,9 +434,24 @@ def preflight(target, directory="~", min_free_mb=50.0, docker=False, runtime=Non
                 target, "/".join(facts["host_arch"]), c["value"]) if c["name"] == "arch"
                 else c["value"])
     if docker:
-        add("docker", shutil.which("docker") is not None, shutil.which("docker") or "not found")
+        docker_bin = shutil.which("docker")
+        add("docker", docker_bin is not None, docker_bin or "not found")
+        want_rt = facts.get("docker_runtime")
+        if want_rt and docker_bin:  # e.g. nvidia: L4T r32 mounts CUDA/TensorRT through it
+            rc, out = _run_cmd([docker_bin, "info", "--format", "{{json .Runtimes}}"], timeout=60)
+            try:
+                runtimes = sorted(json.loads(out)) if rc == 0 else []
+            except ValueError:
+                runtimes = []
+            add("docker runtime " + want_rt, want_rt in runtimes,
+                ", ".join(runtimes) or "docker info: {}".format(
+                    (out or "exit {}".format(rc)).strip().splitlines()[-1:] or ""),
+                "docker_runtime")
+        trt_dir = facts.get("trt_python_dir")
+        if trt_dir:  # mounted read-only into the container: must exist on the host
+            add("tensorrt bindings", os.path.isdir(host_path(trt_dir)), trt_dir, "tensorrt")
         if facts.get("usb_vendor"):
-            add("usb", os.path.isdir("/dev/bus/usb"), "/dev/bus/usb", "device")
+            add("usb", os.path.isdir(host_path("/dev/bus/usb")), "/dev/bus/usb", "device")
     else:
         v, err = _version("numpy")
         add("numpy", v is not None, v or err)
@@ -405,7 +635,14 @@ def bench(bundle_dir, json_out, argv_extra):
         return code
     with open(json_out) as fh:
         res = json.load(fh)
-    res["device_identity"] = identity()
+    ident = identity()
+    res["device_identity"] = ident
+    if ident.get("container"):  # --docker: deploy stamps the board's identity from the host
+        res["warnings"] = list(res.get("warnings") or [])
+    else:
+        res["warnings"] = list(res.get("warnings") or []) + board_warnings(ident)
+    for w in res["warnings"]:
+        sys.stderr.write("warning: {}\n".format(w))
     res["bundle"] = {"sha256": meta.get("sha256"), "artifact": meta.get("artifact"),
                      "method": meta.get("method"), "file": meta["model"],
                      "test_samples": meta.get("test_samples")}
@@ -422,6 +659,39 @@ def bench(bundle_dir, json_out, argv_extra):
         fh.write("\n")
     os.rename(tmp, json_out)
     return 0
+
+
+def doctor(bundle_dir, docker=False, out=None):
+    """The device's own first check, run where ``edgekit doctor`` cannot (a Nano's Python 3.6):
+    the target's preflight from the facts shipped in bundle.json (board model, L4T, packages,
+    CUDA), the board's state and its warnings, then ``python -m edgekit.runtime selftest`` of
+    the bundle's runtime (a tiny model checked against numpy). Exit 0 only when all pass."""
+    out = out or sys.stdout
+    bundle_dir = os.path.abspath(bundle_dir)
+    with open(os.path.join(bundle_dir, BUNDLE_META)) as fh:
+        meta = json.load(fh)
+    code, report = preflight(meta["target"], bundle_dir, 1.0, docker, meta["runtime"],
+                             meta.get("device"), facts=meta.get("facts"))
+    out.write("edgekit device doctor: target {}, runtime {}\n".format(meta["target"],
+                                                                    meta["runtime"]))
+    for c in report["checks"]:
+        out.write("  {:<8} {:<18} {}{}\n".format("ok" if c["ok"] else "MISSING", c["name"],
+                                                 c["value"], "" if c["ok"] else
+                                                 "  -> " + str(c["fix"])))
+    ident = report["identity"]
+    out.write("  board    {} (L4T {}, BOARD {}); state {}\n".format(
+        ident.get("board_model") or "no device-tree model", ident.get("l4t") or "-",
+        ident.get("l4t_board") or "-", json.dumps(ident.get("board_state") or {},
+                                                  sort_keys=True)))
+    for w in board_warnings(ident):
+        out.write("  warning  {}\n".format(w))
+    if code == 0 and not docker:
+        sys.path.insert(0, bundle_dir)
+        from edgekit.runtime.__main__ import selftest
+        device = meta.get("device") if meta["runtime"] == "openvino" else None
+        code, _ = selftest([meta["runtime"]], device=device, out=out)
+    out.write("doctor: {}\n".format("ok" if code == 0 else "NOT READY (exit {})".format(code)))
+    return code
 
 
 def main(argv=None):
@@ -445,6 +715,9 @@ def main(argv=None):
     b.add_argument("--bundle", required=True)
     b.add_argument("--json", required=True)
     sub.add_parser("identity")
+    dr = sub.add_parser("doctor", help="this device's first check, from an installed bundle")
+    dr.add_argument("--bundle", default=".")
+    dr.add_argument("--docker", action="store_true", help="the board side of a --docker run")
     args, extra = p.parse_known_args(argv)
     if args.command == "preflight":
         code, report = preflight(args.target, args.dir, args.min_free_mb, args.docker,
@@ -466,6 +739,8 @@ def main(argv=None):
         return 0
     if args.command == "bench":
         return bench(args.bundle, args.json, extra)
+    if args.command == "doctor":
+        return doctor(args.bundle, args.docker)
     if args.command == "identity":
         print(json.dumps(identity()))
         return 0

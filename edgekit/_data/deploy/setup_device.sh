@@ -23,6 +23,16 @@ if [ -n "$ARCHES" ]; then
     *) echo "error: $TARGET needs a host of type $ARCHES (this is $MACHINE): see targets/$TARGET.toml host_arch" >&2
        exit 1 ;;
   esac
+  # a 64-bit kernel can run a 32-bit userland (32-bit Raspberry Pi OS on a Pi 4/5 says aarch64
+  # in uname -m): its pip finds no onnxruntime wheel, so refuse it here, before any install
+  if command -v dpkg >/dev/null 2>&1; then
+    DPKG_ARCH="$(dpkg --print-architecture 2>/dev/null || true)"
+    case "$MACHINE:$DPKG_ARCH" in
+      aarch64:armhf|aarch64:armel|x86_64:i386)
+        echo "error: $TARGET needs a 64-bit userland: this is a $MACHINE kernel with a 32-bit userland (dpkg $DPKG_ARCH): flash the 64-bit OS" >&2
+        exit 1 ;;
+    esac
+  fi
 fi
 if [ -n "$PATH_PREFIX" ]; then PATH="$PATH_PREFIX:$PATH"; export PATH; fi
 
