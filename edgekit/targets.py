@@ -124,6 +124,10 @@ _P = ("fp32", "fp16", "int8")      # a tuple: one of these values
 _STRS = [str]                      # a list: every item of this type
 _ANY = "*"                         # a table key: any name, its values of this type
 
+
+class OneOf(tuple):
+    """A spec that accepts a value fitting any of its specs (``OneOf((str, _STRS))``)."""
+
 # targets/*.toml, key by key: what each key holds; unknown keys are refused, at the top and
 # inside the fixed tables. Hand-checked (:func:`_check`), not jsonschema: the device-side
 # interpreters (OpenVINO 2022.3's Python 3.10) read these files with tomli alone.
@@ -148,7 +152,8 @@ TARGET_SCHEMA = {
     "runtime_formats": {_ANY: _STRS},
     "trt_python_dir": str,             # filled into [docker] run_flags
     "container_image": str,            # the Dockerfiles' base image (a test holds them equal)
-    "hardware": {"what": str, "marker_file": str, "marker_text": str, "not_here": str,
+    "hardware": {"what": str, "marker_file": str, "marker_text": OneOf((str, _STRS)),
+                 "l4t_board": str, "not_here": str,
                  "usb_vendor": str, "requires": _STRS, "cuda_bindings": _STRS,
                  "versions": {_ANY: str}, "prefer_precision": _P, "elsewhere": str},
     "install": {_ANY: str},
@@ -156,22 +161,21 @@ TARGET_SCHEMA = {
     "docker": {"dockerfile": str, "image": str, "default_runtime": str, "make_dirs": _STRS,
                "run_flags": _STRS, "shell_flags": str},
     "setup": {"packages": _STRS, "pip": str, "path": str},
-    # informational (:data:`INFORMATIONAL`): read by no code today
-    "description": str,
-    "input_layout": ("NHWC", "NCHW"),
-    "python": str,
-    "tensorrt": str,
-    "openvino": str,
+    "description": str,                # shown by doctor
+    "tensorrt": str,                   # the version whose ONNX ops are checked when the device is unknown
 }
 
 
-# keys only people read (the device engineer's notes); tests/test_target_schema.py checks that
-# no code reads them and that code reads every other key
-INFORMATIONAL = ("description", "input_layout", "python", "tensorrt", "openvino")
+# keys only people read; tests/test_target_schema.py checks that no code reads them and that
+# code reads every other key (none today: every key is read)
+INFORMATIONAL = ()
 
 
 def _check(value, spec, key):
     """None when ``value`` fits ``spec`` (see :data:`TARGET_SCHEMA`), else what is wrong."""
+    if isinstance(spec, OneOf):
+        problems = [_check(value, one, key) for one in spec]
+        return None if None in problems else " or ".join(problems)
     if isinstance(spec, tuple):
         return None if value in spec else "{} is {!r}, not one of {}".format(
             key, value, ", ".join(spec))
@@ -231,10 +235,7 @@ class Target(MutableMapping):
     docker: dict = None
     setup: dict = None
     description: str = None
-    input_layout: str = None
-    python: str = None
     tensorrt: str = None
-    openvino: str = None
 
     def __post_init__(self):
         if self.default_precision is None:
