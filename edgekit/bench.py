@@ -16,6 +16,7 @@ Example::
     results = bench("out/seed", runtime="all", iterations=200)   # the default target
 """
 import json
+import sys
 import os
 from pathlib import Path
 
@@ -133,11 +134,22 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
 
 
 def _written(results, json_path):
-    """``results``, written to ``json_path`` (atomic; one object, or a list of several)."""
+    """``results``, written to ``json_path`` (atomic; one object, or a list of several).
+    A disk that refuses the file does not lose the measurement: the JSON goes to stdout, then
+    one ``error:`` line says it could not be saved."""
     if json_path:
-        from edgekit.util import atomic_write_text
-        atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],
-                                                indent=2) + "\n")
+        from edgekit.util import atomic_write_text, write_failure
+        text = json.dumps(results if len(results) > 1 else results[0], indent=2) + "\n"
+        try:
+            atomic_write_text(json_path, text)
+        except OSError as exc:
+            message = write_failure(exc)
+            if message is None:
+                raise
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            raise EdgekitError("{}; the results are printed above on stdout".format(
+                message.split(";")[0])) from None
     return results
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from edgekit.artifact import Artifact, describe_file, new_manifest, staging, write_manifest
 from edgekit.data import dir_sha256, file_sha256, load_data
 from edgekit.errors import EdgekitError
+from edgekit.util import save_keras_h5
 
 MODEL_FILE = "model.h5"
 
@@ -392,7 +393,7 @@ def save_keras_artifact(model, out, data, method, params, source, force=False, e
                         extra_files=None):
     """Save a Keras model as an artifact dir (atomic) and return the opened Artifact."""
     with staging(out, force=force) as tmp:
-        model.save(str(tmp / MODEL_FILE), include_optimizer=False)
+        save_keras_h5(model, tmp / MODEL_FILE)
         metrics = model_metrics(model, data, tmp / MODEL_FILE)
         metrics.update(extra_metrics or {})
         manifest = new_manifest("model" if method == "train" else "compressed", method, params,
