@@ -125,6 +125,10 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
                     "bytes": _run_bytes(art, entry), "method": art.method, "threads": threads,
                     "data": spec if ds is not None else "random",
                     "test_samples": n_test})
+        fitted = {k: v for k, v in ((ds.adapt or {}) if ds is not None else {}).items()
+                  if k in ("resize", "source_size", "channels")}
+        if fitted:  # the data was resized / channel-adapted to fit (edgekit.adapt): say so
+            res["data_fit"] = fitted
         results.append(res)
     if len(results) > 1:
         best = min(results, key=lambda r: r["latency_ms"]["p50"])

@@ -83,6 +83,19 @@ def _checks_outputs(fn):
     return command
 
 
+def _fits_data(fn):
+    """``fn`` run under :func:`edgekit.adapt.allow_resize` when given ``--resize`` (one
+    switch read by every data path of the command, however deep)."""
+    @functools.wraps(fn)
+    def command(**kwargs):
+        if not kwargs.get("resize"):
+            return fn(**kwargs)
+        from edgekit.adapt import allow_resize
+        with allow_resize():
+            return fn(**kwargs)
+    return command
+
+
 def _register():
     for name, target in COMMANDS.items():
         module, func = target.split(":")
@@ -92,7 +105,10 @@ def _register():
             if exc.name == module:  # a command module not written yet on this branch
                 continue
             raise
-        if set(OUTPUTS) & set(inspect.signature(fn).parameters):
+        params = inspect.signature(fn).parameters
+        if "resize" in params:
+            fn = _fits_data(fn)
+        if set(OUTPUTS) & set(params):
             fn = _checks_outputs(fn)
         app.command(name)(fn)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import console, pct, print_json
+from edgekit.cli.common import RESIZE, console, pct, print_json
 
 
 def eval_cmd(
@@ -11,6 +11,7 @@ def eval_cmd(
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     runtime: str = typer.Option(None, "--runtime", help="keras or a runtime (default: what the artifact holds)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    resize: bool = RESIZE,
 ):
     """Measure a model's accuracy on the data set's test split (an artifact or a bare model file).
 
