@@ -18,8 +18,16 @@ Without a choice, a model whose first layer is ``Rescaling`` or ``Normalization`
 
 When the data's image size or channel count differs from the model's input (MNIST for a
 32x32x3 model, a folder of assorted JPEGs), images are resized (bilinear, Pillow) and
-channels repeated (1 -> 3) or reduced to luminance (3 -> 1), once, saying so (per batch as
-they are read when the data set is kept lazy, :mod:`edgekit.images`). Everything is
+channels repeated (1 -> 3) or reduced to luminance (3 -> 1), once, saying so on stderr
+(per batch as they are read when the data set is kept lazy, :mod:`edgekit.images`).
+
+One rule for every verb (:func:`check_fit`): a fit that keeps the picture -- enlarging, or
+shrinking by at most :data:`MAX_SHRINK`x with the same aspect ratio, grey repeated to RGB --
+is announced and recorded; one that does not -- shrinking by more (28x28 data for an 8x8
+model), a change of aspect ratio, colour reduced to luminance or alpha dropped -- is refused
+unless the user asked for it (``--resize``: :func:`allow_resize`). A fit an artifact's
+manifest already records (it was made from data of that size) is re-applied without asking
+again. Everything is
 recorded in the manifest's ``input`` entry (``preprocess``, ``scale``/``mean``/``std``,
 ``resize``, ``channels``) and :func:`data_for` re-applies it for every later step (eval,
 bench, export parity, the deploy bundle), so every runner sees identical inputs.
@@ -29,7 +37,10 @@ Example::
     ds = fit_data(load_data("mnist:DIR"), (32, 32, 3), preprocess="symmetric")
     ds.x_train.shape, ds.input_spec()["preprocess"]     # (54000, 32, 32, 3), 'symmetric'
 """
+import contextlib
+import contextvars
 import math
+import sys
 
 import numpy as np
 
@@ -45,6 +56,70 @@ PREPROCESS = {
     "imagenet": (1.0, IMAGENET_MEAN, IMAGENET_STD),
 }
 SELF_NORMALIZING = ("Rescaling", "Normalization")
+MAX_SHRINK = 2.0     # shrinking images more than this (per side) needs --resize
+MAX_ASPECT = 0.10    # a relative change of the aspect ratio above this needs --resize
+MAX_GROW = 4.0       # enlarging more than this (per side: 1x1 data for an 8x8 model) too
+F32_MAX = float(np.finfo(np.float32).max)
+
+_RESIZE = contextvars.ContextVar("edgekit_resize", default=False)
+_ANNOUNCED = set()
+
+
+@contextlib.contextmanager
+def allow_resize(on=True):
+    """Within the block, fits :func:`check_fit` would refuse are made (the CLI's
+    ``--resize``): every verb's data path reads it, however deep, without a parameter on each
+    function between the command and :func:`fit_data` / :func:`data_for`."""
+    token = _RESIZE.set(bool(on))
+    try:
+        yield
+    finally:
+        _RESIZE.reset(token)
+
+
+def check_fit(ds, src, size, channels, accepted=None):
+    """Refuse (EdgekitError) a fit of ``ds``'s images ``src`` (H, W, C) to ``size`` (H, W or
+    None) / ``channels`` (or None) that changes what the images show -- shrinking by more than
+    :data:`MAX_SHRINK`x, enlarging by more than :data:`MAX_GROW`x, another aspect ratio,
+    colour to luminance, alpha dropped -- unless
+    ``--resize`` was given (:func:`allow_resize`) or ``accepted`` (the manifest's ``input``)
+    records this same fit from this same source size."""
+    if _RESIZE.get():
+        return
+    accepted = accepted or {}
+    problems = []
+    if size is not None:
+        h, w = size
+        same_as_made = list(accepted.get("source_size") or []) == [int(src[0]), int(src[1])] \
+            and list(accepted.get("resize") or []) == [int(h), int(w)]
+        shrink = max(float(src[0]) / h, float(src[1]) / w)
+        aspect = abs((float(src[1]) / src[0]) / (float(w) / h) - 1.0)
+        grow = max(float(h) / src[0], float(w) / src[1])
+        if not same_as_made and shrink > MAX_SHRINK:
+            problems.append("shrinking them {:.3g}x loses most of each image".format(shrink))
+        if not same_as_made and grow > MAX_GROW:
+            problems.append("enlarging them {:.3g}x invents most of each image".format(grow))
+        if not same_as_made and aspect > MAX_ASPECT:
+            problems.append("{}x{} -> {}x{} changes their aspect ratio".format(
+                src[0], src[1], h, w))
+    if channels is not None and not (src[2] == 1 and channels in (3, 4)):
+        how = "luminance" if channels == 1 else "drop-alpha"
+        if accepted.get("channels") != how:
+            problems.append("{} channels -> {} ({}) changes what the channels mean".format(
+                src[2], channels, "colour to luminance" if channels == 1 else "alpha dropped"))
+    if problems:
+        want = "x".join(str(v) for v in ((size or src[:2]) + (channels or src[2],)))
+        raise EdgekitError("{} has {}x{}x{} images but the model expects {}: {}; pass --resize "
+                           "to fit them anyway, or give data of the model's size".format(
+                               ds.spec, src[0], src[1], src[2], want, "; ".join(problems)))
+
+
+def announce(text):
+    """Say ``text`` on stderr once per process (eval, bench, export fit the same data to the
+    same model several times; the user reads it once)."""
+    if text not in _ANNOUNCED:
+        _ANNOUNCED.add(text)
+        print("note: " + text, file=sys.stderr, flush=True)
 
 
 def parse_preprocess(preprocess=None, scale=None, mean=None, std=None):
@@ -64,6 +139,7 @@ def parse_preprocess(preprocess=None, scale=None, mean=None, std=None):
         sd = _floats(1.0 if std is None else std, "--std")
         if any(v <= 0 for v in sd):
             raise EdgekitError("--std values must be > 0, got {}".format(std))
+        _check_range(255.0 * s, m, sd)
         return "custom", 255.0 * s, m, sd
     if preprocess is None:
         return None
@@ -72,6 +148,24 @@ def parse_preprocess(preprocess=None, scale=None, mean=None, std=None):
                            .format(preprocess, ", ".join(PREPROCESS)))
     factor, m, sd = PREPROCESS[preprocess]
     return preprocess, factor, list(m), list(sd)
+
+
+def _check_range(factor, mean, std):
+    """Refuse --scale/--mean/--std whose normalised pixels ``(u * factor - mean) / std``, u in
+    [0, 1], are not finite float32 numbers (the models run in float32): ``--scale 1e300``,
+    ``--std 1e-45``, ``--mean 1e39`` would feed inf/NaN to every runtime."""
+    with np.errstate(all="ignore"):
+        f32 = [np.float32(v) for v in [factor] + list(mean) + list(std)]
+        lo_hi = [(np.float32(u) * f32[0] - np.float32(m)) / np.float32(sd)
+                 for u in (0.0, 1.0) for m in mean for sd in std]
+    bad = [v for v in f32 + lo_hi if not np.isfinite(v)] or \
+        [v for v in std if np.float32(v) == 0 or abs(v) < float(np.finfo(np.float32).tiny)]
+    if bad:
+        raise EdgekitError("--scale {:g} / --mean {} / --std {} give normalised pixels outside "
+                           "float32 (inf or NaN): the models compute in float32; use values "
+                           "that keep (raw * scale - mean) / std within +-{:.1e}".format(
+                               factor / 255.0, ",".join("{:g}".format(v) for v in mean),
+                               ",".join("{:g}".format(v) for v in std), F32_MAX))
 
 
 def _finite(v, flag):
@@ -144,10 +238,10 @@ def data_for(ds, input_spec, say=None):
         unit = float(getattr(ds, "unit_scale", ds.norm.get("scale", 1.0)))
         parsed = ("custom" if name else "unit", float(input_spec.get("scale", unit)) / unit,
                   list(input_spec.get("mean", [0.0])), list(input_spec.get("std", [1.0])))
-    return _apply(ds, tuple(int(d) for d in shape[1:]), parsed, say)
+    return _apply(ds, tuple(int(d) for d in shape[1:]), parsed, say, accepted=input_spec)
 
 
-def _apply(ds, shape, parsed, say):
+def _apply(ds, shape, parsed, say, accepted=None):
     name, factor, mean, std = parsed
     unit_scale = float(getattr(ds, "unit_scale", ds.norm.get("scale", 1.0)))
     cur = ds.norm
@@ -168,8 +262,14 @@ def _apply(ds, shape, parsed, say):
                                ds.spec, src[2], c))
     for vec, flag in ((mean, "mean"), (std, "std")):
         if len(vec) not in (1, c or len(vec)):
+            if name in PREPROCESS:  # a preset's numbers, not something the user typed
+                raise EdgekitError("--preprocess {} normalises {} channels (its per-channel "
+                                   "mean/std) but the model's input has {}: use --preprocess "
+                                   "unit/raw/symmetric or --scale/--mean/--std with {} "
+                                   "value(s)".format(name, len(vec), c, c))
             raise EdgekitError("--{} has {} values but the model's input has {} channels".format(
                 flag, len(vec), c))
+    check_fit(ds, src, (h, w) if size_change else None, c if chan_change else None, accepted)
     if same_norm and not size_change and not chan_change:
         if getattr(ds, "adapt", None) is None:   # a shallow copy: the caller's ds stays as given
             import copy
@@ -186,6 +286,9 @@ def _apply(ds, shape, parsed, say):
             src[2], c, "repeated" if src[2] == 1 else "luminance" if c == 1 else "alpha dropped"))
     if say:
         say("data {} fitted to the model: {}".format(ds.spec, "; ".join(changes)))
+    elif size_change or chan_change:  # never silently: the user sees it, results record it
+        announce("data {} fitted to the model: {}".format(ds.spec, "; ".join(
+            ch for ch in changes if not ch.startswith("preprocessing"))))
 
     step = Convert(cur.get("mean", [0.0]), cur.get("std", [1.0]), cur_factor,
                    (h, w) if size_change else None, c if chan_change else None,

@@ -102,10 +102,12 @@ class Artifact:
             raise EdgekitError("{} has no {}: not an edgekit artifact{}".format(
                 path, MANIFEST, import_hint(path)))
         from edgekit.schemas import load_json
-        manifest = validate_manifest(load_json(mpath, "an edgekit manifest"), path)
-        art = cls(path, manifest)
-        if verify:
-            art.verify()
+        from edgekit.util import dir_lock
+        with dir_lock(path, shared=True):  # not between an export's renames and its manifest
+            manifest = validate_manifest(load_json(mpath, "an edgekit manifest"), path)
+            art = cls(path, manifest)
+            if verify:
+                art.verify()
         return art
 
     def verify(self):
@@ -195,19 +197,29 @@ class Artifact:
     def add_files(self, staged, entries, manifest_updates=None):
         """Move files from ``staged`` dir into the artifact and record them, atomically-ish.
 
-        Each file is renamed into place (same filesystem), then the manifest is replaced.
-        ``entries`` maps file name -> files entry; ``manifest_updates`` is deep-merged.
+        Under an exclusive lock on the artifact (:func:`edgekit.util.dir_lock`) the manifest
+        is read again (another export may have added files since this one opened it), the
+        new one is written into ``staged`` first -- a full disk stops here, before any file of
+        the artifact changed -- then each file is renamed into place (same filesystem, no new
+        space needed) and the manifest replaced last. ``entries`` maps file name -> files
+        entry; ``manifest_updates`` is deep-merged.
         """
+        from edgekit.schemas import load_json
+        from edgekit.util import dir_lock
         staged = Path(staged)
-        manifest = copy.deepcopy(self.manifest)
-        for name in entries:
-            src, dst = staged / name, self.path / name
-            if dst.is_dir():
-                shutil.rmtree(dst)
-            os.replace(src, dst)
-        manifest["files"].update(entries)
-        _merge(manifest, manifest_updates or {})
-        write_manifest(self.path, manifest)
+        with dir_lock(self.path):
+            current = validate_manifest(load_json(self.path / MANIFEST, "an edgekit manifest"),
+                                        self.path)
+            manifest = copy.deepcopy(current)
+            manifest["files"].update(entries)
+            _merge(manifest, manifest_updates or {})
+            write_manifest(staged, manifest)
+            for name in entries:
+                src, dst = staged / name, self.path / name
+                if dst.is_dir():
+                    shutil.rmtree(dst)
+                os.replace(src, dst)
+            os.replace(staged / MANIFEST, self.path / MANIFEST)
         self.manifest = manifest
 
     def staging_dir(self):

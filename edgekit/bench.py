@@ -118,6 +118,10 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
                     "model_sha256": entry.get("sha256"),  # report.html: same model or not
                     "data": spec if ds is not None else "random",
                     "test_samples": n_test})
+        fitted = {k: v for k, v in ((ds.adapt or {}) if ds is not None else {}).items()
+                  if k in ("resize", "source_size", "channels")}
+        if fitted:  # the data was resized / channel-adapted to fit (edgekit.adapt): say so
+            res["data_fit"] = fitted
         results.append(res)
     if len(results) > 1:
         best = min(results, key=lambda r: r["latency_ms"]["p50"])
@@ -127,11 +131,22 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
 
 
 def _written(results, json_path):
-    """``results``, written to ``json_path`` (atomic; one object, or a list of several)."""
+    """``results``, written to ``json_path`` (atomic; one object, or a list of several).
+    A disk that refuses the file does not lose the measurement: the JSON goes to stdout, then
+    one ``error:`` line says it could not be saved."""
     if json_path:
-        from edgekit.util import atomic_write_text
-        atomic_write_text(json_path, json.dumps(results if len(results) > 1 else results[0],
-                                                indent=2) + "\n")
+        from edgekit.util import atomic_write_text, write_failure
+        text = json.dumps(results if len(results) > 1 else results[0], indent=2) + "\n"
+        try:
+            atomic_write_text(json_path, text)
+        except OSError as exc:
+            message = write_failure(exc)
+            if message is None:
+                raise
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            raise EdgekitError("{}; the results are printed above on stdout".format(
+                message.split(";")[0])) from None
     return results
 
 

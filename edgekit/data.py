@@ -157,6 +157,13 @@ def check_images(x, what):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise EdgekitError("{} hold {:,} NaN or infinite pixel values: fix or drop those "
                            "images".format(what, bad))
+    if x.dtype.kind in "fiu" and x.dtype.itemsize > 4:  # float64/int64: must fit float32
+        top = float(np.max(np.abs(x)))
+        if top > float(np.finfo(np.float32).max):
+            raise EdgekitError("{} hold values up to {:.3g}, beyond float32 (max {:.3g}): the "
+                               "models compute in float32, where they become infinite; scale "
+                               "the images first".format(what, top,
+                                                         float(np.finfo(np.float32).max)))
 
 
 def check_labels(y, n, what):
@@ -277,9 +284,12 @@ def _folder(folder):
                     # over PIL's MAX_IMAGE_PIXELS: a decompression bomb, refused not warned
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     with Image.open(p) as im:
-                        im = im.convert("L") if im.mode in ("L", "1", "P", "LA", "I;16") \
-                            else im.convert("RGB")
-                        a = np.asarray(im)
+                        if im.mode.startswith("I"):  # 16-bit (or 32-bit int) grey
+                            a = _eight_bit(np.asarray(im), im.mode)
+                        else:
+                            im = im.convert("L") if im.mode in ("L", "1", "P", "LA") \
+                                else im.convert("RGB")
+                            a = np.asarray(im)
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
                 raise EdgekitError("{}: refused, too many pixels ({})".format(p, exc)) from None
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
@@ -290,6 +300,15 @@ def _folder(folder):
     x, y = np.stack(_same_size(xs, folder)), np.asarray(ys)
     tr, te = _stratified_split(y, TEST_FRACTION, SPLIT_SEED + 1)
     return x[tr], y[tr], x[te], y[te], [d.name for d in class_dirs], 1.0 / 255.0
+
+
+def _eight_bit(a, mode):
+    """A 16-bit grey image as 8-bit pixels, scaled (65535 -> 255), not clipped: Pillow's
+    ``convert("L")`` would clip every value above 255 to white. A 32-bit integer image whose
+    values fit 8 bits is taken as it is."""
+    a = np.asarray(a, dtype=np.float64)
+    top = 255.0 if mode == "I" and a.size and a.max() <= 255 and a.min() >= 0 else 65535.0
+    return np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def _same_size(images, folder):

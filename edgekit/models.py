@@ -22,6 +22,7 @@ from edgekit.data import dir_sha256, file_sha256, load_data
 from edgekit.errors import EdgekitError
 from edgekit.keras_layers import count_macs  # noqa: F401 (edgekit.models.count_macs: API)
 from edgekit.keras_layers import flat_layers as _flat_layers  # noqa: F401 (older callers)
+from edgekit.util import save_keras_h5
 
 MODEL_FILE = "model.h5"
 
@@ -131,7 +132,34 @@ def build(arch, input_shape, num_classes):
     if arch not in ARCHS:
         raise EdgekitError("unknown architecture {!r}; choose one of: {}".format(
             arch, ", ".join(sorted(ARCHS))))
-    return ARCHS[arch](tuple(input_shape), int(num_classes))
+    try:
+        return ARCHS[arch](tuple(input_shape), int(num_classes))
+    except ValueError as exc:  # Keras: a conv/pool output of size <= 0
+        if "<= 0" not in str(exc) and "negative" not in str(exc).lower():
+            raise
+        h, w, c = tuple(input_shape)
+        need = _min_size(arch, c, num_classes)
+        raise EdgekitError("{}x{} images are too small for --arch {}: its convolutions and "
+                           "pooling need at least {}x{} (resize the data first)".format(
+                               h, w, arch, need, need)) from None
+
+
+def _min_size(arch, channels, num_classes, limit=256):
+    """The smallest square input ``arch`` builds for (doubling then bisecting)."""
+    def ok(n):
+        try:
+            ARCHS[arch]((n, n, channels), int(num_classes))
+            return True
+        except ValueError:
+            return False
+    hi = 2
+    while not ok(hi) and hi < limit:
+        hi *= 2
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
 
 
 def load_model(path):
@@ -358,6 +386,7 @@ def save_keras_artifact(model, out, data, method, params, source, force=False, e
         if keras3_copy:
             from edgekit.modelio import keras3_file
             extra_files = dict(extra_files or {}, **keras3_file(model, tmp, "model"))
+        save_keras_h5(model, tmp / MODEL_FILE)
         metrics = model_metrics(model, data, tmp / MODEL_FILE)
         metrics.update(extra_metrics or {})
         manifest = new_manifest("model" if method in ("train", "import") else "compressed",

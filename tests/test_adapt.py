@@ -37,7 +37,9 @@ def test_explicit_scale_mean_std_equals_symmetric(small):
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (16, 16, 1), (32, 32, 3), (12, 20, 3)])
 def test_resize_and_channels(small, shape):
-    ds = fit_data(small, shape)
+    from edgekit.adapt import allow_resize
+    with allow_resize(shape == (12, 20, 3)):  # another aspect ratio: only when asked (--resize)
+        ds = fit_data(small, shape)
     assert ds.x_train.shape[1:] == shape and ds.x_test.shape[1:] == shape
     assert ds.input_shape == shape
     if shape[-1] == 3:  # repeated channels are equal
@@ -56,7 +58,12 @@ def test_luminance_from_rgb():
     x[..., 0] = 1.0  # pure red
     ds = Dataset("npz:x", x, np.arange(4) % 2, x[:2], np.arange(2), x[:2], np.arange(2),
                  ["a", "b"], {"scale": 1.0, "mean": [0.0], "std": [1.0]})
-    out = fit_data(ds, (4, 4, 1))
+    from edgekit.adapt import allow_resize
+    from edgekit.errors import EdgekitError
+    with pytest.raises(EdgekitError, match="colour to luminance.*--resize"):
+        fit_data(ds, (4, 4, 1))  # colour to grey changes what the channels mean: asked for only
+    with allow_resize():
+        out = fit_data(ds, (4, 4, 1))
     np.testing.assert_allclose(out.x_train, 0.299, atol=1e-6)
     assert out.input_spec()["channels"] == "luminance"
 

@@ -5,6 +5,7 @@ Each command lives in its own module under ``edgekit.cli`` and imports heavy lib
 An :class:`~edgekit.errors.EdgekitError` becomes one ``error: …`` line on stderr and its exit
 code (1 user error, 2 missing dependency/hardware); bugs keep their tracebacks.
 """
+import contextlib
 import functools
 import importlib
 import inspect
@@ -66,15 +67,33 @@ OUTPUTS = {"out": "dir", "json_file": "file"}
 
 
 def _checks_outputs(fn):
-    """``fn`` preceded by :func:`edgekit.util.check_output` on each output it is given."""
+    """``fn`` preceded by :func:`edgekit.util.check_output` on each output it is given, and
+    run holding :func:`edgekit.util.output_lock` on each: a second run on the same output is
+    refused with one line instead of silently replacing the first one's result."""
     @functools.wraps(fn)
     def command(**kwargs):
-        from edgekit.util import check_output
-        for param, kind in OUTPUTS.items():
-            if kwargs.get(param) is not None:
-                check_output(kwargs[param], kind, force=bool(kwargs.get("force")),
-                             option="-o" if param == "out" else "--json")
-        return fn(**kwargs)
+        from edgekit.util import check_output, output_lock
+        with contextlib.ExitStack() as locks:
+            for param, kind in OUTPUTS.items():
+                if kwargs.get(param) is not None:
+                    option = "-o" if param == "out" else "--json"
+                    locks.enter_context(output_lock(kwargs[param], option))
+                    check_output(kwargs[param], kind, force=bool(kwargs.get("force")),
+                                 option=option)
+            return fn(**kwargs)
+    return command
+
+
+def _fits_data(fn):
+    """``fn`` run under :func:`edgekit.adapt.allow_resize` when given ``--resize`` (one
+    switch read by every data path of the command, however deep)."""
+    @functools.wraps(fn)
+    def command(**kwargs):
+        if not kwargs.get("resize"):
+            return fn(**kwargs)
+        from edgekit.adapt import allow_resize
+        with allow_resize():
+            return fn(**kwargs)
     return command
 
 
@@ -87,7 +106,10 @@ def _register():
             if exc.name == module:  # a command module not written yet on this branch
                 continue
             raise
-        if set(OUTPUTS) & set(inspect.signature(fn).parameters):
+        params = inspect.signature(fn).parameters
+        if "resize" in params:
+            fn = _fits_data(fn)
+        if set(OUTPUTS) & set(params):
             fn = _checks_outputs(fn)
         app.command(name)(fn)
 
@@ -127,7 +149,9 @@ def main(argv=None):
 
     Ctrl-C (SIGINT) anywhere -- loading data, inside Keras's ``fit``, while saving -- is
     ``error: interrupted`` and exit 130, so ``edgekit train ... && edgekit deploy ...`` stops;
-    staging dirs are removed on the way out (:func:`edgekit.artifact.staging`). typer >= 0.16
+    staging dirs are removed on the way out (:func:`edgekit.artifact.staging`). A full disk
+    (ENOSPC/EDQUOT/EROFS from any write path) is one ``error:`` line too
+    (:func:`edgekit.util.write_failure`), its staging likewise removed. typer >= 0.16
     turns a KeyboardInterrupt into ``Exit(130)`` and, with ``standalone_mode=False``, *returns*
     that code instead of raising it: the return value is an exit code here, never ignored.
     """
@@ -149,6 +173,13 @@ def main(argv=None):
         code = exc.exit_code
     except KeyboardInterrupt:
         code = INTERRUPTED
+    except Exception as exc:  # the disk refusing a write, on any write path: one line
+        from edgekit.util import write_failure
+        message = write_failure(exc)
+        if message is None:
+            raise  # a bug: keep its traceback
+        print("error: " + message, file=sys.stderr)
+        sys.exit(1)
     if code == INTERRUPTED:
         print("error: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import TARGET, console, table
+from edgekit.cli.common import RESIZE, TARGET, console, table
 
 
 def bench(
@@ -23,6 +23,7 @@ def bench(
     device: str = typer.Option(None, "--device", help=(
         "OpenVINO device (default: the target's `device`; DEVICE.<id> picks one of several "
         "sticks; CPU runs the path on the CPU).")),
+    resize: bool = RESIZE,
 ):
     """Measure cold start, latency percentiles, throughput, peak RSS and accuracy.
 

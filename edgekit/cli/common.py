@@ -45,6 +45,9 @@ KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file (defaul
 ACCEPT_NEW_HOST_KEY = typer.Option(False, "--accept-new-host-key", help="Trust and record an "
                                    "unknown host key (never a changed one).")
 REMOTE_PYTHON = typer.Option("python3", "--remote-python", help="Python on the device.")
+RESIZE = typer.Option(False, "--resize", help="Fit data to the model even when that changes the "
+                      "picture (shrinking over 2x, another aspect ratio, colour to grey); fits "
+                      "that keep it (enlarging, grey to RGB) are made without it, and said.")
 REMOTE_DIR = typer.Option("~/edgekit", "--remote-dir", help="Where bundles go on the device.")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import console, kib, pct
+from edgekit.cli.common import RESIZE, console, kib, pct
 
 
 def compress(
@@ -16,6 +16,7 @@ def compress(
     data: str = typer.Option(..., "--data", help="digits | mnist:DIR | folder:DIR | npz:FILE"),
     out: Path = typer.Option(..., "-o", "--out", help="Artifact directory to create."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    resize: bool = RESIZE,
     **options
 ):
     """Compress a trained CNN; the artifact's manifest records what was traded (before/after).

@@ -4,7 +4,7 @@ from typing import List
 
 import typer
 
-from edgekit.cli.common import (ACCEPT_NEW_HOST_KEY, IDENTITY, KNOWN_HOSTS, REMOTE_DIR,
+from edgekit.cli.common import (RESIZE, ACCEPT_NEW_HOST_KEY, IDENTITY, KNOWN_HOSTS, REMOTE_DIR,
                                 REMOTE_PYTHON, TARGET, console, err_console, kib, table)
 
 
@@ -41,6 +41,7 @@ def deploy(
     command_timeout: float = typer.Option(120.0, "--command-timeout",
                                           help="Seconds per remote step (bench gets 30x)."),
     min_free_mb: float = typer.Option(50.0, "--min-free-mb", help="Free disk the device must have."),
+    resize: bool = RESIZE,
 ):
     """Copy what the device needs over SSH, check it, optionally benchmark there.
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import MEAN, PREPROCESS, SCALE, STD, console, pct, print_json, say_stderr
+from edgekit.cli.common import RESIZE, MEAN, PREPROCESS, SCALE, STD, console, pct, print_json, say_stderr
 
 
 def eval_cmd(
@@ -15,6 +15,7 @@ def eval_cmd(
     scale: float = SCALE,
     mean: str = MEAN,
     std: str = STD,
+    resize: bool = RESIZE,
 ):
     """Measure a model's accuracy on the data set's test split (an artifact or a bare model file).
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import TARGET, console, table
+from edgekit.cli.common import RESIZE, TARGET, console, table
 
 
 def export(
@@ -21,6 +21,7 @@ def export(
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the target's; at most its max)."),
     ov2022_check: bool = typer.Option(True, "--ov2022-check/--no-ov2022-check",
                                       help="Targets with check_ov2022: load and run every file in OpenVINO 2022.3 (needs `make device-venvs`)."),
+    resize: bool = RESIZE,
 ):
     """Export an artifact and check parity against the original; nothing written on failure.
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli.common import (ACCEPT_NEW_HOST_KEY, IDENTITY, KNOWN_HOSTS, REMOTE_DIR,
+from edgekit.cli.common import (RESIZE, ACCEPT_NEW_HOST_KEY, IDENTITY, KNOWN_HOSTS, REMOTE_DIR,
                                 REMOTE_PYTHON, TARGET, console)
 
 
@@ -33,6 +33,7 @@ def optimize(
     epochs: int = typer.Option(None, "--epochs", help="Epochs of each training step at the top rung (default: budgeted in optimizer steps; lower rungs get 1/9 and 1/3)."),
     iterations: int = typer.Option(100, "--iterations", help="Timed runs per candidate (the bench protocol)."),
     force: bool = typer.Option(False, "--force", help="Start over: replace an optimize directory OUT."),
+    resize: bool = RESIZE,
 ):
     """Search prune / distill / k-NN / int8 / fp16 variants of a CNN for a target and its limits;
     write the Pareto front (accuracy x bytes x latency) and the chosen model to OUT/best.

@@ -241,7 +241,8 @@ def _write_out_dir(out, trunk, log, force):
     import shutil
     from edgekit.util import staged_dir
     with staged_dir(out, force=force) as tmp:
-        trunk.save(str(tmp / "trunk.h5"), include_optimizer=False)
+        from edgekit.util import save_keras_h5
+        save_keras_h5(trunk, tmp / "trunk.h5")
         shutil.copyfile(log["plot_png"], str(tmp / PLOT_FILE))
         (tmp / LOGBOOK_FILE).write_text(json.dumps(dict(log, plot_png=PLOT_FILE), indent=1))
 

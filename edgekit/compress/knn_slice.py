@@ -50,6 +50,7 @@ from edgekit.compress.options import declared
 from edgekit.compress.knn_search import (DEFAULT_K, VAL_SAMPLES, head_options,
                                          pick, search_cut)
 from edgekit.errors import EdgekitError
+from edgekit.util import save_keras_h5
 
 ONNX_FILE = "model.onnx"
 TRUNK_FILE = "trunk.h5"
@@ -542,7 +543,7 @@ def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
                 for s in range(0, len(ds.x_test), 128)])
         latency = _latency_ms(tmp / ONNX_FILE, to_model_layout(ds.x_val[:16], layout), tmpdir)
         if hasattr(trunk, "save"):                   # the Keras trunk (evolve starts from it)
-            trunk.save(str(tmp / TRUNK_FILE), include_optimizer=False)
+            save_keras_h5(trunk, tmp / TRUNK_FILE)
         test_acc_py = float(np.mean(py_pred == ds.y_test))
         test_acc_onnx = float(np.mean(ort_pred == ds.y_test))
         agreement = float(np.mean(py_pred == ort_pred))

@@ -34,6 +34,7 @@ import numpy as np
 from edgekit.compress._common import TUNING, Job, fine_tune, gzip_size, printer
 from edgekit.compress.options import declared
 from edgekit.errors import EdgekitError
+from edgekit.util import save_keras_h5
 
 PRUNABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Conv1D")
 NO_LATENCY_NOTE = ("note: unstructured sparsity alone saves no latency - the kernels keep their "
@@ -145,7 +146,7 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
     total = float(sum(int(np.sum(w == 0)) for w in kernels)) / sum(w.size for w in kernels)
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "model.h5"
-        stripped.save(str(p), include_optimizer=False)
+        save_keras_h5(stripped, p)
         gz = gzip_size(p)
     guard = job.check_guard(stripped, hints=["more --epochs (cap was {})".format(cap),
                                              "a lower --sparsity than {:g}".format(sparsity)])

@@ -20,6 +20,7 @@ Example::
                    target="laptop-cpu", max_bytes=16000, budget="60m")
     res["best"]["test_accuracy"], res["best"]["bytes"]
 """
+import contextlib
 import json
 import math
 import re
@@ -152,68 +153,69 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
                                    target, "--max-latency-ms" if max_latency_ms is not None
                                    else "--objective latency"))
     out = Path(out)
-    _check_out(out, force)
+    with _owned_out(out, force) as owned:
+        from edgekit.adapt import fit_data
+        from edgekit.data import load_data
+        from edgekit.models import keras_accuracy, load_model, model_sha256
+        from edgekit.onnx_model import refuse_training
+        refuse_training(model, "optimize")
+        ds = load_data(data)
+        net = load_model(model)
+        from edgekit.modelio.savedmodel import require_graph
+        require_graph(net, model, "optimize (it prunes, distills and slices)")
+        fitted = fit_data(ds, net)
+        from edgekit.models import check_model_fits
+        check_model_fits(net, fitted)
+        if force and out.exists():
+            shutil.rmtree(out)
+            owned.created = True  # the old study is gone: a failed start leaves nothing
+        out.mkdir(parents=True, exist_ok=True)
+        model_dir = _input_artifact(model, net, fitted, out)
+        base_val = keras_accuracy(net, fitted.x_val, fitted.y_val)
+        from edgekit.optimize.space import Space
+        space = Space.for_model(net, t, kinds=kinds, data_shape=fitted.input_shape,
+                                num_classes=fitted.num_classes,
+                                preprocess_unit=(fitted.adapt or {}).get("preprocess", "unit") == "unit",
+                                formats=formats)
+        limits = {"max_bytes": max_bytes, "max_params": max_params, "max_latency_ms": max_latency_ms}
+        settings = {"model_sha256": model_sha256(Path(model_dir)), "data": ds.spec,
+                    "data_sha256": ds.fingerprint(), "target": target, "host": host,
+                    "max_drop": max_drop, "seed": int(seed), "batch": batch,
+                    "max_epochs": max_epochs, "space": space.describe(), "limits": limits,
+                    "bench_iterations": bench_iterations}
+        from edgekit.optimize.study import asked_trials, enqueue_starts, open_study, run
+        study = open_study(out, settings)
+        enqueue_starts(study, space, limits)
+        ctx = {"model": str(Path(model_dir).resolve()), "data": ds.spec, "out": str(out.resolve()),
+               "target": target, "host": host, "max_drop": max_drop, "base_val": base_val,
+               "seed": int(seed), "max_epochs": max_epochs, "max_bytes": max_bytes,
+               "bench": {"iterations": bench_iterations, "warmup": 10},
+               "deploy": dict(deploy_options or {})}
+        from edgekit.optimize.executor import open_executor
+        from edgekit.progress import TrialProgress
+        say = _say if progress else (lambda *a: None)
+        say("optimize {} for {}: input {:.2%} validation accuracy; limits {}; --max-drop {:g}; "
+            "{}; executor {}".format(model, target, base_val, _limits_text(limits), max_drop,
+                                     _stop_text(trials, budget_s), executor))
+        prior = len(asked_trials(study))
+        best_text = [_best_text(study, limits)]
 
-    from edgekit.adapt import fit_data
-    from edgekit.data import load_data
-    from edgekit.models import keras_accuracy, load_model, model_sha256
-    from edgekit.onnx_model import refuse_training
-    refuse_training(model, "optimize")
-    ds = load_data(data)
-    net = load_model(model)
-    from edgekit.modelio.savedmodel import require_graph
-    require_graph(net, model, "optimize (it prunes, distills and slices)")
-    fitted = fit_data(ds, net)
-    from edgekit.models import check_model_fits
-    check_model_fits(net, fitted)
-    if force and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model_dir = _input_artifact(model, net, fitted, out)
-    base_val = keras_accuracy(net, fitted.x_val, fitted.y_val)
-    from edgekit.optimize.space import Space
-    space = Space.for_model(net, t, kinds=kinds, data_shape=fitted.input_shape,
-                            num_classes=fitted.num_classes,
-                            preprocess_unit=(fitted.adapt or {}).get("preprocess", "unit") == "unit",
-                            formats=formats)
-    limits = {"max_bytes": max_bytes, "max_params": max_params, "max_latency_ms": max_latency_ms}
-    settings = {"model_sha256": model_sha256(Path(model_dir)), "data": ds.spec,
-                "data_sha256": ds.fingerprint(), "target": target, "host": host,
-                "max_drop": max_drop, "seed": int(seed), "batch": batch,
-                "max_epochs": max_epochs, "space": space.describe(), "limits": limits,
-                "bench_iterations": bench_iterations}
-    from edgekit.optimize.study import asked_trials, enqueue_starts, open_study, run
-    study = open_study(out, settings)
-    enqueue_starts(study, space, limits)
-    ctx = {"model": str(Path(model_dir).resolve()), "data": ds.spec, "out": str(out.resolve()),
-           "target": target, "host": host, "max_drop": max_drop, "base_val": base_val,
-           "seed": int(seed), "max_epochs": max_epochs, "max_bytes": max_bytes,
-           "bench": {"iterations": bench_iterations, "warmup": 10},
-           "deploy": dict(deploy_options or {})}
-    from edgekit.optimize.executor import open_executor
-    from edgekit.progress import TrialProgress
-    say = _say if progress else (lambda *a: None)
-    say("optimize {} for {}: input {:.2%} validation accuracy; limits {}; --max-drop {:g}; "
-        "{}; executor {}".format(model, target, base_val, _limits_text(limits), max_drop,
-                                 _stop_text(trials, budget_s), executor))
-    prior = len(asked_trials(study))
-    best_text = [_best_text(study, limits)]
-
-    stream = sys.stderr if progress else _Null()
-    with open_executor(executor, ds=ds) as ex, TrialProgress(
-            None if trials >= 10 ** 6 else trials, "optimize", stream=stream, done=prior) as bar:
-        def on_trial(ft):
-            best_text[0] = _best_text(study, limits)
-            bar.advance(_trial_text(ft), best=best_text[0])
-        from edgekit.optimize.evaluate import _batch, steps_to_train
-        from edgekit.optimize.refit import refit_chosen, reserve
-        t_run = time.time()
-        run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial,
-            reserve=reserve, steps_to_train=lambda c: steps_to_train(
-                c, ctx, len(ds.y_train), _batch(ds)))
-        rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say, time_left=None
-                           if budget_s is None else budget_s - (time.time() - t_run))
-    return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec)
+        stream = sys.stderr if progress else _Null()
+        with open_executor(executor, ds=ds) as ex, TrialProgress(
+                None if trials >= 10 ** 6 else trials, "optimize", stream=stream, done=prior) as bar:
+            def on_trial(ft):
+                owned.keep = True  # a finished trial: worth resuming, never removed on failure
+                best_text[0] = _best_text(study, limits)
+                bar.advance(_trial_text(ft), best=best_text[0])
+            from edgekit.optimize.evaluate import _batch, steps_to_train
+            from edgekit.optimize.refit import refit_chosen, reserve
+            t_run = time.time()
+            run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial,
+                reserve=reserve, steps_to_train=lambda c: steps_to_train(
+                    c, ctx, len(ds.y_train), _batch(ds)))
+            rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say, time_left=None
+                               if budget_s is None else budget_s - (time.time() - t_run))
+        return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec)
 
 
 class _Null(object):
@@ -256,6 +258,31 @@ def _check_out(out, force):
                            "(--force replaces an optimize directory only)".format(out))
     if not out.exists():
         check_output(out, "dir", force=False)
+
+
+class _Owned(object):
+    keep = False     # a trial finished: the directory is worth resuming
+    created = False  # this run made the directory (or --force removed the old one)
+
+
+@contextlib.contextmanager
+def _owned_out(out, force):
+    """Hold ``out`` for this run (:func:`edgekit.util.output_lock`: a second optimize on the
+    same ``-o`` is refused with one line, not a sqlalchemy IntegrityError), check it
+    (:func:`_check_out`), and when the run fails before any trial finished remove the
+    ``out`` it created: a failed start (a full disk, a bad executor) leaves no half study
+    behind. A directory with finished trials is kept: the same ``-o`` resumes it."""
+    from edgekit.util import output_lock
+    owned = _Owned()
+    with output_lock(out):
+        _check_out(out, force)
+        owned.created = not out.exists()
+        try:
+            yield owned
+        except BaseException:
+            if owned.created and not owned.keep:
+                shutil.rmtree(str(out), ignore_errors=True)
+            raise
 
 
 def _input_artifact(model, net, ds, out):
