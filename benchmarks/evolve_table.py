@@ -103,3 +103,199 @@ def trained_model(cd, work_dir, seed):
     model.save(str(tmp), include_optimizer=False)
     os.replace(str(tmp), str(path))
     return model
+
+
+def _curve_points(gens, n):
+    """At most ``n`` generations, evenly spread, always the first and the last."""
+    if len(gens) <= n:
+        return list(gens)
+    pick = np.unique(np.round(np.linspace(0, len(gens) - 1, n)).astype(int))
+    return [gens[i] for i in pick]
+
+
+def plot_run(path, title, log, curve, base_test):
+    """fitness (batch LOO), held-out and test accuracy per generation, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    gens = log["generations"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot([r["gen"] for r in gens], [r["mean_accuracy"] for r in gens], lw=0.8, alpha=0.6,
+            label="fitness: batch LOO k-NN acc, population mean")
+    ho = log["holdout"]
+    ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, label="held-out acc (candidate)")
+    ax.plot([c["gen"] for c in curve], [c["accuracy"] for c in curve], "s-", ms=4, label="test acc (candidate)")
+    ax.axhline(base_test, color="gray", ls="--", lw=0.8, label="backprop trunk, test")
+    ax.axvline(log["selected_generation"], color="k", ls=":", lw=0.8, label="returned (held-out best)")
+    for st in range(1, len(log["params"]["stages"])):
+        first = [r["gen"] for r in gens if r["stage"] == st]
+        if first:
+            ax.axvline(first[0] - 0.5, color="tab:red", lw=0.5, alpha=0.5)
+    ax.set_xlabel("generation (red line: conv1 -> conv2 stage)")
+    ax.set_ylabel("k-NN accuracy (k=9)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(str(path))
+    plt.close(fig)
+
+
+def run_column(name, ds, args, results, save):
+    from edgekit.compress.evolve import evolve_trunk, knn_accuracy, slice_trunk
+    from edgekit.compress.evolve_fitness import trunk_spec
+    cd = column_data(ds, name, args.seed)
+    if COLUMNS[name]["train"] is None:   # a smaller test protocol only when asked (said in the JSON)
+        cd.x_ref, cd.y_ref = _subset(cd.x_ref, cd.y_ref, args.big_test_refs, args.seed + 5)
+        cd.x_test, cd.y_test = _subset(cd.x_test, cd.y_test, args.big_test_queries, args.seed + 6)
+    t = time.time()
+    model = trained_model(cd, args.work_dir, args.seed)
+    trunk = slice_trunk(model, "pool1")
+    w0 = trunk.get_weights()
+    n_params = sum(int(w.size) for w in w0)
+    col = {"column": name, "cnn_train_images": len(cd.x_train), "epochs": cd.epochs,
+           "test_references": len(cd.x_ref), "test_queries": len(cd.x_test), "holdout_images": len(cd.x_val),
+           "cnn_test_accuracy": None, "trunk_params": n_params, "talk": TALK[name], "runs": []}
+    from edgekit.models import keras_accuracy
+    col["cnn_test_accuracy"] = keras_accuracy(model, cd.x_test, cd.y_test)
+    col["backprop_test_accuracy"] = knn_accuracy(trunk, cd.x_ref, cd.y_ref, cd.x_test, cd.y_test, k=args.k)
+    col["setup_s"] = round(time.time() - t, 1)
+    print("[{}] CNN {:.2%}; backprop trunk ({} params) k-NN test {:.2%} ({:.0f}s)".format(
+        name, col["cnn_test_accuracy"], n_params, col["backprop_test_accuracy"], col["setup_s"]), flush=True)
+    results["columns"].append(col)
+    save()
+    big = len(cd.x_ref) > 20000
+    c_ref = (cd.x_ref, cd.y_ref) if not big else _subset(cd.x_ref, cd.y_ref, args.curve_refs, args.seed + 3)
+    c_te = (cd.x_test, cd.y_test) if not big else _subset(cd.x_test, cd.y_test, args.curve_test, args.seed + 4)
+    for method in args.methods.split(","):
+        trunk.set_weights(w0)
+        cands = {}
+        t = time.time()
+        trunk, log = evolve_trunk(
+            trunk, cd.x_train, cd.y_train, cd.x_val, cd.y_val, method=method, strategy="serial",
+            generations=10 ** 6, population=args.population, time_budget=args.budget[name], seed=args.seed,
+            k=args.k, ref_samples=None, val_samples=args.holdout, batch_size=args.batch_size,
+            holdout_refs=args.holdout_refs, holdout_every=args.holdout_every, patience=args.patience,
+            margin_weight=args.margin_weight, cma_variant=args.cma_variant, sigma=args.sigma,
+            precision=args.precision, stage_share=[float(v) for v in args.stage_share.split(",")],
+            progress=False, candidate_hook=lambda g, v: cands.__setitem__(g, v))
+        wall = time.time() - t
+        t = time.time()
+        test = knn_accuracy(trunk, cd.x_ref, cd.y_ref, cd.x_test, cd.y_test, k=args.k)
+        spec, _ = trunk_spec(trunk)
+        pts = sorted(set(_curve_points(sorted(cands), args.curve_points)) | {log["selected_generation"]})
+        curve = [{"gen": g, "accuracy": knn_accuracy((spec, cands[g]), c_ref[0], c_ref[1], c_te[0], c_te[1],
+                                                      k=args.k)} for g in pts]
+        tag = "{}_{}_{}".format(name, method, args.tag)
+        png = Path(args.out_dir) / "evolve_table_{}.png".format(tag)
+        plot_run(png, "{} {} serial, {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
+            name, method, log["generations_run"], wall, test, col["backprop_test_accuracy"]), log, curve,
+            col["backprop_test_accuracy"] if not big else curve[0]["accuracy"])
+        ho = [h["accuracy"] for h in log["holdout"]]
+        te = [c["accuracy"] for c in curve]
+        run = {"method": method, "wall_s": round(wall, 1), "eval_s": round(time.time() - t, 1),
+               "generations": log["generations_run"], "evaluations": log["evaluations"],
+               "s_per_generation": round(wall / max(1, log["generations_run"]), 3),
+               "stopped": log["stopped"], "early_stops": log.get("early_stops", []),
+               "selected_generation": log["selected_generation"],
+               "holdout_before": log["fitness_before"]["accuracy"], "holdout_after": log["fitness_after"]["accuracy"],
+               "test_accuracy": test, "gain_over_backprop": test - col["backprop_test_accuracy"],
+               "talk_test_accuracy": TALK[name].get(method),
+               "optimizer": log["params"]["optimizer"], "fitness_definition": log["fitness_definition"],
+               "test_curve_protocol": "{} refs x {} test images".format(len(c_ref[1]), len(c_te[1])),
+               "test_curve": curve, "holdout_curve": log["holdout"],
+               "holdout_test_correlation": float(np.corrcoef([h["accuracy"] for h in log["holdout"]
+                                                              if h["gen"] in pts], te)[0, 1])
+               if len(te) > 2 and np.std(te) > 0 else None,
+               "fitness_curve": [{k: r[k] for k in ("gen", "stage", "mean_accuracy", "best_accuracy", "mean", "best")}
+                                 for r in log["generations"]],
+               "plot_png": os.path.relpath(str(png), str(REPO))}
+        col["runs"].append(run)
+        print("[{}] {}: {} gens ({:.2f}s/gen), returned gen {}; held-out {:.2%} -> {:.2%}; test {:.2%} "
+              "(backprop {:.2%}, talk {}) [{:.0f}s + {:.0f}s eval]".format(
+                  name, method, run["generations"], run["s_per_generation"], run["selected_generation"],
+                  ho[0], run["holdout_after"], test, col["backprop_test_accuracy"], TALK[name].get(method),
+                  wall, run["eval_s"]), flush=True)
+        save()
+
+
+def _budgets(text, columns):
+    out = {}
+    for part in text.split(","):
+        if "=" in part:
+            k, v = part.split("=")
+            out[k.strip()] = float(v)
+        else:
+            out.update({c: float(part) for c in columns})
+    missing = [c for c in columns if c not in out]
+    if missing:
+        raise SystemExit("error: no --budget for {}".format(", ".join(missing)))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--columns", default="4k-5ep,60k-5ep,4k-20ep")
+    ap.add_argument("--methods", default="cma,pso")
+    ap.add_argument("--budget", default="600", help="evolution seconds per run: N or COLUMN=N,...")
+    ap.add_argument("--population", type=int, default=12)
+    ap.add_argument("--batch-size", type=int, default=256, help="fitness mini-batch (LOO k-NN) per generation")
+    ap.add_argument("--holdout", type=int, default=1000, help="held-out validation queries")
+    ap.add_argument("--holdout-refs", type=int, default=2000, help="training references for the held-out score")
+    ap.add_argument("--holdout-every", type=int, default=5)
+    ap.add_argument("--patience", type=int, default=None)
+    ap.add_argument("--margin-weight", type=float, default=0.25)
+    ap.add_argument("--cma-variant", default="sep", choices=["sep", "vd"])
+    ap.add_argument("--sigma", type=float, default=None)
+    ap.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"],
+                    help="fitness forward pass (held-out and test stay float32)")
+    ap.add_argument("--stage-share", default="0.2,0.8", help="time shares of the conv1 and conv2 stages")
+    ap.add_argument("--big-test-refs", type=int, default=None,
+                    help="60k column: test-time references (default all 60,000: the talk's protocol)")
+    ap.add_argument("--big-test-queries", type=int, default=None,
+                    help="60k column: test images (default all 10,000)")
+    ap.add_argument("--k", type=int, default=9)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--curve-points", type=int, default=8)
+    ap.add_argument("--curve-refs", type=int, default=10000)
+    ap.add_argument("--curve-test", type=int, default=2000)
+    ap.add_argument("--work-dir", default="/tmp/evolve-table", help="trained CNNs are cached here")
+    ap.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--tag", default=time.strftime("%Y%m%d"))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    columns = [c.strip() for c in args.columns.split(",")]
+    bad = [c for c in columns if c not in COLUMNS]
+    if bad:
+        raise SystemExit("error: unknown column {}: use {}".format(", ".join(bad), ", ".join(COLUMNS)))
+    args.budget = _budgets(args.budget, columns)
+    from edgekit.data import load_data
+    ds = load_data(args.data, lazy=False)
+    json_path = Path(args.json or Path(args.out_dir) / "evolve_table_{}.json".format(args.tag))
+    results = {"command": " ".join(["PYTHONPATH=. python", os.path.relpath(sys.argv[0], str(REPO))] + sys.argv[1:]),
+               "machine": "{} cores ({}), CPU only, shared with other jobs; load average at start {}".format(
+                   os.cpu_count(), platform.machine(), " ".join("{:.1f}".format(v) for v in os.getloadavg())),
+               "setup": {"trunk": "seed-mnist-cnn conv1 -> conv2 -> pool1 (serial: conv1 stage, then conv2)",
+                         "k": args.k, "distance": "squared Euclidean, raw ReLU/max-pooled features, no normalisation",
+                         "vote": "majority, ties to the nearer neighbours",
+                         "fitness": "leave-one-out k-NN on a fresh seeded batch of {} training images per "
+                                    "generation + {} x mean margin".format(args.batch_size, args.margin_weight),
+                         "selection": "held-out: {} validation images vs {} training references, every {} "
+                                      "generations and at each stage end; patience {}".format(
+                                          args.holdout, args.holdout_refs, args.holdout_every, args.patience),
+                         "population": args.population, "cma_variant": args.cma_variant, "sigma": args.sigma,
+                         "precision": args.precision, "stage_share": args.stage_share},
+               "talk": TALK, "columns": []}
+
+    def save():
+        results["load_average_now"] = [round(v, 1) for v in os.getloadavg()]
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1))
+    for name in columns:
+        run_column(name, ds, args, results, save)
+    save()
+    return results
+
+
+if __name__ == "__main__":
+    main()
