@@ -17,8 +17,8 @@ from edgekit.errors import EdgekitError, MissingDependency
 DASK_TIMEOUT = 10.0
 
 
-def _eval_chunk(fitness, W):
-    return fitness.evaluate_full(W)
+def _eval_chunk(fitness, W, kwargs=None):
+    return fitness.evaluate_full(W, **(kwargs or {}))
 
 
 class LocalExecutor:
@@ -27,8 +27,8 @@ class LocalExecutor:
     def __init__(self, fitness):
         self.fitness = fitness
 
-    def evaluate_full(self, W):
-        return self.fitness.evaluate_full(W)
+    def evaluate_full(self, W, **kwargs):
+        return self.fitness.evaluate_full(W, **kwargs)
 
     def close(self):
         pass
@@ -48,10 +48,12 @@ class DaskExecutor:
             self.client.close()
             raise
 
-    def evaluate_full(self, W):
+    def evaluate_full(self, W, **kwargs):
+        """``kwargs`` (e.g. the mini-batch index) go to every chunk's ``fitness.evaluate_full``."""
         W = np.asarray(W, np.float32)
         parts = [p for p in np.array_split(np.arange(len(W)), min(self.chunks, len(W))) if len(p)]
-        futures = [self.client.submit(_eval_chunk, self.fitness_future, W[p], pure=False) for p in parts]
+        futures = [self.client.submit(_eval_chunk, self.fitness_future, W[p], kwargs, pure=False)
+                   for p in parts]
         results = self.client.gather(futures)
         return np.concatenate(results)
 
