@@ -80,6 +80,33 @@ def write_manifest(directory, manifest):
     atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
+# a user's model file, told apart from an artifact dir (the hint `edgekit import` gives)
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def model_file_kind(path):
+    """``"onnx"``, ``"keras"`` (file or SavedModel dir) or None for ``path``."""
+    p = Path(str(path))
+    if p.is_dir():
+        if (p / "manifest.json").is_file():
+            return None
+        return "keras" if (p / "saved_model.pb").is_file() else None
+    if p.suffix.lower() == ".onnx":
+        return "onnx"
+    if p.suffix.lower() in KERAS_SUFFIXES:
+        return "keras"
+    return None
+
+
+def import_hint(path):
+    """The sentence every "not an artifact" error ends with when ``path`` is a model file;
+    '' otherwise."""
+    if model_file_kind(path) is None or not Path(str(path)).exists():
+        return ""
+    return (": it is a model file; make it an artifact once with `edgekit import {} -o ART "
+            "--data SPEC` (Python: edgekit.import_model), then pass ART".format(path))
+
+
 class Artifact:
     """An artifact directory and its manifest."""
 
@@ -93,7 +120,6 @@ class Artifact:
         path = Path(path)
         if not path.exists():
             raise EdgekitError("artifact {} does not exist".format(path))
-        from edgekit.importer import import_hint
         if not path.is_dir():
             raise EdgekitError("{} is not an artifact directory (expected a folder with {}){}"
                                .format(path, MANIFEST, import_hint(path)))

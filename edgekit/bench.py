@@ -16,6 +16,7 @@ Example::
     results = bench("out/seed", runtime="all", iterations=200)   # the default target
 """
 import json
+import sys
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, MissingDependency

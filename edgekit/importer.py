@@ -27,30 +27,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
-
-
-def model_file_kind(path):
-    """``"onnx"``, ``"keras"`` (file or SavedModel dir) or None for ``path``."""
-    p = Path(str(path))
-    if p.is_dir():
-        if (p / "manifest.json").is_file():
-            return None
-        return "keras" if (p / "saved_model.pb").is_file() else None
-    if p.suffix.lower() == ".onnx":
-        return "onnx"
-    if p.suffix.lower() in KERAS_SUFFIXES:
-        return "keras"
-    return None
-
-
-def import_hint(path):
-    """The sentence every "not an artifact" error ends with when ``path`` is a model file;
-    '' otherwise."""
-    if model_file_kind(path) is None or not Path(str(path)).exists():
-        return ""
-    return (": it is a model file; make it an artifact once with `edgekit import {} -o ART "
-            "--data SPEC` (Python: edgekit.import_model), then pass ART".format(path))
+from edgekit.artifact import KERAS_SUFFIXES, import_hint, model_file_kind  # noqa: F401 (API)
 
 
 def import_model(model, out, data=None, preprocess=None, force=False, say=None):
