@@ -28,7 +28,7 @@ def main(argv=None):
     ap.add_argument("--target-macs", type=float, default=0.5)
     a = ap.parse_args(argv)
     from arch_compress import _fitted, p50
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     from edgekit.data import load_data
     from edgekit.export.onnx import to_onnx
     from edgekit.models import load_model

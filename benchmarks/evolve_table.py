@@ -16,7 +16,7 @@ images, 5 / 20 epochs. Our own choices (not stated by the talk), recorded in the
 - distance: squared Euclidean on the raw (ReLU, max-pooled) features, no normalisation,
   majority vote with ties to the nearer neighbours — the k-NN edgekit's knn-slice uses;
 - CNN training: edgekit's ``fit`` (Adam 1e-3, batch 128, seeded);
-- fitness (:class:`edgekit.compress.evolve_fitness.BatchKnnFitness`): leave-one-out k-NN on a
+- fitness (:class:`edgekit.compress.evolve.fitness.BatchKnnFitness`): leave-one-out k-NN on a
   fresh seeded mini-batch of the column's training images every generation, plus a margin
   term; the returned trunk and the early stop are chosen on a **held-out** validation split
   the fitness never sees (60k column: edgekit's 6,000-image validation split, the CNN is
@@ -142,7 +142,7 @@ def plot_run(path, title, log, curve, base_test):
 
 def run_column(name, ds, args, results, save):
     from edgekit.compress.evolve import evolve_trunk, knn_accuracy, slice_trunk
-    from edgekit.compress.evolve_fitness import trunk_spec
+    from edgekit.compress.evolve.fitness import trunk_spec
     cd = column_data(ds, name, args.seed)
     if COLUMNS[name]["train"] is None:   # a smaller test protocol only when asked (said in the JSON)
         cd.x_ref, cd.y_ref = _subset(cd.x_ref, cd.y_ref, args.big_test_refs, args.seed + 5)

@@ -131,7 +131,7 @@ def main(argv=None):
                          "accuracy that fits)")
     a = ap.parse_args(argv)
 
-    from edgekit.compress.knn_slice import knn_slice
+    from edgekit.compress.knn.slice import knn_slice
     from edgekit.data import load_data
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

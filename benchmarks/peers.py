@@ -133,7 +133,7 @@ def run_model(name, path, data, ds, out, a):
     from edgekit.calibration import calibration_set
     from edgekit.compress import compress
     from edgekit.compress.guard import GuardFailed
-    from edgekit.compress.quantize import measure_file
+    from edgekit.compress.int8 import measure_file
     from edgekit.export.onnx import to_onnx
     from edgekit.images import as_float32
     from edgekit.models import keras_accuracy, load_model

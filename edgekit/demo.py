@@ -267,7 +267,7 @@ def compress_model(run):
 @optional_step("sklearn", "onnx")
 def knn_slice_model(run):
     """k-NN-slice the trained model: cut auto (validation sweep), int8 prototypes, ONE graph."""
-    from edgekit.compress.knn_slice import knn_slice
+    from edgekit.compress.knn.slice import knn_slice
     task = run.task("knn-slice (cut auto)", None)
     art = knn_slice(run.art.path, run.ds, run.stage / "knn-slice", cut="auto", int8=True,
                     int8_weights=True, ref_samples=KNN_REF_SAMPLES, progress=False)

@@ -53,7 +53,7 @@ def layer_macs(cls, out_shape, kernel_hw, cin, cout, multiplier=1):
     """Multiply-accumulates of one MAC layer: ``cls`` (one of :data:`MAC_LAYERS`), its output
     shape (NHWC; spatial size from it), kernel height x width, input and output channels (or
     Dense units), and the depthwise ``multiplier``. The one formula behind :func:`count_macs`
-    and the channel-pruning estimate (:func:`edgekit.compress.channel_prune.estimate_macs`)."""
+    and the channel-pruning estimate (:func:`edgekit.compress.channels.prune.estimate_macs`)."""
     if cls == "Dense":
         return int(cin) * int(cout)
     spatial = int(np.prod(out_shape[1:3]))

@@ -38,7 +38,7 @@ def test_mobilenetv2_groups_match_hand_written_blocks(zoo):
     adds its output to block 1's): expand -> BN -> relu -> (pad) -> depthwise -> BN -> relu ->
     project -> BN; the two projections are one group through block_2_add, read by the next two
     expand convs."""
-    from edgekit.compress.channel_groups import trace
+    from edgekit.compress.channels.groups import trace
     cg = trace(zoo("mobilenetv2"))
 
     def short(names):
@@ -69,7 +69,7 @@ def test_mobilenetv2_groups_match_hand_written_blocks(zoo):
 
 
 def test_concat_maps_inputs_to_offset_ranges(zoo):
-    from edgekit.compress.channel_groups import trace
+    from edgekit.compress.channels.groups import trace
     cg = trace(zoo("inception"))
     use = cg.uses["i2_1x1"]  # reads i1_concat (after max pooling): 8 + 8 + 4 channels
     groups = [cg.group(gid) for gid, _ in use.inputs[0]]
@@ -80,7 +80,7 @@ def test_concat_maps_inputs_to_offset_ranges(zoo):
 
 def test_lambda_fences_its_group_and_names_it():
     from edgekit._tf import keras
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     k = keras()
     L = k.layers
     inp = L.Input(SHAPE)
@@ -98,7 +98,7 @@ def test_lambda_fences_its_group_and_names_it():
 # -- the rebuild ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["resnet", "inception", "separable", "mobilenetv2", "sequential"])
 def test_ratio_zero_rebuild_is_exact(zoo, name):
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     model = zoo(name)
     small, report = prune_channels(model, ratio=0.0)
     assert small is not model and report["kept"] == {}
@@ -123,8 +123,8 @@ def _zero_reads(model, cg, kept):
 
 @pytest.mark.parametrize("name", ["resnet", "inception", "separable", "mobilenetv2", "sequential"])
 def test_removing_unread_channels_changes_no_output(zoo, name):
-    from edgekit.compress.channel_groups import trace
-    from edgekit.compress.channel_prune import rebuild
+    from edgekit.compress.channels.groups import trace
+    from edgekit.compress.channels.prune import rebuild
     model = rebuild(zoo(name), trace(zoo(name)), {})  # a copy: its weights get zeroed below
     cg = trace(model)
     rs = np.random.RandomState(0)
@@ -141,7 +141,7 @@ def test_removing_unread_channels_changes_no_output(zoo, name):
 @pytest.mark.parametrize("name,fraction", [("mobilenetv2", 0.5), ("resnet", 0.5),
                                            ("inception", 0.6)])
 def test_target_macs_is_reached(zoo, name, fraction):
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     from edgekit.models import count_macs
     model = zoo(name)
     small, report = prune_channels(model, target_macs=fraction)
@@ -156,7 +156,7 @@ def test_target_macs_is_reached(zoo, name, fraction):
 def test_round_to_keeps_multiples_of_16_where_the_target_allows(zoo):
     """MobileNetV2 0.35 at 32x32 reaches half its MACs in 16-channel steps (onnxruntime's block
     on AVX-512: BENCHMARKS.md, issue 11); the tiny zoo ResNet cannot, and falls back to 8."""
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     from edgekit.errors import EdgekitError
     _, rep = prune_channels(zoo("mobilenetv2"), target_macs=0.5)
     big = {n: k for n, k in rep["kept"].items() if rep["original"][n] >= 16}
@@ -177,7 +177,7 @@ def test_round_to_keeps_multiples_of_16_where_the_target_allows(zoo):
 @pytest.mark.parametrize("name", ["resnet", "inception",
                                   pytest.param("mobilenetv2", marks=pytest.mark.slow)])
 def test_pruned_model_exports_to_onnx_with_parity(zoo, tmp_path, name):
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     from edgekit.export.onnx import to_onnx
     from edgekit.export.parity import compare, run_file
     small, _ = prune_channels(zoo(name), target_macs=0.5)
@@ -195,7 +195,7 @@ def test_pruned_model_exports_to_onnx_with_parity(zoo, tmp_path, name):
     ("stem=4,b1_c2=8", "coupled"),
 ])
 def test_bad_keep_refused(zoo, keep, match):
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     from edgekit.compress.prune import parse_keep
     from edgekit.errors import EdgekitError
     with pytest.raises(EdgekitError, match=match):

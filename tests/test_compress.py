@@ -87,7 +87,7 @@ def test_dense_width_cli(seed_digits_artifact, tmp_path, run_cli):
 def test_quantize_int8_three_formats(tiny_artifact, tmp_path):
     import onnx
     from edgekit.compress import compress
-    from edgekit.compress.quantize import int8_tensor_summary
+    from edgekit.compress.int8 import int8_tensor_summary
     art = compress(tiny_artifact.path, "quantize", "digits", tmp_path / "q",
                    calibration_samples=100, progress=False)
     m = _manifest_ok(art, tiny_artifact, "quantize")
@@ -119,7 +119,7 @@ def test_quantize_int8_three_formats(tiny_artifact, tmp_path):
 @pytest.mark.slow
 def test_quantize_int8_io_tflite_and_fp16(tiny_artifact, tmp_path):
     from edgekit.compress import compress
-    from edgekit.compress.quantize import int8_tensor_summary
+    from edgekit.compress.int8 import int8_tensor_summary
     art = compress(tiny_artifact.path, "quantize", "digits", tmp_path / "q8", formats="tflite",
                    io="int8", calibration_samples=50, progress=False)
     t = int8_tensor_summary(art.file("model.int8.tflite"))
@@ -135,7 +135,7 @@ def test_quantize_int8_io_tflite_and_fp16(tiny_artifact, tmp_path):
 @pytest.mark.slow
 def test_quantize_qat(tiny_artifact, tmp_path):
     from edgekit.compress import compress
-    from edgekit.compress.quantize import int8_tensor_summary
+    from edgekit.compress.int8 import int8_tensor_summary
     art = compress(tiny_artifact.path, "quantize", "digits", tmp_path / "qat", qat=True,
                    epochs=1, batch_size=32, calibration_samples=50, progress=False)
     assert art.manifest["method"]["params"]["qat"] is True

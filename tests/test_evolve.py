@@ -80,7 +80,7 @@ def test_fitness_improves_on_perturbed_trunk(trunk_and_data, method, tmp_path):
     assert json.loads((tmp_path / "ck" / "logbook.json").read_text())["evaluations"] == log["evaluations"]
     # the evolved trunk's own fitness (recomputed from the model) equals the logbook's
     from edgekit.compress.evolve import _subsample
-    from edgekit.compress.evolve_fitness import KnnFitness, trunk_spec
+    from edgekit.compress.evolve.fitness import KnnFitness, trunk_spec
     spec, w = trunk_spec(evolved)
     xr, yr = _subsample(ds.x_train, ds.y_train, KW["ref_samples"], 1, "r")
     xv, yv = _subsample(ds.x_val, ds.y_val, KW["val_samples"], 2, "v")

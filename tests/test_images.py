@@ -116,7 +116,7 @@ def test_keras_predicts_and_trains_from_lazy_images(tiny_artifact, digits, lazy_
 
 def test_knn_slice_on_lazy_images_matches_float_arrays(tiny_artifact, digits, lazy_digits,
                                                        tmp_path):
-    from edgekit.compress.knn_slice import knn_slice
+    from edgekit.compress.knn.slice import knn_slice
     kw = dict(cut="pool1", int8=True, k=3, progress=False, allow_drop=True)  # not a guard test
     a = knn_slice(tiny_artifact.path, digits, tmp_path / "a", **kw).manifest
     b = knn_slice(tiny_artifact.path, lazy_digits, tmp_path / "b", **kw).manifest

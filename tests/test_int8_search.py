@@ -25,7 +25,7 @@ def _float_nodes(path):
 
 def test_onnx_search_scores_every_method_and_keeps_sensitive_layers_float(float_onnx, digits,
                                                                           tmp_path):
-    from edgekit.compress.int8_search import ONNX_METHODS, ORT_DEFAULT, onnx_int8, standard_error
+    from edgekit.compress.int8.search import ONNX_METHODS, ORT_DEFAULT, onnx_int8, standard_error
     path, name, rep = float_onnx
     rec = onnx_int8(path, tmp_path / "a.onnx", rep, name, digits.x_val, digits.y_val,
                     max_drop=100.0, work=tmp_path)
@@ -51,7 +51,7 @@ def test_onnx_search_scores_every_method_and_keeps_sensitive_layers_float(float_
 
 
 def test_openvino_search_lists_no_float_layer_when_all_int8(float_onnx, digits, tmp_path):
-    from edgekit.compress.int8_search import OPENVINO_PRESETS, openvino_int8
+    from edgekit.compress.int8.search import OPENVINO_PRESETS, openvino_int8
     path, _, rep = float_onnx
     rec = openvino_int8(path, tmp_path / "ov" / "m.xml", rep, digits.x_val, digits.y_val,
                         max_drop=100.0)
@@ -65,7 +65,7 @@ def test_openvino_search_lists_no_float_layer_when_all_int8(float_onnx, digits, 
 
 def test_float_ops_finds_an_unquantized_model_float(float_onnx):
     import openvino as ov
-    from edgekit.compress.int8_search import float_ops
+    from edgekit.compress.int8.search import float_ops
     m = ov.convert_model(str(float_onnx[0]))
     assert len(float_ops(m)) == 3
 
@@ -94,7 +94,7 @@ def test_cli_table_shows_every_format(tiny_artifact, tmp_path, run_cli):
 
 
 def test_choose_prefers_the_standard_default_only_within_one_standard_error():
-    from edgekit.compress.int8_search import choose, standard_error
+    from edgekit.compress.int8.search import choose, standard_error
     n = 400
     se = standard_error(0.95, n)                   # ~1.09 pt
     order = ["fast", "default"]
@@ -106,7 +106,7 @@ def test_choose_prefers_the_standard_default_only_within_one_standard_error():
 
 def test_x86_without_vnni_reads_the_cpu_flags(tmp_path):
     import platform
-    from edgekit.compress.int8_search import x86_without_vnni
+    from edgekit.compress.int8.search import x86_without_vnni
     old, new = tmp_path / "old", tmp_path / "new"
     old.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
     new.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_vnni\n")
@@ -120,7 +120,7 @@ def test_uint8_activations_use_reduce_range_without_vnni(float_onnx, digits, tmp
     saturation onnxruntime warns of cannot happen; with VNNI the full int8 range is used."""
     import onnx
     from onnx import numpy_helper
-    from edgekit.compress.int8_search import onnx_int8
+    from edgekit.compress.int8.search import onnx_int8
 
     def max_weight(p):
         g = onnx.load(str(p)).graph

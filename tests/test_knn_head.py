@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from edgekit.compress.knn_head import KnnHead, KnnHeadError
+from edgekit.compress.knn.head import KnnHead, KnnHeadError
 from edgekit.errors import EdgekitError
 
 # Checks that do not apply to a non-default configuration, with the reason:
@@ -79,7 +79,7 @@ def test_ties_lowest_index_and_lowest_class_match_onnxruntime(tmp_path):
     """Duplicate-free prototypes at equal distance: stable order in numpy and ORT's TopK."""
     import onnxruntime as ort
 
-    from edgekit.compress.knn_onnx import FeatureReducer, build_knn_graph
+    from edgekit.compress.knn.onnx import FeatureReducer, build_knn_graph
 
     # 4 prototypes on a circle (all at distance 1 from the origin query) with labels 1,0,1,0
     P = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], np.float32)
@@ -162,7 +162,7 @@ def test_predicted_bytes_match_the_built_graph(tmp_path, shape, pool, dims, n_pe
                                                int8_weights, weights):
     """A configuration's bytes are computed from shapes + measured overhead: they match what
     build_knn_graph writes (to the byte here; the slice tests allow a few hundred)."""
-    from edgekit.compress.knn_onnx import (FeatureReducer, build_knn_graph, predict_head_bytes,
+    from edgekit.compress.knn.onnx import (FeatureReducer, build_knn_graph, predict_head_bytes,
                                            trunk_file_bytes)
     rng = np.random.RandomState(0)
     trunk = _identity_trunk(tmp_path / "t.onnx", shape)

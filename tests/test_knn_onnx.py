@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from edgekit.compress.guard import GuardFailed
-from edgekit.compress.knn_onnx_cuts import onnx_candidates
-from edgekit.compress.knn_slice import knn_slice
+from edgekit.compress.knn.onnx_cuts import onnx_candidates
+from edgekit.compress.knn.slice import knn_slice
 from edgekit.errors import EdgekitError
 from onnx_models import centroid_accuracy, centroid_onnx, residual_onnx, rgb_digits_npz
 from test_onnx_model import run_blocked

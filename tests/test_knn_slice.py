@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.compress.knn_onnx import check_standard_ops
-from edgekit.compress.knn_slice import candidate_cuts, input_bytes, knn_slice, pick_cut
+from edgekit.compress.knn.onnx import check_standard_ops
+from edgekit.compress.knn.slice import candidate_cuts, input_bytes, knn_slice, pick_cut
 from edgekit.errors import EdgekitError
 from tests.devices import ov2022_python
 
@@ -286,7 +286,7 @@ def test_nested_mobilenetv2_is_opened_up_and_cut_after_blocks():
     """keras.applications.MobileNetV2 called as one layer: its blocks become candidates (the
     residual Adds, the strided / projection block ends, the global pooling), its insides
     (expand / depthwise activations) do not; the opened-up model computes the same."""
-    from edgekit.compress.knn_cuts import flatten_nested
+    from edgekit.compress.knn.cuts import flatten_nested
     from tests.zoo import build
     m = build("mobilenetv2", (32, 32, 3), 10)
     flat = flatten_nested(m)
@@ -301,7 +301,7 @@ def test_nested_mobilenetv2_is_opened_up_and_cut_after_blocks():
     assert len(candidate_cuts(flat, "all")) > len(got)
     # a model with every cut as an output is built from the opened-up graph's own nodes
     # (layer.output is the nested graph's node: "Graph disconnected")
-    from edgekit.compress.knn_features import multi_output_model
+    from edgekit.compress.knn.features import multi_output_model
     cuts = candidate_cuts(flat)
     multi = multi_output_model(flat, cuts)
     outs = multi.predict(x, verbose=0)
@@ -332,7 +332,7 @@ def test_mobilenetv2_knn_slice_end_to_end(tmp_path):
 def test_pca_groups_under_a_memory_cap_give_the_same_features(tiny_artifact, digits, monkeypatch):
     """Candidates whose PCA fit matrices do not fit FIT_MEMORY together are fitted in groups
     (the trunk runs once per group); the features do not depend on the grouping."""
-    from edgekit.compress import knn_features as kf
+    from edgekit.compress.knn import features as kf
     from edgekit.models import load_model
     m = load_model(tiny_artifact.path)
     cuts = candidate_cuts(m)

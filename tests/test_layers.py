@@ -26,11 +26,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgekit"
 LAYERS = (
     ("cli",),
     ("demo", "optimize"),
-    ("compress", "deploy", "report", "report_html"),
+    # compress dispatches to its families, which use its Job and guard: one layer
+    ("compress", "compress.knn", "compress.evolve", "compress.channels", "compress.int8",
+     "deploy", "report", "report_html"),
     ("export", "bench", "doctor", "importer"),
     ("models", "onnx_model"),
     ("targets", "calibration", "adapt", "modelio"),
-    ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf",
+    ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf", "distributed",
      "packages", "keras_layers", "errors"),
     ("runtime",),
 )
@@ -125,9 +127,19 @@ def cycles(graph):
     return sorted(out)
 
 
+# packages whose subpackages are rooms of their own (the method families of compress)
+FAMILIES = ("compress",)
+
+
 def room(module):
-    """``edgekit.compress.knn_head`` -> ``compress``; ``edgekit`` -> ``""``."""
+    """``edgekit.bench`` -> ``bench``; ``edgekit.compress.knn.head`` -> ``compress.knn`` (a
+    family of :data:`FAMILIES`); ``edgekit.compress.guard`` -> ``compress``; ``edgekit`` ->
+    ``""``."""
     parts = module.split(".")
+    if len(parts) > 3 and parts[1] in FAMILIES:
+        return ".".join(parts[1:3])
+    if len(parts) == 3 and parts[1] in FAMILIES and (PACKAGE / parts[1] / parts[2]).is_dir():
+        return ".".join(parts[1:3])              # a family's __init__
     return parts[1] if len(parts) > 1 else ""
 
 

@@ -13,7 +13,7 @@ from edgekit.artifact import Artifact
 
 @pytest.fixture(scope="module")
 def knn(tiny_artifact, tmp_path_factory):
-    from edgekit.compress.knn_slice import knn_slice
+    from edgekit.compress.knn.slice import knn_slice
     return knn_slice(tiny_artifact.path, "digits", tmp_path_factory.mktemp("knn") / "knn",
                      cut="pool2", k=3, prototypes=5, progress=False,
                      allow_drop=True)  # what eval/export make of it is tested, not the guard
@@ -38,7 +38,7 @@ def test_knn_export_records_the_opset_of_its_own_onnx(knn, artifact_copy):
 
 def test_export_of_an_int8_only_artifact_for_the_nano_fails_clearly(tiny_artifact, tmp_path,
                                                                     run_cli):
-    from edgekit.compress.quantize import quantize
+    from edgekit.compress.int8 import quantize
     q = quantize(tiny_artifact.path, "digits", tmp_path / "q", formats=["onnx"],
                  calibration_samples=50)
     inference = {n: e for n, e in q.files.items() if e.get("inference", True)}

@@ -202,8 +202,8 @@ def test_training_methods_name_what_works_on_onnx(models, rgb, run_cli, tmp_path
 def test_quantize_an_nchw_onnx_to_int8_onnx_and_openvino(models, rgb, tmp_path):
     """int8 of a one-Conv model: the calibration search may keep that Conv float when int8
     loses more than max_drop points; allowed 10 points here, it stays int8."""
-    from edgekit.compress.quantize import int8_tensor_summary
-    from edgekit.compress.quantize import quantize
+    from edgekit.compress.int8 import int8_tensor_summary
+    from edgekit.compress.int8 import quantize
     from edgekit.models import evaluate
     spec, ds, expected = rgb
     art = quantize(models["nchw"], spec, tmp_path / "int8", calibration_samples=100,

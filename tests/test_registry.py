@@ -25,8 +25,8 @@ def test_installed_and_runner_class_agree_here():
 
 
 def test_the_other_tables_are_views_of_it():
-    from edgekit.compress.quantize_common import FORMATS as QUANTIZE_FORMATS, RUNTIME
-    from edgekit.compress.knn_onnx import OPSET
+    from edgekit.compress.int8.common import FORMATS as QUANTIZE_FORMATS, RUNTIME
+    from edgekit.compress.knn.onnx import OPSET
     from edgekit.export import FORMAT_RUNTIME as EXPORT_RUNTIME, FORMATS as EXPORT_FORMATS
     from edgekit.export.onnx import DEFAULT_OPSET
     from edgekit.packages import INSTALL, PACKAGES

@@ -113,7 +113,7 @@ def test_ncs2_knn_graph_falls_back_to_onnx_opset13(tiny_artifact, tmp_path):
     OpenVINO uses TopK-11, which OpenVINO 2022.3 cannot read, so the export records the
     artifact's own opset-13 ONNX (read and run by 2022.3) as the NCS2 fallback."""
     ov2022_python()
-    from edgekit.compress.knn_slice import knn_slice
+    from edgekit.compress.knn.slice import knn_slice
     knn = knn_slice(tiny_artifact.path, "digits", tmp_path / "knn", cut="pool2", k=3,
                     prototypes=5, progress=False, allow_drop=True)  # 5 prototypes: under the guard
     with pytest.raises(EdgekitError, match="TFLite export needs the Keras model"):

@@ -112,7 +112,7 @@ def test_every_verb_on_every_torch_file(name, verb, reference, run_cli, tmp_path
             for fname, f in m["metrics"]["formats"].items():
                 assert m["files"][fname]["guard"]["split"] == "validation"
                 assert f["accuracy"] >= before["accuracy"] - 0.01 - 1 / n, (fname, f)
-            from edgekit.compress.quantize import int8_tensor_summary
+            from edgekit.compress.int8 import int8_tensor_summary
             assert int8_tensor_summary(out / "model.int8.onnx")["quantize_nodes"] > 0
 
 

@@ -18,9 +18,9 @@ from edgekit.compress.options import method_options, table
 
 METHODS = {
     "prune": "edgekit.compress.prune:prune",
-    "quantize": "edgekit.compress.quantize:quantize",
+    "quantize": "edgekit.compress.int8:quantize",
     "distill": "edgekit.compress.distill:distill",
-    "knn-slice": "edgekit.compress.knn_slice:knn_slice",
+    "knn-slice": "edgekit.compress.knn.slice:knn_slice",
 }
 
 # methods that retrain the model: they need the Keras model, never an ONNX file

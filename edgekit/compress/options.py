@@ -213,7 +213,7 @@ def _executor(v, flag):
     if v != "local":
         if not v.startswith("dask://"):
             raise EdgekitError("{} must be local or dask://HOST:PORT, got {!r}".format(flag, v))
-        from edgekit.compress.evolve_exec import parse_dask_address
+        from edgekit.distributed import parse_dask_address
         parse_dask_address(v)
 
 
@@ -331,17 +331,17 @@ OPTIONS = {
         option("prototypes", INT, None, "knn-slice: k-means prototypes per class.", at_least(1)),
         option("dims", INT, None, "knn-slice: PCA dimensions (0: no PCA).", at_least(0)),
         option("pool", TEXT_OR_INT, None, "knn-slice: pooling window before the head: avgN | "
-               "maxN | N (avg).", uses("edgekit.compress.knn_onnx:parse_pool")),
+               "maxN | N (avg).", uses("edgekit.compress.knn.onnx:parse_pool")),
         option("int8", SWITCH, None, "knn-slice: store prototypes as int8.",
                flag="--int8/--no-int8"),
         option("int8_weights", SWITCH, False, "knn-slice: store trunk kernels and PCA as int8."),
         option("objective", TEXT, "accuracy", "knn-slice --cut auto: accuracy | size | latency.",
-               one_of("edgekit.compress.knn_search:OBJECTIVES")),
+               one_of("edgekit.compress.knn.search:OBJECTIVES")),
         option("max_bytes", BYTES, None, "knn-slice: size limit in bytes (default: the input "
                "model's bytes; 'none': no limit)."),
         option("cut_candidates", TEXT, "blocks", "knn-slice --cut auto: blocks (default: block "
                "ends) | all (every conv/pool unit).",
-               one_of("edgekit.compress.knn_cuts:CANDIDATE_SETS")),
+               one_of("edgekit.compress.knn.cuts:CANDIDATE_SETS")),
         option("min_accuracy", FLOAT, None, "knn-slice --cut auto: accuracy floor (0-1).",
                interval(0, 1, "both")),
         option("evolve", TEXT, None, "knn-slice: cma | pso (evolve the trunk's kernels).",
@@ -365,7 +365,7 @@ OPTIONS = {
         option("ref_samples", INT, None, "cap on the training vectors used as references",
                at_least(1), cli=False),
         option("val_samples", INT, None, "validation images scoring the search (default "
-               "edgekit.compress.knn_search.VAL_SAMPLES)", at_least(1), cli=False),
+               "edgekit.compress.knn.search.VAL_SAMPLES)", at_least(1), cli=False),
     ),
 }
 # knn-slice options that go on to edgekit.compress.evolve.evolve_trunk when given

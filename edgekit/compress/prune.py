@@ -7,12 +7,12 @@ Three moves, one function (:func:`prune`):
   keep their shapes, full of zeros: the file gzips much smaller, but a dense runtime multiplies
   the zeros all the same, so **sparsity alone saves no latency**.
 * **structured** (``structured=True``, ``ratio``, ``keep`` or ``target_macs``): physically
-  remove the weakest conv channels by *channel group* (``edgekit.compress.channel_groups``:
+  remove the weakest conv channels by *channel group* (``edgekit.compress.channels.groups``:
   layers coupled by Add / Concatenate / depthwise / BatchNorm / Flatten->Dense are cut
   together; Lambda, custom layers and channel-mixing Reshapes fence their group off, kept
   whole); ranked by the summed L1 of all members; per group (``ratio``, ``keep``) or globally
   down to a fraction of the MACs (``target_macs``); rebuild a smaller standard Keras model
-  (``edgekit.compress.channel_prune``), fine-tune. This is what makes a model faster.
+  (``edgekit.compress.channels.prune``), fine-tune. This is what makes a model faster.
 * **dense width** (``dense_width=N``): shrink the first hidden Dense layer to its N units
   with the largest L1 weight norm (the seed talk's 128 -> 64/32/16/8), fine-tune.
 
@@ -225,7 +225,7 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
               target_macs, round_to):
     model = job.model
     before = job.before()
-    from edgekit.compress.channel_prune import prune_channels
+    from edgekit.compress.channels.prune import prune_channels
     from edgekit.models import count_macs, count_params
     small, report = prune_channels(model, ratio=ratio if structured else None,
                                    keep=keep if structured else None, target_macs=target_macs,

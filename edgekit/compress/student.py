@@ -1,7 +1,7 @@
 """Derive a distillation student from the teacher's own graph (MobileNet's three moves).
 
 * ``width`` (MobileNet's width multiplier): every prunable channel group of the teacher
-  (:mod:`edgekit.compress.channel_groups`: coupled convs through Add / Concatenate / depthwise,
+  (:mod:`edgekit.compress.channels.groups`: coupled convs through Add / Concatenate / depthwise,
   hidden Dense units) gets ``width * channels`` rounded as MobileNet rounds (:func:`scaled`:
   multiples of 8, at least 8); fenced groups and the classifier keep theirs. Residual
   shortcuts and concatenations stay exactly where they were.
@@ -28,8 +28,8 @@ Example::
 """
 import numpy as np
 
-from edgekit.compress.channel_groups import trace
-from edgekit.compress.channel_prune import from_config, importance, layer_weights, \
+from edgekit.compress.channels.groups import trace
+from edgekit.compress.channels.prune import from_config, importance, layer_weights, \
     resized_config, set_sliced, strongest
 from edgekit.errors import EdgekitError
 

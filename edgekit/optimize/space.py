@@ -75,7 +75,7 @@ WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 def finishes(target):
     """The ways ``target`` can run a Keras candidate, as finish dicts, stable order."""
-    from edgekit.compress.quantize_common import FORMATS as QUANTIZE_FORMATS
+    from edgekit.compress.int8.common import FORMATS as QUANTIZE_FORMATS
     from edgekit.targets import as_target
     t = as_target(target)
     out = []
@@ -127,7 +127,7 @@ class Space:
         shrink moves (default: all of :data:`KINDS`), ``formats`` the target's file formats.
         Built-in students need edgekit's unit preprocessing (``preprocess_unit``).
         ``target``: a :class:`~edgekit.targets.Target` (or its name)."""
-        from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested
+        from edgekit.compress.knn.cuts import candidate_cuts, flatten_nested
         from edgekit.targets import as_target
         t = as_target(target)
         target = t.name
@@ -379,7 +379,7 @@ def architecture(net, step, data_shape, num_classes):
     """The (untrained) network a step produces from ``net``: its params/MACs are exact."""
     m, p = step["method"], step["params"]
     if m == "prune":
-        from edgekit.compress.channel_prune import prune_channels
+        from edgekit.compress.channels.prune import prune_channels
         return prune_channels(net, target_macs=p["target_macs"])[0]
     if m == "distill":
         from edgekit.compress.student import derive
@@ -391,7 +391,7 @@ def architecture(net, step, data_shape, num_classes):
         return derive(net, p.get("width", 1.0), bool(p.get("depthwise")), p.get("resolution"))
     if m == "knn-slice":
         from edgekit._tf import keras
-        from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested, layer_output
+        from edgekit.compress.knn.cuts import candidate_cuts, flatten_nested, layer_output
         flat = flatten_nested(net)
         if p["cut"] == "auto":      # the smallest trunk auto could choose
             idx = candidate_cuts(flat)[0]

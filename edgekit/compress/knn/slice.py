@@ -1,19 +1,19 @@
 """k-NN slicing: cut a trained CNN after a block, classify with k-NN on its features.
 
 The result is ONE ONNX graph (trunk + pooling/PCA/L2 reduction + k-NN head, default-domain
-ops at opset 13, see :mod:`edgekit.compress.knn_onnx`) in an artifact of kind
+ops at opset 13, see :mod:`edgekit.compress.knn.onnx`) in an artifact of kind
 ``compressed`` / method ``knn-slice``. ``metrics.bytes`` is that file's size: every byte
 inference needs (trunk weights, reduction, prototypes and labels).
 
 How it scales (each step in its own module):
 
-* **candidate cuts** from the layer graph (:mod:`~edgekit.compress.knn_cuts`): block ends —
+* **candidate cuts** from the layer graph (:mod:`~edgekit.compress.knn.cuts`): block ends —
   after a merge (residual / inception), after pooling, bottlenecks (strided / projection
   blocks), global pooling; ``cut_candidates="all"``: every conv / pool unit;
-* **features streamed** (:mod:`~edgekit.compress.knn_features`): one Keras model with every
+* **features streamed** (:mod:`~edgekit.compress.knn.features`): one Keras model with every
   candidate as an output runs over the images in batches; PCA is fitted on a seeded
   subsample; only ``images x PCA dims`` per candidate is kept;
-* **bytes computed, not built** (:mod:`~edgekit.compress.knn_search`): the Keras model is
+* **bytes computed, not built** (:mod:`~edgekit.compress.knn.search`): the Keras model is
   converted to ONNX once (all candidates as outputs); each candidate's trunk is its subgraph,
   and a configuration's bytes = trunk subgraph + PCA + prototypes x dims x dtype + labels +
   measured head overhead. Only the chosen configuration is built, and the prediction is
@@ -45,9 +45,9 @@ import numpy as np
 
 from edgekit.artifact import describe_file
 from edgekit.compress._common import Job, bytes_on_disk, keras_file_of
-from edgekit.compress.knn_cuts import candidate_cuts, flatten_nested, head_start, layer_output
+from edgekit.compress.knn.cuts import candidate_cuts, flatten_nested, head_start, layer_output
 from edgekit.compress.options import declared
-from edgekit.compress.knn_search import (DEFAULT_K, VAL_SAMPLES, head_options,
+from edgekit.compress.knn.search import (DEFAULT_K, VAL_SAMPLES, head_options,
                                          pick, search_cut)
 from edgekit.errors import EdgekitError
 from edgekit.util import save_keras_h5
@@ -61,7 +61,7 @@ __all__ = ["knn_slice", "candidate_cuts", "resolve_cut", "pick_cut", "input_byte
 
 
 def pick_cut(rows, objective="accuracy", max_bytes=None, min_accuracy=None):
-    """The configuration row chosen by the rule (:func:`edgekit.compress.knn_search.pick`)."""
+    """The configuration row chosen by the rule (:func:`edgekit.compress.knn.search.pick`)."""
     return pick(rows, objective, max_bytes, min_accuracy)
 
 
@@ -146,8 +146,8 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
-    from edgekit.compress.knn_features import stratified_subsample
-    from edgekit.compress.knn_head import threadpools
+    from edgekit.compress.knn.features import stratified_subsample
+    from edgekit.compress.knn.head import threadpools
     from edgekit.images import take
     from edgekit.onnx_model import onnx_source
 
@@ -181,7 +181,7 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
         raise EdgekitError("--k {} is larger than the prototype count ({}): choose --k <= {}"
                            .format(k, n_protos_max, n_protos_max))
     if dims:                                     # refuse before any work
-        from edgekit.compress.knn_onnx import FeatureReducer
+        from edgekit.compress.knn.onnx import FeatureReducer
         widths = [(name, FeatureReducer(pool).in_dims(shape)) for name, shape in subject.shapes()]
         if all(dims > w for _, w in widths):
             raise EdgekitError("--dims {} is larger than the features at every cut point (e.g. "
@@ -259,10 +259,10 @@ class _KerasSubject(object):
 
 class _OnnxSubject(object):
     """An ONNX model to slice (``job.onnx``: the data already fitted to its layout, size,
-    channels): its candidate cuts (tensors, :mod:`edgekit.compress.knn_onnx_cuts`)."""
+    channels): its candidate cuts (tensors, :mod:`edgekit.compress.knn.onnx_cuts`)."""
 
     def __init__(self, job, cut, which):
-        from edgekit.compress.knn_onnx_cuts import onnx_candidates, resolve_onnx_cut
+        from edgekit.compress.knn.onnx_cuts import onnx_candidates, resolve_onnx_cut
         from edgekit.onnx_model import load_inlined
         self.job, self.facts, path = job, job.onnx, job.model_path
         # external data read in, torch's module functions inlined: every tensor a cut
@@ -290,7 +290,7 @@ class _OnnxSubject(object):
 
 def _opset_checked(model, path):
     """``model`` if the k-NN head can join it: default-domain opset <= HEAD_MAX_OPSET."""
-    from edgekit.compress.knn_onnx import HEAD_MAX_OPSET, graph_opset
+    from edgekit.compress.knn.onnx import HEAD_MAX_OPSET, graph_opset
     if graph_opset(model) > HEAD_MAX_OPSET:
         raise EdgekitError("{} is at opset {}: the k-NN head is built for opsets 13..{}; export "
                            "it at opset <= {}".format(path, graph_opset(model), HEAD_MAX_OPSET,
@@ -305,7 +305,7 @@ class KerasCuts(object):
 
     def __init__(self, model, cuts, int8_weights, tmpdir, say, labels=None):
         import onnx
-        from edgekit.compress.knn_features import multi_output_model
+        from edgekit.compress.knn.features import multi_output_model
         from edgekit.export.onnx import to_onnx
         t = time.time()
         self.model, self.cuts, self.labels = model, list(cuts), labels or {}
@@ -327,7 +327,7 @@ class KerasCuts(object):
         return _upstream_params(self.model, i)
 
     def shape(self, j):
-        from edgekit.compress.knn_features import _output_shape
+        from edgekit.compress.knn.features import _output_shape
         return [int(d) for d in _output_shape(self.multi, j)[1:]]
 
     def trunk(self, j, sub):
@@ -336,11 +336,11 @@ class KerasCuts(object):
 
 
 class OnnxCuts(object):
-    """The candidate cuts of an ONNX model (:mod:`edgekit.compress.knn_onnx_cuts`): the
+    """The candidate cuts of an ONNX model (:mod:`edgekit.compress.knn.onnx_cuts`): the
     graph with every candidate an output, run by onnxruntime; no tensorflow."""
 
     def __init__(self, model, cands, layout, int8_weights, say):
-        from edgekit.compress.knn_onnx_cuts import OrtMulti, candidate_graph
+        from edgekit.compress.knn.onnx_cuts import OrtMulti, candidate_graph
         self.cands, self.cuts, self.layout = cands, list(range(len(cands))), layout
         self.graph = candidate_graph(model, cands, int8_weights)
         self.multi = OrtMulti(self.graph, layout)
@@ -351,14 +351,14 @@ class OnnxCuts(object):
         return self.cands[i].node, i
 
     def params(self, i, sub):
-        from edgekit.compress.knn_onnx_cuts import float_params
+        from edgekit.compress.knn.onnx_cuts import float_params
         return float_params(sub)
 
     def shape(self, j):
         return list(self.cands[j].shape)
 
     def trunk(self, j, sub):
-        from edgekit.compress.knn_onnx_cuts import OrtMulti
+        from edgekit.compress.knn.onnx_cuts import OrtMulti
         return OrtMulti(sub, self.layout)
 
 
@@ -369,10 +369,10 @@ def _search(cuts_of, x_ref, y_ref, x_val, y_val, tmpdir, say, opts, pool, weight
     ``cuts_of``: :class:`KerasCuts` or :class:`OnnxCuts` (the candidates, their graph).
     Returns ``{"rows", "sweep", "chosen", "feats", "cuts_of", "info", "cut_of"}``.
     """
-    from edgekit.compress.knn_features import RAW_MAX, cut_features
-    from edgekit.compress.knn_onnx import FeatureReducer, predict_head_bytes, trunk_file_bytes, \
+    from edgekit.compress.knn.features import RAW_MAX, cut_features
+    from edgekit.compress.knn.onnx import FeatureReducer, predict_head_bytes, trunk_file_bytes, \
         trunk_subgraph
-    from edgekit.compress.knn_search import DIMS_GRID
+    from edgekit.compress.knn.search import DIMS_GRID
     label, cuts, graph, multi = cuts_of.label, cuts_of.cuts, cuts_of.graph, cuts_of.multi
 
     info, keep, smallest = {}, [], None
@@ -463,7 +463,7 @@ def _describe(r):
 
 def _upstream_params(model, idx):
     """Parameters of the layers ``model.layers[idx]`` depends on (itself included)."""
-    from edgekit.compress.knn_cuts import layer_graph
+    from edgekit.compress.knn.cuts import layer_graph
     consumers = layer_graph(model)
     parents = [[] for _ in consumers]
     for a, cs in enumerate(consumers):
@@ -500,8 +500,8 @@ def _stream_transform(trunk, reducer, x, batch=128):
 def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
     """Fit the chosen configuration, check it against the job's accuracy guard, build its ONE
     graph, measure it, write the artifact through ``job``."""
-    from edgekit.compress.knn_head import clone_fitted
-    from edgekit.compress.knn_onnx import FeatureReducer, build_knn_graph, pool_name
+    from edgekit.compress.knn.head import clone_fitted
+    from edgekit.compress.knn.onnx import FeatureReducer, build_knn_graph, pool_name
     from edgekit.onnx_model import to_model_layout
     from edgekit.runtime.base import classes_of, first_output
     from edgekit.runtime.ort import OrtRunner

@@ -8,7 +8,7 @@ from the TRAINING split of ``data`` (or of ``calibration_data``, another spec):
 * ONNX: the float ONNX from ``edgekit.export.onnx.to_onnx``, then onnxruntime's
   ``quantize_static`` in QDQ format (per-channel int8 weights), calibration method (MinMax /
   Entropy / Percentile) chosen on the validation split, and the most sensitive layers kept
-  float when the drop still exceeds the allowed one (``edgekit.compress.int8_search``);
+  float when the drop still exceeds the allowed one (``edgekit.compress.int8.search``);
 * OpenVINO: ``nncf.quantize`` on the model read from that float ONNX (preset chosen on
   validation; ``nncf.quantize_with_accuracy_control`` when still over the allowed drop),
   ``openvino.save_model``. Layers left float are listed in the file's manifest entry.
@@ -33,10 +33,10 @@ import numpy as np
 from edgekit.calibration import calibration_set
 from edgekit.compress._common import TUNING, Job, fine_tune, printer
 from edgekit.compress.options import declared
-from edgekit.compress.quantize_common import (  # noqa: F401 (FORMATS ...: this module's API)
+from edgekit.compress.int8.common import (  # noqa: F401 (FORMATS ...: this module's API)
     FORMAT_NAMES, FORMATS, ONNX_MODEL_FORMATS, ONNX_OPSET, RUNTIME, _check_target, _openvino,
     _search_drop, add_quantized, check_formats, measure_file, onnx_int8_entry)
-from edgekit.compress.quantize_onnx import quantize_onnx
+from edgekit.compress.int8.onnx import quantize_onnx
 from edgekit.errors import EdgekitError
 
 
@@ -54,7 +54,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
     unless ``allow_drop``. Returns the written :class:`~edgekit.artifact.Artifact`.
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     An ONNX model (a bare ``.onnx`` or an imported one) goes to
-    :func:`edgekit.compress.quantize_onnx.quantize_onnx` (no tensorflow).
+    :func:`edgekit.compress.int8.onnx.quantize_onnx` (no tensorflow).
     """
     from edgekit.onnx_model import onnx_source
     if onnx_source(model) is not None:
@@ -107,7 +107,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                     extra["calibration"] = {"method": "TFLiteConverter min/max over the "
                                                       "representative images", "float_layers": []}
             elif fmt == "onnx":
-                from edgekit.compress.int8_search import onnx_int8
+                from edgekit.compress.int8.search import onnx_int8
                 name = "model.{}.onnx".format(precision)
                 search = onnx_int8(float_onnx, tmp / name, rep, info["input_name"], job.ds.x_val,
                                    job.ds.y_val, _search_drop(job), onnx_activations,
@@ -118,7 +118,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                 extra = {"weights": name[:-4] + ".bin", "from": "float ONNX opset {}".format(
                     ONNX_OPSET)}
                 if precision == "int8":
-                    from edgekit.compress.int8_search import openvino_int8
+                    from edgekit.compress.int8.search import openvino_int8
                     search = openvino_int8(float_onnx, tmp / name, rep, job.ds.x_val,
                                            job.ds.y_val, _search_drop(job), say)
                     extra.update(calibration=search, float_layers=search["float_layers"])

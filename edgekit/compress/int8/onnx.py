@@ -10,7 +10,7 @@ test split:
   file (``precision="fp16"``: an FP16 IR instead).
 
 Both go through the same calibration search as Keras models
-(:mod:`edgekit.compress.int8_search`: calibration / preset chosen on the validation split,
+(:mod:`edgekit.compress.int8.search`: calibration / preset chosen on the validation split,
 sensitive layers kept float while the drop exceeds ``max_drop`` points).
 
 TFLite and quantization-aware training need the Keras model and are refused in one line.
@@ -31,14 +31,14 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                   io, qat, target, onnx_activations, per_channel, seed, max_drop, allow_drop,
                   preprocess, force=False, progress=True):
     """Quantize the ONNX model ``model`` (a ``.onnx`` file or an imported artifact) and write
-    the artifact ``out``; returns it. Called by :func:`edgekit.compress.quantize.quantize` (the one int8 entry)
+    the artifact ``out``; returns it. Called by :func:`edgekit.compress.int8.quantize` (the one int8 entry)
     with its options resolved (declared in :mod:`edgekit.compress.options`), the same
     accuracy guard (validation split, ``max_drop`` points) included."""
     from edgekit.calibration import calibration_set
     from edgekit.compress._common import Job, printer
-    from edgekit.compress.int8_search import onnx_int8, openvino_int8
+    from edgekit.compress.int8.search import onnx_int8, openvino_int8
     from edgekit.images import as_float32
-    from edgekit.compress.quantize_common import (RUNTIME, _check_target, _openvino, _search_drop,
+    from edgekit.compress.int8.common import (RUNTIME, _check_target, _openvino, _search_drop,
                                           add_quantized, check_formats, measure_file,
                                           onnx_int8_entry)
     from edgekit.onnx_model import (input_spec, output_spec, refuse_training, self_contained,

@@ -1,6 +1,6 @@
 """The k-NN slicing search: per cut, every head configuration that fits the byte budget.
 
-For each candidate cut (features from :mod:`edgekit.compress.knn_features`), the grid is
+For each candidate cut (features from :mod:`edgekit.compress.knn.features`), the grid is
 PCA dims x reference set x prototype precision x k:
 
 * dims: :data:`DIMS_GRID` below the feature size, and "no PCA" for narrow features;
@@ -68,7 +68,7 @@ def dims_choices(cut, fixed):
 
 def config_bytes(cut, trunk_bytes, dims, n_protos, n_classes, int8, int8_weights, pool,
                  weights, feat):
-    from edgekit.compress.knn_onnx import predict_head_bytes
+    from edgekit.compress.knn.onnx import predict_head_bytes
     return int(trunk_bytes + predict_head_bytes(cut.in_dims, dims, n_protos, n_classes, 1,
                                                 pool, int8, int8_weights, weights, feat))
 
@@ -79,7 +79,7 @@ def search_cut(cut, y_ref, y_val, opts, trunk_bytes, budget=None, n_classes=None
     validation features. Returns ``(rows, smallest predicted bytes of any configuration,
     heads)``; ``heads[(dims, reduction, prototypes)]`` is the fitted float head of each
     reference set (k and int8 are applied to it without refitting)."""
-    from edgekit.compress.knn_head import KnnHead
+    from edgekit.compress.knn.head import KnnHead
     n_classes = n_classes or int(np.max(y_ref)) + 1
     rows, smallest, heads = [], None, {}
     n_ref = len(y_ref)

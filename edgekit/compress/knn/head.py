@@ -1,7 +1,7 @@
 """``KnnHead``: a k-nearest-neighbour classifier on feature vectors, built to export.
 
 A scikit-learn estimator (``fit`` returns self, fitted attributes end in ``_``,
-``check_is_fitted``) whose arithmetic is exactly what :mod:`edgekit.compress.knn_onnx`
+``check_is_fitted``) whose arithmetic is exactly what :mod:`edgekit.compress.knn.onnx`
 writes as ONNX ops, so the Python head and the exported graph agree:
 
 * squared distance ``d = ||a||^2 - 2 a.b + ||b||^2`` in float32, clamped at 0;

@@ -1,6 +1,6 @@
 """Channel removal by groups: rank, choose, and rebuild a smaller standard Keras model.
 
-Works on the :mod:`edgekit.compress.channel_groups` of any functional or Sequential graph
+Works on the :mod:`edgekit.compress.channels.groups` of any functional or Sequential graph
 (residual ``Add``, ``Concatenate``, depthwise / separable blocks, nested models such as
 ``keras.applications.MobileNetV2``):
 
@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from edgekit.compress.channel_groups import trace
+from edgekit.compress.channels.groups import trace
 from edgekit.errors import EdgekitError
 from edgekit.keras_layers import MAC_LAYERS, layer_macs, output_shape
 

@@ -1,8 +1,8 @@
 """What the two int8 paths share: formats, their runtimes, the target check, the calibration
 search's drop, measuring a quantized file and adding it to the manifest under the guard.
 
-:mod:`edgekit.compress.quantize` is the one int8 entry (Keras models there, ONNX models in
-:mod:`edgekit.compress.quantize_onnx`); both import from here, never from each other.
+:mod:`edgekit.compress.int8` is the one int8 entry (Keras models there, ONNX models in
+:mod:`edgekit.compress.int8.onnx`); both import from here, never from each other.
 """
 from edgekit.errors import EdgekitError
 from edgekit.runtime.registry import FORMAT_RUNTIME as RUNTIME  # noqa: F401 (API)
@@ -85,7 +85,7 @@ def _search_drop(job):
     """Points of validation accuracy the int8 calibration search aims to stay within per format:
     the run's --max-drop when the user gave one, else int8_search's own target (0.5, tighter
     than the guard's default 1.0). The guard then holds every written file to --max-drop."""
-    from edgekit.compress.int8_search import DEFAULT_MAX_DROP
+    from edgekit.compress.int8.search import DEFAULT_MAX_DROP
     if getattr(job, "max_drop_given", False):
         return float(job.max_drop)
     return DEFAULT_MAX_DROP

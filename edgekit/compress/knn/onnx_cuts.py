@@ -195,7 +195,7 @@ def int8_exact_weights(model):
     """Conv / Gemm / MatMul weights of ``model`` replaced (in place) by their per-output-channel
     int8 values times scale, so the features are the ones the int8-stored trunk computes."""
     from onnx import numpy_helper
-    from edgekit.compress.knn_onnx import quantize_array
+    from edgekit.compress.knn.onnx import quantize_array
     axis_of = {}
     for n in model.graph.node:
         if n.op_type == "Conv" and len(n.input) > 1:

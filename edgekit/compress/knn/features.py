@@ -49,7 +49,7 @@ class CutFeatures(object):
 
     def features(self, split, dims):
         """L2-normalised ``split`` ("ref" | "val") features at ``dims`` (None: no PCA)."""
-        from edgekit.compress.knn_onnx import l2_normalise
+        from edgekit.compress.knn.onnx import l2_normalise
         store = self.ref if split == "ref" else self.val
         x = store["raw"] if dims is None else store["pca"][:, :int(dims)]
         return l2_normalise(x)
@@ -62,11 +62,11 @@ def multi_output_model(model, indices, int8_weights=False):
     """``model`` with the outputs of ``model.layers[i]`` for every i (int8-exact kernels
     when ``int8_weights``)."""
     from edgekit._tf import keras
-    from edgekit.compress.knn_cuts import layer_output
+    from edgekit.compress.knn.cuts import layer_output
     multi = keras().Model(model.inputs, [layer_output(model, i) for i in indices],
                           name="trunk")
     if int8_weights:
-        from edgekit.compress.knn_onnx import quantize_keras_trunk
+        from edgekit.compress.knn.onnx import quantize_keras_trunk
         multi = quantize_keras_trunk(multi)
     return multi
 
@@ -86,7 +86,7 @@ def cut_features(multi, cuts, x_ref, y_ref, x_val, pool=None, max_dims=64, dims=
     name)]. ``dims``: a fixed PCA size (``0``: raw only), else PCA up to ``max_dims`` and raw
     when narrow. Returns [:class:`CutFeatures`]; a cut whose pooling cannot apply is left out
     with a message through ``say``."""
-    from edgekit.compress.knn_onnx import FeatureReducer
+    from edgekit.compress.knn.onnx import FeatureReducer
     say = say or (lambda msg: None)
     reducer = FeatureReducer(pool)
     feats, keep = [], []
@@ -125,7 +125,7 @@ def _output_shape(multi, j):
 
 
 def _fit_pcas(multi, feats, keep, x_ref, y_ref, reducer, int8_weights, fit_samples, seed, say):
-    from edgekit.compress.knn_onnx import quantize_array
+    from edgekit.compress.knn.onnx import quantize_array
     todo = [(f, j) for f, j in zip(feats, keep) if f.n_components > 0]
     groups, cur, used = [], [], 0
     for f, j in todo:                     # groups whose fit matrices fit FIT_MEMORY together

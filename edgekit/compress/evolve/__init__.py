@@ -4,7 +4,7 @@ The seed talk spent 24 h (CMA-ES) and 12 h (PSO) on the 18,816 conv parameters o
 MNIST CNN trunk. Here the same search takes minutes: a *separable* (diagonal) CMA-ES from
 pycma (``CMA_diagonal``: O(N) per sample instead of an N x N covariance), a vectorised
 particle swarm, and a population fitness computed in batched TensorFlow calls that take
-the weights as arguments (see :mod:`edgekit.compress.evolve_fitness`).
+the weights as arguments (see :mod:`edgekit.compress.evolve.fitness`).
 
 Strategies
     ``serial``   one conv layer's kernels + biases at a time, the rest frozen, layer by layer
@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.compress.evolve_exec import DASK_TIMEOUT, make_executor, parse_dask_address
-from edgekit.compress.evolve_fitness import (BatchKnnFitness, KnnFitness, conv_slices, filter_groups,
+from edgekit.distributed import DASK_TIMEOUT, make_executor, parse_dask_address
+from edgekit.compress.evolve.fitness import (BatchKnnFitness, KnnFitness, conv_slices, filter_groups,
                                              knn_scores, set_trunk_weights, sq_distances, trunk_spec)
 from edgekit.errors import EdgekitError
 
@@ -200,7 +200,7 @@ def evolve_trunk(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", strategy
     called after each generation (after its checkpoint is written).
 
     **Mini-batch mode** (``batch_size`` set; the fitness that generalises, issue 31): the
-    fitness is :class:`~edgekit.compress.evolve_fitness.BatchKnnFitness` — leave-one-out k-NN
+    fitness is :class:`~edgekit.compress.evolve.fitness.BatchKnnFitness` — leave-one-out k-NN
     on a fresh seeded mini-batch of ``batch_size`` images of ``x_ref`` (all of it, or a
     ``ref_samples`` subsample) each generation, + ``margin_weight`` x mean margin. The
     validation images (``val_samples`` of them) are then a **held-out** split the fitness
@@ -339,7 +339,7 @@ def slice_trunk(model, cut):
         layer = model.get_layer(cut)
     else:
         raise EdgekitError("no layer {!r} in the model; layers: {}".format(cut, ", ".join(names)))
-    from edgekit.compress.knn_cuts import layer_output
+    from edgekit.compress.knn.cuts import layer_output
     return keras().Model(model.inputs, layer_output(model, layer), name="trunk")
 
 
