@@ -318,13 +318,20 @@ RESULT_COLUMNS = [
 
 
 def _default_pair(rows):
-    """NCS2 against the laptop CPU when both are there, else the two fastest rows."""
-    def first(pred):
-        return next((i for i, r in enumerate(rows) if pred(r)), None)
-    a = first(lambda r: r["target"] == "ncs2")
-    b = first(lambda r: r["target"] == "laptop-cpu")
-    if a is not None and b is not None:
-        return [a, b]
+    """The NCS2 (on its stick when there is such a row) against its most comparable partner:
+    a row of the same model file, batch and precision (the stick's FP16 file timed on a CPU),
+    else a laptop-CPU row. Without an NCS2 row: the two fastest rows."""
+    def same(a, b):
+        return all(a.get(k) is not None and a.get(k) == b.get(k)
+                   for k in ("model_sha256", "batch", "precision"))
+    ncs2 = [i for i, r in enumerate(rows) if r["target"] == "ncs2"]
+    if ncs2:
+        a = next((i for i in ncs2 if str(rows[i].get("device") or "").startswith("MYRIAD")), ncs2[0])
+        others = [i for i in range(len(rows)) if i != a]
+        b = next((i for i in others if same(rows[a], rows[i])),
+                 next((i for i in others if rows[i]["target"] == "laptop-cpu"), None))
+        if b is not None:
+            return [a, b]
     order = sorted(range(len(rows)), key=lambda i: rows[i]["p50"])
     return order[:2] if len(order) > 1 else [0, 0]
 
