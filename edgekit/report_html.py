@@ -9,7 +9,7 @@ network, mailed or archived as it is. Sections:
   min..p99, max and p95 as points; results keep percentiles, not every sample);
 - **accuracy vs bytes**: one point per row, the hover naming its artifact and file;
 - **table**: every row, sortable by any column (click a header);
-- **compare**: two rows side by side (by default an NCS2 row against a laptop-CPU row), the
+- **compare**: two rows side by side (by default the NCS2 row against its most comparable CPU row), the
   p50 ratio, and whether the two are comparable: same model file (sha256), batch, precision.
 
 Every string from the results (a runtime called ``<b>`` or ``a|b``) is escaped: ``html.escape``
@@ -362,7 +362,7 @@ def results_page(results, labels, title="edgekit benchmark report"):
                                lab, r["accuracy"], r["bytes"], r.get("file") or "-",
                                r.get("artifact") or (r.get("bundle") or {}).get("artifact") or "-")})
     compare = {"metric": "p50", "metric_title": "p50 latency",
-               "note": "Pick two rows (by default the NCS2 against the laptop CPU). They are "
+               "note": "Pick two rows (by default the NCS2 against its most comparable CPU row). They are "
                        "comparable when they ran the same model file (sha256), batch and "
                        "precision.",
                "fields": [{"key": k, "title": t, "kind": kind} for k, t, kind in (
