@@ -9,8 +9,9 @@ network, mailed or archived as it is. Sections:
   min..p99, max and p95 as points; results keep percentiles, not every sample);
 - **accuracy vs bytes**: one point per row, the hover naming its artifact and file;
 - **table**: every row, sortable by any column (click a header);
-- **compare**: two rows side by side (by default the NCS2 row against its most comparable CPU row), the
-  p50 ratio, and whether the two are comparable: same model file (sha256), batch, precision.
+- **compare**: two rows side by side (by default the NCS2 row against its most comparable
+  CPU row), the p50 ratio, and whether the two are comparable: same model file (sha256),
+  batch, precision.
 
 Every string from the results (a runtime called ``<b>`` or ``a|b``) is escaped: ``html.escape``
 for the table, ``textContent`` in the page's script, entities for Plotly's labels.
