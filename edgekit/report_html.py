@@ -9,8 +9,9 @@ network, mailed or archived as it is. Sections:
   min..p99, max and p95 as points; results keep percentiles, not every sample);
 - **accuracy vs bytes**: one point per row, the hover naming its artifact and file;
 - **table**: every row, sortable by any column (click a header);
-- **compare**: two rows side by side (by default an NCS2 row against a laptop-CPU row), the
-  p50 ratio, and whether the two are comparable: same model file (sha256), batch, precision.
+- **compare**: two rows side by side (by default the NCS2 row against its most comparable
+  CPU row), the p50 ratio, and whether the two are comparable: same model file (sha256),
+  batch, precision.
 
 Every string from the results (a runtime called ``<b>`` or ``a|b``) is escaped: ``html.escape``
 for the table, ``textContent`` in the page's script, entities for Plotly's labels.
@@ -318,13 +319,20 @@ RESULT_COLUMNS = [
 
 
 def _default_pair(rows):
-    """NCS2 against the laptop CPU when both are there, else the two fastest rows."""
-    def first(pred):
-        return next((i for i, r in enumerate(rows) if pred(r)), None)
-    a = first(lambda r: r["target"] == "ncs2")
-    b = first(lambda r: r["target"] == "laptop-cpu")
-    if a is not None and b is not None:
-        return [a, b]
+    """The NCS2 (on its stick when there is such a row) against its most comparable partner:
+    a row of the same model file, batch and precision (the stick's FP16 file timed on a CPU),
+    else a laptop-CPU row. Without an NCS2 row: the two fastest rows."""
+    def same(a, b):
+        return all(a.get(k) is not None and a.get(k) == b.get(k)
+                   for k in ("model_sha256", "batch", "precision"))
+    ncs2 = [i for i, r in enumerate(rows) if r["target"] == "ncs2"]
+    if ncs2:
+        a = next((i for i in ncs2 if str(rows[i].get("device") or "").startswith("MYRIAD")), ncs2[0])
+        others = [i for i in range(len(rows)) if i != a]
+        b = next((i for i in others if same(rows[a], rows[i])),
+                 next((i for i in others if rows[i]["target"] == "laptop-cpu"), None))
+        if b is not None:
+            return [a, b]
     order = sorted(range(len(rows)), key=lambda i: rows[i]["p50"])
     return order[:2] if len(order) > 1 else [0, 0]
 
@@ -355,7 +363,7 @@ def results_page(results, labels, title="edgekit benchmark report"):
                                lab, r["accuracy"], r["bytes"], r.get("file") or "-",
                                r.get("artifact") or (r.get("bundle") or {}).get("artifact") or "-")})
     compare = {"metric": "p50", "metric_title": "p50 latency",
-               "note": "Pick two rows (by default the NCS2 against the laptop CPU). They are "
+               "note": "Pick two rows (by default the NCS2 against its most comparable CPU row). They are "
                        "comparable when they ran the same model file (sha256), batch and "
                        "precision.",
                "fields": [{"key": k, "title": t, "kind": kind} for k, t, kind in (

@@ -51,3 +51,15 @@ def test_each_area_has_command_date_machine_and_raw_json():
         assert "](benchmarks/results/" in body, title
         assert re.search(r"20\d\d-\d\d-\d\d", body), title
         assert re.search(r"\bidle\b|other jobs?|shared", body), title  # the load it ran under
+
+
+def test_edgekit_commands_shown_are_the_clis():
+    from test_readme import _cli_params, edgekit_commands
+    params = _cli_params()
+    cmds = edgekit_commands(TEXT)
+    assert cmds
+    for argv in cmds:
+        assert argv[0] in params, argv
+        for tok in argv[1:]:
+            if tok.startswith("--"):
+                assert tok.split("=", 1)[0] in params[argv[0]], (argv[0], tok)

@@ -63,11 +63,15 @@ def report_dir(tiny_onnx, tmp_path_factory):
     one = json.loads(laptop.read_text())
     assert one["model_sha256"] == tiny_onnx.files[one["file"]]["sha256"]
     batch8 = dict(one, batch=8, latency_ms={k: v * 3 for k, v in one["latency_ms"].items()})
+    on_cpu = dict(one, target="ncs2", runtime="openvino", device="CPU", precision="fp16",
+                  latency_ms={k: v * 4 for k, v in one["latency_ms"].items()})
     stick = dict(one, target="ncs2", runtime=NASTY, device="MYRIAD", precision="fp16",
                  latency_ms={k: v * 2 for k, v in one["latency_ms"].items()})
-    (tmp / "batch8.json").write_text(json.dumps(batch8))
-    (tmp / "ncs2.json").write_text(json.dumps(stick))
-    written = report([laptop, tmp / "batch8.json", tmp / "ncs2.json"], tmp / "report")
+    names = []
+    for name, res in (("batch8", batch8), ("ncs2-cpu", on_cpu), ("ncs2", stick)):
+        (tmp / (name + ".json")).write_text(json.dumps(res))
+        names.append(tmp / (name + ".json"))
+    written = report([laptop] + names, tmp / "report")
     assert tmp / "report" / "report.html" in written
     return tmp / "report"
 
@@ -80,14 +84,19 @@ def test_report_html_loads_offline_sorts_and_compares(browser, report_dir):
     p50 = heads.index("p50 ms")
     page.click("#results-table th:nth-child({}) button".format(p50 + 1))
     values = [float(v) for v in _column(page, p50)]
-    assert values == sorted(values) and len(values) == 3
+    assert values == sorted(values) and len(values) == 4
     assert page.get_attribute("#results-table th:nth-child({})".format(p50 + 1), "aria-sort") == "ascending"
     page.click("#results-table th:nth-child({}) button".format(p50 + 1))
     assert [float(v) for v in _column(page, p50)] == sorted(values, reverse=True)
     target = heads.index("target")
     page.click("#results-table th:nth-child({}) button".format(target + 1))
     assert _column(page, target) == sorted(_column(page, target))
-    # compare: NCS2 (left) against the laptop CPU (right) by default; fp16 vs fp32
+    # compare, by default: the stick (left) against the same FP16 file on a CPU (right)
+    assert NASTY in page.eval_on_selector("#compare-a", "s => s.selectedOptions[0].textContent")
+    assert page.inner_text("#compare-verdict").startswith("comparable: same model sha256")
+    assert "0.50x" in page.inner_text("#compare-table")
+    # the stick against the laptop's fp32 run of the same file: fp16 vs fp32
+    page.select_option("#compare-b", index=0)
     verdict = page.inner_text("#compare-verdict")
     assert verdict.startswith("not comparable") and "precision differs (fp16 vs fp32)" in verdict
     assert "model sha256" not in verdict  # the same file: that check passes
@@ -96,8 +105,6 @@ def test_report_html_loads_offline_sorts_and_compares(browser, report_dir):
     page.select_option("#compare-a", index=0)
     page.select_option("#compare-b", index=1)
     assert "batch differs (1 vs 8)" in page.inner_text("#compare-verdict")
-    page.select_option("#compare-b", index=0)
-    assert page.inner_text("#compare-verdict").startswith("comparable: same model sha256")
 
 
 def test_every_string_is_escaped(browser, report_dir):
@@ -107,7 +114,7 @@ def test_every_string_is_escaped(browser, report_dir):
     assert NASTY in page.inner_text("#compare-table")
     options = page.eval_on_selector_all("#compare-a option", "os => os.map(o => o.textContent)")
     assert any(NASTY in o for o in options)
-    assert len(set(options)) == len(options) == 3  # every row tellable apart (batch 8 named)
+    assert len(set(options)) == len(options) == 4  # every row tellable apart (batch 8 named)
     assert any("batch 8" in o for o in options)
     md = (report_dir / "report.md").read_text()
     assert "open\\|vino &lt;b&gt;x&lt;/b&gt;" in md
