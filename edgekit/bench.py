@@ -124,11 +124,28 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
         if fitted:  # the data was resized / channel-adapted to fit (edgekit.adapt): say so
             res["data_fit"] = fitted
         results.append(res)
+    _stamp_board(results)
     if len(results) > 1:
         best = min(results, key=lambda r: r["latency_ms"]["p50"])
         for r in results:
             r["fastest"] = r is best
     return _written(results, json_path)
+
+
+def _stamp_board(results):
+    """This machine's identity and board state (the device side's ``identity``: a Pi's
+    throttling, a Jetson's power mode, NCS2 link speeds) in every result, and the state's
+    warnings in the results and on stderr: a bench run on the board itself is stamped like a
+    deployed one, so ``edgekit report`` can tell results in different states apart."""
+    from edgekit.resources import remote_module
+    mod = remote_module()
+    ident = mod.identity()
+    warnings = mod.board_warnings(ident)
+    for w in warnings:
+        sys.stderr.write("warning: {}\n".format(w))
+    for r in results:
+        r["device_identity"] = ident
+        r["warnings"] = list(r.get("warnings") or []) + warnings
 
 
 def _written(results, json_path):

@@ -511,3 +511,25 @@ def test_ncs2_preflight_over_ssh_refuses_a_32_bit_userland(board, tmp_path):
     assert not row["ok"] and row["exit_code"] == 2
     assert "ncs2 hosts are x86_64 (this one is x86_64 kernel with a 32-bit userland (dpkg i386))" \
         in row["error"]
+
+
+def test_host_bench_on_the_board_is_stamped_with_its_state(remote_mod, monkeypatch, capfd):
+    """`edgekit bench` run on the board itself (a Pi runs edgekit) records the same identity and
+    board state as a deployed bench, and warns on stderr."""
+    import platform
+    from edgekit.bench import bench
+    from edgekit.targets import load_target
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    tool(remote_mod.bindir, "dpkg", "arm64")
+    tool(remote_mod.bindir, "vcgencmd", "throttled=0x50005")
+    make_board(remote_mod.root, model="Raspberry Pi 5 Model B Rev 1.0", governor="powersave")
+    from edgekit.onnx_model import artifact_for
+    from edgekit.runtime.__main__ import TINY_ONNX
+    with artifact_for(TINY_ONNX) as art:
+        res = bench(art, load_target("raspberry-pi"), runtime="onnxruntime", iterations=5,
+                    warmup=1)[0]
+    assert res["device_identity"]["board_model"] == "Raspberry Pi 5 Model B Rev 1.0"
+    assert res["device_identity"]["board_state"]["pi"] == {"throttled": "0x50005",
+                                                           "governor": "powersave"}
+    assert any("throttled now" in w for w in res["warnings"])
+    assert "warning: Raspberry Pi is throttled now" in capfd.readouterr().err

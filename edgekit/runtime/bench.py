@@ -1,14 +1,15 @@
 """One benchmark protocol for every runner, on host and device alike (Python 3.6, numpy only).
 
 Protocol: cold start = load + first inference, timed separately (a TensorRT engine build is
-not part of it: ``engine_build_ms`` / ``engine_cached`` say whether and how long one ran); then warm-up by count
-and/or seconds; then timed iterations by count and/or seconds. ``latency_ms`` is wall-clock
-(``time.perf_counter`` around each call) of the runtime's leanest call on an input preset once
-(:meth:`Runner.timed_call`: OpenVINO ``infer()`` on a preset tensor, onnxruntime IO binding,
-LiteRT ``invoke()``); ``runtime_latency_ms`` beside it is the runtime's own per-inference time
-of the same calls where it measures one (OpenVINO ``InferRequest.latency``), else null, with
-``runtime_latency_source`` saying what it is. Accuracy on the labelled set measured by the same
-runner. Results follow docs/contract.md (plus those two fields).
+not part of it: ``engine_build_ms`` / ``engine_cached`` say whether and how long one ran);
+then warm-up by count and/or seconds; then timed iterations by count and/or seconds.
+``latency_ms`` is wall-clock (``time.perf_counter`` around each call) of the runtime's leanest
+call on an input preset once (:meth:`Runner.timed_call`: OpenVINO ``infer()`` on a preset
+tensor, onnxruntime IO binding, LiteRT ``invoke()``); ``runtime_latency_ms`` beside it is the
+runtime's own per-inference time of the same calls where it measures one (OpenVINO
+``InferRequest.latency``), else null, with ``runtime_latency_source`` saying what it is.
+Accuracy on the labelled set measured by the same runner. Results follow docs/contract.md (plus
+those two fields, and ``engine_cached`` / ``engine_build_ms`` for TensorRT).
 
 Example::
 

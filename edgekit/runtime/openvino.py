@@ -4,7 +4,8 @@
 Device ``CPU`` (laptop) or ``MYRIAD`` / ``MYRIAD.<id>`` (NCS2, FP16). A device that is not
 attached raises HardwareMissing (exit 2), never a CPU fallback; results name the device the
 compiled model runs on. MYRIAD compiles static shapes only, so the input is reshaped to a
-static ``batch`` (default 1; a static IR of another batch too) before ``compile_model``. Python 3.6 syntax, numpy + openvino.
+static ``batch`` (default 1; a static IR of another batch too) before ``compile_model``.
+Python 3.6 syntax, numpy + openvino.
 
 Example::
 
