@@ -20,9 +20,12 @@ def code_blocks(text):
 
 def edgekit_commands(text):
     """Each `edgekit ...` command line shown in a code block (continuations joined, comments
-    and a leading `$ ` dropped), as an argv list without the leading `edgekit`."""
+    and a leading `$ ` dropped), as an argv list without the leading `edgekit`. A ```text
+    block is output, not commands."""
     cmds = []
-    for _, body in code_blocks(text):
+    for lang, body in code_blocks(text):
+        if lang == "text":
+            continue
         joined = re.sub(r"\\\n\s*", " ", body)
         for line in joined.splitlines():
             line = line.strip()
