@@ -31,7 +31,7 @@ LAYERS = (
     ("models", "onnx_model"),
     ("targets", "calibration", "adapt"),
     ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf",
-     "packages", "keras_layers", "errors"),
+     "packages", "keras_layers", "dask_client", "errors"),
     ("runtime",),
 )
 

@@ -14,7 +14,7 @@ Example::
     with open_executor("dask://127.0.0.1:8786") as ex:
         results = ex.map([(cand, 0, ctx, [])])
 """
-from edgekit.compress.evolve_exec import DASK_TIMEOUT, connect, parse_dask_address
+from edgekit.dask_client import DASK_TIMEOUT, connect, parse_dask_address
 from edgekit.errors import EdgekitError
 
 
