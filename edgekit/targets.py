@@ -112,12 +112,12 @@ def load_target(name):
 
 def as_target(target):
     """``target`` as a :class:`Target`: itself when it is one (no parsing), a descriptor dict
-    checked like a TOML file, a name loaded (:func:`load_target`); None -> the default."""
+    checked like a TOML file, a name loaded (:func:`load_target`)."""
     if isinstance(target, Target):
         return target
     if isinstance(target, dict):
         return Target.from_dict(target, where="target {!r}".format(target.get("name", "?")))
-    return load_target(target if target is not None else default_target())
+    return load_target(target)
 
 
 _P = ("fp32", "fp16", "int8")      # a tuple: one of these values

@@ -32,8 +32,8 @@ LAYERS = (
     ("export", "bench", "doctor", "importer"),
     ("models", "onnx_model"),
     ("targets", "calibration", "adapt", "modelio"),
-    ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf", "distributed",
-     "packages", "keras_layers", "errors"),
+    ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf",
+     "packages", "keras_layers", "dask_client", "errors"),
     ("runtime",),
 )
 

@@ -213,7 +213,7 @@ def _executor(v, flag):
     if v != "local":
         if not v.startswith("dask://"):
             raise EdgekitError("{} must be local or dask://HOST:PORT, got {!r}".format(flag, v))
-        from edgekit.distributed import parse_dask_address
+        from edgekit.dask_client import parse_dask_address
         parse_dask_address(v)
 
 

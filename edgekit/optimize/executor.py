@@ -4,7 +4,7 @@ The driver proposes trials; an executor only runs
 :func:`edgekit.optimize.evaluate.evaluate` on ``(candidate, number, ctx, thresholds)``
 tuples and returns the results in the order given. ``dask://HOST:PORT`` submits one task per
 candidate to an existing scheduler (the connection and its errors are
-:func:`edgekit.distributed.connect`'s); workers need edgekit installed and the
+:func:`edgekit.compress.evolve.executor.connect`'s); workers need edgekit installed and the
 output directory on a shared filesystem (they write ``DIR/candidates/NNN`` themselves).
 Workers that are threads of one process share TensorFlow's global seed: give them one thread
 each (``dask worker --nthreads 1``) so two trainings never interleave.
@@ -14,7 +14,7 @@ Example::
     with open_executor("dask://127.0.0.1:8786") as ex:
         results = ex.map([(cand, 0, ctx, [])])
 """
-from edgekit.distributed import DASK_TIMEOUT, connect, parse_dask_address
+from edgekit.dask_client import DASK_TIMEOUT, connect, parse_dask_address
 from edgekit.errors import EdgekitError
 
 

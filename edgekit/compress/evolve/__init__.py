@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.distributed import DASK_TIMEOUT, make_executor, parse_dask_address
+from edgekit.compress.evolve.executor import DASK_TIMEOUT, make_executor, parse_dask_address
 from edgekit.compress.evolve.fitness import (BatchKnnFitness, KnnFitness, conv_slices, filter_groups,
                                              knn_scores, set_trunk_weights, sq_distances, trunk_spec)
 from edgekit.errors import EdgekitError

@@ -12,9 +12,8 @@ importable. Fitness rows are computed independently, so results equal the local 
 """
 import numpy as np
 
-from edgekit.errors import EdgekitError, MissingDependency
-
-DASK_TIMEOUT = 10.0
+from edgekit.dask_client import DASK_TIMEOUT, connect, n_workers, parse_dask_address  # noqa: F401
+from edgekit.errors import EdgekitError
 
 
 def _eval_chunk(fitness, W, kwargs=None):
@@ -62,45 +61,6 @@ class DaskExecutor:
             self.client.close()
         except Exception:  # closing a client whose scheduler died must not hide the real result
             pass
-
-
-def connect(address, timeout=DASK_TIMEOUT):
-    """A ``distributed.Client`` on the scheduler at ``dask://HOST:PORT`` with at least one
-    worker, or one ``EdgekitError`` line saying what to start (within ``timeout`` s)."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise MissingDependency("dask executor needs dask.distributed: pip install 'distributed'") from None
-    url = parse_dask_address(address)
-    try:
-        client = Client(url, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise EdgekitError("cannot reach the Dask scheduler at {} within {:g}s ({}): start one with "
-                           "`dask scheduler` or use --executor local".format(
-                               address, timeout, str(exc).splitlines()[0][:120] or type(exc).__name__)) from None
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except (OSError, TimeoutError):
-        client.close()
-        raise EdgekitError("the Dask scheduler at {} has no workers (waited {:g}s): start one with "
-                           "`dask worker {}`".format(address, timeout, url)) from None
-    except Exception:
-        client.close()
-        raise
-    return client
-
-
-def n_workers(client):
-    return max(1, len(client.scheduler_info().get("workers", {})))
-
-
-def parse_dask_address(address):
-    """``dask://HOST:PORT`` -> ``tcp://HOST:PORT`` (refuse anything else)."""
-    rest = address[len("dask://"):] if address.startswith("dask://") else None
-    host, _, port = (rest or "").rpartition(":")
-    if not rest or not host or not port.isdigit():
-        raise EdgekitError("executor {!r} is not valid: use local or dask://HOST:PORT".format(address))
-    return "tcp://{}:{}".format(host, port)
 
 
 def make_executor(executor, fitness, timeout=DASK_TIMEOUT):
