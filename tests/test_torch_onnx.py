@@ -48,6 +48,34 @@ def test_inspect_reads_what_torch_wrote(name):
     assert f["params"] == 3818 and f["producer"].startswith("pytorch")
 
 
+def test_identity_chains_around_the_graph_hide_nothing(tmp_path, reference):
+    """Older dynamo exports put Identity chains on the input and the output: the layout, the
+    LogSoftmax head and the accuracy are read through them."""
+    import onnx
+    from onnx import helper
+    from edgekit.models import evaluate
+    from edgekit.onnx_model import inspect_onnx
+    m = onnx.load(str(torch_fixture("torch_digits_logsoftmax.onnx")))
+    g = m.graph
+    inp, out = g.input[0].name, g.output[0].name
+    for node in g.node:   # the graph now reads "x2", two Identities after the input
+        node.input[:] = ["x2" if i == inp else i for i in node.input]
+        node.output[:] = ["y0" if o == out else o for o in node.output]
+    nodes = ([helper.make_node("Identity", [inp], ["x1"]),
+              helper.make_node("Identity", ["x1"], ["x2"])] + list(g.node) +
+             [helper.make_node("Identity", ["y0"], ["y1"]),
+              helper.make_node("Identity", ["y1"], [out])])
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    path = tmp_path / "chains.onnx"
+    onnx.save(m, str(path))
+    f = inspect_onnx(path)
+    assert (f["layout"], f["output"]) == ("NCHW", "log_softmax")
+    acc = evaluate(path, "digits")["onnxruntime"]
+    assert acc == pytest.approx(reference["torch_digits_logsoftmax.onnx"], abs=1 / 359.0)
+
+
 # -- file x verb --------------------------------------------------------------------------------
 # (verb id, argv after the file, what to check); {out} is the output path
 VERBS = {
