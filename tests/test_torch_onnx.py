@@ -19,6 +19,15 @@ from onnx_models import (MNIST_NORMALIZE, TORCH_FIXTURES, TORCH_MNIST, centroid_
 NAMES = sorted(TORCH_FIXTURES)
 
 
+def _mnist_dir():
+    """conftest's MNIST (next to the repository), or next to a worktree's parent folder."""
+    from conftest import MNIST_DIR, REPO
+    for d in (MNIST_DIR, REPO.parent.parent / "shared" / "datasets" / "mnist"):
+        if d.is_dir():
+            return d
+    pytest.skip("no MNIST at " + str(MNIST_DIR))
+
+
 @pytest.fixture(scope="module")
 def reference():
     """file -> test accuracy on digits, onnxruntime run directly, one image at a time."""
@@ -242,9 +251,7 @@ def test_import_an_external_data_onnx_with_its_preprocessing(run_cli, tmp_path, 
 
 
 def test_import_a_torch_normalized_mnist_model_records_mean_std(run_cli, tmp_path):
-    from conftest import MNIST_DIR
-    if not MNIST_DIR.is_dir():
-        pytest.skip("no MNIST at " + str(MNIST_DIR))
+    MNIST_DIR = _mnist_dir()
     code, out, err = run_cli("import", torch_fixture(TORCH_MNIST), "-o", tmp_path / "art",
                              "--data", "mnist:" + str(MNIST_DIR), *MNIST_NORMALIZE)
     assert code == 0, err
@@ -309,7 +316,7 @@ def test_import_refuses_in_one_line_and_writes_nothing(tiny_artifact, run_cli, t
 
 @pytest.mark.slow
 def test_torch_mnist_lenet_quantizes_within_half_a_point(run_cli, tmp_path):
-    from conftest import MNIST_DIR
+    MNIST_DIR = _mnist_dir()
     code, out, err = run_cli("compress", torch_fixture(TORCH_MNIST), "--method", "quantize",
                              "--data", "mnist:" + str(MNIST_DIR), *MNIST_NORMALIZE,
                              "-o", tmp_path / "q")
