@@ -460,6 +460,12 @@ def evaluate(artifact, data, runtime=None, preprocess=None, say=None):
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     from edgekit.adapt import data_for
     art = Artifact.open(artifact)
+    if preprocess is not None:   # never ignored silently
+        raise EdgekitError("{} records its input preprocessing ({}) in its manifest: drop "
+                           "--preprocess/--scale/--mean/--std, or import the model file again "
+                           "with them (edgekit import FILE -o ART ...)".format(
+                               art.path, (art.manifest.get("input") or {}).get("preprocess")
+                               or "unit"))
     ds = data if hasattr(data, "x_train") else load_data(data)
     ds = data_for(ds, art.manifest.get("input"))
     results = {}

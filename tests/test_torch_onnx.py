@@ -248,6 +248,9 @@ def test_import_an_external_data_onnx_with_its_preprocessing(run_cli, tmp_path, 
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json", "model.onnx"]
     assert m["metrics"]["accuracy"] == pytest.approx(reference["torch_digits_external.onnx"])
     assert evaluate(tmp_path / "art", "digits") == {"onnxruntime": m["metrics"]["accuracy"]}
+    code, out, err = run_cli("eval", tmp_path / "art", "--data", "digits", "--preprocess", "raw")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "records its input preprocessing (unit)" in lines[0]
 
 
 def test_import_a_torch_normalized_mnist_model_records_mean_std(run_cli, tmp_path):
