@@ -510,4 +510,10 @@ def _evaluate_onnx(path, data, runtime, preprocess=None, say=None):
     facts = inspect_onnx(path)
     ds = data if hasattr(data, "x_train") else load_data(data)
     ds = fit_data_to_onnx(facts, ds, what=str(path), preprocess=preprocess, say=say)
-    return {rt: onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)}
+    acc = onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)
+    chance = 1.0 / max(1, ds.num_classes)
+    if say and preprocess is None and not facts.get("preprocess") and acc < 2 * chance:
+        say("note: {:.2%} is near chance ({:.0%}): the pixel values fed (0..1) are likely not "
+            "the ones {} was trained on; try --preprocess raw|symmetric|imagenet or "
+            "--scale/--mean/--std".format(acc, chance, path))
+    return {rt: acc}

@@ -218,6 +218,24 @@ def test_a_graph_dividing_by_255_gets_raw_pixels_and_preprocess_overrides(run_cl
     assert json.loads(out)["accuracy"]["onnxruntime"] < 0.5   # 0..1 into a /255 net: wrong
 
 
+def test_eval_near_chance_with_assumed_pixels_says_so(tmp_path, run_cli):
+    """The /255 net dividing by 256 instead (a net that wants 0..255 and does not say so)
+    fed 0..1: near chance, and eval says why instead of a bare low figure."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(str(torch_fixture("torch_digits_raw255.onnx")))
+    div = [n for n in m.graph.node if n.op_type == "Div"][0]
+    const = [n for n in m.graph.node if n.output[0] in div.input][0]
+    const.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(256.0, np.float32)))
+    onnx.save(m, str(tmp_path / "raw.onnx"))
+    code, out, err = run_cli("eval", tmp_path / "raw.onnx", "--data", "digits", "--json")
+    assert code == 0 and json.loads(out)["accuracy"]["onnxruntime"] < 0.2
+    assert "is near chance" in err and "--preprocess" in err
+    code, out, err = run_cli("eval", tmp_path / "raw.onnx", "--data", "digits", "--json",
+                             "--preprocess", "raw")
+    assert json.loads(out)["accuracy"]["onnxruntime"] > 0.85 and "near chance" not in err
+
+
 def test_metadata_tells_the_pixel_range(tmp_path):
     import onnx
     from edgekit.onnx_model import inspect_onnx
