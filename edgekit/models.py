@@ -454,6 +454,12 @@ def evaluate(artifact, data, runtime=None, preprocess=None, say=None):
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     from edgekit.adapt import data_for
     art = Artifact.open(artifact)
+    if preprocess is not None:   # never ignored silently
+        raise EdgekitError("{} records its input preprocessing ({}) in its manifest: drop "
+                           "--preprocess/--scale/--mean/--std, or import the model file again "
+                           "with them (edgekit import FILE -o ART ...)".format(
+                               art.path, (art.manifest.get("input") or {}).get("preprocess")
+                               or "unit"))
     ds = data if hasattr(data, "x_train") else load_data(data)
     ds = data_for(ds, art.manifest.get("input"))
     results = {}
@@ -498,4 +504,10 @@ def _evaluate_onnx(path, data, runtime, preprocess=None, say=None):
     facts = inspect_onnx(path)
     ds = data if hasattr(data, "x_train") else load_data(data)
     ds = fit_data_to_onnx(facts, ds, what=str(path), preprocess=preprocess, say=say)
-    return {rt: onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)}
+    acc = onnx_accuracy(path, ds.x_test, ds.y_test, facts["layout"], runtime=rt)
+    chance = 1.0 / max(1, ds.num_classes)
+    if say and preprocess is None and not facts.get("preprocess") and acc < 2 * chance:
+        say("note: {:.2%} is near chance ({:.0%}): the pixel values fed (0..1) are likely not "
+            "the ones {} was trained on; try --preprocess raw|symmetric|imagenet or "
+            "--scale/--mean/--std".format(acc, chance, path))
+    return {rt: acc}

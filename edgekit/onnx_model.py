@@ -2,8 +2,11 @@
 
 edgekit's data is NHWC float32. An ONNX model may want NCHW (PyTorch exports, any graph whose
 input feeds a Conv directly) or NHWC (tf2onnx: the input goes through a Transpose first), and
-may end in a Softmax node (probabilities) or not (logits). :func:`inspect_onnx` reads those
-facts from the graph; :func:`import_onnx` wraps the file as an artifact (kind ``model``,
+may end in a Softmax node (probabilities), a LogSoftmax (log-probabilities) or neither
+(logits), and may say which pixel values it wants (metadata, or a ``/255`` as its first op).
+PyTorch files come with a fixed batch of 1, local functions or external data beside them:
+functions are inlined and external data read (:func:`self_contained` makes one plain file
+where a tool needs it). :func:`inspect_onnx` reads those facts from the graph; :func:`import_onnx` wraps the file as an artifact (kind ``model``,
 method ``import``) whose manifest records them, so every later stage (eval, quantize, export,
 bench, deploy, doctor) feeds the model what it expects. Nothing here imports tensorflow.
 
@@ -43,7 +46,7 @@ PREPROCESS_NOTE = ("note: {} does not say which pixel values it expects (0..1, 0
                    "--scale 0.00392157 --mean 0.1307 --std 0.3081)")
 
 # what works on an ONNX file and what needs the Keras model: one line, used by every refusal
-ONNX_VERBS = ("eval, compress --method quantize (int8 ONNX + OpenVINO), compress --method "
+ONNX_VERBS = ("eval, import, compress --method quantize (int8 ONNX + OpenVINO), compress --method "
               "knn-slice, export --format openvino, bench, deploy, doctor")
 
 
@@ -575,5 +578,6 @@ def _first_line(exc):
 
 
 __all__ = ["inspect_onnx", "import_onnx", "write_import", "artifact_for", "to_model_layout",
+           "self_contained", "load_inlined", "fit_data_to_onnx", "PREPROCESS_NOTE",
            "check_data_fits", "check_artifact_data", "onnx_accuracy", "onnx_source", "refuse_training", "is_onnx_file",
            "manifest_layout", "ONNX_VERBS"]

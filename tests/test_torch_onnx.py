@@ -18,6 +18,15 @@ from onnx_models import (MNIST_NORMALIZE, TORCH_FIXTURES, TORCH_MNIST, centroid_
 NAMES = sorted(TORCH_FIXTURES)
 
 
+def _mnist_dir():
+    """conftest's MNIST (next to the repository), or next to a worktree's parent folder."""
+    from conftest import MNIST_DIR, REPO
+    for d in (MNIST_DIR, REPO.parent.parent / "shared" / "datasets" / "mnist"):
+        if d.is_dir():
+            return d
+    pytest.skip("no MNIST at " + str(MNIST_DIR))
+
+
 @pytest.fixture(scope="module")
 def reference():
     """file -> test accuracy on digits, onnxruntime run directly, one image at a time."""
@@ -45,6 +54,34 @@ def test_inspect_reads_what_torch_wrote(name):
                                                           want["preprocess"])
     assert f["external_data"] == want["external"] and f["functions"] == want["functions"]
     assert f["params"] == 3818 and f["producer"].startswith("pytorch")
+
+
+def test_identity_chains_around_the_graph_hide_nothing(tmp_path, reference):
+    """Older dynamo exports put Identity chains on the input and the output: the layout, the
+    LogSoftmax head and the accuracy are read through them."""
+    import onnx
+    from onnx import helper
+    from edgekit.models import evaluate
+    from edgekit.onnx_model import inspect_onnx
+    m = onnx.load(str(torch_fixture("torch_digits_logsoftmax.onnx")))
+    g = m.graph
+    inp, out = g.input[0].name, g.output[0].name
+    for node in g.node:   # the graph now reads "x2", two Identities after the input
+        node.input[:] = ["x2" if i == inp else i for i in node.input]
+        node.output[:] = ["y0" if o == out else o for o in node.output]
+    nodes = ([helper.make_node("Identity", [inp], ["x1"]),
+              helper.make_node("Identity", ["x1"], ["x2"])] + list(g.node) +
+             [helper.make_node("Identity", ["y0"], ["y1"]),
+              helper.make_node("Identity", ["y1"], [out])])
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    path = tmp_path / "chains.onnx"
+    onnx.save(m, str(path))
+    f = inspect_onnx(path)
+    assert (f["layout"], f["output"]) == ("NCHW", "log_softmax")
+    acc = evaluate(path, "digits")["onnxruntime"]
+    assert acc == pytest.approx(reference["torch_digits_logsoftmax.onnx"], abs=1 / 359.0)
 
 
 # -- file x verb --------------------------------------------------------------------------------
@@ -180,6 +217,24 @@ def test_a_graph_dividing_by_255_gets_raw_pixels_and_preprocess_overrides(run_cl
     assert json.loads(out)["accuracy"]["onnxruntime"] < 0.5   # 0..1 into a /255 net: wrong
 
 
+def test_eval_near_chance_with_assumed_pixels_says_so(tmp_path, run_cli):
+    """The /255 net dividing by 256 instead (a net that wants 0..255 and does not say so)
+    fed 0..1: near chance, and eval says why instead of a bare low figure."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(str(torch_fixture("torch_digits_raw255.onnx")))
+    div = [n for n in m.graph.node if n.op_type == "Div"][0]
+    const = [n for n in m.graph.node if n.output[0] in div.input][0]
+    const.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(256.0, np.float32)))
+    onnx.save(m, str(tmp_path / "raw.onnx"))
+    code, out, err = run_cli("eval", tmp_path / "raw.onnx", "--data", "digits", "--json")
+    assert code == 0 and json.loads(out)["accuracy"]["onnxruntime"] < 0.2
+    assert "is near chance" in err and "--preprocess" in err
+    code, out, err = run_cli("eval", tmp_path / "raw.onnx", "--data", "digits", "--json",
+                             "--preprocess", "raw")
+    assert json.loads(out)["accuracy"]["onnxruntime"] > 0.85 and "near chance" not in err
+
+
 def test_metadata_tells_the_pixel_range(tmp_path):
     import onnx
     from edgekit.onnx_model import inspect_onnx
@@ -210,12 +265,13 @@ def test_import_an_external_data_onnx_with_its_preprocessing(run_cli, tmp_path, 
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json", "model.onnx"]
     assert m["metrics"]["accuracy"] == pytest.approx(reference["torch_digits_external.onnx"])
     assert evaluate(tmp_path / "art", "digits") == {"onnxruntime": m["metrics"]["accuracy"]}
+    code, out, err = run_cli("eval", tmp_path / "art", "--data", "digits", "--preprocess", "raw")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "records its input preprocessing (unit)" in lines[0]
 
 
 def test_import_a_torch_normalized_mnist_model_records_mean_std(run_cli, tmp_path):
-    from conftest import MNIST_DIR
-    if not MNIST_DIR.is_dir():
-        pytest.skip("no MNIST at " + str(MNIST_DIR))
+    MNIST_DIR = _mnist_dir()
     code, out, err = run_cli("import", torch_fixture(TORCH_MNIST), "-o", tmp_path / "art",
                              "--data", "mnist:" + str(MNIST_DIR), *MNIST_NORMALIZE)
     assert code == 0, err
@@ -280,7 +336,7 @@ def test_import_refuses_in_one_line_and_writes_nothing(tiny_artifact, run_cli, t
 
 @pytest.mark.slow
 def test_torch_mnist_lenet_quantizes_within_half_a_point(run_cli, tmp_path):
-    from conftest import MNIST_DIR
+    MNIST_DIR = _mnist_dir()
     code, out, err = run_cli("compress", torch_fixture(TORCH_MNIST), "--method", "quantize",
                              "--data", "mnist:" + str(MNIST_DIR), *MNIST_NORMALIZE,
                              "-o", tmp_path / "q")

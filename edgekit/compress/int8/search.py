@@ -24,6 +24,13 @@ keep the most sensitive layers in float when that is still not enough.
 
 Both return what was tried and what was kept in float, for the manifest.
 
+A model with a fixed batch (``torch.onnx.export`` writes batch 1 unless told otherwise) is fed
+batches of exactly that size everywhere here -- onnxruntime's calibration reader, NNCF's
+calibration and validation data sets, the candidates' scoring -- the last one padded with its
+last image and its extra outputs dropped. Not a dynamic-batch copy of the graph: a static
+export folds the batch into constants (``Reshape`` to ``[1, 256]``), so a copy with a free
+batch dimension could fail or silently compute something else.
+
 Example::
 
     info = onnx_int8(float_onnx, "model.int8.onnx", rep, "input", x_val, y_val, max_drop=0.5)
@@ -340,7 +347,8 @@ def openvino_int8(float_onnx, xml, rep, x_val, y_val, max_drop=DEFAULT_MAX_DROP,
         q = nncf.quantize_with_accuracy_control(
             ov.convert_model(str(float_onnx)), calib, nncf.Dataset(batches),
             lambda compiled, data: validate(compiled, data), max_drop=max_drop / 100.0,
-            drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset], subset_size=len(calib_items(rep, feed)), **kw)
+            drop_type=nncf.DropType.ABSOLUTE, preset=presets[preset],
+            subset_size=len(calib_items(rep, feed)), **kw)
         rec["accuracy_control"] = True
         rec["validation_accuracy"] = validate(core.compile_model(q, "CPU", CPU_F32), batches)
     rec["float_layers"] = float_ops(q)
