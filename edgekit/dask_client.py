@@ -23,7 +23,10 @@ def connect(address, timeout=DASK_TIMEOUT):
         raise MissingDependency("dask executor needs dask.distributed: pip install 'distributed'") from None
     url = parse_dask_address(address)
     try:
-        client = Client(url, timeout=timeout, set_as_default=False)
+        client = _within(timeout + 5.0, lambda: Client(url, timeout=timeout, set_as_default=False),
+                         "no Dask scheduler answered at {} within {:g}s: is that port a Dask "
+                         "scheduler's (`dask scheduler` prints it)? Or use --executor local"
+                         .format(address, timeout + 5.0))
     except (OSError, TimeoutError) as exc:
         raise EdgekitError("cannot reach the Dask scheduler at {} within {:g}s ({}): start one with "
                            "`dask scheduler` or use --executor local".format(
@@ -40,6 +43,29 @@ def connect(address, timeout=DASK_TIMEOUT):
     return client
 
 
+def _within(seconds, fn, message):
+    """``fn()`` in a daemon thread, or EdgekitError(``message``) when it has not returned
+    within ``seconds``: ``distributed.Client`` on a port that accepts connections but never
+    speaks Dask's protocol (an HTTP server, a plain listener) waits forever, whatever its
+    ``timeout``. The abandoned thread dies with the process."""
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+    t = threading.Thread(target=run, name="edgekit-dask-connect", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise EdgekitError(message)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def n_workers(client):
     return max(1, len(client.scheduler_info().get("workers", {})))
 
@@ -50,4 +76,27 @@ def parse_dask_address(address):
     host, _, port = (rest or "").rpartition(":")
     if not rest or not host or not port.isdigit():
         raise EdgekitError("executor {!r} is not valid: use local or dask://HOST:PORT".format(address))
-    return "tcp://{}:{}".format(host, port)
+    if not 1 <= int(port) <= 65535:
+        raise EdgekitError("executor {!r}: port {} is not in 1..65535".format(address, int(port)))
+    return "tcp://{}:{}".format(host, int(port))
+
+
+def check_reachable(address, timeout=3.0):
+    """Refuse, before any work, a ``dask://HOST:PORT`` whose host does not resolve or whose
+    port does not accept a TCP connection within ``timeout`` seconds (a plain socket: no
+    Dask handshake, no scheduler-side state)."""
+    import socket
+    host, _, port = parse_dask_address(address)[len("tcp://"):].rpartition(":")
+    host = host.strip("[]")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise EdgekitError("executor {}: cannot resolve host {!r} ({})".format(
+            address, host, getattr(exc, "strerror", None) or exc)) from None
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EdgekitError("executor {}: nothing answers on {}:{} ({}): start a scheduler there "
+                           "(`dask scheduler --port {}`) or use --executor local".format(
+                               address, host, port, exc.strerror or "timed out after {:g} s"
+                               .format(timeout), port)) from None

@@ -258,6 +258,9 @@ def _check_out(out, force):
                            "(--force replaces an optimize directory only)".format(out))
     if not out.exists():
         check_output(out, "dir", force=False)
+    elif not force:  # resuming: the study must be one (not random bytes, not truncated)
+        from edgekit.optimize.study import check_study_file
+        check_study_file(out / STUDY_FILE)
 
 
 class _Owned(object):

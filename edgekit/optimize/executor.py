@@ -14,16 +14,19 @@ Example::
     with open_executor("dask://127.0.0.1:8786") as ex:
         results = ex.map([(cand, 0, ctx, [])])
 """
-from edgekit.dask_client import DASK_TIMEOUT, connect, parse_dask_address
+from edgekit.dask_client import DASK_TIMEOUT, check_reachable, connect, parse_dask_address
 from edgekit.errors import EdgekitError
 
 
-def check_executor(spec):
-    """``local`` or ``dask://HOST:PORT`` (refused otherwise, before any work)."""
+def check_executor(spec, reach=True):
+    """``local`` or ``dask://HOST:PORT`` (refused otherwise, before any work): parsed, its
+    port in range and, with ``reach``, something listening there (a short TCP connect)."""
     if spec in (None, "local"):
         return "local"
     if isinstance(spec, str) and spec.startswith("dask://"):
         parse_dask_address(spec)
+        if reach:
+            check_reachable(spec)
         return spec
     raise EdgekitError("--executor {!r} is not valid: use local or dask://HOST:PORT".format(spec))
 
@@ -68,5 +71,5 @@ class DaskExecutor(LocalExecutor):
 
 
 def open_executor(spec, ds=None, timeout=DASK_TIMEOUT):
-    spec = check_executor(spec)
+    spec = check_executor(spec, reach=False)  # reached by connect() itself
     return LocalExecutor(ds) if spec == "local" else DaskExecutor(spec, timeout)

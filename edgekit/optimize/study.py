@@ -34,6 +34,7 @@ Example::
 """
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -56,14 +57,65 @@ def _optuna():
     return optuna
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_study_file(path):
+    """Refuse (EdgekitError, one line) a ``study.db`` that is not an edgekit study -- random
+    bytes, a truncated or damaged SQLite file, another program's database, another Optuna
+    study -- before any work and before Optuna/SQLAlchemy touch it (their errors are
+    tracebacks). Read-only: the file is never changed here."""
+    import sqlite3
+    path = Path(path)
+    if not os.path.lexists(str(path)):
+        return
+    hint = "; --force starts anew (it replaces {})".format(path.parent)
+
+    def bad(what):
+        return EdgekitError("{} is not a usable edgekit study: {}{}".format(path, what, hint))
+    if path.is_symlink() or not path.is_file():
+        raise bad("not a regular file")
+    with open(str(path), "rb") as fh:
+        head = fh.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise bad("not a SQLite database ({})".format("empty" if not head else "unknown bytes"))
+    try:
+        con = sqlite3.connect("file:{}?mode=ro".format(path.resolve()), uri=True, timeout=10)
+        try:
+            check = con.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise bad("the database is damaged ({})".format(check))
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"studies", "trials"} <= tables:
+                raise bad("a SQLite database of another program (no Optuna tables)")
+            names = [r[0] for r in con.execute("SELECT study_name FROM studies")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:  # truncated / malformed / not a database
+        raise bad("the database is damaged or truncated ({})".format(exc)) from None
+    if names and STUDY_NAME not in names:
+        raise bad("it holds other Optuna studies ({}), not edgekit's".format(", ".join(names)))
+
+
 def open_study(out, settings):
-    """Create or resume the study in ``out/study.db``; refuse one made with other settings."""
+    """Create or resume the study in ``out/study.db``; refuse one made with other settings
+    (or a file that is not an edgekit study: :func:`check_study_file`)."""
     optuna = _optuna()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage("sqlite:///{}".format((out / STUDY_FILE).resolve()))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
-                                directions=list(DIRECTIONS), load_if_exists=True)
+    check_study_file(out / STUDY_FILE)
+    storage_url = "sqlite:///{}".format((out / STUDY_FILE).resolve())
+    try:
+        storage = optuna.storages.RDBStorage(storage_url)
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
+                                    directions=list(DIRECTIONS), load_if_exists=True)
+    except Exception as exc:  # sqlalchemy/alembic on a file that passed the checks above
+        from edgekit.util import write_failure
+        if write_failure(exc) is not None or isinstance(exc, EdgekitError):
+            raise
+        raise EdgekitError("{} is not a usable edgekit study: {}; --force starts anew (it "
+                           "replaces {})".format(out / STUDY_FILE, str(exc).splitlines()[0][:200],
+                                                 out)) from None
     stored = study.user_attrs.get("settings")
     text = json.loads(json.dumps(settings, sort_keys=True))
     if stored is None:
