@@ -207,3 +207,84 @@ def test_standalone_wrapper_writes_out_dir(tiny_artifact, digits, tmp_path):
         evolve(tiny_artifact.path, digits, cut="pool2", out=tmp_path / "evo", generations=1, progress=False)
     with pytest.raises(EdgekitError, match="no layer 'nope'"):
         evolve(tiny_artifact.path, digits, cut="nope", generations=1, progress=False)
+
+
+# --------------------------------------------------------------------------- mini-batch mode (issue 31)
+MB = dict(batch_size=128, holdout_refs=400, val_samples=None, ref_samples=None, k=5, progress=False)
+
+
+def _run_mb(trunk, ds, **kw):
+    return _run(trunk, ds, **dict(MB, **kw))
+
+
+@pytest.mark.parametrize("method", ["cma", "pso"])
+def test_minibatch_returns_the_held_out_best(trunk_and_data, method):
+    """The returned weights are the candidate with the best held-out score — not the last
+    candidate and not the generation whose batch fitness was best — and the held-out split
+    never enters a fitness batch."""
+    from edgekit.compress.evolve import _subsample
+    from edgekit.compress.evolve_fitness import BatchKnnFitness, trunk_spec
+    trunk, ds = trunk_and_data
+    noisy = _perturbed(trunk, scale=1.0, seed=4)
+    cands = {}
+    evolved, log = _run_mb(noisy, ds, method=method, strategy="serial", generations=10, population=6,
+                           seed=3, sigma=1.5, holdout_every=1,
+                           candidate_hook=lambda g, v: cands.__setitem__(g, v))
+    ho = log["holdout"]
+    assert [h["gen"] for h in ho] == list(range(0, 11)) and sorted(cands) == list(range(0, 11))
+    scores = [h["score"] for h in ho]
+    best = int(np.argmax(scores))                      # first maximum: later ties do not replace it
+    assert log["selected_generation"] == ho[best]["gen"]
+    assert log["fitness_after"]["fitness"] == scores[best] >= scores[0]
+    # this seeded run is one where selection matters: the last candidate is worse on the held-out split
+    assert log["selected_generation"] != log["generations_run"] and scores[-1] < scores[best]
+    fit_best = max(log["generations"], key=lambda r: r["best"])["gen"]
+    assert log["selected_generation"] != fit_best
+    # the trunk holds exactly that candidate, and its held-out score recomputes to the logged one
+    spec, w = trunk_spec(evolved)
+    np.testing.assert_array_equal(w, cands[log["selected_generation"]])
+    xr, yr = _subsample(ds.x_train, ds.y_train, MB["holdout_refs"], 5, "r")
+    f = BatchKnnFitness(spec, ds.x_train, ds.y_train, ds.x_val, ds.y_val, xr, yr, k=MB["k"], batch_size=128, seed=3)
+    assert f.holdout_full(w)[0] == pytest.approx(scores[best], abs=1e-9)
+    # batches are fresh per generation, drawn from the training split only
+    b0, b1 = f.batch_indices(0), f.batch_indices(1)
+    assert len(b0) == 128 and not np.array_equal(b0, b1) and b0.max() < len(ds.x_train)
+    np.testing.assert_array_equal(b0, f.batch_indices(0))
+    json.dumps(log)
+
+
+def test_minibatch_early_stop_and_resume(trunk_and_data, tmp_path):
+    """patience stops a stage after that many held-out scores without improvement; a killed
+    mini-batch run resumes to the uninterrupted result."""
+    from edgekit.compress.evolve import EvolutionInterrupted
+    trunk, ds = trunk_and_data
+    common = dict(method="cma", strategy="serial", generations=16, population=4, seed=0, sigma=3.0,
+                  holdout_every=1, patience=2)
+    full, log_full = _run_mb(trunk, ds, checkpoint=tmp_path / "a", **common)
+    stops = log_full["early_stops"]
+    assert stops and log_full["generations_run"] < 16
+    for st in stops:   # each early stop came `patience` held-out scores after that stage's best
+        stage_scores = [h for h in log_full["holdout"] if h["stage"] == st["stage"]]
+        assert [h["gen"] for h in stage_scores][-1] == st["gen"]
+
+    def kill_at_3(rec):
+        if rec["gen"] == 3:
+            raise EvolutionInterrupted("simulated kill")
+    with pytest.raises(EvolutionInterrupted):
+        _run_mb(trunk, ds, checkpoint=tmp_path / "b", callback=kill_at_3, **common)
+    resumed, log_res = _run_mb(trunk, ds, checkpoint=tmp_path / "b", **common)
+    assert _same_weights(_weights(full), _weights(resumed))
+    assert _strip_time(log_res) == _strip_time(log_full) and log_res["holdout"] == log_full["holdout"]
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(batch_size=2), "batch_size must be an integer >= 3"),
+    (dict(batch_size=64, patience=0), "patience must be"),
+    (dict(batch_size=64, cma_variant="full"), "unknown cma_variant"),
+    (dict(batch_size=64, precision="int4"), "unknown fitness precision"),
+    (dict(batch_size=64, stage_share=(1.0,)), "stage_share has 1 numbers for 2 stages"),
+])
+def test_minibatch_bad_input(trunk_and_data, kw, msg):
+    trunk, ds = trunk_and_data
+    with pytest.raises(EdgekitError, match=msg):
+        _run(trunk, ds, **kw)

@@ -568,7 +568,6 @@ def _run(state, ex, stages, stds, sigma, population, method, generations, time_b
             if state["optimizers"] is None:
                 state["optimizers"] = _make_optimizers(state, stages[s], stds, sigma, population, method,
                                                        seed, s, cma_variant, noisy=bool(mb))
-                state["since_best"] = 0
             tg = time.time()
             record = _generation_batch(state, ex, stages[s], mb) if mb else _generation(state, ex, stages[s])
             last_gen_time = time.time() - tg
@@ -622,6 +621,7 @@ def _next_stage(state, stages=None, mb=None):
     state["stage"] += 1
     state["stage_gen"] = 0
     state["optimizers"] = None
+    state["since_best"] = 0
 
 
 def _candidate(state, stage):
