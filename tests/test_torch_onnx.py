@@ -10,6 +10,8 @@ onnxruntime directly), or one clear ``error:`` line. Then: the fixed-batch feedi
 """
 import json
 
+import numpy as np
+
 import pytest
 
 from onnx_models import (MNIST_NORMALIZE, TORCH_FIXTURES, TORCH_MNIST, centroid_accuracy,
