@@ -292,3 +292,29 @@ def test_export_and_bench_an_artifact_made_from_a_keras3_file(keras3_trained, di
         code, _, err = run_cli(verb, path, "--target", "laptop-cpu")
         _one_error_line(err)
         assert code == 1
+
+
+def test_nested_functional_and_sequential_keras3_models(tmp_path, digits):
+    """A Keras 3 Functional and a Sequential used as layers of a Functional (as
+    ``keras.applications`` bases are) translate, weights and outputs included."""
+    from edgekit.models import load_model
+    k = _k3()
+    L = k.layers
+    i = k.Input((8, 8, 1))
+    block = k.Model(i, L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same",
+                                                                             name="conv")(i))),
+                    name="block")
+    head = k.Sequential([k.Input((8,)), L.Dense(16, activation="relu", name="fc"),
+                         L.Dense(10, activation="softmax", name="probs")], name="head")
+    inp = k.Input((8, 8, 1), name="image")
+    model = _perturbed(k.Model(inp, head(L.GlobalAveragePooling2D()(block(inp))), name="outer"))
+    path = save_keras3(model, tmp_path / "nested", formats=("keras3",))["keras3"]
+    net = load_model(path)
+    assert [type(l).__name__ for l in net.layers][1:] == ["Functional", "GlobalAveragePooling2D",
+                                                          "Sequential"]
+    x = digits.x_test[:32]
+    ref = np.asarray(model(x, training=False))
+    assert np.max(np.abs(net.predict(x, verbose=0) - ref)) < 1e-5
+    from edgekit.modelio.keras3 import to_keras3
+    back = to_keras3(net)   # and back (node numbering of nested models differs)
+    assert np.max(np.abs(np.asarray(back(x, training=False)) - ref)) < 1e-5
