@@ -177,7 +177,7 @@ def test_keras3_trained_fixture(keras3_trained):
         assert acc >= 0.9, (name, acc)
 
 
-GRAPH_VERBS = ("prune", "distill", "knn-slice", "optimize")
+GRAPH_VERBS = ("prune", "distill", "optimize")   # refused on an export() SavedModel
 VERBS = {
     "eval": lambda p, o: ("eval", p, "--data", "digits"),
     "quantize": lambda p, o: ("compress", p, "--method", "quantize", "--formats", "onnx,tflite",
@@ -245,6 +245,10 @@ def test_keras3_file_x_verb(keras3_trained, digits, run_cli, tmp_path, name, fmt
             assert entry["guard"]["passed"] and entry["accuracy"] >= base - SLACK, entry
         return
     assert m["guard"]["passed"] and m["accuracy"] >= base - SLACK
+    if fmt == "export":   # knn-slice: the SavedModel's ONNX conversion sliced, no Keras trunk
+        assert verb == "knn-slice" and src["loaded_as"].startswith("ONNX (tf2onnx)")
+        assert src["model"] == str(path) and not art.find("keras3")
+        return
     assert src["loaded_as"] == "tf_keras (translated from Keras 3)"
     stem = "trunk" if verb == "knn-slice" else "model"
     _same_in_keras3(art, stem, digits)
@@ -292,3 +296,29 @@ def test_export_and_bench_an_artifact_made_from_a_keras3_file(keras3_trained, di
         code, _, err = run_cli(verb, path, "--target", "laptop-cpu")
         _one_error_line(err)
         assert code == 1
+
+
+def test_nested_functional_and_sequential_keras3_models(tmp_path, digits):
+    """A Keras 3 Functional and a Sequential used as layers of a Functional (as
+    ``keras.applications`` bases are) translate, weights and outputs included."""
+    from edgekit.models import load_model
+    k = _k3()
+    L = k.layers
+    i = k.Input((8, 8, 1))
+    block = k.Model(i, L.ReLU()(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same",
+                                                                             name="conv")(i))),
+                    name="block")
+    head = k.Sequential([k.Input((8,)), L.Dense(16, activation="relu", name="fc"),
+                         L.Dense(10, activation="softmax", name="probs")], name="head")
+    inp = k.Input((8, 8, 1), name="image")
+    model = _perturbed(k.Model(inp, head(L.GlobalAveragePooling2D()(block(inp))), name="outer"))
+    path = save_keras3(model, tmp_path / "nested", formats=("keras3",))["keras3"]
+    net = load_model(path)
+    assert [type(l).__name__ for l in net.layers][1:] == ["Functional", "GlobalAveragePooling2D",
+                                                          "Sequential"]
+    x = digits.x_test[:32]
+    ref = np.asarray(model(x, training=False))
+    assert np.max(np.abs(net.predict(x, verbose=0) - ref)) < 1e-5
+    from edgekit.modelio.keras3 import to_keras3
+    back = to_keras3(net)   # and back (node numbering of nested models differs)
+    assert np.max(np.abs(np.asarray(back(x, training=False)) - ref)) < 1e-5

@@ -44,6 +44,7 @@ class Job(object):
         self._before = None
         self._guard = None
         self._selection = None
+        self.read_as = {}      # how a converted input was read (source keys; knn-slice)
         ds = data if hasattr(data, "x_train") else None
         self.onnx = None
         if onnx:                                   # the ONNX file is the model: no Keras
@@ -155,6 +156,7 @@ class Job(object):
                "data": self.ds.spec, "data_sha256": self.ds.fingerprint()}
         if self.onnx is None:
             src.update(source_fields(self.model_path))
+        src.update(self.read_as)
         return src
 
     @property
@@ -346,7 +348,7 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
 
 # methods that need the Keras layer graph (refused on a SavedModel of TF functions only)
 GRAPH_METHODS = {"prune": "pruning", "distill": "distillation", "qat": "quantization-aware training",
-                 "knn-slice": "k-NN slicing (it cuts the network at a layer)"}
+                 "knn-slice": "k-NN slicing of the Keras model"}
 
 # methods that train the model (refuse ONNX input) -> what they do
 TRAINING_METHODS = {"prune": "pruning (fine-tuning)", "distill": "distillation (training a student)",

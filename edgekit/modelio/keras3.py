@@ -149,13 +149,39 @@ def _model_to_k2(cls, cfg, what):
     out = {"name": cfg.get("name")}
     if cls == "Sequential":
         out["layers"] = [_entry_to_k2(e, False, what) for e in cfg.get("layers", [])]
-        if cfg.get("build_input_shape") is not None:
-            out["build_input_shape"] = cfg["build_input_shape"]
+        shape = cfg.get("build_input_shape")
+        if shape is not None:
+            out["build_input_shape"] = shape
+            if not out["layers"] or out["layers"][0]["class_name"] != "InputLayer":
+                # built without an Input: give it one (a model with an InputLayer first is
+                # what tf_keras' node numbering of nested models assumes)
+                out["layers"].insert(0, {"class_name": "InputLayer", "config": {
+                    "batch_input_shape": list(shape), "dtype": "float32",
+                    "name": "{}_input".format(cfg.get("name") or "sequential")}})
     else:
         out["layers"] = [_entry_to_k2(e, True, what) for e in cfg.get("layers", [])]
         out["input_layers"] = _io_list(cfg.get("input_layers"))
-        out["output_layers"] = _io_list(cfg.get("output_layers"))
+        out["output_layers"] = [list(r) for r in _io_list(cfg.get("output_layers")) or []]
+        _shift_nested_nodes(out, +1)
     return {"class_name": cls, "config": out}
+
+
+def _shift_nested_nodes(model_config, by):
+    """Node indices of calls to nested models: tf_keras counts a nested model's own
+    construction as its node 0 (the first call is node 1), Keras 3 does not (node 0)."""
+    nested = {e["name"] for e in model_config["layers"] if e["class_name"] in MODEL_CLASSES}
+    if not nested:
+        return
+
+    def shift(ref):
+        if ref[0] in nested:
+            ref[1] = max(0, int(ref[1]) + by)
+    for e in model_config["layers"]:
+        for node in e.get("inbound_nodes") or []:
+            for ref in node:
+                shift(ref)
+    for ref in model_config.get("output_layers") or []:
+        shift(ref)
 
 
 def _io_list(value):
@@ -402,6 +428,9 @@ def _model_to_k3(cls, cfg, what):
     out = dict(cfg)
     functional = cls != "Sequential"
     out["layers"] = [_entry_to_k3(e, functional, what) for e in cfg.get("layers", [])]
+    if functional:
+        out["output_layers"] = [list(r) for r in _io_list(cfg.get("output_layers")) or []]
+        _shift_nested_nodes(out, -1)
     return {"class_name": cls, "config": out}
 
 
@@ -423,7 +452,8 @@ def _entry_to_k3(entry, functional, what):
                                                         "Keras 3")}
     if functional:
         out["name"] = entry.get("name", name)
-        out["inbound_nodes"] = entry.get("inbound_nodes", [])
+        out["inbound_nodes"] = [[list(ref) for ref in node]
+                                for node in entry.get("inbound_nodes", [])]
     return out
 
 

@@ -8,10 +8,11 @@ So edgekit wraps the serving endpoint (``serve``, which ``export()`` writes, els
 
 - eval, quantize (TFLite and ONNX int8: both converters trace through the function),
   and ``bench`` / ``export`` of the artifacts made from it work as on any Keras model;
-- the verbs that need the layer graph -- prune and distill (they retrain layers), knn-slice
-  (it cuts the network at a layer), optimize (it runs those) and ``quantize --qat`` -- are
-  refused with one line saying to save the model with ``model.save("m.keras")``
-  (:func:`require_graph`).
+- knn-slice runs on its ONNX conversion (:func:`to_onnx_file`), as on any ONNX file: the
+  cut points are found in the converted graph;
+- the verbs that need the layer graph -- prune and distill (they retrain layers), optimize
+  (it runs those) and ``quantize --qat`` -- are refused with one line saying to save the
+  model with ``model.save("m.keras")`` (:func:`require_graph`).
 
 The wrapper's weights are the SavedModel's variables (so params are counted); it is never
 written back as a Keras file (the refused verbs are the ones that would).
@@ -120,5 +121,27 @@ def require_graph(model, path, verb):
         raise EdgekitError("{} is a SavedModel without a Keras graph (Keras 3 model.export() / "
                            "tf.saved_model.save keep only TF functions): {} needs the layers -- "
                            "save the model with model.save(\"m.keras\") and give that file; on "
-                           "this SavedModel edgekit runs eval and compress --method quantize".format(
+                           "this SavedModel edgekit runs eval, compress --method quantize and "
+                           "knn-slice".format(
                                path, verb))
+
+
+def is_graphless_savedmodel(path):
+    """True for a SavedModel directory without a Keras graph (no ``keras_metadata.pb``)."""
+    from pathlib import Path
+    p = Path(str(path))
+    return p.is_dir() and (p / "saved_model.pb").is_file() and \
+        not (p / "keras_metadata.pb").exists() and not (p / "manifest.json").exists()
+
+
+def to_onnx_file(path, dst):
+    """Convert the SavedModel at ``path`` (its serving function) to the ONNX file ``dst``
+    (tf2onnx, edgekit's default opset); returns ``dst``."""
+    from edgekit.export.onnx import to_onnx
+    to_onnx(load_function_model(path), dst)
+    return dst
+
+
+# how knn-slice read a SavedModel without a Keras graph (the manifest's source)
+ONNX_READ = {"keras_version": None, "keras3": True,
+             "loaded_as": "ONNX (tf2onnx) of the SavedModel's serving function (no Keras graph)"}

@@ -158,8 +158,21 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
     if src is not None and evolve:
         raise EdgekitError("{} is an ONNX model and --evolve retrains the trunk's kernels, which "
                            "needs the Keras model (.h5/.keras/SavedModel): drop --evolve".format(model))
+    given = model
+    if src is None and not hasattr(model, "layers"):
+        from edgekit.modelio.savedmodel import is_graphless_savedmodel
+        if is_graphless_savedmodel(model):   # Keras 3 export(): no layers, slice its ONNX
+            if evolve:
+                raise EdgekitError("{} is a SavedModel without a Keras graph and --evolve "
+                                   "retrains the trunk's kernels: drop --evolve, or give the "
+                                   "model.save(\"m.keras\") file".format(model))
+            src = model = _savedmodel_as_onnx(model)
     job = Job(model, data, out, force, max_drop=max_drop, allow_drop=allow_drop,
               preprocess=preprocess, method="knn-slice", onnx=src is not None)
+    if model is not given:                       # the manifest names what the user gave
+        from edgekit.models import model_sha256
+        from edgekit.modelio.savedmodel import ONNX_READ
+        job.source_model, job.sha, job.read_as = given, model_sha256(given), dict(ONNX_READ)
     say = _printer(progress)
     subject = (_OnnxSubject if src is not None else _KerasSubject)(job, cut, cut_candidates)
     ds = job.ds
@@ -231,6 +244,16 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
         blas.restore_original_limits()
         shutil.rmtree(tmpdir, ignore_errors=True)
     return art
+
+
+def _savedmodel_as_onnx(path):
+    """The ONNX conversion of a SavedModel without a Keras graph, in a temporary dir removed
+    at exit (the k-NN graph is built from it while the artifact is written)."""
+    import atexit
+    from edgekit.modelio.savedmodel import to_onnx_file
+    work = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
+    atexit.register(shutil.rmtree, str(work), True)
+    return to_onnx_file(path, work / "model.onnx")
 
 
 class _KerasSubject(object):
