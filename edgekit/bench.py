@@ -164,6 +164,8 @@ def _random_input(runner, n=64, seed=0):
     if not shape:
         raise EdgekitError("{} declares no input shape: pass --data SPEC".format(runner.path))
     shape[0] = n if shape[0] == 1 and not _static_batch(runner) else shape[0]
+    from edgekit.artifact import check_input_shape
+    check_input_shape(shape, "{}: input".format(runner.path))
     x = np.random.RandomState(seed).standard_normal(shape)
     return x.astype(np.dtype(runner.input_dtype))
 

@@ -173,6 +173,9 @@ def load_model(path):
     elif path.suffix == ".onnx":
         raise EdgekitError("{} is an ONNX model: this step needs the Keras model "
                            "(.h5 or SavedModel)".format(path))
+    elif not path.is_dir():
+        from edgekit.util import check_regular_file
+        check_regular_file(path, "model")  # a FIFO would block h5py's open forever
     k = keras()
     try:
         return k.models.load_model(str(path), compile=False,

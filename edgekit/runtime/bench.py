@@ -68,9 +68,33 @@ def accuracy(runner, x, y, batch=64):
     if n == 0:
         return None
     for i in range(0, n, step):
-        pred = classes_from_outputs(runner.infer(x[i:i + step]))
+        outputs = runner.infer(x[i:i + step])
+        if i == 0:
+            check_scores(list(outputs.values())[0], y, getattr(runner, "path", "the model"))
+        pred = classes_from_outputs(outputs)
         correct += int(np.sum(pred == np.asarray(y[i:i + step])))
     return correct / float(n)
+
+
+def check_scores(first, y, what):
+    """Refuse, on the first batch, an output that is not one score per class: a feature map
+    (more than one dimension after the batch larger than 1), or fewer columns than the labels
+    need (a symbolic ``(N, K)`` output that is really one column would score every image as
+    class 0 and report 1/K accuracy as if it meant something)."""
+    first = np.asarray(first)
+    if first.ndim <= 1:  # class ids already (the k-NN graph)
+        return
+    big = [d for d in first.shape[1:] if d > 1]
+    if len(big) > 1:
+        raise EdgekitError("{}: its first output has shape {} per batch, a feature map, not one "
+                           "score per class (N, K): edgekit scores image classifiers".format(
+                               what, "x".join(str(d) for d in first.shape)))
+    width = big[0] if big else 1
+    need = int(np.max(np.asarray(y))) + 1 if len(y) else 0
+    if width < max(need, 2):
+        raise EdgekitError("{}: its first output has {} column{} per image but the data's labels "
+                           "need {} classes: not per-class scores".format(
+                               what, width, "" if width == 1 else "s", max(need, 2)))
 
 
 def check_protocol(batch, iterations, duration):
