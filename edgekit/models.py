@@ -487,6 +487,10 @@ def evaluate(artifact, data, runtime=None):
         check_model_fits(model, ds)
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     from edgekit.adapt import data_for
+    from edgekit.runtime import RUNTIME_FORMATS
+    if runtime not in (None, "keras") and runtime not in RUNTIME_FORMATS:
+        raise EdgekitError("unknown --runtime {!r}: use keras, {}".format(
+            runtime, ", ".join(RUNTIME_FORMATS)))
     art = Artifact.open(artifact)
     ds = data if hasattr(data, "x_train") else load_data(data)
     ds = data_for(ds, art.manifest.get("input"))
@@ -506,10 +510,17 @@ def evaluate(artifact, data, runtime=None):
         names = [runtime] if runtime else [rt for rt in RUNTIME_FORMATS if installed(rt)]
         for rt in names:
             files = [n for n in art.find(RUNTIME_FORMATS[rt]) if art.files[n].get("inference", True)]
+            if not files and rt == "openvino":  # OpenVINO reads ONNX as well
+                files = [n for n in art.find("onnx") if art.files[n].get("inference", True)]
             if not files:
                 continue
             with open_runner(rt, art.file(files[0])) as r:
                 results[rt] = accuracy(r, x_test, ds.y_test)
+    if not results and runtime not in (None, "keras"):
+        fmt = RUNTIME_FORMATS[runtime]
+        raise EdgekitError("{} has no {} file for --runtime {}: export it first: edgekit export "
+                           "{} --format {}".format(art.path, fmt, runtime, art.path,
+                                                   "onnx" if fmt in ("onnx", "openvino") else fmt))
     if not results:
         raise EdgekitError("{} holds no model edgekit can evaluate here".format(art.path))
     return results

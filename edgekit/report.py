@@ -41,6 +41,23 @@ def _target_device(name):
         return None
 
 
+class _Raw(str):
+    """A cell already escaped (it carries edgekit's own Markdown: **fastest**)."""
+
+
+_MD_SPECIAL = {"|": "\\|", "\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ",
+               "\r": " "}
+
+
+def _cell(text):
+    """``text`` from a results file as one Markdown table cell: ``|`` would split the row
+    (``\\`` could undo its escape), HTML would be rendered (or run) by a viewer, a newline
+    would end the table; all escaped."""
+    if isinstance(text, _Raw):
+        return text
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in str(text))
+
+
 def _unique_labels(results):
     labels = [label(r) for r in results]
     for i, lab in enumerate(labels):
@@ -78,9 +95,9 @@ def markdown(results, baseline=None):
     order = sorted(range(len(results)), key=lambda i: results[i]["latency_ms"]["p50"])
     for i in order:
         r, L = results[i], results[i]["latency_ms"]
-        name = labels[i] + (" **fastest**" if L["p50"] == best else "") + \
+        name = _cell(labels[i]) + (" **fastest**" if L["p50"] == best else "") + \
             (" *(baseline)*" if i == bi else "")
-        cells = [name, str(r.get("file", "")), str(r.get("device", "")), str(r.get("batch")),
+        cells = [_Raw(name), str(r.get("file", "")), str(r.get("device", "")), str(r.get("batch")),
                  str(r.get("threads") or "default"),
                  "{:.3f}".format(L["p50"]), "{:.3f}".format(L["p95"]), "{:.3f}".format(L["p99"]),
                  "{:.3f} ± {:.3f}".format(L["mean"], L["std"]),
@@ -91,9 +108,10 @@ def markdown(results, baseline=None):
                  "{:.2f}x".format(L["p50"] / best if best else 1.0)]
         if bi is not None:
             cells.append("{:.2f}x".format(L["p50"] / base if base else 1.0))
-        lines.append("| " + " | ".join(cells) + " |")
-    hosts = sorted({"{} ({} {}, {})".format(r.get("host", "?"), r["runtime"],
-                                            r.get("runtime_version", "?"), r.get("timestamp", ""))
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    hosts = sorted({_cell("{} ({} {}, {})".format(r.get("host", "?"), r["runtime"],
+                                                  r.get("runtime_version", "?"),
+                                                  r.get("timestamp", "")))
                     for r in results})
     lines += ["", "`x fastest` = p50 latency / the lowest p50 in this table (1.00x = fastest)" +
               ("; `x baseline` = p50 / the baseline row's p50." if bi is not None else "."),

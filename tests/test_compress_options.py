@@ -13,7 +13,7 @@ from edgekit.compress.options import (EVOLVE_PARAMS, OPTIONS, PREPROCESS_PARTS, 
                                       resolve)
 from edgekit.errors import EdgekitError
 
-FIXED_FLAGS = {"model", "--method", "--data", "-o", "--out", "--force", "--help", "-h"}
+FIXED_FLAGS = {"model", "--method", "--data", "-o", "--out", "--force", "--resize", "--help", "-h"}
 
 
 def _compress_command():

@@ -194,7 +194,8 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
         say("optimize {} for {}: input {:.2%} validation accuracy; limits {}; --max-drop {:g}; "
             "{}; executor {}".format(model, target, base_val, _limits_text(limits), max_drop,
                                      _stop_text(trials, budget_s), executor))
-        prior = len(asked_trials(study))
+        # finished ones only: trials a killed run left RUNNING are evaluated (and counted) again
+        prior = sum(1 for t in asked_trials(study) if t.state.is_finished())
         best_text = [_best_text(study, limits)]
 
         stream = sys.stderr if progress else _Null()

@@ -97,13 +97,23 @@ def check_scores(first, y, what):
                                what, width, "" if width == 1 else "s", max(need, 2)))
 
 
-def check_protocol(batch, iterations, duration):
-    """Refuse a protocol that times nothing: ``iterations`` < 1 without a ``duration``, or a
-    ``batch`` < 1."""
+def check_protocol(batch, iterations, duration, warmup=0, warmup_seconds=0.0,
+                   eval_samples=None):
+    """Refuse a protocol that times nothing or asks for what cannot be: ``iterations`` < 1
+    without a ``duration``, a ``batch`` < 1, a negative (or non-finite) ``warmup`` /
+    ``duration`` / ``warmup_seconds``, ``eval_samples`` < 1 (omit it for the whole split)."""
+    import math
+    for flag, v in (("--duration", duration), ("--warmup-seconds", warmup_seconds),
+                    ("--warmup", warmup), ("--iterations", iterations)):
+        if v is not None and (not math.isfinite(float(v)) or float(v) < 0):
+            raise EdgekitError("{} must be >= 0, got {}".format(flag, v))
     if iterations < 1 and duration <= 0:
         raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
     if batch < 1:
         raise EdgekitError("--batch must be >= 1")
+    if eval_samples is not None and int(eval_samples) < 1:
+        raise EdgekitError("--eval-samples must be >= 1, got {} (omit it to score the whole "
+                           "test split)".format(eval_samples))
 
 
 # calls in a runtime's profiling pass (onnxruntime), after the timed ones
@@ -121,7 +131,7 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
     ``progress(done, total)`` is called now and then if given.
     Returns the results dict of CONTRACT.md (without target/host stamping beyond ``host``).
     """
-    check_protocol(batch, iterations, duration)
+    check_protocol(batch, iterations, duration, warmup, warmup_seconds, eval_samples)
     cold_ms = load_s = None
     if not runner.loaded:
         start = time.perf_counter()
