@@ -378,17 +378,27 @@ def ctrl_c_at_batch_end():
     as "Exception ignored in ..." and lost — the run goes on as if Ctrl-C never came. Here the
     signal only sets a flag (a second Ctrl-C raises at once), and the callback raises from
     ordinary code at the next batch end. Main thread only (elsewhere: a no-op callback).
+    The same callback ends training at an :mod:`edgekit.deadline` (``optimize --budget``), in
+    any thread.
     """
     import signal
     import threading
     from edgekit._tf import keras
     pressed = []
 
+    from edgekit.deadline import passed
+
     class _Stop(keras().callbacks.Callback):
         def _check(self, *args, **kwargs):
             if pressed:
                 raise KeyboardInterrupt()
-        on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+        def _train_batch(self, *args, **kwargs):
+            self._check()
+            if passed():  # optimize --budget's deadline (edgekit.deadline): stop training now
+                self.model.stop_training = True
+        on_test_batch_end = on_epoch_end = _check
+        on_train_batch_end = _train_batch
 
     if threading.current_thread() is not threading.main_thread():
         yield _Stop()
