@@ -124,9 +124,14 @@ class Artifact:
             raise EdgekitError("{} is not an artifact directory (expected a folder with {}){}"
                                .format(path, MANIFEST, import_hint(path)))
         mpath = path / MANIFEST
-        if not mpath.is_file():
+        if not mpath.is_file() and not (mpath.exists() and not mpath.is_dir()):
             raise EdgekitError("{} has no {}: not an edgekit artifact{}".format(
                 path, MANIFEST, import_hint(path)))
+        if mpath.is_symlink() and os.path.dirname(os.path.realpath(str(mpath))) != \
+                os.path.realpath(str(path)):  # like file names: nothing is read from outside
+            raise EdgekitError("{} is a symlink out of the artifact (to {}): refused, a manifest "
+                               "must be the artifact's own file".format(
+                                   mpath, os.path.realpath(str(mpath))))
         from edgekit.schemas import load_json
         from edgekit.util import dir_lock
         with dir_lock(path, shared=True):  # not between an export's renames and its manifest
@@ -290,6 +295,8 @@ def validate_manifest(manifest, root):
     ``root``; returns it, or raises EdgekitError naming the first problem."""
     from edgekit.schemas import MANIFEST_SCHEMA, check
     check(manifest, MANIFEST_SCHEMA, "{} is not an edgekit manifest".format(Path(root) / MANIFEST))
+    check_input_shape((manifest.get("input") or {}).get("shape"),
+                      "{}: input.shape".format(Path(root) / MANIFEST))
     for name, entry in manifest["files"].items():
         inside(root, name)
         if entry.get("format") == "openvino" and "weights" in entry:  # an IR's .bin
@@ -300,6 +307,22 @@ def validate_manifest(manifest, root):
         if "entry" in entry:
             inside(root, name + "/" + entry["entry"], "entry")
     return manifest
+
+
+MAX_INPUT_ELEMENTS = 1 << 26  # one input image: 64 Mi values (256 MiB as float32)
+
+
+def check_input_shape(shape, where):
+    """Refuse an input shape whose one image (the dims after the batch) has more than
+    :data:`MAX_INPUT_ELEMENTS` values, before anything allocates it: a manifest or model
+    declaring 100000x100000 would otherwise end in a multi-TiB allocation error."""
+    dims = [d for d in list(shape or [])[1:] if isinstance(d, int) and not isinstance(d, bool)]
+    n = 1
+    for d in dims:
+        n *= max(int(d), 1)
+    if n > MAX_INPUT_ELEMENTS:
+        raise EdgekitError("{} {} has {:,} values per image (limit {:,}): not an image model "
+                           "edgekit can feed".format(where, list(shape), n, MAX_INPUT_ELEMENTS))
 
 
 def _merge(dst, src):

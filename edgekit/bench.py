@@ -53,7 +53,8 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
     from edgekit.targets import candidate_files, file_path, load_target, pick_file, \
         require_machine
 
-    check_protocol(batch, iterations, duration)        # before any file is read
+    check_protocol(batch, iterations, duration, warmup, warmup_seconds,  # before any file
+                   eval_samples)                                       # is read
     from edgekit.targets import default_target
     t = load_target(target or default_target())
     target = t["name"]
@@ -78,6 +79,10 @@ def bench(artifact, target=None, runtime=None, batch=1, warmup=10, iterations=10
             raise EdgekitError("target {} has no runtime {!r} (it has: {})".format(
                 target, runtime, ", ".join(t["runtimes"])))
         runtimes = [runtime]
+    if device is not None and "openvino" not in runtimes:  # it would be ignored, results "CPU"
+        raise EdgekitError("--device {} picks an OpenVINO device, but this run uses {}: add "
+                           "--runtime openvino (or drop --device)".format(
+                               device, ", ".join(runtimes) or "no runtime"))
     require_machine(t, runtimes, device)
     picked = [pick_file(art, t, rt, any_file=True) for rt in runtimes]  # refuse before any work
     files = [(file_path(art, name), entry) for name, entry in picked]
@@ -175,6 +180,8 @@ def _random_input(runner, n=64, seed=0):
     if not shape:
         raise EdgekitError("{} declares no input shape: pass --data SPEC".format(runner.path))
     shape[0] = n if shape[0] == 1 and not _static_batch(runner) else shape[0]
+    from edgekit.artifact import check_input_shape
+    check_input_shape(shape, "{}: input".format(runner.path))
     x = np.random.RandomState(seed).standard_normal(shape)
     return x.astype(np.dtype(runner.input_dtype))
 
@@ -204,6 +211,10 @@ def load_results(paths):
                                         "FILE`)".format(p, what))
         for r in obj if isinstance(obj, list) else [obj]:
             lat = [r["latency_ms"][k] for k in ("min", "p50", "p90", "p95", "p99", "max")]
+            if r["latency_ms"]["p50"] <= 0:  # ratios against 0 mean nothing (all "1.00x")
+                raise EdgekitError("{} is not {}: latency_ms.p50 is {} -- not a measured "
+                                   "latency (a timer that did not run?)".format(
+                                       p, what, r["latency_ms"]["p50"]))
             if lat != sorted(lat):
                 raise EdgekitError("{} is not {}: latency_ms min <= p50 <= p90 <= p95 <= p99 <= max "
                                    "does not hold ({})".format(p, what, ", ".join(

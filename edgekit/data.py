@@ -235,6 +235,8 @@ def read_idx(path):
     header announces (a gzip bomb is not inflated past them)."""
     import math
     path = Path(path)
+    from edgekit.util import check_regular_file
+    check_regular_file(path, "IDX file")
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
@@ -362,8 +364,8 @@ def _npz_headers(path):
 
 def _npz(path):
     import math
-    if not path.is_file():
-        raise EdgekitError("npz file {} does not exist".format(path))
+    from edgekit.util import check_regular_file
+    check_regular_file(path, "npz file")
     try:
         headers = _npz_headers(path)
     except EdgekitError:
@@ -445,7 +447,9 @@ def _stratified_split(y, fraction, seed):
 
 
 def file_sha256(path, chunk=1 << 20):
-    """sha256 of a file's bytes (hex)."""
+    """sha256 of a file's bytes (hex); a FIFO / device in its place is refused, not read."""
+    from edgekit.util import check_regular_file
+    check_regular_file(path)
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:

@@ -176,6 +176,9 @@ def load_model(path):
     elif path.suffix == ".onnx":
         raise EdgekitError("{} is an ONNX model: this step needs the Keras model "
                            "(.h5 or SavedModel)".format(path))
+    elif not path.is_dir():
+        from edgekit.util import check_regular_file
+        check_regular_file(path, "model")  # a FIFO would block h5py's open forever
     from edgekit.modelio import read_keras
     return read_keras(path, custom_objects=_custom_objects())[0]
 
@@ -334,17 +337,27 @@ def ctrl_c_at_batch_end():
     as "Exception ignored in ..." and lost — the run goes on as if Ctrl-C never came. Here the
     signal only sets a flag (a second Ctrl-C raises at once), and the callback raises from
     ordinary code at the next batch end. Main thread only (elsewhere: a no-op callback).
+    The same callback ends training at an :mod:`edgekit.deadline` (``optimize --budget``), in
+    any thread.
     """
     import signal
     import threading
     from edgekit._tf import keras
     pressed = []
 
+    from edgekit.deadline import passed
+
     class _Stop(keras().callbacks.Callback):
         def _check(self, *args, **kwargs):
             if pressed:
                 raise KeyboardInterrupt()
-        on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+        def _train_batch(self, *args, **kwargs):
+            self._check()
+            if passed():  # optimize --budget's deadline (edgekit.deadline): stop training now
+                self.model.stop_training = True
+        on_test_batch_end = on_epoch_end = _check
+        on_train_batch_end = _train_batch
 
     if threading.current_thread() is not threading.main_thread():
         yield _Stop()
@@ -453,6 +466,10 @@ def evaluate(artifact, data, runtime=None, preprocess=None, say=None):
         check_model_fits(model, ds)
         return {"keras": keras_accuracy(model, ds.x_test, ds.y_test)}
     from edgekit.adapt import data_for
+    from edgekit.runtime import RUNTIME_FORMATS
+    if runtime not in (None, "keras") and runtime not in RUNTIME_FORMATS:
+        raise EdgekitError("unknown --runtime {!r}: use keras, {}".format(
+            runtime, ", ".join(RUNTIME_FORMATS)))
     art = Artifact.open(artifact)
     if preprocess is not None:   # never ignored silently
         raise EdgekitError("{} records its input preprocessing ({}) in its manifest: drop "
@@ -478,10 +495,17 @@ def evaluate(artifact, data, runtime=None, preprocess=None, say=None):
         names = [runtime] if runtime else [rt for rt in RUNTIME_FORMATS if installed(rt)]
         for rt in names:
             files = [n for n in art.find(RUNTIME_FORMATS[rt]) if art.files[n].get("inference", True)]
+            if not files and rt == "openvino":  # OpenVINO reads ONNX as well
+                files = [n for n in art.find("onnx") if art.files[n].get("inference", True)]
             if not files:
                 continue
             with open_runner(rt, art.file(files[0])) as r:
                 results[rt] = accuracy(r, x_test, ds.y_test)
+    if not results and runtime not in (None, "keras"):
+        fmt = RUNTIME_FORMATS[runtime]
+        raise EdgekitError("{} has no {} file for --runtime {}: export it first: edgekit export "
+                           "{} --format {}".format(art.path, fmt, runtime, art.path,
+                                                   "onnx" if fmt in ("onnx", "openvino") else fmt))
     if not results:
         raise EdgekitError("{} holds no model edgekit can evaluate here".format(art.path))
     return results

@@ -78,12 +78,17 @@ def inspect_onnx(path):
     """
     onnx = _onnx()
     path = Path(path)
-    if not path.is_file():
-        raise EdgekitError("model {} does not exist".format(path))
+    from edgekit.util import check_regular_file
+    check_regular_file(path, "model")
+    if path.stat().st_size == 0:
+        raise EdgekitError("{} is empty (0 bytes): not an ONNX model".format(path))
     model = _load(onnx, path)
     external, functions = model.external_files, len(model.functions)
     model = _inlined(onnx, model)
     g = model.graph
+    if not g.node and not g.input and not g.output:  # protobuf parses many byte strings
+        raise EdgekitError("{} is not an ONNX model (no graph: {} bytes that parse as an empty "
+                           "ModelProto)".format(path, path.stat().st_size))
     init_names = {t.name for t in g.initializer}
     inputs = [i for i in g.input if i.name not in init_names]
     if len(inputs) != 1:
@@ -94,6 +99,8 @@ def inspect_onnx(path):
     inp, out = inputs[0], g.output[0]
     shape = _dims(inp)
     out_shape = _dims(out)
+    from edgekit.artifact import check_input_shape
+    check_input_shape(shape, "{}: input".format(path))
     layout = _layout(g, inp.name, shape)
     facts = {
         "input_name": inp.name,
@@ -103,6 +110,7 @@ def inspect_onnx(path):
         "image_shape": _image_shape(shape, layout),
         "output_name": out.name,
         "output_names": [o.name for o in g.output],
+        "output_shape": out_shape,
         "num_classes": out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None,
         "output": _convention(g, out.name),
         "preprocess": None, "preprocess_source": None,
@@ -403,6 +411,12 @@ def check_data_fits(facts, ds, what="the model"):
                                what, shown, facts["layout"] or "flat",
                                _shape_str(facts["input_shape"]), ds.spec,
                                "x".join(str(d) for d in got)))
+    oshape = facts.get("output_shape") or []
+    big = [d for d in oshape[1:] if not (isinstance(d, int) and d <= 1)]
+    if len(oshape) > 2 and len(big) > 1:
+        raise EdgekitError("{}'s output {} is a feature map ({}-D), not one score per class "
+                           "(N, K): edgekit evaluates image classifiers".format(
+                               what, _shape_str(oshape), len(oshape)))
     n = facts.get("num_classes")
     if n is not None and n != ds.num_classes:
         raise EdgekitError("{} has {} outputs but {} has {} classes".format(

@@ -44,6 +44,23 @@ def _target_device(name):
         return None
 
 
+class _Raw(str):
+    """A cell already escaped (it carries edgekit's own Markdown: **fastest**)."""
+
+
+_MD_SPECIAL = {"|": "\\|", "\\": "\\\\", "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ",
+               "\r": " "}
+
+
+def _cell(text):
+    """``text`` from a results file as one Markdown table cell: ``|`` would split the row
+    (``\\`` could undo its escape), HTML would be rendered (or run) by a viewer, a newline
+    would end the table; all escaped."""
+    if isinstance(text, _Raw):
+        return text
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in str(text))
+
+
 def _unique_labels(results):
     """One label per row: clashing labels get their file's name, then a row number."""
     base = [label(r) for r in results]
@@ -139,9 +156,9 @@ def markdown(results, baseline=None):
         {i for i, r in enumerate(results) if r.get("warnings")}
     for i in order:
         r, L = results[i], results[i]["latency_ms"]
-        name = labels[i] + (" **fastest**" if L["p50"] == best else "") + \
+        name = _cell(labels[i]) + (" **fastest**" if L["p50"] == best else "") + \
             (" *(baseline)*" if i == bi else "") + (" (!)" if i in flagged else "")
-        cells = [name, str(r.get("file", "")), str(r.get("device", "")), str(r.get("batch")),
+        cells = [_Raw(name), str(r.get("file", "")), str(r.get("device", "")), str(r.get("batch")),
                  str(r.get("threads") or "default"),
                  "{:.3f}".format(L["p50"]), "{:.3f}".format(L["p95"]), "{:.3f}".format(L["p99"]),
                  "{:.3f} ± {:.3f}".format(L["mean"], L["std"]),
@@ -152,9 +169,10 @@ def markdown(results, baseline=None):
                  "{:.2f}x".format(L["p50"] / best if best else 1.0)]
         if bi is not None:
             cells.append("{:.2f}x".format(L["p50"] / base if base else 1.0))
-        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    hosts = sorted({"{} ({} {}, {})".format(r.get("host", "?"), r["runtime"],
-                                            r.get("runtime_version", "?"), r.get("timestamp", ""))
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    hosts = sorted({_cell("{} ({} {}, {})".format(r.get("host", "?"), r["runtime"],
+                                                  r.get("runtime_version", "?"),
+                                                  r.get("timestamp", "")))
                     for r in results})
     lines += ["", "`x fastest` = p50 latency / the lowest p50 in this table (1.00x = fastest)" +
               ("; `x baseline` = p50 / the baseline row's p50." if bi is not None else "."),
@@ -165,13 +183,9 @@ def markdown(results, baseline=None):
     warned = [(labels[i], w) for i, r in enumerate(results) for w in r.get("warnings") or []]
     if warned:
         lines += ["", "**Warnings** recorded with the results (rows marked (!)):"]
-        lines += ["- `{}`: {}".format(lab, w) for lab, w in warned]
+        lines += ["- {}: {}".format(_cell(lab), _cell(w)) for lab, w in warned]
     return "\n".join(lines) + "\n"
 
-
-def _md_cell(text):
-    """A Markdown table cell that stays one cell and shows ``<b>`` as text, not markup."""
-    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def plots(results, out_dir):

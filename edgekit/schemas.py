@@ -115,6 +115,15 @@ def _finite_float(text):
 def load_json(path, what):
     """Parse a JSON file strictly (no NaN/Infinity/overflow): ``what`` names what it should
     be (``"an edgekit manifest"``); unreadable or invalid -> EdgekitError."""
+    import os
+    import stat
+    try:
+        mode = os.stat(str(path)).st_mode
+    except OSError:
+        mode = None  # the open() below says what is wrong
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        from edgekit.util import check_regular_file
+        check_regular_file(path, "")  # a FIFO / device: refused before open() blocks on it
     try:
         with open(str(path), "rb") as fh:
             text = fh.read().decode("utf-8")

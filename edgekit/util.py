@@ -380,3 +380,29 @@ def save_keras_h5(model, path):
         model.save(fh, include_optimizer=False)
     with open(str(path), "wb") as out:
         out.write(buf.getbuffer())
+
+
+# -- files that are not what they say ------------------------------------------------------------
+
+def check_regular_file(path, what="file"):
+    """Refuse, before opening it, a ``path`` that is not a regular file (after symlinks): a
+    FIFO blocks ``open()`` forever, a character device reads forever, a socket cannot be
+    opened. ``what`` names it in the one-line error (``model``, ``results file``)."""
+    import stat
+    from edgekit.errors import EdgekitError
+    what = what + " " if what else ""
+    try:
+        st = os.stat(str(path))
+    except FileNotFoundError:
+        raise EdgekitError("{}{} does not exist".format(what, path)) from None
+    except OSError as exc:
+        raise EdgekitError("cannot read {}{}: {}".format(what, path, exc.strerror)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise EdgekitError("{}{} is a directory, not a file".format(what, path))
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise EdgekitError("{}{} is {}: edgekit reads regular files only".format(
+            what, path, kind))
+    return path

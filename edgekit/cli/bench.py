@@ -39,7 +39,8 @@ def bench(
              "{:.1f}".format(r["throughput_ips"]),
              "-" if r["accuracy"] is None else "{:.2%}".format(r["accuracy"]))
             for r in results]
-    console.print(table("bench {} on {}".format(artifact, results[0]["target"] if results else target),
+    shown = target or (results[0].get("target") if results else None) or "the default target"
+    console.print(table("bench {} on {}".format(artifact, shown),
                         ["runtime", "file", "device", "batch", "p50 ms", "p99 ms", "ips", "accuracy"], rows))
     if json_file:
         console.print("results: {}".format(json_file))

@@ -37,7 +37,15 @@ console = LogSafeConsole(stderr=False, highlight=False)
 err_console = LogSafeConsole(stderr=True, highlight=False)
 
 # options several commands take, declared once (typer reads a shared OptionInfo as it is)
-TARGET = typer.Option(None, "--target", help="Target: a name from targets/*.toml (`edgekit doctor "
+def _target_name(value):
+    """``--target ''`` is a mistake, not the default (omit the option for that)."""
+    if value is not None and not str(value).strip():
+        raise typer.BadParameter("an empty target name: omit --target for the default one, or "
+                                 "give a name (`edgekit doctor` lists them)")
+    return value
+
+
+TARGET = typer.Option(None, "--target", callback=_target_name, help="Target: a name from targets/*.toml (`edgekit doctor "
                       "--target NAME`; default: the one marked default = true).")
 IDENTITY = typer.Option(None, "--identity", help="SSH private key file (else ssh config/agent).")
 KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="known_hosts file (default "

@@ -68,6 +68,9 @@ def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, t
                            "--dense-width give --ratio/--keep/--dense-width instead")
     if (ratio is not None or keep is not None or target_macs is not None) and not structured:
         raise EdgekitError("--ratio/--keep/--target-macs need --structured")
+    if round_to is not None and not structured:  # it would be ignored
+        raise EdgekitError("--round-to needs --structured (it rounds the channel counts "
+                           "structured pruning keeps)")
     if sparsity is None and not reshape:
         sparsity = 0.8
     if sum(v is not None for v in (ratio, keep, target_macs)) > 1:
@@ -230,6 +233,12 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
     small, report = prune_channels(model, ratio=ratio if structured else None,
                                    keep=keep if structured else None, target_macs=target_macs,
                                    dense_width=dense_width, round_to=round_to)
+    if count_params(small) >= before["params"] and dense_width is None:
+        raise EdgekitError("structured pruning removed no channel (params {:,} -> {:,}){}: "
+                           "nothing written; use a smaller --round-to or a lower --ratio / "
+                           "--target-macs".format(before["params"], count_params(small),
+                                                  "" if round_to is None else
+                                                  " with --round-to {}".format(round_to)))
     say("removed channels: " + ", ".join("{} {}->{}".format(
         n, report["original"][n], k) for n, k in report["kept"].items())
         + "; params {:,} -> {:,}, MACs {:,} -> {:,}".format(

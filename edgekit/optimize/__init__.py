@@ -197,7 +197,8 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
         say("optimize {} for {}: input {:.2%} validation accuracy; limits {}; --max-drop {:g}; "
             "{}; executor {}".format(model, target, base_val, _limits_text(limits), max_drop,
                                      _stop_text(trials, budget_s), executor))
-        prior = len(asked_trials(study))
+        # finished ones only: trials a killed run left RUNNING are evaluated (and counted) again
+        prior = sum(1 for t in asked_trials(study) if t.state.is_finished())
         best_text = [_best_text(study, limits)]
 
         stream = sys.stderr if progress else _Null()
@@ -210,12 +211,19 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
             from edgekit.optimize.evaluate import _batch, steps_to_train
             from edgekit.optimize.refit import refit_chosen, reserve
             t_run = time.time()
+            # the budget is a deadline: training stops there (edgekit.deadline), not after it
+            ctx["deadline"] = None if budget_s is None else t_run + budget_s
             run(study, space, ctx, trials, budget_s, batch, ex, limits, seed, on_trial=on_trial,
                 reserve=reserve, steps_to_train=lambda c: steps_to_train(
                     c, ctx, len(ds.y_train), _batch(ds)))
             rec = refit_chosen(study, ctx, ex, limits, objective, fitted, say, time_left=None
                                if budget_s is None else budget_s - (time.time() - t_run))
-        return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec)
+        ended = ctx["deadline"] is not None and time.time() >= ctx["deadline"]
+        if ended:
+            say("--budget {:g} s reached: the search stops here; the best candidate measured "
+                "so far is written".format(budget_s))
+        return finish(study, out, ds, target, limits, objective, max_drop, say, refit=rec,
+                      budget_ended=ended)
 
 
 class _Null(object):
@@ -323,7 +331,8 @@ def _best_text(study, limits):
     return None if b is None else "{} {:.2%} {:,} B".format(b["id"], b["val_accuracy"], b["bytes"])
 
 
-def finish(study, out, ds, target, limits, objective, max_drop, say=_say, refit=None):
+def finish(study, out, ds, target, limits, objective, max_drop, say=_say, refit=None,
+           budget_ended=False):
     """Front, choice, test accuracy (front + chosen only), front.json/png, report.md and
     ``out/best``; :class:`NothingFits` when nothing meets the limits. ``refit``: the chosen
     candidate's refit (:mod:`~edgekit.optimize.refit`), chosen in its place when it still
@@ -361,6 +370,12 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say, refit=
                "feasible": [r["id"] for r in feasible], "rows": [_public(r) for r in rows],
                "refit": _refit_summary(refit),
                "out": str(out)}
+    if budget_ended:
+        cut = [r["id"] for r in rows if (r.get("candidate") or {}) and _cut(study, r["number"])]
+        summary["note"] = ("the --budget ended the search: the best candidate measured so far "
+                           "is written{}".format(
+                               "; training was cut at the deadline for {}".format(", ".join(cut))
+                               if cut else ""))
     atomic_write_text(out / "front.json", json.dumps(summary, indent=2, default=str) + "\n")
     write_png(rows, front, out / "front.png", best=best, max_bytes=limits.get("max_bytes"),
               title="edgekit optimize: {} ({} trials)".format(target, len(trials)))
@@ -375,6 +390,12 @@ def finish(study, out, ds, target, limits, objective, max_drop, say=_say, refit=
     _publish_best(out / best["artifact"], out / "best")
     summary["best_dir"] = str(out / "best")
     return summary
+
+
+def _cut(study, number):
+    """Whether trial ``number``'s training was stopped by the --budget deadline."""
+    t = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    return bool(t is not None and (t.user_attrs.get("result") or {}).get("budget_cut"))
 
 
 def _refit_summary(rec):

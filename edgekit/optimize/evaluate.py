@@ -81,7 +81,18 @@ def _load(spec):
 def evaluate(cand, number, ctx, thresholds=(), ds=None):
     """Run one candidate; returns a JSON-able result dict (``state``: complete | pruned |
     infeasible | failed, with ``reason``; complete: ``val_accuracy``, ``bytes``, ``params``,
-    ``macs``, ``latency_ms`` or None, ``runtime``, ``file``, ``artifact``, ``rungs``)."""
+    ``macs``, ``latency_ms`` or None, ``runtime``, ``file``, ``artifact``, ``rungs``).
+    Its training stops at ``ctx["deadline"]`` (``--budget``, :mod:`edgekit.deadline`); a
+    result whose training was cut there says so (``budget_cut``)."""
+    from edgekit.deadline import until, was_cut
+    with until(ctx.get("deadline")):
+        res = _evaluate(cand, number, ctx, thresholds, ds)
+        if was_cut():
+            res["budget_cut"] = True
+    return res
+
+
+def _evaluate(cand, number, ctx, thresholds=(), ds=None):
     from edgekit._tf import set_seed, tf
     tf().config.experimental.enable_op_determinism()   # same seed -> same weights, anywhere
     ds = ds if ds is not None else _load(ctx["data"])

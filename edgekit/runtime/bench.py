@@ -74,18 +74,52 @@ def accuracy(runner, x, y, batch=64):
         k = len(chunk)
         if static and k < step:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - k, axis=0)])
-        pred = classes_from_outputs(runner.infer(chunk))[:k]
+        outputs = runner.infer(chunk)
+        if i == 0:
+            check_scores(list(outputs.values())[0][:k], y, getattr(runner, "path", "the model"))
+        pred = classes_from_outputs(outputs)[:k]
         correct += int(np.sum(pred == np.asarray(y[i:i + step])))
     return correct / float(n)
 
 
-def check_protocol(batch, iterations, duration):
-    """Refuse a protocol that times nothing: ``iterations`` < 1 without a ``duration``, or a
-    ``batch`` < 1."""
+def check_scores(first, y, what):
+    """Refuse, on the first batch, an output that is not one score per class: a feature map
+    (more than one dimension after the batch larger than 1), or fewer columns than the labels
+    need (a symbolic ``(N, K)`` output that is really one column would score every image as
+    class 0 and report 1/K accuracy as if it meant something)."""
+    first = np.asarray(first)
+    if first.ndim <= 1:  # class ids already (the k-NN graph)
+        return
+    big = [d for d in first.shape[1:] if d > 1]
+    if len(big) > 1:
+        raise EdgekitError("{}: its first output has shape {} per batch, a feature map, not one "
+                           "score per class (N, K): edgekit scores image classifiers".format(
+                               what, "x".join(str(d) for d in first.shape)))
+    width = big[0] if big else 1
+    need = int(np.max(np.asarray(y))) + 1 if len(y) else 0
+    if width < max(need, 2):
+        raise EdgekitError("{}: its first output has {} column{} per image but the data's labels "
+                           "need {} classes: not per-class scores".format(
+                               what, width, "" if width == 1 else "s", max(need, 2)))
+
+
+def check_protocol(batch, iterations, duration, warmup=0, warmup_seconds=0.0,
+                   eval_samples=None):
+    """Refuse a protocol that times nothing or asks for what cannot be: ``iterations`` < 1
+    without a ``duration``, a ``batch`` < 1, a negative (or non-finite) ``warmup`` /
+    ``duration`` / ``warmup_seconds``, ``eval_samples`` < 1 (omit it for the whole split)."""
+    import math
+    for flag, v in (("--duration", duration), ("--warmup-seconds", warmup_seconds),
+                    ("--warmup", warmup), ("--iterations", iterations)):
+        if v is not None and (not math.isfinite(float(v)) or float(v) < 0):
+            raise EdgekitError("{} must be >= 0, got {}".format(flag, v))
     if iterations < 1 and duration <= 0:
         raise EdgekitError("--iterations must be >= 1 (or give a --duration)")
     if batch < 1:
         raise EdgekitError("--batch must be >= 1")
+    if eval_samples is not None and int(eval_samples) < 1:
+        raise EdgekitError("--eval-samples must be >= 1, got {} (omit it to score the whole "
+                           "test split)".format(eval_samples))
 
 
 # calls in a runtime's profiling pass (onnxruntime), after the timed ones
@@ -103,7 +137,7 @@ def measure(runner, x, y=None, batch=1, warmup=10, iterations=100, warmup_second
     ``progress(done, total)`` is called now and then if given.
     Returns the results dict of docs/contract.md (without target/host stamping beyond ``host``).
     """
-    check_protocol(batch, iterations, duration)
+    check_protocol(batch, iterations, duration, warmup, warmup_seconds, eval_samples)
     cold_ms = load_s = None
     if not runner.loaded:
         start = time.perf_counter()

@@ -1,0 +1,54 @@
+"""A wall-clock deadline training stops at: ``optimize --budget`` is a promise, not a wish.
+
+``with until(t):`` (an absolute ``time.time()``) makes every Keras ``fit`` edgekit starts in
+the block -- reference training, distillation, fine-tuning, each rung of a candidate -- end at
+the first batch after ``t`` (``model.stop_training``, through the callback every fit already
+carries: :func:`edgekit.models.ctrl_c_at_batch_end`). What was trained so far is then measured
+like any result; :func:`was_cut` tells the caller that the deadline cut it, so the search
+stops and the best candidate measured so far is written with a note.
+
+A context variable, not a parameter threaded through every method: optimize sets it around
+one candidate's evaluation (in the driver, or on a Dask worker from ``ctx["deadline"]``).
+
+Example::
+
+    with until(time.time() + 60):
+        fit(model, ds, epochs=100)        # returns after ~60 s, best effort so far
+        print(was_cut())                  # True
+"""
+import contextlib
+import contextvars
+import time
+
+_STATE = contextvars.ContextVar("edgekit_deadline", default=None)
+
+
+@contextlib.contextmanager
+def until(deadline):
+    """Training in the block stops at ``deadline`` (seconds since the epoch; None: never)."""
+    token = _STATE.set(None if deadline is None else {"at": float(deadline), "cut": False})
+    try:
+        yield
+    finally:
+        _STATE.reset(token)
+
+
+def passed():
+    """True once the deadline of the enclosing :func:`until` has passed (marks it cut)."""
+    state = _STATE.get()
+    if state is None or time.time() < state["at"]:
+        return False
+    state["cut"] = True
+    return True
+
+
+def was_cut():
+    """Whether a fit in the enclosing :func:`until` was stopped by its deadline."""
+    state = _STATE.get()
+    return bool(state and state["cut"])
+
+
+def left():
+    """Seconds left before the deadline (None: no deadline)."""
+    state = _STATE.get()
+    return None if state is None else state["at"] - time.time()
