@@ -24,10 +24,10 @@ images, 5 / 20 epochs. Our own choices (not stated by the talk), recorded in the
   columns: 1,000 other training images; their 4,000 are the CNN's training set, the fitness
   pool and the test-time references).
 
-The "test per generation" curve of the plot is measured after each run on the candidates the
-run held out-evaluated (every ``--holdout-every`` generations), with the column's test
-protocol (for the 60k column on ``--curve-test`` test images against ``--curve-refs``
-references, to keep it affordable; the table's figures always use the full protocol).
+The "test per generation" curve of the plot is measured after each run on ``--curve-points``
+of the candidates the run scored on the held-out split (every ``--holdout-every``
+generations), on ``--curve-test`` test images against ``--curve-refs`` of the column's
+references (affordable on a loaded 2-core machine); the table's figures use the full protocol.
 
 Example (the run recorded in benchmarks/results/evolve_table_*.json)::
 
@@ -113,31 +113,53 @@ def _curve_points(gens, n):
     return [gens[i] for i in pick]
 
 
-def plot_run(path, title, log, curve, base_test):
-    """fitness (batch LOO), held-out and test accuracy per generation, as a PNG."""
+def plot_run(path, title, run, base_test):
+    """fitness (batch LOO, right axis), held-out and test accuracy per generation, as a PNG.
+
+    ``run`` is a run record of the results JSON (``fitness_curve``, ``holdout_curve``,
+    ``test_curve``, ``selected_generation``), so a plot can be redrawn from the JSON."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    gens = log["generations"]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([r["gen"] for r in gens], [r["mean_accuracy"] for r in gens], lw=0.8, alpha=0.6,
-            label="fitness: batch LOO k-NN acc, population mean")
-    ho = log["holdout"]
-    ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, label="held-out acc (candidate)")
-    ax.plot([c["gen"] for c in curve], [c["accuracy"] for c in curve], "s-", ms=4, label="test acc (candidate)")
-    ax.axhline(base_test, color="gray", ls="--", lw=0.8, label="backprop trunk, test")
-    ax.axvline(log["selected_generation"], color="k", ls=":", lw=0.8, label="returned (held-out best)")
-    for st in range(1, len(log["params"]["stages"])):
-        first = [r["gen"] for r in gens if r["stage"] == st]
-        if first:
-            ax.axvline(first[0] - 0.5, color="tab:red", lw=0.5, alpha=0.5)
+    gens = run["fitness_curve"]
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
+    ax2 = ax.twinx()
+    ax2.plot([r["gen"] for r in gens], [r["mean_accuracy"] for r in gens], lw=0.7, alpha=0.45,
+             color="tab:blue", label="fitness: batch LOO k-NN acc, population mean (right axis)")
+    ax2.set_ylabel("fitness (fresh batch each generation)", color="tab:blue", fontsize=8)
+    ho = run["holdout_curve"]
+    ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, color="tab:orange",
+            label="held-out acc (candidate)")
+    curve = run["test_curve"]
+    ax.plot([c["gen"] for c in curve], [c["accuracy"] for c in curve], "s-", ms=4, color="tab:green",
+            label="test acc (candidate, {})".format(run.get("test_curve_protocol", "")))
+    if base_test is not None:
+        ax.axhline(base_test, color="gray", ls="--", lw=0.8, label="backprop trunk, test (curve protocol)")
+    ax.axvline(run["selected_generation"], color="k", ls=":", lw=0.8, label="returned (held-out best)")
+    stage2 = [r["gen"] for r in gens if r["stage"] == 1]
+    if stage2:
+        ax.axvline(stage2[0] - 0.5, color="tab:red", lw=0.6, alpha=0.6)
     ax.set_xlabel("generation (red line: conv1 -> conv2 stage)")
     ax.set_ylabel("k-NN accuracy (k=9)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=6.5, loc="lower right")
     fig.tight_layout()
     fig.savefig(str(path))
     plt.close(fig)
+
+
+def replot(json_path):
+    """Redraw every run's PNG of a results JSON (``--replot``)."""
+    res = json.loads(Path(json_path).read_text())
+    for col in res["columns"]:
+        for run in col["runs"]:
+            first = run["test_curve"][0]   # generation 0 is the backprop trunk, on the curve protocol
+            base = run.get("curve_backprop_accuracy", first["accuracy"] if first["gen"] == 0 else None)
+            plot_run(REPO / run["plot_png"], "{} {} serial, {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
+                col["column"], run["method"], run["generations"], run["wall_s"], run["test_accuracy"],
+                col["backprop_test_accuracy"]), run, base)
 
 
 def run_column(name, ds, args, results, save):
@@ -163,9 +185,9 @@ def run_column(name, ds, args, results, save):
         name, col["cnn_test_accuracy"], n_params, col["backprop_test_accuracy"], col["setup_s"]), flush=True)
     results["columns"].append(col)
     save()
-    big = len(cd.x_ref) > 20000
-    c_ref = (cd.x_ref, cd.y_ref) if not big else _subset(cd.x_ref, cd.y_ref, args.curve_refs, args.seed + 3)
-    c_te = (cd.x_test, cd.y_test) if not big else _subset(cd.x_test, cd.y_test, args.curve_test, args.seed + 4)
+    c_ref = _subset(cd.x_ref, cd.y_ref, args.curve_refs, args.seed + 3)
+    c_te = _subset(cd.x_test, cd.y_test, args.curve_test, args.seed + 4)
+    curve_base = knn_accuracy(trunk, c_ref[0], c_ref[1], c_te[0], c_te[1], k=args.k)
     for method in args.methods.split(","):
         trunk.set_weights(w0)
         cands = {}
@@ -187,9 +209,6 @@ def run_column(name, ds, args, results, save):
                                                       k=args.k)} for g in pts]
         tag = "{}_{}_{}".format(name, method, args.tag)
         png = Path(args.out_dir) / "evolve_table_{}.png".format(tag)
-        plot_run(png, "{} {} serial, {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
-            name, method, log["generations_run"], wall, test, col["backprop_test_accuracy"]), log, curve,
-            col["backprop_test_accuracy"] if not big else curve[0]["accuracy"])
         ho = [h["accuracy"] for h in log["holdout"]]
         te = [c["accuracy"] for c in curve]
         run = {"method": method, "wall_s": round(wall, 1), "eval_s": round(time.time() - t, 1),
@@ -208,7 +227,10 @@ def run_column(name, ds, args, results, save):
                if len(te) > 2 and np.std(te) > 0 else None,
                "fitness_curve": [{k: r[k] for k in ("gen", "stage", "mean_accuracy", "best_accuracy", "mean", "best")}
                                  for r in log["generations"]],
+               "curve_backprop_accuracy": curve_base,
                "plot_png": os.path.relpath(str(png), str(REPO))}
+        plot_run(png, "{} {} serial, {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
+            name, method, log["generations_run"], wall, test, col["backprop_test_accuracy"]), run, curve_base)
         col["runs"].append(run)
         print("[{}] {}: {} gens ({:.2f}s/gen), returned gen {}; held-out {:.2%} -> {:.2%}; test {:.2%} "
               "(backprop {:.2%}, talk {}) [{:.0f}s + {:.0f}s eval]".format(
@@ -256,14 +278,17 @@ def main(argv=None):
                     help="60k column: test images (default all 10,000)")
     ap.add_argument("--k", type=int, default=9)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--curve-points", type=int, default=8)
-    ap.add_argument("--curve-refs", type=int, default=10000)
-    ap.add_argument("--curve-test", type=int, default=2000)
+    ap.add_argument("--curve-points", type=int, default=5, help="test-curve candidates per run")
+    ap.add_argument("--curve-refs", type=int, default=2000, help="test curve: references")
+    ap.add_argument("--curve-test", type=int, default=1000, help="test curve: test images")
     ap.add_argument("--work-dir", default="/tmp/evolve-table", help="trained CNNs are cached here")
     ap.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--tag", default=time.strftime("%Y%m%d"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the PNGs of a results JSON")
     args = ap.parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
     columns = [c.strip() for c in args.columns.split(",")]
     bad = [c for c in columns if c not in COLUMNS]
     if bad:
