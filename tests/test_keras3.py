@@ -213,6 +213,8 @@ def test_keras3_file_x_verb(keras3_trained, digits, run_cli, tmp_path, name, fmt
     paths, base = keras3_trained[name]
     path, out = paths[fmt], tmp_path / "out"
     code, stdout, err = run_cli(*VERBS[verb](path, out))
+    print("outcome {} {} {}: exit {} {}".format(name, fmt, verb, code, (err.strip().splitlines()
+                                                                        or [""])[-1][:160]))
     if fmt == "export" and verb in GRAPH_VERBS:          # no Keras graph in the SavedModel
         line = _one_error_line(err)
         assert code == 1 and "model.save" in line and "without a Keras graph" in line

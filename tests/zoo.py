@@ -6,11 +6,17 @@ residual (``Add``), concat (``Concatenate``) and depthwise-separable blocks, Bat
 a ``softmax`` head (what most users ship) or a ``logits`` head; ``rescaling=True`` puts the
 model's own ``Rescaling`` layer inside (the model then wants raw 0..255 pixels).
 
+``build(..., keras3=True)`` builds the same architectures with Keras 3 itself (``import
+keras``: what ``pip install tensorflow`` >= 2.16 gives) and :func:`save_keras3` saves them as
+a Keras 3 user does (``.keras``, Keras 3 ``.h5``, ``model.export()`` SavedModel).
+
 Example::
 
     from tests.zoo import build, save_all
     model = build("resnet", (16, 16, 3), 10, head="softmax")
     paths = save_all(model, tmp_path / "resnet")     # {"h5": ..., "keras": ..., "savedmodel": ..., "onnx": ...}
+    k3 = save_keras3(build("resnet", (8, 8, 1), 10, keras3=True), tmp_path / "r3")
+    # {"keras3": r3.keras, "h5_keras3": r3.h5, "export": r3_export/}
 """
 from pathlib import Path
 

@@ -162,7 +162,10 @@ class Job(object):
     @property
     def keras3(self):
         """True when the user's model came from Keras 3: Keras outputs get a Keras 3 copy."""
-        return bool(self.source.get("keras3"))
+        from edgekit.modelio import source_fields
+        if self.read_as:
+            return bool(self.read_as.get("keras3"))
+        return self.onnx is None and bool(source_fields(self.model_path).get("keras3"))
 
     def before(self):
         """Metrics of the input model (test and validation accuracy, params, bytes; a Keras
