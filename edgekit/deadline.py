@@ -26,7 +26,8 @@ _STATE = contextvars.ContextVar("edgekit_deadline", default=None)
 @contextlib.contextmanager
 def until(deadline):
     """Training in the block stops at ``deadline`` (seconds since the epoch; None: never)."""
-    token = _STATE.set(None if deadline is None else {"at": float(deadline), "cut": False})
+    token = _STATE.set(None if deadline is None else {"at": float(deadline), "cut": False,
+                                                       "warned": False})
     try:
         yield
     finally:
@@ -52,3 +53,21 @@ def left():
     """Seconds left before the deadline (None: no deadline)."""
     state = _STATE.get()
     return None if state is None else state["at"] - time.time()
+
+
+def estimate(done_epochs, total_epochs, seconds):
+    """After ``done_epochs`` of a fit's ``total_epochs`` took ``seconds``: say once (stderr),
+    early, when the rest cannot finish before the deadline -- with the estimate -- rather
+    than let the user find out at the end."""
+    import sys
+    state = _STATE.get()
+    if state is None or state["warned"] or not total_epochs or done_epochs >= total_epochs:
+        return
+    need = seconds / float(max(done_epochs, 1)) * (total_epochs - done_epochs)
+    have = state["at"] - time.time()
+    if need > have:
+        state["warned"] = True
+        print("note: this training needs about {:.0f} s more ({} of {} epochs left); --budget "
+              "has {:.0f} s left: it will be cut at the deadline and the best so far kept".format(
+                  need, total_epochs - done_epochs, total_epochs, max(have, 0.0)),
+              file=sys.stderr, flush=True)

@@ -345,7 +345,8 @@ def ctrl_c_at_batch_end():
     from edgekit._tf import keras
     pressed = []
 
-    from edgekit.deadline import passed
+    import time
+    from edgekit.deadline import estimate, passed
 
     class _Stop(keras().callbacks.Callback):
         def _check(self, *args, **kwargs):
@@ -356,7 +357,16 @@ def ctrl_c_at_batch_end():
             self._check()
             if passed():  # optimize --budget's deadline (edgekit.deadline): stop training now
                 self.model.stop_training = True
-        on_test_batch_end = on_epoch_end = _check
+
+        def on_train_begin(self, logs=None):
+            self._t0, self._first = time.time(), None
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check()
+            self._first = epoch if self._first is None else self._first
+            estimate(epoch + 1 - self._first, (self.params or {}).get("epochs", 0) - self._first,
+                     time.time() - self._t0)
+        on_test_batch_end = _check
         on_train_batch_end = _train_batch
 
     if threading.current_thread() is not threading.main_thread():

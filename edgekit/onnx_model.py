@@ -576,7 +576,20 @@ def artifact_for(model, data=None):
         art_dir = work / Path(str(model)).stem
         art_dir.mkdir()
         write_import(art_dir, model, data, measure=False)
-        yield art_dir
+        try:
+            yield art_dir
+        except EdgekitError as exc:  # name the user's file, not the temp copy (gone by now)
+            import re
+            text = re.sub(re.escape(str(art_dir)) + r"/[^\s:']+", str(model), str(exc))
+            text = text.replace(str(art_dir), str(model))
+            if text == str(exc):
+                raise
+            try:
+                renamed = type(exc)(text)
+            except TypeError:
+                renamed = EdgekitError(text)
+            renamed.exit_code = exc.exit_code
+            raise renamed from None
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
 

@@ -268,6 +268,9 @@ def output_lock(path, option="-o"):
     unlinked (the holder just finished) takes a fresh one."""
     import fcntl
     from edgekit.errors import EdgekitError
+    if str(path) == "-":  # --json - : stdout, nothing to hold
+        yield
+        return
     path = Path(os.path.abspath(str(path)))
     lock = path.parent / ".{}.lock".format(path.name)
     if not path.parent.is_dir():  # check_output / the command says what is wrong with it

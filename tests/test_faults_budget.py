@@ -33,6 +33,7 @@ def test_optimize_budget_is_a_deadline(tiny_artifact, tmp_path, run_cli):
     assert "Traceback" not in err, err[-3000:]
     assert took < 20 + 150, took
     assert "--budget 20 s reached" in err, err[-2000:]
+    assert "needs about" in err and "will be cut at the deadline" in err, err[-2000:]
     front = json.loads((out / "front.json").read_text())
     assert front["note"].startswith("the --budget ended the search"), front.get("note")
     assert code == 0 or "error: " in err

@@ -3,7 +3,8 @@ data file, a results file or an artifact's file should be (refused before openin
 hang forever), a ``manifest.json`` symlinked out of its artifact, input shapes of 100000x100000
 (bounded before anything is allocated), an empty ``.onnx``, an ONNX whose output is a 4-D
 feature map, and one whose symbolic ``(N, K)`` output is really one column (checked on the
-first batch: it used to score 10.03% with exit 0).
+first batch: it used to score 10.03% with exit 0), named as the user's file, not the temp
+artifact bench wraps it in.
 """
 import json
 import os
@@ -99,6 +100,9 @@ CASES = [
      r"is a feature map \(4-D\), not one score per class"),
     ("onnx-one-column", ["eval", "{models}/onecol.onnx", "--data", "digits"],
      r"has 1 column per image but the data's labels need 10 classes"),
+    ("onnx-one-column-bench-names-the-file", ["bench", "{models}/onecol.onnx", "--data", "digits",
+                                              "--iterations", "1"],
+     r"error: \S*/models/onecol\.onnx: its first output has 1 column"),  # not its temp copy
     ("onnx-huge-input-eval", ["eval", "{models}/huge.onnx", "--data", "digits"],
      r"10,000,000,000 values per image"),
     ("onnx-huge-input-bench", ["bench", "{models}/huge.onnx", "--iterations", "1"],
