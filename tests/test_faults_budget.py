@@ -4,7 +4,6 @@ measured so far with a note that the budget ended the search."""
 import json
 import time
 
-import pytest
 
 
 def test_training_stops_at_the_deadline(digits):

@@ -33,7 +33,7 @@ LAYERS = (
     ("models", "onnx_model"),
     ("targets", "calibration", "adapt", "modelio"),
     ("artifact", "data", "images", "schemas", "util", "resources", "progress", "_tf",
-     "packages", "keras_layers", "dask_client", "errors"),
+     "packages", "keras_layers", "dask_client", "deadline", "errors"),
     ("runtime",),
 )
 

@@ -8,7 +8,7 @@ So edgekit wraps the serving endpoint (``serve``, which ``export()`` writes, els
 
 - eval, quantize (TFLite and ONNX int8: both converters trace through the function),
   and ``bench`` / ``export`` of the artifacts made from it work as on any Keras model;
-- knn-slice runs on its ONNX conversion (:func:`to_onnx_file`), as on any ONNX file: the
+- knn-slice runs on its ONNX conversion (made in compress.knn.slice), as on any ONNX file: the
   cut points are found in the converted graph;
 - the verbs that need the layer graph -- prune and distill (they retrain layers), optimize
   (it runs those) and ``quantize --qat`` -- are refused with one line saying to save the
@@ -132,14 +132,6 @@ def is_graphless_savedmodel(path):
     p = Path(str(path))
     return p.is_dir() and (p / "saved_model.pb").is_file() and \
         not (p / "keras_metadata.pb").exists() and not (p / "manifest.json").exists()
-
-
-def to_onnx_file(path, dst):
-    """Convert the SavedModel at ``path`` (its serving function) to the ONNX file ``dst``
-    (tf2onnx, edgekit's default opset); returns ``dst``."""
-    from edgekit.export.onnx import to_onnx
-    to_onnx(load_function_model(path), dst)
-    return dst
 
 
 # how knn-slice read a SavedModel without a Keras graph (the manifest's source)

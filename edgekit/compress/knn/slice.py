@@ -250,10 +250,13 @@ def _savedmodel_as_onnx(path):
     """The ONNX conversion of a SavedModel without a Keras graph, in a temporary dir removed
     at exit (the k-NN graph is built from it while the artifact is written)."""
     import atexit
-    from edgekit.modelio.savedmodel import to_onnx_file
+    from edgekit.export.onnx import to_onnx
+    from edgekit.modelio.savedmodel import load_function_model
     work = Path(tempfile.mkdtemp(prefix="edgekit-savedmodel-"))
     atexit.register(shutil.rmtree, str(work), True)
-    return to_onnx_file(path, work / "model.onnx")
+    dst = work / "model.onnx"
+    to_onnx(load_function_model(path), dst)   # its serving function, edgekit's default opset
+    return dst
 
 
 class _KerasSubject(object):
