@@ -405,11 +405,10 @@ def save_keras_artifact(model, out, data, method, params, source, force=False, e
     ``keras3_copy``: also write the model as a Keras 3 ``.keras`` file (checked equal), for a
     user who gave a Keras 3 model (:func:`edgekit.modelio.keras3_file`)."""
     with staging(out, force=force) as tmp:
-        model.save(str(tmp / MODEL_FILE), include_optimizer=False)
+        save_keras_h5(model, tmp / MODEL_FILE)
         if keras3_copy:
             from edgekit.modelio import keras3_file
             extra_files = dict(extra_files or {}, **keras3_file(model, tmp, "model"))
-        save_keras_h5(model, tmp / MODEL_FILE)
         metrics = model_metrics(model, data, tmp / MODEL_FILE)
         metrics.update(extra_metrics or {})
         manifest = new_manifest("model" if method in ("train", "import") else "compressed",
