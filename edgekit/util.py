@@ -343,13 +343,17 @@ _DISK_TEXTS = (("no space left on device", errno.ENOSPC), ("database or disk is 
 _STAGED = re.compile(r"/\.(?P<name>[^/]+?)\.(?:tmp|old|export|staging)-\d+-[^/]+")
 
 
-def write_failure(exc):
+def write_failure(exc, output=None):
     """One line for an exception that is the disk refusing a write (ENOSPC, EDQUOT, EROFS,
     EFBIG -- as an OSError anywhere in its chain, or a library's text for it: SQLite's
     "database or disk is full", HDF5's "No space left on device"), else None. Paths inside
-    staging dirs are named by the output they were for. The CLI's error boundary
+    staging dirs are named by the output they were for; ``output`` names the output when
+    the exception names no file (SQLite, HDF5). The CLI's error boundary
     (:func:`edgekit.cli.main`) prints it: every write path ends the same way, its staging
     already removed on the way out."""
+    from edgekit.errors import EdgekitError
+    if isinstance(exc, EdgekitError):  # already one line for the user (bench's, optimize's)
+        return None
     seen = set()
     e = exc
     while e is not None and id(e) not in seen:
@@ -361,14 +365,15 @@ def write_failure(exc):
             low = str(e).lower()
             code = next((c for t, c in _DISK_TEXTS if t in low), None)
         if code is not None:
-            what = "cannot write {}".format(_STAGED.sub(r"/\g<name>", os.fsdecode(where))) \
+            where = where or output  # the library did not say which file: the output
+            what = "cannot write {}".format(_STAGED.sub(r"/\g<name>", os.fsdecode(str(where)))) \
                 if where else "cannot write the output"
             hint = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
                     errno.EROFS: "the file system is read-only",
                     errno.EFBIG: "the file size limit was reached"}[code]
             return "{}: {} ({}); nothing partial was left and no existing output was " \
                    "changed".format(what, os.strerror(code), hint)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return None
 
 

@@ -80,7 +80,14 @@ def _checks_outputs(fn):
                     locks.enter_context(output_lock(kwargs[param], option))
                     check_output(kwargs[param], kind, force=bool(kwargs.get("force")),
                                  option=option)
-            return fn(**kwargs)
+            try:
+                return fn(**kwargs)
+            except Exception as exc:  # a full disk: name the output if the library did not
+                from edgekit.util import write_failure
+                message = write_failure(exc, output=kwargs.get("out") or kwargs.get("json_file"))
+                if message is None:
+                    raise
+                raise EdgekitError(message) from None
     return command
 
 

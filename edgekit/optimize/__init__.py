@@ -290,9 +290,13 @@ def _owned_out(out, force):
         owned.created = not out.exists()
         try:
             yield owned
-        except BaseException:
+        except BaseException as exc:
             if owned.created and not owned.keep:
                 shutil.rmtree(str(out), ignore_errors=True)
+            from edgekit.util import write_failure
+            message = write_failure(exc, output=out) if isinstance(exc, Exception) else None
+            if message is not None:  # SQLite's "disk is full" names no file: name the -o
+                raise EdgekitError(message) from None
             raise
 
 
