@@ -29,10 +29,14 @@ of the candidates the run scored on the held-out split (every ``--holdout-every`
 generations), on ``--curve-test`` test images against ``--curve-refs`` of the column's
 references (affordable on a loaded 2-core machine); the table's figures use the full protocol.
 
-Example (the run recorded in benchmarks/results/evolve_table_*.json)::
+Examples (the runs recorded in benchmarks/results/evolve_table_*20261207*; see docs/evolve.md)::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/evolve_table.py --columns 4k-5ep,4k-20ep,60k-5ep \\
-        --budget 4k-5ep=240,4k-20ep=240,60k-5ep=300 --json benchmarks/results/evolve_table.json
+    PYTHONPATH=. python benchmarks/evolve_table.py --columns 4k-5ep,4k-20ep,60k-5ep \\
+        --budget 4k-5ep=200,4k-20ep=200,60k-5ep=300 --patience 8 \\
+        --big-test-refs 10000 --big-test-queries 2000 --tag 20261207
+    PYTHONPATH=. python benchmarks/evolve_table.py --columns 4k-5ep --methods pso --budget 1500 \\
+        --curve-points 8 --tag long_pso_20261207 --json benchmarks/results/evolve_table_long_pso_20261207.json
+    PYTHONPATH=. python benchmarks/evolve_table.py --replot benchmarks/results/evolve_table_20261207.json
 """
 import argparse
 import json
