@@ -27,7 +27,9 @@ images, 5 / 20 epochs. Our own choices (not stated by the talk), recorded in the
 The "test per generation" curve of the plot is measured after each run on ``--curve-points``
 of the candidates the run scored on the held-out split (every ``--holdout-every``
 generations), on ``--curve-test`` test images against ``--curve-refs`` of the column's
-references (affordable on a loaded 2-core machine); the table's figures use the full protocol.
+references (affordable on a loaded 2-core machine). The table's figures use the column's protocol;
+for the 60k column that is all 60,000 / 10,000 unless ``--big-test-refs`` / ``--big-test-queries``
+reduce it (then the JSON's ``test_references`` / ``test_queries`` say so).
 
 Examples (the runs recorded in benchmarks/results/evolve_table_*20261207*; see docs/evolve.md)::
 
