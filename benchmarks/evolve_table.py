@@ -27,12 +27,18 @@ images, 5 / 20 epochs. Our own choices (not stated by the talk), recorded in the
 The "test per generation" curve of the plot is measured after each run on ``--curve-points``
 of the candidates the run scored on the held-out split (every ``--holdout-every``
 generations), on ``--curve-test`` test images against ``--curve-refs`` of the column's
-references (affordable on a loaded 2-core machine); the table's figures use the full protocol.
+references (affordable on a loaded 2-core machine). The table's figures use the column's protocol;
+for the 60k column that is all 60,000 / 10,000 unless ``--big-test-refs`` / ``--big-test-queries``
+reduce it (then the JSON's ``test_references`` / ``test_queries`` say so).
 
-Example (the run recorded in benchmarks/results/evolve_table_*.json)::
+Examples (the runs recorded in benchmarks/results/evolve_table_*20261207*; see docs/evolve.md)::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/evolve_table.py --columns 4k-5ep,4k-20ep,60k-5ep \\
-        --budget 4k-5ep=240,4k-20ep=240,60k-5ep=300 --json benchmarks/results/evolve_table.json
+    PYTHONPATH=. python benchmarks/evolve_table.py --columns 4k-5ep,4k-20ep,60k-5ep \\
+        --budget 4k-5ep=200,4k-20ep=200,60k-5ep=300 --patience 8 \\
+        --big-test-refs 10000 --big-test-queries 2000 --tag 20261207
+    PYTHONPATH=. python benchmarks/evolve_table.py --columns 4k-5ep --methods pso --budget 1500 \\
+        --curve-points 8 --tag long_pso_20261207 --json benchmarks/results/evolve_table_long_pso_20261207.json
+    PYTHONPATH=. python benchmarks/evolve_table.py --replot benchmarks/results/evolve_table_20261207.json
 """
 import argparse
 import json
