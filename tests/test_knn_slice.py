@@ -145,6 +145,51 @@ def test_no_limit_lifts_the_default_budget(tiny_artifact, digits, tmp_path):
     assert fm["agreement"] == 1.0 and fm["accuracy"] > ACC_FLOOR
 
 
+def test_budget_rungs_fill_what_fits():
+    """The rungs a budget adds past the base grid: ladder rungs that fit, then the largest
+    per-class count that fits (capped), nothing when the base grid already reaches it."""
+    from edgekit.compress.knn.search import budget_rungs
+    base = [10, 30, 100]
+    assert budget_rungs(lambda p: p <= 700, 2435, base) == [300, 700]
+    assert budget_rungs(lambda p: True, 2435, base) == [300, 1000, 2435]      # capped
+    assert budget_rungs(lambda p: p <= 55, 2435, base) == [55]
+    assert budget_rungs(lambda p: p <= 55, 40, base) == [40]
+    assert budget_rungs(lambda p: p <= 30, 2435, base) == []                 # base reaches it
+    assert budget_rungs(lambda p: False, 2435, base) == []                   # nothing fits
+    assert budget_rungs(lambda p: True, None, base) == []                    # not searched
+
+
+def test_a_larger_budget_grows_the_prototype_grid(tiny_artifact, digits, tmp_path):
+    """The default search spends the byte budget it has: past PROTO_GRID, the k-means
+    prototypes per class grow to the largest count that fits, so a larger --max-bytes tries
+    more prototypes than a smaller one, each within (and filling) its own budget."""
+    from edgekit.compress.knn.search import PROTO_GRID
+    dims, C = 16, digits.num_classes
+    step = C * (dims + 1)                 # bytes of one more int8 prototype (+ label) per class
+    kw = dict(cut="pool2", k=1, dims=dims, int8=True, progress=False, allow_drop=True)
+
+    def kmeans_rows(budget, name):
+        art = knn_slice(tiny_artifact.path, digits, tmp_path / name, max_bytes=budget, **kw)
+        rows = [r for r in _configs(art)["configs"] if r["reduction"] == "kmeans"]
+        assert rows and max(r["bytes"] for r in rows) <= budget
+        return {r["prototypes"]: r["bytes"] for r in rows}
+
+    big = input_bytes(tiny_artifact.path)
+    large = kmeans_rows(big, "large")
+    smallest_class = int(min(np.bincount(digits.y_train)))
+    most = smallest_class // 2
+    # the budget pays past the base grid: the fill (capped at half the smallest class)
+    assert max(large) > max(p for p in PROTO_GRID if 2 * p <= smallest_class)
+    assert max(large) == most or large[max(large)] + step > big
+    # a budget that pays for 20 per class (and half a step more): the grid stops there
+    small_budget = large[10] + 10 * step + step // 2
+    small = kmeans_rows(small_budget, "small")
+    assert max(small) == 20 and 20 not in PROTO_GRID
+    assert small[20] <= small_budget < small[20] + step
+    assert max(large) > max(small)
+    assert set(small) <= set(large) | {20}
+
+
 def test_candidate_cuts_skip_the_output(tiny_artifact):
     from edgekit.models import load_model
     m = load_model(tiny_artifact.path)

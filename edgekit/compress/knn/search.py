@@ -6,7 +6,12 @@ PCA dims x reference set x prototype precision x k:
 * dims: :data:`DIMS_GRID` below the feature size, and "no PCA" for narrow features;
 * reference set: every training vector (only up to :data:`ALL_REFS_MAX` of them: past that,
   per-class k-means prototypes are the default) or :data:`PROTO_GRID` prototypes per class
-  (those that keep at most half of the smallest class);
+  (those that keep at most half of the smallest class); under a byte budget the prototype
+  axis grows to what the budget pays for, per dims (:func:`budget_rungs`): the
+  :data:`PROTO_LADDER` rungs that fit and the largest per-class count that fits (the "fill",
+  at the cheapest prototype precision searched, at most half the smallest class). Without a
+  budget (``--max-bytes none``) nothing bounds that growth, so the grid stays
+  :data:`PROTO_GRID`;
 * prototypes fp32 or int8 (``int8=None``); k from :data:`K_GRID` (one neighbour search
   scores every k).
 
@@ -30,6 +35,7 @@ OBJECTIVES = ("accuracy", "size", "latency")
 K_GRID = (1, 3, 5, 7, 9)
 DIMS_GRID = (16, 32, 64)
 PROTO_GRID = (10, 30, 100)
+PROTO_LADDER = (300, 1000, 3000)  # further rungs, tried only under a budget that pays for them
 ALL_REFS_MAX = 5000          # more training vectors than this: prototypes by default
 VAL_SAMPLES = 2000           # validation images scoring the search (seeded, stratified)
 TOLERANCE = 0.005            # "size"/"latency": within this of the best validation accuracy
@@ -38,8 +44,10 @@ DEFAULT_K = 5
 
 def head_options(k, prototypes, dims, int8, reduction, n_ref, class_counts):
     """The grid axes: ``{"k": [...], "refs": [(reduction, per-class or None)], "int8": [...],
-    "dims": fixed dims or None (= the grid)}``."""
+    "dims": fixed dims or None (= the grid), "fill": most k-means prototypes per class the
+    budget may grow the grid to (None: prototypes fixed or not searched)}``."""
     min_count = int(np.min(class_counts))
+    fill = None
     if reduction == "cnn":
         refs = [("cnn", None)]
     elif reduction == "all":
@@ -52,8 +60,31 @@ def head_options(k, prototypes, dims, int8, reduction, n_ref, class_counts):
         refs += [("kmeans", p) for p in PROTO_GRID if 2 * p <= min_count]
         if not refs:                     # tiny classes: every vector
             refs = [("all", None)]
+        fill = min_count // 2 if min_count >= 2 else None
     return {"k": [int(k)] if k is not None else list(K_GRID), "refs": refs,
-            "int8": [bool(int8)] if int8 is not None else [False, True], "dims": dims}
+            "int8": [bool(int8)] if int8 is not None else [False, True], "dims": dims,
+            "fill": fill}
+
+
+def budget_rungs(fits, most, have):
+    """Per-class k-means counts the budget adds to the grid at one dims: the
+    :data:`PROTO_LADDER` rungs that fit and the largest count that fits (``fits(p)``: the
+    configuration with ``p`` per class is within the budget, monotone in ``p``), at most
+    ``most``; none above that count, none already in ``have``. Empty when no count past the
+    rungs in ``have`` fits."""
+    if not most or most < 1 or not fits(1):
+        return []
+    lo, hi = 1, int(most)               # largest p with fits(p): binary search
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    top = max([p for p in have if p <= lo] or [0])
+    if lo <= top:
+        return []
+    return [r for r in PROTO_LADDER if top < r < lo and r not in have] + [lo]
 
 
 def dims_choices(cut, fixed):
@@ -85,7 +116,14 @@ def search_cut(cut, y_ref, y_val, opts, trunk_bytes, budget=None, n_classes=None
     n_ref = len(y_ref)
     for dims in dims_choices(cut, opts["dims"]):
         F_ref = F_val = None
-        for reduction, per in opts["refs"]:
+        refs = list(opts["refs"])
+        if budget is not None and opts.get("fill"):   # grow the grid to what the budget pays
+            cheapest = any(opts["int8"])                # int8 prototypes when searched
+            refs += [("kmeans", p) for p in budget_rungs(
+                lambda p: config_bytes(cut, trunk_bytes, dims, p * n_classes, n_classes,
+                                       cheapest, int8_weights, pool, weights, feat) <= budget,
+                opts["fill"], [p for r, p in refs if r == "kmeans"])]
+        for reduction, per in refs:
             nominal = n_ref if reduction in ("all", "cnn") else per * n_classes
 
             def size(n, q):
