@@ -127,6 +127,21 @@ def test_accuracy_by_k_equals_scoring_each_k():
         h.accuracy_by_k(Xa[300:], ya[300:], [301])
 
 
+def test_many_prototypes_search_in_smaller_chunks_with_the_same_result(monkeypatch):
+    """Rows per neighbour-search chunk shrink with the prototype count (memory): the votes,
+    predictions and per-k accuracies are those of one big chunk."""
+    import edgekit.compress.knn.head as head_mod
+    X, y = _blobs(n=500)
+    head = KnnHead(n_neighbors=3).fit(X[:300], y[:300])
+    want = (head.vote_scores(X[300:]), head.predict(X[300:]),
+            head.accuracy_by_k(X[300:], y[300:], [1, 3, 5]))
+    monkeypatch.setattr(head_mod, "CHUNK_DISTANCES", 7 * head.n_prototypes_)   # 7 rows
+    got = (head.vote_scores(X[300:]), head.predict(X[300:]),
+           head.accuracy_by_k(X[300:], y[300:], [1, 3, 5]))
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert got[2] == want[2]
+
+
 def test_as_int8_equals_fitting_with_int8():
     X, y = _blobs()
     fp = KnnHead(n_neighbors=3, prototypes=7, reduction="kmeans").fit(X, y)

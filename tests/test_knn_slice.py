@@ -157,6 +157,12 @@ def test_budget_rungs_fill_what_fits():
     assert budget_rungs(lambda p: p <= 30, 2435, base) == []                 # base reaches it
     assert budget_rungs(lambda p: False, 2435, base) == []                   # nothing fits
     assert budget_rungs(lambda p: True, None, base) == []                    # not searched
+    from edgekit.compress.knn.search import head_options
+    counts = np.array([4870, 5400])
+    assert head_options(None, None, None, None, None, 54000, counts)["fill"] == 2435
+    assert head_options(None, 50, None, None, None, 54000, counts)["fill"] is None   # fixed
+    assert head_options(None, None, None, None, "all", 54000, counts)["fill"] is None
+    assert head_options(None, None, None, None, None, 30, np.array([15, 15]))["fill"] is None
 
 
 def test_a_larger_budget_grows_the_prototype_grid(tiny_artifact, digits, tmp_path):

@@ -60,7 +60,8 @@ def head_options(k, prototypes, dims, int8, reduction, n_ref, class_counts):
         refs += [("kmeans", p) for p in PROTO_GRID if 2 * p <= min_count]
         if not refs:                     # tiny classes: every vector
             refs = [("all", None)]
-        fill = min_count // 2 if min_count >= 2 else None
+        # the budget may grow k-means where the grid uses it at all (not for tiny classes)
+        fill = min_count // 2 if 2 * PROTO_GRID[0] <= min_count else None
     return {"k": [int(k)] if k is not None else list(K_GRID), "refs": refs,
             "int8": [bool(int8)] if int8 is not None else [False, True], "dims": dims,
             "fill": fill}

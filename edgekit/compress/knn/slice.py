@@ -19,8 +19,9 @@ How it scales (each step in its own module):
   measured head overhead. Only the chosen configuration is built, and the prediction is
   recorded beside the real size (``metrics.bytes_predicted``);
 * **one search** over every cut x dims x reference set (all vectors up to
-  ``ALL_REFS_MAX``, else k-means prototypes per class) x int8 prototypes x k, within the
-  byte budget, scored on a seeded validation subset (``val_samples``): the ``objective``
+  ``ALL_REFS_MAX``, else k-means prototypes per class; under a budget the prototype counts
+  grow to the largest that fits, :func:`~edgekit.compress.knn.search.budget_rungs`) x int8
+  prototypes x k, within the byte budget, scored on a seeded validation subset (``val_samples``): the ``objective``
   (``accuracy``: most accurate; ``size``: fewest bytes within 0.5 pt of the best;
   ``latency``: fastest trunk within 0.5 pt) picks the configuration. An explicit ``--cut``
   runs the same search on one cut;
