@@ -16,6 +16,11 @@ Strategies
                  evaluated; if it is worse than the best single-group improvement, only that
                  one is kept).
 
+Fitness: with ``batch_size`` set (issue 31, docs/evolve.md) a fresh seeded mini-batch of
+training images per generation scored leave-one-out, and the returned weights chosen (and
+stages stopped early) on a held-out validation split the fitness never sees; without it the
+older fixed-subset fitness below, which the optimiser can fit (kept for its callers).
+
 The starting point (backprop kernels, or a seeded Glorot-uniform draw with
 ``init="random"``) is the first best-so-far, so with ``init="backprop"`` the result is never
 worse than the input on the validation fitness.
