@@ -223,7 +223,7 @@ def test_minibatch_returns_the_held_out_best(trunk_and_data, method):
     candidate and not the generation whose batch fitness was best — and the held-out split
     never enters a fitness batch."""
     from edgekit.compress.evolve import _subsample
-    from edgekit.compress.evolve_fitness import BatchKnnFitness, trunk_spec
+    from edgekit.compress.evolve.fitness import BatchKnnFitness, trunk_spec
     trunk, ds = trunk_and_data
     noisy = _perturbed(trunk, scale=1.0, seed=4)
     cands = {}
