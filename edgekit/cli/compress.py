@@ -107,3 +107,7 @@ def _before_after(method, art, m):
         console.print("  note: " + m["note"])
     if (m.get("guard") or {}).get("note"):
         console.print("  guard: " + m["guard"]["note"])
+    from edgekit.compress._common import stop_sentence
+    ran = stop_sentence(art.manifest["method"].get("params"))
+    if ran:
+        console.print("  " + ran)

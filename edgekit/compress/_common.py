@@ -3,6 +3,7 @@
 Every method records, before and after: test accuracy, params, nonzero params, MACs, bytes
 on disk (the Keras file), and the method's params; ``source.model_sha256`` is the input's.
 """
+import contextlib
 import gzip
 import sys
 from pathlib import Path
@@ -133,18 +134,23 @@ class Job(object):
         from edgekit.compress.guard import default_batch_size
         return default_batch_size(len(self.ds.x_train))
 
-    def check_guard(self, model, hints=()):
+    def check_guard(self, model, hints=(), ran=None):
         """Validation accuracy of ``model`` against the guard: the manifest's ``guard`` record,
-        or :class:`~edgekit.compress.guard.GuardFailed` (nothing written)."""
+        or :class:`~edgekit.compress.guard.GuardFailed` (nothing written). ``ran``: what
+        :func:`fine_tune` returned; a refusal then says how long it ran and why it stopped."""
         from edgekit.compress.guard import batchnorm_note
         from edgekit.models import keras_predict
         pred = keras_predict(model, self.ds.x_val)
         acc = float(np.mean(pred == self.ds.y_val))
-        note = None
+        notes = []
         if not self.guard.allow_drop and acc < self.guard.floor:
             bn = batchnorm_note(model, self.ds.x_val, self.ds.y_val)
-            note = "The result: " + bn if bn else None
-        return self.guard.check(acc, self.method or "compression", hints, note=note, pred=pred)
+            if bn:
+                notes.append("The result: " + bn)
+        if stop_sentence(ran):
+            notes.append(stop_sentence(ran)[0].upper() + stop_sentence(ran)[1:])
+        return self.guard.check(acc, self.method or "compression", hints,
+                                note=". ".join(notes) or None, pred=pred)
 
     @property
     def source(self):
@@ -285,9 +291,32 @@ TUNING = {"lr_schedule": "cosine decay over the epoch cap", "grad_clip_global_no
 
 EXTEND_ROUNDS = 2   # extra rounds of the cap a default fine-tune may add while still improving
 
+# why a fine-tune stopped (the manifest's ``stop_reason``; :func:`stop_sentence` says it)
+STOP_REASONS = {
+    "guard met": "selection accuracy back within the guard and no longer improving",
+    "patience": "no improvement for {patience} epochs",
+    "cap reached, not improving": "the {cap}-epoch cap reached, no longer improving",
+    "cap reached, still improving": "the {cap}-epoch cap (--epochs) reached while still "
+                                    "improving",
+    "rounds limit": "still improving after {extra} extra round(s) of {cap} epochs: the limit "
+                    "(--budget allows no more rounds, only less time)",
+    "budget spent": "--budget {budget} spent",
+}
+
+
+def stop_sentence(ran):
+    """"fine-tuning ran 14 epochs (2 rounds) in 31 s: stopped, <why>" from what
+    :func:`fine_tune` returned, for the success and the refusal messages alike."""
+    if not ran or not ran.get("stop_reason"):
+        return None
+    rounds = ran.get("rounds") or 1
+    return "fine-tuning ran {} epoch{}{} in {:.0f} s: stopped, {}".format(
+        ran["epochs_run"], "" if ran["epochs_run"] == 1 else "s",
+        " ({} rounds)".format(rounds) if rounds > 1 else "", ran["seconds"], ran["stopped"])
+
 
 def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_epoch=0,
-              label="fine-tuning", patience=None, extend=False):
+              label="fine-tuning", patience=None, extend=False, budget=None):
     """Fine-tune ``model`` on the job's training split under its accuracy guard.
 
     ``epochs`` is the cap (0: no fine-tuning); training stops once accuracy on the held-out
@@ -304,18 +333,35 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
     the last epoch), training goes on for another cap at half the rate, at most
     :data:`EXTEND_ROUNDS` times -- what a tfmot user does by simply training longer. The best
     epoch over all rounds is kept.
-    Returns ``{"epochs_run", "best_epoch"}`` (+ ``"rounds"``, ``"stopped"``) for the manifest.
+
+    ``budget``: seconds of wall time the whole fine-tune may take (``--budget``, parsed once
+    by :func:`edgekit.optimize.parse_budget`); training ends at the first batch past it
+    (:mod:`edgekit.deadline`, nested inside an enclosing ``optimize --budget``), the best
+    epoch so far kept, and no further round starts.
+
+    Returns ``{"epochs_run", "best_epoch", "seconds", "stop_reason", "stopped"}`` (+
+    ``"rounds"`` with ``extend``, ``"budget_s"`` with a budget) for the manifest;
+    ``stop_reason`` is a key of :data:`STOP_REASONS`, ``stopped`` its sentence.
     """
+    import time
+    from edgekit import deadline
     from edgekit.compress.guard import PATIENCE, bn_momentum, guard_stop
     from edgekit.models import fit
     if epochs <= 0:
         return {"epochs_run": 0, "best_epoch": None}
     tune_ds, sel_guard = job.selection()
     say = printer(progress)
+    patience = patience or PATIENCE
+    t0 = time.time()
+    at = None
+    if budget is not None:
+        outer = deadline.left()
+        at = t0 + float(budget) if outer is None else t0 + min(float(budget), outer)
     total, best, best_weights, best_epoch, rounds = 0, -1.0, None, None, 0
-    with bn_momentum(model):
+    with bn_momentum(model), (deadline.until(at) if at is not None
+                              else contextlib.nullcontext()):
         while True:
-            stop = guard_stop(sel_guard, patience=patience or PATIENCE,
+            stop = guard_stop(sel_guard, patience=patience,
                               start_epoch=start_epoch if rounds == 0 else 0, say=say)
             fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr / (2 ** rounds),
                 progress=progress, callbacks=list(callbacks) + [stop], label=label,
@@ -328,24 +374,43 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
                 model.set_weights(best_weights)
             total += ran["epochs_run"]
             rounds += 1
-            improving = (ran["epochs_run"] == epochs and ran["best_epoch"] == epochs
-                         and not stop.reached)
-            if not (extend and improving):
-                why = "within the guard" if stop.reached else (
-                    "still improving at the cap (--epochs sets a longer one)" if improving
-                    else "no longer improving")
-                break
-            if rounds > EXTEND_ROUNDS:
-                why = "still improving after {} extra round(s) of {} epochs: the limit".format(
-                    EXTEND_ROUNDS, epochs)
+            full = ran["epochs_run"] == epochs
+            improving = full and ran["best_epoch"] == epochs and not stop.reached
+            cut = at is not None and deadline.was_cut()
+            if stop.reached:
+                reason = "guard met"
+            elif cut:
+                reason = "budget spent"
+            elif not full:
+                reason = "patience"
+            elif not improving:
+                reason = "cap reached, not improving"
+            elif not extend:
+                reason = "cap reached, still improving"
+            elif rounds > EXTEND_ROUNDS:
+                reason = "rounds limit"
+            else:
+                reason = None
+            if reason is None and at is not None and at - time.time() < (
+                    time.time() - t0) / float(rounds) / 10.0:
+                reason = "budget spent"     # not even a tenth of a round's time left
+            if reason is not None:
                 break
             say("{}: still improving at the {}-epoch cap ({:.2%}, short of the guard's "
-                "{:.2%}): {} more epochs at half the rate (round {} of at most {})".format(
+                "{:.2%}): {} more epochs at half the rate (round {} of at most {}{})".format(
                     label, epochs, stop.best, sel_guard.target, epochs, rounds + 1,
-                    EXTEND_ROUNDS + 1))
-    out = {"epochs_run": total, "best_epoch": best_epoch}
+                    EXTEND_ROUNDS + 1, "" if at is None else
+                    ", {:.0f} s of --budget left".format(at - time.time())))
+    out = {"epochs_run": total, "best_epoch": best_epoch,
+           "seconds": round(time.time() - t0, 1), "stop_reason": reason,
+           "stopped": STOP_REASONS[reason].format(
+               patience=patience, cap=epochs, extra=EXTEND_ROUNDS,
+               budget=None if budget is None else "{:g} s".format(float(budget)))}
     if extend:
-        out.update(rounds=rounds, stopped=why)
+        out["rounds"] = rounds
+    if budget is not None:
+        out["budget_s"] = float(budget)
+    say(stop_sentence(out))
     return out
 
 

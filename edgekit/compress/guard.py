@@ -136,6 +136,7 @@ class Guard(object):
                   "passed": bool(passed), "allowed_drop": bool(self.allow_drop and not passed)}
         if pair is not None:
             record.update(drop_upper_pts=round(pair[1], 3), changed_predictions=pair[2],
+                          resolution_pts=round((pair[1] - pair[0]) / BOUND_SE, 3),
                           bound="drop + {:g} SE of the paired difference".format(BOUND_SE))
         if self.samples:
             record["samples"] = self.samples
@@ -155,10 +156,11 @@ class Guard(object):
             raise GuardFailed(
                 "{} measured {} ({:.2%} -> {:.2%}), but {} validation images cannot "
                 "show it is within --max-drop {:g}: {} predictions changed, so the drop may be "
-                "up to {:.2f} pt (+{:g} standard error): nothing written. Try {}".format(
+                "up to {:.2f} pt (+{:g} standard error): nothing written.{} Try {}".format(
                     method, _pts_change(self.drop_pts(acc)), self.base_val, acc, len(self.y),
                     self.max_drop,
-                    pair[2], pair[1], BOUND_SE, "; ".join(tips)))
+                    pair[2], pair[1], BOUND_SE, " " + note + "." if note else "",
+                    "; ".join(tips)))
         tips = list(hints) + ["--max-drop {:g} to accept it".format(
             math.ceil(self.drop_pts(acc) * 10) / 10.0), "--allow-drop to write it anyway"]
         raise GuardFailed("{} lost {:.2f} pt of validation accuracy ({:.2%} -> {:.2%}), over "

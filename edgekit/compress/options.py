@@ -161,6 +161,17 @@ def _spec(v, flag):
 DATA_SPEC = Kind("str", _spec)
 
 
+def _duration(v, flag):
+    """A wall-time budget (``10m``, ``90s``, ``1.5h``, ``600``) -> seconds (float > 0), by
+    ``optimize --budget``'s own parser (:func:`edgekit.optimize.parse_budget`): one grammar,
+    one message, for both commands."""
+    from edgekit.optimize import parse_budget
+    return parse_budget(v)
+
+
+DURATION = Kind("duration", _duration)
+
+
 # -- checks ------------------------------------------------------------------------------------
 def at_least(low):
     def check(v, flag):
@@ -252,6 +263,9 @@ COMMON = {o.name: o for o in (
     option("lr", FLOAT, None, "prune/quantize --qat/distill: learning rate.", _training("lr")),
     option("batch_size", INT, None, "prune/quantize --qat/distill.", _training("batch_size")),
     option("seed", INT, 0, ""),
+    option("budget", DURATION, None, "prune: wall time the fine-tune may take, e.g. 10m, 90s, "
+           "1.5h; bounds the extra rounds a default fine-tune adds while still improving "
+           "(default: no time limit, at most 2 extra rounds)."),
 )}
 # --scale/--mean/--std become one ``preprocess`` value (edgekit.adapt.parse_preprocess)
 PREPROCESS_PARTS = ("scale", "mean", "std")
@@ -264,7 +278,7 @@ def _common(*names, **defaults):
 
 
 OPTIONS = {
-    "prune": _common(*_INPUT) + _common("epochs", "lr", "batch_size", "seed") + (
+    "prune": _common(*_INPUT) + _common("epochs", "lr", "batch_size", "seed", "budget") + (
         option("sparsity", FLOAT, None, "prune: target sparsity in (0,1) (default 0.8).",
                interval(0, 1)),
         option("structured", SWITCH, False, "prune: remove whole conv channels by coupled group "

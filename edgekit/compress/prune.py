@@ -44,8 +44,8 @@ NO_LATENCY_NOTE = ("note: unstructured sparsity alone saves no latency - the ker
 
 @declared("prune")
 def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, target_macs,
-          round_to, epochs, lr, batch_size, seed, max_drop, allow_drop, preprocess, force=False,
-          progress=True):
+          round_to, epochs, lr, batch_size, seed, budget, max_drop, allow_drop, preprocess,
+          force=False, progress=True):
     """Prune ``model`` (artifact dir, .h5 or SavedModel) and write the artifact ``out``.
 
     Unstructured (default, ``sparsity`` in (0, 1), default 0.8); ``structured=True`` removes
@@ -57,7 +57,10 @@ def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, t
     ``dense_width=N`` shrinks the first hidden Dense layer to N units.
     Fine-tuning on the training split is budgeted in optimizer steps (``epochs`` caps it) and
     stops once validation accuracy is back within ``max_drop`` points (default 1.0) of the
-    input's; over it, nothing is written (GuardFailed) unless ``allow_drop``.
+    input's; over it, nothing is written (GuardFailed) unless ``allow_drop``. A default cap
+    reached while still improving is extended (at most two more rounds); ``budget`` (seconds,
+    ``--budget 10m``) bounds the fine-tune's wall time, and the manifest and the messages say
+    how long it ran and why it stopped.
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
@@ -85,9 +88,11 @@ def prune(model, data, out, *, sparsity, structured, ratio, keep, dense_width, t
     batch_size = batch_size or job.default_batch_size()
     if not reshape:
         # 1e-3: the rate of tfmot's own pruning guide (Adam's default); cosine-decayed
-        return _unstructured(job, float(sparsity), epochs, lr or 1e-3, batch_size, progress, say)
+        return _unstructured(job, float(sparsity), epochs, lr or 1e-3, batch_size, progress, say,
+                             budget=budget)
     return _reshaped(job, bool(structured), ratio, keep, dense_width, epochs, lr or 5e-4,
-                     batch_size, progress, say, target_macs=target_macs, round_to=round_to)
+                     batch_size, progress, say, target_macs=target_macs, round_to=round_to,
+                     budget=budget)
 
 
 def parse_keep(keep):
@@ -111,7 +116,7 @@ def prunable_layers(model):
             if type(layer).__name__ in PRUNABLE and layer.get_weights()]
 
 
-def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
+def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say, budget=None):
     from edgekit._tf import keras, tfmot
     from edgekit.models import count_nonzero_params
     model = job.model
@@ -142,7 +147,7 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
     wrapped = _prune_wrap(model, mot, schedule, names, k)
     ran = fine_tune(wrapped, job, cap, lr, batch_size, progress, start_epoch=ramp,
                     callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning",
-                    extend=epochs is None)
+                    extend=epochs is None, budget=budget)
     stripped = _strip(wrapped, mot, k)
     per_layer = layer_sparsity(stripped, names)
     kernels = [w for n in names for w in _kernels(_find_layer(stripped, n))]
@@ -152,7 +157,8 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say):
         save_keras_h5(stripped, p)
         gz = gzip_size(p)
     guard = job.check_guard(stripped, hints=["more --epochs (cap was {})".format(cap),
-                                             "a lower --sparsity than {:g}".format(sparsity)])
+                                             "a lower --sparsity than {:g}".format(sparsity)],
+                            ran=ran)
     params = {"mode": "unstructured", "sparsity": sparsity, "schedule": "PolynomialDecay",
               "end_step": end, "frequency": freq, "epochs": cap, "lr": lr,
               **TUNING,
@@ -225,7 +231,7 @@ def layer_sparsity(model, names):
 
 # -- structured / dense width -----------------------------------------------------------------
 def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size, progress, say,
-              target_macs, round_to):
+              target_macs, round_to, budget=None):
     model = job.model
     before = job.before()
     from edgekit.compress.channels.prune import prune_channels
@@ -250,7 +256,8 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
     if cap > 0:
         say("fine-tuning until validation accuracy is within --max-drop {:g} of {:.2%} (at most "
             "{} epochs, batch {})".format(job.max_drop, before["val_accuracy"], cap, batch_size))
-    ran = fine_tune(small, job, cap, lr, batch_size, progress, extend=epochs is None)
+    ran = fine_tune(small, job, cap, lr, batch_size, progress, extend=epochs is None,
+                    budget=budget)
     hints = ["more --epochs (cap was {})".format(cap)]
     if ratio is not None:
         hints.append("a lower --ratio than {:g}".format(float(ratio)))
@@ -258,7 +265,7 @@ def _reshaped(job, structured, ratio, keep, dense_width, epochs, lr, batch_size,
         hints.append("a higher --target-macs than {:g}".format(float(target_macs)))
     if dense_width is not None:
         hints.append("a wider --dense-width than {}".format(int(dense_width)))
-    guard = job.check_guard(small, hints=hints)
+    guard = job.check_guard(small, hints=hints, ran=ran)
     epochs = cap
     mode = "+".join(m for m, on in (("structured", structured), ("dense-width", dense_width))
                     if on is not None and on is not False)
