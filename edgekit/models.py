@@ -442,7 +442,8 @@ def train(arch, data, out, epochs=5, batch_size=128, seed=0, lr=1e-3, force=Fals
         schedule=schedule)
     params = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "seed": seed, "lr": lr,
               "schedule": schedule}
-    source = {"model_sha256": None, "data": ds.spec, "data_sha256": ds.fingerprint()}
+    source = {"model_sha256": None, "data": ds.spec, "data_sha256": ds.fingerprint(),
+              "split": ds.split}
     return save_keras_artifact(model, out, ds, "train", params, source, force=force)
 
 

@@ -73,6 +73,9 @@ class Job(object):
         self.ds = fit_data(ds or load_data(data), self.model, preprocess=preprocess,
                            say=_say_stderr)
         check_model_fits(self.model, self.ds)
+        note = split_note(self.model_path, self.ds)
+        if note:
+            _say_stderr(note)
         self.output = output_convention(self.model)
         self.sha = model_sha256(self.model_path) if self.model_path is not None else None
 
@@ -159,7 +162,8 @@ class Job(object):
         from edgekit.modelio import source_fields
         src = {"model_sha256": self.sha,
                "model": str(self.source_model) if self.source_model is not None else None,
-               "data": self.ds.spec, "data_sha256": self.ds.fingerprint()}
+               "data": self.ds.spec, "data_sha256": self.ds.fingerprint(),
+               "split": self.ds.split}
         if self.onnx is None:
             src.update(source_fields(self.model_path))
         src.update(self.read_as)
@@ -236,6 +240,41 @@ class Job(object):
         return save_keras_artifact(model, self.out, self.ds, method, params, self.source,
                                    force=self.force, extra_metrics=metrics, extra_files=extra_files,
                                    keras3_copy=self.keras3)
+
+
+def split_note(model_path, ds):
+    """A "note: ..." when the input artifact was trained on this ``--data`` with another
+    validation split than the one drawn now (:func:`edgekit.data.validation_fraction`; an
+    artifact from before it recorded ``source.split`` drew 10%): some of today's validation
+    images were then its training images, and the guard reads them optimistically. None
+    otherwise (a model from elsewhere: edgekit cannot know what it was trained on)."""
+    if model_path is None:
+        return None
+    p = Path(model_path)
+    if not (p.is_dir() and (p / "manifest.json").exists()):
+        return None
+    from edgekit.artifact import Artifact
+    try:
+        src = Artifact.open(p, verify=False).manifest.get("source") or {}
+    except Exception:   # a broken manifest is the loader's to report, not this note's
+        return None
+    if src.get("data") != ds.spec:
+        return None
+    from edgekit.data import VAL_FRACTION
+    had = src.get("split")
+    now = ds.split
+    if had is None:
+        if abs(now["validation_fraction"] - VAL_FRACTION) < 0.01:
+            return None
+        had_text = "its training held out 10% (before the split was sized to the data)"
+    elif had.get("validation_images") == now["validation_images"]:
+        return None
+    else:
+        had_text = "its training held out {:,} images".format(had.get("validation_images") or 0)
+    return ("note: {} was trained on {} with another validation split: {}, this run holds out "
+            "{:,}; some of these validation images were its training images, so the guard reads "
+            "them optimistically -- retrain it with this edgekit for a clean split".format(
+                p, ds.spec, had_text, now["validation_images"]))
 
 
 def keras_file_of(path):
