@@ -148,6 +148,12 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say, budget=N
     ran = fine_tune(wrapped, job, cap, lr, batch_size, progress, start_epoch=ramp,
                     callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning",
                     extend=epochs is None, budget=budget)
+    if ran.get("stop_reason") == "budget spent" and ran["epochs_run"] < ramp:
+        raise EdgekitError(
+            "--budget {:g} s ended the fine-tune in the pruning ramp (epoch {} of the {} that "
+            "reach {:.0%} sparsity, {:.0f} s): the model is not pruned to --sparsity, nothing "
+            "written. Try a longer --budget, or fewer --epochs (a shorter ramp)".format(
+                budget, ran["epochs_run"], ramp, sparsity, ran["seconds"]))
     stripped = _strip(wrapped, mot, k)
     per_layer = layer_sparsity(stripped, names)
     kernels = [w for n in names for w in _kernels(_find_layer(stripped, n))]
