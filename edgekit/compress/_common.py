@@ -367,13 +367,39 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
     recovered at 1e-3 (val 96.3% after 2 epochs; 91.9% at 1e-4) but swung to 82.6% the next
     epoch at that constant rate.
 
+    ``extend`` and ``budget``: see :func:`train_rounds`. Returns its record for the manifest.
+    """
+    from edgekit.compress.guard import PATIENCE, bn_momentum
+    from edgekit.models import fit
+    if epochs <= 0:
+        return {"epochs_run": 0, "best_epoch": None}
+    tune_ds, sel_guard = job.selection()
+
+    def one_round(stop, rounds):
+        fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr / (2 ** rounds),
+            progress=progress, callbacks=list(callbacks) + [stop], label=label,
+            schedule="cosine", clipnorm=GRAD_CLIP_NORM)
+    with bn_momentum(model):
+        return train_rounds(model, one_round, sel_guard, epochs, patience or PATIENCE,
+                            printer(progress), label, start_epoch=start_epoch, extend=extend,
+                            budget=budget)
+
+
+def train_rounds(model, one_round, sel_guard, epochs, patience, say, label, start_epoch=0,
+                 extend=False, budget=None, settle=True):
+    """Train ``model`` in rounds of ``epochs`` (the cap) under the guard's early stop, and say
+    how long and why it stopped -- fine-tuning's and distillation's one loop.
+
+    ``one_round(stop, rounds)`` runs one cap of training (learning rate ``lr / 2**rounds``)
+    with the :func:`~edgekit.compress.guard.guard_stop` callback ``stop``.
+
     ``extend=True`` (the cap was edgekit's default, not the user's ``--epochs``): when the cap
     is reached short of the guard while the selection accuracy is still improving (its best is
     the last epoch), training goes on for another cap at half the rate, at most
     :data:`EXTEND_ROUNDS` times -- what a tfmot user does by simply training longer. The best
     epoch over all rounds is kept.
 
-    ``budget``: seconds of wall time the whole fine-tune may take (``--budget``, parsed once
+    ``budget``: seconds of wall time the whole training may take (``--budget``, parsed once
     by :func:`edgekit.optimize.parse_budget`); training ends at the first batch past it
     (:mod:`edgekit.deadline`, nested inside an enclosing ``optimize --budget``), the best
     epoch so far kept, and no further round starts.
@@ -384,27 +410,19 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
     """
     import time
     from edgekit import deadline
-    from edgekit.compress.guard import PATIENCE, bn_momentum, guard_stop
-    from edgekit.models import fit
-    if epochs <= 0:
-        return {"epochs_run": 0, "best_epoch": None}
-    tune_ds, sel_guard = job.selection()
-    say = printer(progress)
-    patience = patience or PATIENCE
+    from edgekit.compress.guard import guard_stop
     t0 = time.time()
     at = None
     if budget is not None:
         outer = deadline.left()
         at = t0 + float(budget) if outer is None else t0 + min(float(budget), outer)
     total, best, best_weights, best_epoch, rounds = 0, -1.0, None, None, 0
-    with bn_momentum(model), (deadline.until(at) if at is not None
-                              else contextlib.nullcontext()):
+    with deadline.until(at) if at is not None else contextlib.nullcontext():
         while True:
             stop = guard_stop(sel_guard, patience=patience,
-                              start_epoch=start_epoch if rounds == 0 else 0, say=say)
-            fit(model, tune_ds, epochs, batch_size=batch_size, lr=lr / (2 ** rounds),
-                progress=progress, callbacks=list(callbacks) + [stop], label=label,
-                schedule="cosine", clipnorm=GRAD_CLIP_NORM)
+                              start_epoch=start_epoch if rounds == 0 else 0, say=say,
+                              settle=settle)
+            one_round(stop, rounds)
             ran = stop.summary()
             if stop.best > best:
                 best, best_weights = stop.best, model.get_weights()
