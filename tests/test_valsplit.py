@@ -101,9 +101,10 @@ def test_a_model_trained_on_another_split_gets_a_note(tiny_artifact, digits, tmp
     ("", "is not a duration"),
     ("1e3", "is not a duration"),
 ])
-def test_bad_budget_is_one_error_line(run_cli, tiny_artifact, tmp_path, value, message):
+@pytest.mark.parametrize("method", ["prune", "distill"])
+def test_bad_budget_is_one_error_line(run_cli, tiny_artifact, tmp_path, value, message, method):
     out = tmp_path / "out"
-    code, _, err = run_cli("compress", tiny_artifact.path, "--method", "prune", "--data", "digits",
+    code, _, err = run_cli("compress", tiny_artifact.path, "--method", method, "--data", "digits",
                            "-o", out, "--budget", value)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: "), err
@@ -178,3 +179,17 @@ def test_prune_manifest_and_message_say_how_long_it_ran(run_cli, tiny_artifact, 
     assert "fine-tuning ran {} epoch".format(params["epochs_run"]) in stdout
     guard = json.loads((out / "manifest.json").read_text())["metrics"]["guard"]
     assert guard["samples"] == 359 and "resolution_pts" in guard
+
+
+def test_distill_budget_bounds_the_students_training(run_cli, tiny_artifact, tmp_path):
+    """Distillation shares the loop: a budget spent in the first batch stops it there, and the
+    manifest and the output say so."""
+    out = tmp_path / "d"
+    code, stdout, err = run_cli("compress", tiny_artifact.path, "--method", "distill", "--data",
+                                "digits", "-o", out, "--width", "0.5", "--budget", "0.01s",
+                                "--allow-drop")
+    assert code == 0, err
+    params = json.loads((out / "manifest.json").read_text())["method"]["params"]
+    assert params["stop_reason"] == "budget spent" and params["budget_s"] == 0.01
+    assert params["epochs_run"] == 1 and params["rounds"] == 1 and params["seconds"] < 60
+    assert "stopped, --budget 0.01 s spent" in stdout

@@ -34,7 +34,7 @@ SHIFT = 0.1
 @declared("distill")
 def distill(model, data, out, *, student, width, depthwise, resolution, temperature, alpha, epochs,
             lr, batch_size, seed, max_drop, allow_drop, preprocess, augment="none", settle=True,
-            refit=False, refit_epochs=None, force=False, progress=True):
+            refit=False, refit_epochs=None, budget=None, force=False, progress=True):
     """Distill ``model`` (the teacher) into a smaller student; writes the artifact ``out``.
 
     ``student``: an architecture name (``edgekit.models.ARCHS``; with ``width`` /
@@ -52,6 +52,9 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     same student and seed chose (what ``optimize`` does for its chosen candidate): no held-out
     slice, the same model ``refit=True`` gives when its selection chooses N.
     Options are declared (types, defaults, checks) in :mod:`edgekit.compress.options`.
+    A default cap (no ``epochs``) reached while still improving goes on for at most two more
+    rounds; ``budget`` (seconds, ``--budget 10m``) bounds the training's wall time, and the
+    manifest and the messages say how long it ran and why it stopped.
     Returns the written :class:`~edgekit.artifact.Artifact`.
     """
     from edgekit._tf import set_seed
@@ -68,6 +71,9 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     say = printer(progress)
     set_seed(seed)
     batch_size = batch_size or job.default_batch_size()
+    # a default cap reached while still improving goes on (train_rounds); not before a refit,
+    # which replays the chosen epochs on the cap's own schedule
+    extend = epochs is None and not refit and refit_epochs is None and bool(settle)
     epochs = epoch_cap(len(ds.x_train), batch_size, epochs, steps=DISTILL_STEPS)
     if refit_epochs is not None and not 1 <= int(refit_epochs) <= epochs:
         raise EdgekitError("--refit-epochs {} must be within 1..--epochs ({}): the refit runs on "
@@ -114,7 +120,8 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
         ran = {"selection": "an earlier run (refit_epochs)"}
     else:
         ran = _train(net, teacher, job, float(temperature), float(alpha), epochs, lr,
-                     batch_size, progress, settle=bool(settle), augment=augment, seed=seed)
+                     batch_size, progress, settle=bool(settle), augment=augment, seed=seed,
+                     extend=extend, budget=budget)
     if refit and refit_epochs is None and job.selection()[0] is job.ds:
         refit = False       # nothing was held out (a tiny training split): nothing to add
         ran["refit"] = None
@@ -130,7 +137,7 @@ def distill(model, data, out, *, student, width, depthwise, resolution, temperat
     hints = ["more --epochs (cap was {})".format(epochs)]
     hints.append("a larger student (--width above {:g})".format(width) if student is None
                  else "a larger --student than {}".format(student))
-    guard = job.check_guard(net, hints=hints)
+    guard = job.check_guard(net, hints=hints, ran=ran)
     params = dict(how, temperature=float(temperature), alpha=float(alpha), epochs=epochs, lr=lr,
                   **TUNING,
                   batch_size=batch_size, seed=seed, loss="alpha*CE + (1-alpha)*T^2*KL",
@@ -163,19 +170,25 @@ def _augmented(net, augment, seed):
 
 
 def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progress, settle=True,
-           augment="none", seed=0):
+           augment="none", seed=0, extend=False, budget=None):
     """Fit the student on [one-hot labels | teacher logits] with the KD loss, under the guard:
-    on the training split minus the selection slice, the best epoch (on that slice) kept."""
-    from edgekit.compress.guard import DISTILL_PATIENCE, guard_stop
+    on the training split minus the selection slice, the best epoch (on that slice) kept; in
+    rounds of the cap while still improving (``extend``), within ``budget`` seconds
+    (:func:`~edgekit.compress._common.train_rounds`)."""
+    from edgekit.compress._common import train_rounds
+    from edgekit.compress.guard import DISTILL_PATIENCE
     ds, sel_guard = job.selection()   # validation stays untouched for the guard
-    stop = guard_stop(sel_guard, patience=DISTILL_PATIENCE, say=printer(progress), settle=settle)
-    callbacks = [stop]
-    if progress:
-        from edgekit.progress import epoch_progress
-        callbacks.insert(0, epoch_progress(epochs, "distilling"))
-    _fit(net, teacher, ds.x_train, ds.y_train, (ds.x_val, ds.y_val), ds.num_classes,
-         temperature, alpha, epochs, epochs, lr, batch_size, callbacks, augment, seed)
-    return stop.summary()
+
+    def one_round(stop, rounds):
+        callbacks = [stop]
+        if progress:
+            from edgekit.progress import epoch_progress
+            callbacks.insert(0, epoch_progress(epochs, "distilling"))
+        _fit(net, teacher, ds.x_train, ds.y_train, (ds.x_val, ds.y_val), ds.num_classes,
+             temperature, alpha, epochs, epochs, lr / (2 ** rounds), batch_size, callbacks,
+             augment, seed)
+    return train_rounds(net, one_round, sel_guard, epochs, DISTILL_PATIENCE, printer(progress),
+                        "distilling", extend=extend, budget=budget, settle=settle)
 
 
 def _refit(net, teacher, job, temperature, alpha, epochs, cap, lr, batch_size, progress,

@@ -263,8 +263,8 @@ COMMON = {o.name: o for o in (
     option("lr", FLOAT, None, "prune/quantize --qat/distill: learning rate.", _training("lr")),
     option("batch_size", INT, None, "prune/quantize --qat/distill.", _training("batch_size")),
     option("seed", INT, 0, ""),
-    option("budget", DURATION, None, "prune: wall time the fine-tune may take, e.g. 10m, 90s, "
-           "1.5h; bounds the extra rounds a default fine-tune adds while still improving "
+    option("budget", DURATION, None, "prune/distill: wall time the training may take, e.g. "
+           "10m, 90s, 1.5h; bounds the extra rounds a default cap adds while still improving "
            "(default: no time limit, at most 2 extra rounds)."),
 )}
 # --scale/--mean/--std become one ``preprocess`` value (edgekit.adapt.parse_preprocess)
@@ -314,7 +314,7 @@ OPTIONS = {
         option("target", TEXT, None, "quantize: refuse precisions the target cannot run."),
         option("per_channel", SWITCH, True, "per-channel int8 weights (ONNX)", cli=False),
     ),
-    "distill": _common(*_INPUT) + _common("epochs", "lr", "batch_size", "seed",
+    "distill": _common(*_INPUT) + _common("epochs", "lr", "batch_size", "seed", "budget",
                                                 lr=1e-3) + (
         option("student", TEXT, None, "distill: student architecture (tiny, ...)."),
         option("width", FLOAT, None, "distill: width multiplier in (0,1] for a derived student.",
