@@ -193,3 +193,18 @@ def test_distill_budget_bounds_the_students_training(run_cli, tiny_artifact, tmp
     assert params["stop_reason"] == "budget spent" and params["budget_s"] == 0.01
     assert params["epochs_run"] == 1 and params["rounds"] == 1 and params["seconds"] < 60
     assert "stopped, --budget 0.01 s spent" in stdout
+
+
+def test_budget_inside_an_enclosing_deadline_takes_the_earlier(tiny_artifact, digits, tmp_path):
+    """Under optimize's deadline (edgekit.deadline.until) a --budget cannot outlast it, and the
+    enclosing deadline still learns that it cut the training."""
+    import time
+    from edgekit.compress._common import Job, fine_tune
+    from edgekit.deadline import until, was_cut
+    from edgekit.models import build
+    job = Job(tiny_artifact.path, digits, tmp_path / "out", force=False, method="prune")
+    fresh = build("tiny", digits.input_shape, digits.num_classes)
+    with until(time.time() + 1e-3):
+        ran = fine_tune(fresh, job, 3, 1e-3, 32, False, extend=True, budget=600)
+        assert was_cut()
+    assert ran["stop_reason"] == "budget spent" and ran["epochs_run"] == 1

@@ -458,6 +458,7 @@ def train_rounds(model, one_round, sel_guard, epochs, patience, say, label, star
                     label, epochs, stop.best, sel_guard.target, epochs, rounds + 1,
                     EXTEND_ROUNDS + 1, "" if at is None else
                     ", {:.0f} s of --budget left".format(at - time.time())))
+    deadline.passed()   # an enclosing deadline (optimize --budget) that passed meanwhile: cut
     out = {"epochs_run": total, "best_epoch": best_epoch,
            "seconds": round(time.time() - t0, 1), "stop_reason": reason,
            "stopped": STOP_REASONS[reason].format(
