@@ -434,10 +434,10 @@ def train_rounds(model, one_round, sel_guard, epochs, patience, say, label, star
             full = ran["epochs_run"] == epochs
             improving = full and ran["best_epoch"] == epochs and not stop.reached
             cut = at is not None and deadline.was_cut()
-            if stop.reached:
-                reason = "guard met"
-            elif cut:
+            if cut:     # the deadline stopped it (mid-epoch), whatever else was true
                 reason = "budget spent"
+            elif stop.reached:
+                reason = "guard met"
             elif not full:
                 reason = "patience"
             elif not improving:

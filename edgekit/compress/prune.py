@@ -148,7 +148,7 @@ def _unstructured(job, sparsity, epochs, lr, batch_size, progress, say, budget=N
     ran = fine_tune(wrapped, job, cap, lr, batch_size, progress, start_epoch=ramp,
                     callbacks=[mot.sparsity.keras.UpdatePruningStep()], label="pruning",
                     extend=epochs is None, budget=budget)
-    if ran.get("stop_reason") == "budget spent" and ran["epochs_run"] < ramp:
+    if ran.get("stop_reason") == "budget spent" and ran["epochs_run"] <= ramp:
         raise EdgekitError(
             "--budget {:g} s ended the fine-tune in the pruning ramp (epoch {} of the {} that "
             "reach {:.0%} sparsity, {:.0f} s): the model is not pruned to --sparsity, nothing "
