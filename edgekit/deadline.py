@@ -18,9 +18,33 @@ Example::
 """
 import contextlib
 import contextvars
+import math
+import re
 import time
 
+from edgekit.errors import EdgekitError
+
+BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
+
 _STATE = contextvars.ContextVar("edgekit_deadline", default=None)
+
+
+def parse_budget(text):
+    """``45m``, ``90s``, ``1.5h``, ``600`` (seconds) -> seconds (float > 0); None stays None.
+    The one parser of a ``--budget``: ``optimize`` and ``compress`` (prune, distill)."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        v = float(text)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+        if not m:
+            raise EdgekitError("--budget {!r} is not a duration: use e.g. 45m, 90s, 1.5h".format(
+                text))
+        v = float(m.group(1)) * BUDGET_UNITS[m.group(2) or "s"]
+    if not math.isfinite(v) or v <= 0:
+        raise EdgekitError("--budget must be a positive duration, got {!r}".format(text))
+    return v
 
 
 @contextlib.contextmanager

@@ -400,7 +400,7 @@ def train_rounds(model, one_round, sel_guard, epochs, patience, say, label, star
     epoch over all rounds is kept.
 
     ``budget``: seconds of wall time the whole training may take (``--budget``, parsed once
-    by :func:`edgekit.optimize.parse_budget`); training ends at the first batch past it
+    by :func:`edgekit.deadline.parse_budget`); training ends at the first batch past it
     (:mod:`edgekit.deadline`, nested inside an enclosing ``optimize --budget``), the best
     epoch so far kept, and no further round starts.
 

@@ -163,9 +163,9 @@ DATA_SPEC = Kind("str", _spec)
 
 def _duration(v, flag):
     """A wall-time budget (``10m``, ``90s``, ``1.5h``, ``600``) -> seconds (float > 0), by
-    ``optimize --budget``'s own parser (:func:`edgekit.optimize.parse_budget`): one grammar,
+    ``optimize --budget``'s own parser (:func:`edgekit.deadline.parse_budget`): one grammar,
     one message, for both commands."""
-    from edgekit.optimize import parse_budget
+    from edgekit.deadline import parse_budget
     return parse_budget(v)
 
 

@@ -23,40 +23,22 @@ Example::
 import contextlib
 import json
 import math
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from edgekit.deadline import BUDGET_UNITS, parse_budget  # noqa: F401 (API; compress --budget too)
 from edgekit.errors import EdgekitError
 from edgekit.optimize.front import result_row, study_rows as _rows  # noqa: F401 (API)
 
 DEFAULT_TRIALS = 20
 DEFAULT_BATCH = 2
-BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
 RESULT_FILES = ("front.json", "front.png", "report.md", "report.html")
 
 
 class NothingFits(EdgekitError):
     """No candidate met the limits (the message names the closest and what it breaks)."""
-
-
-def parse_budget(text):
-    """``45m``, ``90s``, ``1.5h``, ``600`` (seconds) -> seconds (float > 0); None stays None."""
-    if text is None:
-        return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        v = float(text)
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
-        if not m:
-            raise EdgekitError("--budget {!r} is not a duration: use e.g. 45m, 90s, 1.5h".format(
-                text))
-        v = float(m.group(1)) * BUDGET_UNITS[m.group(2) or "s"]
-    if not math.isfinite(v) or v <= 0:
-        raise EdgekitError("--budget must be a positive duration, got {!r}".format(text))
-    return v
 
 
 def _positive_int(name, v):
