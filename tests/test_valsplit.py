@@ -116,8 +116,11 @@ def test_bad_budget_is_one_error_line(run_cli, tiny_artifact, tmp_path, value, m
                                            ("600", 600.0), (45, 45.0)])
 def test_budget_is_parsed_once_into_seconds(text, seconds):
     from edgekit.compress.options import resolve
-    from edgekit.optimize import parse_budget
+    from edgekit.deadline import parse_budget
+    from edgekit.optimize import parse_budget as optimize_parser
+    assert optimize_parser is parse_budget                       # one parser for both commands
     assert resolve("prune", {"budget": text})["budget"] == seconds == parse_budget(text)
+    assert resolve("distill", {"budget": text})["budget"] == seconds
 
 
 def test_budget_is_prunes_alone(run_cli, tiny_artifact, tmp_path):
