@@ -108,6 +108,6 @@ def _before_after(method, art, m):
     if (m.get("guard") or {}).get("note"):
         console.print("  guard: " + m["guard"]["note"])
     from edgekit.compress._common import stop_sentence
-    ran = stop_sentence(art.manifest["method"].get("params"))
+    ran = stop_sentence(art.manifest["method"].get("params"), method)
     if ran:
         console.print("  " + ran)

@@ -150,8 +150,9 @@ class Job(object):
             bn = batchnorm_note(model, self.ds.x_val, self.ds.y_val)
             if bn:
                 notes.append("The result: " + bn)
-        if stop_sentence(ran):
-            notes.append(stop_sentence(ran)[0].upper() + stop_sentence(ran)[1:])
+        said = stop_sentence(ran, self.method)
+        if said:
+            notes.append(said[0].upper() + said[1:])
         return self.guard.check(acc, self.method or "compression", hints,
                                 note=". ".join(notes) or None, pred=pred)
 
@@ -343,14 +344,15 @@ STOP_REASONS = {
 }
 
 
-def stop_sentence(ran):
+def stop_sentence(ran, method=None):
     """"fine-tuning ran 14 epochs (2 rounds) in 31 s: stopped, <why>" from what
-    :func:`fine_tune` returned, for the success and the refusal messages alike."""
+    :func:`train_rounds` returned, for the success and the refusal messages alike
+    ("distillation ran ..." for ``method="distill"``)."""
     if not ran or not ran.get("stop_reason"):
         return None
     rounds = ran.get("rounds") or 1
-    return "fine-tuning ran {} epoch{}{} in {:.0f} s: stopped, {}".format(
-        ran["epochs_run"], "" if ran["epochs_run"] == 1 else "s",
+    return "{} ran {} epoch{}{} in {:.0f} s: stopped, {}".format(
+        "distillation" if method == "distill" else "fine-tuning", ran["epochs_run"], "" if ran["epochs_run"] == 1 else "s",
         " ({} rounds)".format(rounds) if rounds > 1 else "", ran["seconds"], ran["stopped"])
 
 
@@ -386,7 +388,7 @@ def fine_tune(model, job, epochs, lr, batch_size, progress, callbacks=(), start_
 
 
 def train_rounds(model, one_round, sel_guard, epochs, patience, say, label, start_epoch=0,
-                 extend=False, budget=None, settle=True):
+                 extend=False, budget=None, settle=True, method=None):
     """Train ``model`` in rounds of ``epochs`` (the cap) under the guard's early stop, and say
     how long and why it stopped -- fine-tuning's and distillation's one loop.
 
@@ -468,7 +470,7 @@ def train_rounds(model, one_round, sel_guard, epochs, patience, say, label, star
         out["rounds"] = rounds
     if budget is not None:
         out["budget_s"] = float(budget)
-    say(stop_sentence(out))
+    say(stop_sentence(out, method))
     return out
 
 

@@ -188,7 +188,8 @@ def _train(net, teacher, job, temperature, alpha, epochs, lr, batch_size, progre
              temperature, alpha, epochs, epochs, lr / (2 ** rounds), batch_size, callbacks,
              augment, seed)
     return train_rounds(net, one_round, sel_guard, epochs, DISTILL_PATIENCE, printer(progress),
-                        "distilling", extend=extend, budget=budget, settle=settle)
+                        "distilling", extend=extend, budget=budget, settle=settle,
+                        method="distill")
 
 
 def _refit(net, teacher, job, temperature, alpha, epochs, cap, lr, batch_size, progress,
