@@ -26,8 +26,10 @@ def _manifest_ok(art, src, method):
 
 def test_prune_unstructured_reaches_sparsity_per_layer(seed_digits_artifact, tmp_path):
     from edgekit.compress import compress
+    # 4 epochs: a 2-epoch ramp, then 2 to recover (digits fine-tunes on 863 images since its
+    # validation split holds out 359: 1 or 2 epochs lost 1.95 pt)
     art = compress(seed_digits_artifact.path, "prune", "digits", tmp_path / "p", sparsity=0.7,
-                   epochs=1, batch_size=32, progress=False)
+                   epochs=4, batch_size=32, progress=False)
     m = _manifest_ok(art, seed_digits_artifact, "prune")
     assert set(m["layer_sparsity"]) == {"conv1", "conv2", "fc1", "logits"}
     for name, s in m["layer_sparsity"].items():
