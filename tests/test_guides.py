@@ -11,6 +11,7 @@ say what cannot run here are in docs/concepts/tested.md ("How the pages' command
   (pip installs on the device) is dropped. Each command exits 0 or stops with an `error:`
   line that names the missing hardware (no traceback); a later command that reads a file a
   stopped command would have written is parsed only;
+- ``<!-- docs-test: refused: TEXT -->``: each command shows a refusal: exit 1 with TEXT;
 - ``<!-- needs: WHAT -->`` for anything else (a dask cluster), or
   ``<!-- docs-test: parse: REASON -->``: parsed by the CLI's own parser (verb, options and
   their types), not run; ``<!-- docs-test: covered-by tests/FILE.py::TEST -->``: run by that
@@ -318,10 +319,17 @@ def run_page(page, request, tmp_path, run_cli, capfd):
         notes.append("  exit {} {:6.1f} s  {}".format(code, timings[-1][0], step.line[:110]))
         ran += 1
         assert "Traceback" not in err, "{!r}:\n{}".format(step, err[-3000:])
+        if kind == "docs-test" and arg.startswith("refused:"):
+            want = arg.split(":", 1)[1].strip()
+            assert code == 1 and want in err, "{!r}: exit {}, not refused with {!r}:\n{}".format(
+                step, code, want, err[-2000:])
+            notes.append("    refused as the page says: " + want)
+            continue
         if needs and code != 0:
-            errors = [ln for ln in err.splitlines() if "error" in ln.lower()]
+            # the error line, or for several devices the per-device lines of the summary
+            errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
             boundary = "|".join(BOUNDARY[n] for n in needs)
-            assert errors and re.search(boundary, "\n".join(errors)), \
+            assert errors and re.search(boundary, out + "\n" + err), \
                 "{!r} exit {} without naming the missing {}:\n{}".format(step, code, needs, err[-2000:])
             notes.append("    stopped at the boundary: " + errors[-1][:150])
             stopped_outputs |= _outputs(step.argv)
