@@ -171,8 +171,10 @@ def _qat(model, job, epochs, lr, batch_size, progress, say):
         raise EdgekitError("quantization-aware training cannot wrap this model: {}".format(
             str(exc).splitlines()[0][:200])) from None
     say("quantization-aware training: {} epoch(s)".format(epochs))
-    return fine_tune(q, job, epochs, lr, batch_size or job.default_batch_size(), progress,
-                     label="quantization-aware training")
+    # fine_tune trains q in place and returns what it ran (epochs), not the model
+    fine_tune(q, job, epochs, lr, batch_size or job.default_batch_size(), progress,
+              label="quantization-aware training")
+    return q
 
 
 def _tflite(model, path, precision, rep, io, qat):
