@@ -218,6 +218,7 @@ def _ahead(rows):
             best = max(peers, key=lambda p: p["accuracy"])
             r["ahead_pts"] = round(100 * (r["accuracy"] - best["accuracy"]), 2)
             r["faster_than_best_peer"] = r["p50_ms"] <= best["p50_ms"]
+            r["p50_vs_best_peer"] = round(r["p50_ms"] / best["p50_ms"], 3)  # noise: a few %
 
 
 def main(argv=None):
