@@ -111,7 +111,7 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                 name = "model.{}.onnx".format(precision)
                 search = onnx_int8(float_onnx, tmp / name, rep, info["input_name"], job.ds.x_val,
                                    job.ds.y_val, _search_drop(job), onnx_activations,
-                                   per_channel, work, say)
+                                   per_channel, work, say, guard_drop=job.guard.max_drop)
                 extra = onnx_int8_entry(ONNX_OPSET, onnx_activations, search["per_channel"], search)
             else:
                 name = "openvino/model.{}.xml".format(precision)
@@ -120,7 +120,8 @@ def quantize(model, data, out, *, precision, formats, calibration_samples, calib
                 if precision == "int8":
                     from edgekit.compress.int8.search import openvino_int8
                     search = openvino_int8(float_onnx, tmp / name, rep, job.ds.x_val,
-                                           job.ds.y_val, _search_drop(job), say)
+                                           job.ds.y_val, _search_drop(job), say,
+                                           guard_drop=job.guard.max_drop)
                     extra.update(calibration=search, float_layers=search["float_layers"])
                 else:
                     _openvino(float_onnx, tmp / name, precision, rep)

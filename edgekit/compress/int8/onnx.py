@@ -83,7 +83,7 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                 try:
                     search = onnx_int8(plain, tmp / name, rep, facts["input_name"], x_val,
                                        ds.y_val, drop, onnx_activations, per_channel,
-                                       Path(work), say)
+                                       Path(work), say, guard_drop=guard.max_drop)
                 except EdgekitError:
                     raise
                 except Exception as exc:  # onnxruntime.quantization raises plain errors
@@ -95,7 +95,8 @@ def quantize_onnx(model, data, out, *, precision, formats, calibration_samples, 
                 extra = {"weights": name[:-4] + ".bin", "from": "ONNX {}".format(src.name)}
                 if precision == "int8":
                     try:
-                        search = openvino_int8(plain, tmp / name, rep, x_val, ds.y_val, drop, say)
+                        search = openvino_int8(plain, tmp / name, rep, x_val, ds.y_val, drop, say,
+                                               guard_drop=guard.max_drop)
                     except EdgekitError:
                         raise
                     except Exception as exc:  # openvino / nncf raise RuntimeError & co.
