@@ -175,17 +175,25 @@ def test_bad_input_is_one_line_and_writes_nothing(models, rgb, run_cli, tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-def test_quantize_keeps_a_layer_float_when_int8_loses_too_much(models, rgb, run_cli, tmp_path):
-    """Through the CLI, default search: int8 of the one Conv loses ~5 pt on validation, so the
-    search names it and keeps it float (accuracy back to fp32) rather than ship the loss."""
+def test_quantize_cli_records_why_it_kept_its_int8_file(models, rgb, run_cli, tmp_path):
+    """Through the CLI, default search on the one-Conv model: every candidate is scored on the
+    whole validation split, the manifest says which was kept and why, and the kept file is as
+    accurate on test as fp32 (no more than the default 1-point guard below it). When a fully-int8 file loses too much, the
+    search keeps layers float: that rule is tested on a model built to break int8, in
+    tests/test_int8_search.py (the 359-image validation split of digits no longer shows a loss
+    on this model: int8 scores 92.2% against fp32's 91.6%)."""
     spec, ds, expected = rgb
     code, _, err = run_cli("compress", models["nchw"], "--method", "quantize", "--formats", "onnx",
                            "--data", spec, "-o", tmp_path / "q", "--calibration-samples", "100")
     assert code == 0, err
     m = json.loads((tmp_path / "q" / "manifest.json").read_text())
     f = m["files"]["model.int8.onnx"]
-    assert f["float_layers"] == ["/means/Conv"] and f["calibration"]["sensitivity"]
-    assert f["accuracy"] == pytest.approx(expected, abs=1.0 / len(ds.y_test))
+    cal = f["calibration"]
+    assert cal["validation_samples"] == len(ds.y_val)
+    assert cal["chosen"] in cal["candidates"] and cal["chosen_by"]
+    assert (cal["validation_accuracy"] == max(cal["candidates"].values())
+            or "within one standard error" in cal["chosen_by"])
+    assert f["accuracy"] >= expected - 0.01
 
 
 def test_training_methods_name_what_works_on_onnx(models, rgb, run_cli, tmp_path):
