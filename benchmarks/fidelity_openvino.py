@@ -8,7 +8,7 @@ hits both alike; the figure is the median of the per-round ratios.
   openvino pip package) reports the median of ``InferRequest.latency``: OpenVINO's own time
   inside its C++ call. ``-infer_precision f32`` because edgekit pins the CPU plugin to f32 for
   an fp32 IR (``edgekit.runtime.openvino``); without it benchmark_app runs the same IR in bf16
-  on a CPU with AVX512-BF16/AMX (~10x faster for the seed CNN here) and the two tools would
+  on a CPU with AVX512-BF16/AMX (7-10x faster for the seed CNN here) and the two tools would
   time different arithmetic.
 * ``edgekit bench ART --runtime openvino --duration S`` reports wall-clock percentiles
   (``time.perf_counter`` around ``InferRequest.infer()`` on an input tensor preset once,
