@@ -4,8 +4,12 @@ Both tools run as child processes of this script (one process tree), alternately
 ...) for ``--rounds`` rounds of ``--seconds`` each, on the same IR, so a shared machine's load
 hits both alike; the figure is the median of the per-round ratios.
 
-* ``benchmark_app -d CPU -hint latency -api sync -t S`` (shipped with the openvino pip package)
-  reports the median of ``InferRequest.latency``: OpenVINO's own time inside its C++ call.
+* ``benchmark_app -d CPU -hint latency -api sync -infer_precision f32 -t S`` (shipped with the
+  openvino pip package) reports the median of ``InferRequest.latency``: OpenVINO's own time
+  inside its C++ call. ``-infer_precision f32`` because edgekit pins the CPU plugin to f32 for
+  an fp32 IR (``edgekit.runtime.openvino``); without it benchmark_app runs the same IR in bf16
+  on a CPU with AVX512-BF16/AMX (7-10x faster for the seed CNN here) and the two tools would
+  time different arithmetic.
 * ``edgekit bench ART --runtime openvino --duration S`` reports wall-clock percentiles
   (``time.perf_counter`` around ``InferRequest.infer()`` on an input tensor preset once,
   ``Runner.timed_call``) and, beside them, ``runtime_latency_ms``: ``InferRequest.latency`` of
@@ -75,10 +79,12 @@ def prepare(name, work, artifact=None):
     else:
         onnx = work / (name + ".onnx")
         subprocess.run([sys.executable, "-c", BUILD, name, str(onnx)], env=ENV, check=True)
-        data = "mnist:{}".format(MNIST) if name == "seed" else "digits"
-        subprocess.run(edgekit_cli("export", onnx, "--format", "openvino", "-o", art,
-                                   "--data", data), env=ENV, check=True,
-                       stdout=subprocess.DEVNULL)
+        # the data only feeds export's parity check; digits (8x8x1) must be told to --resize to
+        # MobileNetV2's 160x160x3 (export refuses a fit that invents most of each image)
+        data = ["--data", "mnist:{}".format(MNIST)] if name == "seed" else ["--data", "digits",
+                                                                             "--resize"]
+        subprocess.run(edgekit_cli("export", onnx, "--format", "openvino", "-o", art, *data),
+                       env=ENV, check=True, stdout=subprocess.DEVNULL)
     manifest = json.loads((art / "manifest.json").read_text())
     xml = [n for n, e in manifest["files"].items()
            if e["format"] == "openvino" and e.get("inference", True)][0]
@@ -92,13 +98,14 @@ def benchmark_app(xml, seconds, shape, threads=None):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "openvino.tools.benchmark.main"]
     hint = ["-hint", "latency"] if not threads else ["-hint", "none", "-nstreams", "1",
                                                      "-nthreads", str(threads)]
-    cmd += ["-m", str(xml), "-d", "CPU"] + hint + ["-api", "sync", "-t", str(int(seconds)),
+    cmd += ["-m", str(xml), "-d", "CPU"] + hint + ["-api", "sync", "-infer_precision", "f32",
+                                                   "-t", str(int(seconds)),
                                                    "-shape", "[{}]".format(",".join(map(str, shape)))]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          universal_newlines=True)
     if out.returncode != 0:
         raise SystemExit("benchmark_app failed:\n" + out.stdout[-2000:])
-    return dict(_app_figures(out.stdout), command=" ".join(cmd[-14:]))
+    return dict(_app_figures(out.stdout), command=" ".join(cmd[-16:]))
 
 
 _UNIT_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
