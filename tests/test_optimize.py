@@ -252,6 +252,28 @@ def test_host_times_candidates_on_the_device_over_ssh(tiny_artifact, sshd, tmp_p
     assert len(installed) == 1          # the candidate's bundle went to the device
 
 
+@pytest.mark.parametrize("case, target, message", [
+    ("unknown host key", "laptop-cpu", "host key"),
+    ("not the target's board", "jetson-nano", "not a Jetson Nano"),
+])
+def test_host_is_checked_before_any_training(tiny_artifact, sshd, tmp_path, case, target,
+                                             message):  # noqa: F811
+    """``optimize --host`` connects and runs the device checks first: a device it cannot use
+    is refused in one error before the first candidate trains, and nothing is written."""
+    from edgekit.errors import EdgekitError
+    from edgekit.optimize import optimize
+    kh = tmp_path / "known_hosts"
+    kh.write_text("" if case == "unknown host key" else sshd.known_hosts_line())
+    with pytest.raises(EdgekitError) as err:
+        optimize(tiny_artifact.path, "digits", tmp_path / "opt", target=target, host=sshd.host,
+                 trials=1, methods="none", seed=3, progress=False,
+                 deploy_options={"identity": str(sshd.user_key), "known_hosts": str(kh),
+                                 "remote_dir": str(tmp_path / "device"),
+                                 "remote_python": sys.executable})
+    assert message in str(err.value), str(err.value)
+    assert not (tmp_path / "opt").exists() and not (tmp_path / "device").exists()
+
+
 def test_tflite_bytes_known_before_training_prune_a_student_that_cannot_fit(
         seed_digits_artifact):
     """A TFLite finish is converted once with random weights: the size does not depend on the

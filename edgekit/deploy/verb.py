@@ -122,6 +122,37 @@ def _one(host, bundles, opts, log):
     return row
 
 
+def check_device(host, target, identity=None, known_hosts=None, accept_new_host_key=False,
+                 remote_python="python3", remote_dir=DEFAULT_REMOTE_DIR, ssh_config=None,
+                 connect_timeout=10.0, command_timeout=120.0, min_free_mb=50.0, log=print):
+    """Connect to ``host`` and run the device checks of ``target`` (``preflight``), before any
+    long work that will need the device: ``optimize --host`` trains candidates for minutes or
+    hours before it times the first one, so an unreachable, unknown or wrong device must be
+    refused first, in one line. Returns the preflight report; raises ``EdgekitError``."""
+    from edgekit.targets import load_target
+    target = load_target(target)["name"]
+    parse_host(host)
+    check_known_hosts(known_hosts)
+    spec = resolve_host(host, ssh_config, {})
+    remote = None
+    try:
+        remote = Remote(spec, identity=identity, known_hosts=known_hosts,
+                        accept_new_host_key=accept_new_host_key,
+                        connect_timeout=float(connect_timeout),
+                        log=lambda msg: log("[{}] {}".format(spec.spec, msg)))
+        return preflight(remote, target, remote_python, remote_dir, float(min_free_mb),
+                         timeout=float(command_timeout))
+    except EdgekitError:
+        raise
+    except Exception as exc:  # the network's failures, one line; bugs keep tracebacks
+        if not _network_error(exc):
+            raise
+        raise EdgekitError("{}: {}".format(spec.hostname, _describe(exc)))
+    finally:
+        if remote is not None:
+            remote.close()
+
+
 def deploy(artifact, target=None, hosts=(), inventory=None, identity=None, known_hosts=None,
            accept_new_host_key=False, remote_python="python3", remote_dir=DEFAULT_REMOTE_DIR,
            setup=False, bench=False, json_path=None, docker=False, dry_run=False, runtime=None,

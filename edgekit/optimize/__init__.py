@@ -148,6 +148,12 @@ def optimize(model, data, out, target=None, host=None, max_bytes=None, max_laten
         fitted = fit_data(ds, net)
         from edgekit.models import check_model_fits
         check_model_fits(net, fitted)
+        if host is not None:  # the device is checked before the training it will wait for
+            from edgekit.deploy.verb import check_device
+            dev = {k: v for k, v in (deploy_options or {}).items()
+                   if k in ("identity", "known_hosts", "accept_new_host_key", "remote_python",
+                            "remote_dir")}
+            check_device(host, target, log=print if progress else (lambda msg: None), **dev)
         if force and out.exists():
             shutil.rmtree(out)
             owned.created = True  # the old study is gone: a failed start leaves nothing
