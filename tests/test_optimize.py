@@ -256,8 +256,8 @@ def test_host_times_candidates_on_the_device_over_ssh(tiny_artifact, sshd, tmp_p
     ("unknown host key", "laptop-cpu", "host key"),
     ("not the target's board", "jetson-nano", "not a Jetson Nano"),
 ])
-def test_host_is_checked_before_any_training(tiny_artifact, sshd, tmp_path, case, target,
-                                             message):  # noqa: F811
+def test_host_is_checked_before_any_training(tiny_artifact, sshd, tmp_path, case,  # noqa: F811
+                                             target, message):
     """``optimize --host`` connects and runs the device checks first: a device it cannot use
     is refused in one error before the first candidate trains, and nothing is written."""
     from edgekit.errors import EdgekitError
