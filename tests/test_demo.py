@@ -50,9 +50,15 @@ def test_demo_on_digits_end_to_end(run_cli, tmp_path):
     # every compression method, k-NN slicing, every format, every runtime: real effects
     comp = {r["method"]: r for r in summary["compress"]}
     assert set(comp) == {"prune", "prune-structured", "quantize", "distill"}
-    assert comp["prune-structured"]["params"] < comp["prune-structured"]["before_params"]
-    if "params" in comp["distill"]:   # the guard may refuse distillation on digits' 143 images
-        assert comp["distill"]["params"] < comp["distill"]["before_params"]
+    # the guard may refuse structured pruning and distillation on digits: its 359 validation
+    # images see a 0.84 pt loss (3 predictions) the 143 it held out before could not
+    for label in ("prune-structured", "distill"):
+        if "params" in comp[label]:
+            assert comp[label]["params"] < comp[label]["before_params"]
+        else:
+            assert "validation" in comp[label]["refused"] and "nothing written" in \
+                comp[label]["refused"]
+    assert "params" in comp["prune"] and "params" in comp["quantize"]
     assert comp["quantize"]["bytes"] * 3 < comp["quantize"]["before_bytes"]
     for r in comp.values():
         if r.get("artifact") is None:     # refused by the guard: nothing written
@@ -67,7 +73,8 @@ def test_demo_on_digits_end_to_end(run_cli, tmp_path):
     assert {"onnx", "tflite", "openvino"} <= fmts
     timed = {(r["model"], r["runtime"]) for r in summary["bench_all"]}
     assert {("model", "openvino"), ("model", "litert"), ("quantize", "onnxruntime"),
-            ("prune-structured", "onnxruntime"), ("knn-slice", "onnxruntime")} <= timed
+            ("knn-slice", "onnxruntime")} <= timed
+    assert (("prune-structured", "onnxruntime") in timed) == ("params" in comp["prune-structured"])
     assert len(list((out / "results").glob("*.json"))) == len(timed) + 1
     assert "int8" in md and "knn-slice" in md
     assert not summary["skipped"]
