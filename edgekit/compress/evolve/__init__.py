@@ -103,7 +103,9 @@ class CmaOptimizer:
             x0 = np.asarray(x0, float) / scale
             self.scale = scale
         else:
-            self.opts["CMA_diagonal"] = True
+            # "sep": separable CMA-ES (diagonal covariance, for the 18k-dim kernel search);
+            # "full": the full covariance, for small spaces (channels.py's 128 gains and biases)
+            self.opts["CMA_diagonal"] = variant == "sep"
             self.scale = None
         self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), float(sigma), self.opts)
         self._asked = None
