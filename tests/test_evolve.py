@@ -294,7 +294,8 @@ def test_minibatch_bad_input(trunk_and_data, kw, msg):
 def test_channel_fold_and_tables_are_exact(trunk_and_data):
     """The folded trunk computes relu(g (maxpool(z) + t)) (the identity the search rests on), and
     the tabulated distances equal the distances of the folded trunk's own features (grid points)."""
-    from edgekit.compress.evolve.channels import (ChannelKnnFitness, fold_channels, pooled_preactivations)
+    from edgekit.compress.evolve.channels import (ChannelKnnFitness, fold_channels, pooled_preactivations,
+                                                  unfold_channels)
     from edgekit.compress.evolve.fitness import KnnFitness, trunk_spec
     trunk, ds = trunk_and_data
     spec, w0 = trunk_spec(trunk)
@@ -312,6 +313,7 @@ def test_channel_fold_and_tables_are_exact(trunk_and_data):
         np.testing.assert_allclose(F, np.maximum(np.exp(u) * (P.reshape(len(P), -1, n_ch) + v * fit.scales), 0)
                                    .reshape(len(P), -1), rtol=1e-4, atol=1e-4)
         x = np.concatenate([u, v])
+        np.testing.assert_allclose(unfold_channels(spec, w0, w, fit.scales), x, atol=1e-4)
         wt = fit._weights(x)
         if metric == "cosine":
             F, Fv = [a / np.linalg.norm(a, axis=1, keepdims=True) for a in (F, Fv)]

@@ -101,6 +101,20 @@ def fold_channels(spec, w, u, v, scales):
     return w.astype(np.float32)
 
 
+def unfold_channels(spec, w0, w, scales):
+    """The search vector ``[u, v]`` that :func:`fold_channels` turned ``w0`` into ``w`` with
+    (gains from the filters' kernel norms)."""
+    i, _, n = channel_layout(spec)
+    e = spec[i]
+    a, b = e["kslice"]
+    k0 = np.asarray(w0[a:b], np.float64).reshape(-1, n)
+    k1 = np.asarray(w[a:b], np.float64).reshape(-1, n)
+    g = np.linalg.norm(k1, axis=0) / np.maximum(np.linalg.norm(k0, axis=0), 1e-30)
+    a, b = e["bslice"]
+    v = (np.asarray(w[a:b], np.float64) / g - np.asarray(w0[a:b], np.float64)) / np.asarray(scales, np.float64)
+    return np.concatenate([np.log(g), v])
+
+
 def _nearest(q, r, k, metric, exclude=None, chunk=512):
     """Indices (Q, k) of each query's k nearest rows of ``r``, nearest first (exact search)."""
     from edgekit.compress.evolve.fitness import sq_distances
@@ -129,12 +143,16 @@ class ChannelKnnFitness:
     ``P_ref`` (n, positions x C): pooled pre-activations of the reference images (training
     split), ``P_hold``: of the held-out queries. ``queries``: how many reference images serve
     as leave-one-out fitness queries (seeded; None: all). ``grid``: thresholds in units of each
-    channel's pooled pre-activation std.
+    channel's pooled pre-activation std (``scales``: those stds, default from ``P_ref``).
+
+    Another split scored the same way (a test curve): build one with ``search={"q_idx": [],
+    "cand": empty, "cand_hold": its candidates}`` and the fitness's ``scales``; its
+    :meth:`holdout_full` is then that split's re-ranked k-NN accuracy.
     """
 
     def __init__(self, P_ref, y_ref, P_hold, y_hold, n_channels, k=9, candidates=32, queries=10000,
                  batch_size=2000, grid=(-0.5, -0.25, 0.0, 0.25, 0.5), metric="cosine", seed=0,
-                 share_weight=0.1):
+                 share_weight=0.1, search=None, scales=None):
         if metric not in METRICS:
             raise EdgekitError("unknown metric {!r}: use one of {}".format(metric, ", ".join(METRICS)))
         grid = sorted(float(t) for t in grid)
@@ -153,16 +171,22 @@ class ChannelKnnFitness:
         self.n_classes = int(max(self.y_ref.max(), self.y_hold.max()) + 1)
         P_ref = np.asarray(P_ref, np.float32)
         P_hold = np.asarray(P_hold, np.float32)
-        self.scales = np.maximum(P_ref.reshape(-1, self.C).std(axis=0), 1e-6).astype(np.float64)
+        self.scales = (np.maximum(P_ref.reshape(-1, self.C).std(axis=0), 1e-6).astype(np.float64)
+                       if scales is None else np.asarray(scales, np.float64))
         t0 = time.time()
-        rng = np.random.default_rng([self.seed, 31])
-        nq = n_ref if queries is None else int(min(queries, n_ref))
-        self.q_idx = np.sort(rng.choice(n_ref, nq, replace=False))
-        self.batch_size = int(min(batch_size, nq))
-        F = relu_features(P_ref, metric)
-        self.cand = _nearest(F[self.q_idx], F, candidates, metric, exclude=self.q_idx)
-        self.cand_hold = _nearest(relu_features(P_hold, metric), F, candidates, metric)
-        del F
+        if search is None:
+            rng = np.random.default_rng([self.seed, 31])
+            nq = n_ref if queries is None else int(min(queries, n_ref))
+            self.q_idx = np.sort(rng.choice(n_ref, nq, replace=False))
+            F = relu_features(P_ref, metric)
+            self.cand = _nearest(F[self.q_idx], F, candidates, metric, exclude=self.q_idx)
+            self.cand_hold = _nearest(relu_features(P_hold, metric), F, candidates, metric)
+            del F
+        else:   # a search done before (same start trunk, metric and images): see :meth:`search`
+            self.q_idx = np.asarray(search["q_idx"], np.int64)
+            self.cand = np.asarray(search["cand"], np.int64).reshape(len(self.q_idx), -1)[:, :candidates]
+            self.cand_hold = np.asarray(search["cand_hold"])[:, :candidates]
+        self.batch_size = int(min(batch_size, len(self.q_idx)))
         self.search_s = time.time() - t0
         t0 = time.time()
         self.N_ref = self._norms(P_ref)
@@ -171,6 +195,11 @@ class ChannelKnnFitness:
         self.D_hold = self._dots(P_hold, P_ref, self.cand_hold)
         self.table_s = time.time() - t0
         self.dim = 2 * self.C if len(self.grid) > 1 else self.C
+
+    def search(self):
+        """The candidate search (query indices, their candidates): pass as ``search=`` to build
+        another fitness on the same images without searching again."""
+        return {"q_idx": self.q_idx, "cand": self.cand, "cand_hold": self.cand_hold}
 
     # -- tables ---------------------------------------------------------------------------
     def _relu_t(self, P, t):
@@ -238,8 +267,9 @@ class ChannelKnnFitness:
         return votes.argmax(axis=1) == y_query, np.mean(labels == y_query[:, None], axis=1)
 
     def batch_indices(self, g):
-        """Positions (into the fitness queries) of generation ``g``'s mini-batch, seeded by (seed, g)."""
-        rng = np.random.default_rng([self.seed, int(g)])
+        """Positions (into the fitness queries) of generation ``g``'s mini-batch, seeded by
+        (batch_seed, g); ``batch_seed`` is the run's seed (evolve_channels sets it)."""
+        rng = np.random.default_rng([getattr(self, "batch_seed", self.seed), int(g)])
         return np.sort(rng.choice(len(self.q_idx), self.batch_size, replace=False))
 
     def evaluate_full(self, X, batch=0):
@@ -266,13 +296,17 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
                     thresholds=(-0.5, -0.25, 0.0, 0.25, 0.5), candidates=32, queries=10000, batch_size=2000,
                     population=None, sigma=0.2, generations=10 ** 6, time_budget=None, seed=0,
                     holdout_every=5, min_improvement=0.0005, patience=None, share_weight=0.1,
-                    candidate_hook=None, pooled=None):
+                    candidate_hook=None, pooled=None, search=None, fitness=None):
     """Evolve the last conv layer's per-filter gain and bias of ``trunk_model`` for k-NN.
 
     ``x_ref``/``y_ref`` (training split): references and the fitness's leave-one-out queries;
     ``x_val``/``y_val``: the held-out split that picks the returned solution (never the test
     split). ``time_budget`` (s) counts the optimisation, not the one-off tables
-    (``logbook["setup_s"]``). ``pooled``: precomputed ``(P_ref, P_val)`` (must match the trunk).
+    (``logbook["setup_s"]``). ``pooled``: precomputed ``(P_ref, P_val)`` (must match the trunk);
+    ``search``: a candidate search of an earlier run on the same trunk and images
+    (:meth:`ChannelKnnFitness.search`); ``fitness``: a :class:`ChannelKnnFitness` built for this
+    trunk and these images (its tables are reused; ``seed`` still seeds the batches and the
+    optimiser, so runs with other seeds share the one-off cost).
     Returns ``(trunk_model, logbook)``; the trunk holds the held-out best, folded into plain
     conv kernels and biases. See the module docstring for the search space and the fitness.
     """
@@ -293,12 +327,18 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     spec, w0 = trunk_spec(trunk_model)
     conv_i, _, n_ch = channel_layout(spec)
     t0 = time.time()
-    if pooled is None:
-        pooled = (pooled_preactivations(spec, w0, x_ref), pooled_preactivations(spec, w0, x_val))
-    t_pool = time.time() - t0
-    fit = ChannelKnnFitness(pooled[0], y_ref, pooled[1], y_val, n_ch, k=k, candidates=candidates,
-                            queries=queries, batch_size=batch_size, grid=thresholds, metric=metric,
-                            seed=seed, share_weight=share_weight)
+    if fitness is not None:   # tables built for this trunk and these images before (other seeds)
+        fit, t_pool = fitness, 0.0
+        if fit.C != n_ch:
+            raise EdgekitError("fitness tables have {} channels, the trunk's last conv {}".format(fit.C, n_ch))
+    else:
+        if pooled is None:
+            pooled = (pooled_preactivations(spec, w0, x_ref), pooled_preactivations(spec, w0, x_val))
+        t_pool = time.time() - t0
+        fit = ChannelKnnFitness(pooled[0], y_ref, pooled[1], y_val, n_ch, k=k, candidates=candidates,
+                                queries=queries, batch_size=batch_size, grid=thresholds, metric=metric,
+                                seed=seed, share_weight=share_weight, search=search)
+    fit.batch_seed = int(seed)
     setup = time.time() - t0
     x0 = np.zeros(fit.dim)
     pop = population or 4 + int(3 * math.log(fit.dim))
@@ -308,18 +348,18 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     best_x, best, best_gen, since = x0.copy(), h0, 0, 0
     log = {"method": method, "space": "channel gain+bias" if fit.dim > n_ch else "channel gain",
            "layer": spec[conv_i]["name"], "n_search": int(fit.dim), "n_params": int(w0.size),
-           "params": {"k": k, "metric": metric, "thresholds": list(fit.grid), "candidates": candidates,
+           "params": {"k": fit.k, "metric": fit.metric, "thresholds": list(fit.grid), "candidates": fit.cand.shape[1],
                       "queries": int(len(fit.q_idx)), "batch_size": fit.batch_size, "population": int(pop),
                       "sigma": sigma, "seed": int(seed), "holdout_every": holdout_every,
-                      "min_improvement": min_improvement, "patience": patience, "share_weight": share_weight,
+                      "min_improvement": min_improvement, "patience": patience, "share_weight": fit.share_weight,
                       "holdout_queries": int(len(fit.y_hold)), "references": int(len(fit.y_ref))},
            "fitness_definition": (
                "mini-batch of {} of {} training images per generation, each a leave-one-out query re-ranking "
                "its {} nearest training images (start trunk, {}): k-NN (k={}) accuracy + {:g} x mean share of "
                "same-label neighbours; selection: held-out accuracy of the optimiser's candidate ({} validation "
                "images, same re-ranking), replacing the best only when better by >= {:g}".format(
-                   fit.batch_size, len(fit.q_idx), candidates, metric, k, share_weight, len(fit.y_hold),
-                   candidates, min_improvement)),
+                   fit.batch_size, len(fit.q_idx), fit.cand.shape[1], fit.metric, fit.k, fit.share_weight,
+                   len(fit.y_hold), min_improvement)),
            "setup_s": round(setup, 1), "pool_s": round(t_pool, 1), "search_s": round(fit.search_s, 1),
            "table_s": round(fit.table_s, 1), "generations": [],
            "holdout": [{"gen": 0, "stage": 0, "accuracy": h0[1], "score": h0[0]}],
