@@ -340,8 +340,9 @@ def run_column_channels(name, ds, args, results, save):
     grid = [float(v) for v in args.thresholds.split(",")]
     fit = ChannelKnnFitness(P_tr, cd.y_train, P_val, cd.y_val, n_ch, k=args.k, candidates=args.candidates,
                             queries=args.queries, batch_size=args.query_batch, grid=grid, metric=metric,
-                            seed=args.seed, share_weight=args.share_weight)
-    col["fitness_setup"] = {"search_s": round(fit.search_s, 1), "table_s": round(fit.table_s, 1)}
+                            seed=args.seed, share_weight=args.share_weight, hard=args.hard)
+    col["fitness_setup"] = {"search_s": round(fit.search_s, 1), "table_s": round(fit.table_s, 1),
+                            "queries_searched": fit.n_searched, "fitness_queries": int(len(fit.q_idx))}
     t2 = time.time()
     F_ref = relu_features(P_ref, metric)
     test_cand = _nearest(relu_features(P_te, metric), F_ref, args.candidates, metric)
@@ -491,6 +492,8 @@ def main(argv=None):
     ap.add_argument("--queries", type=int, default=10000, help="channels: training images used as fitness queries")
     ap.add_argument("--query-batch", type=int, default=2000, help="channels: fitness queries per generation")
     ap.add_argument("--share-weight", type=float, default=0.1)
+    ap.add_argument("--hard", type=int, default=18,
+                    help="channels: fitness queries = those with another label among their HARD nearest (0: all)")
     ap.add_argument("--min-improvement", type=float, default=0.0005)
     ap.add_argument("--stop-at", type=float, default=None, help="unix time: skip runs that would end later")
     ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the PNGs of a results JSON")
@@ -530,7 +533,7 @@ def main(argv=None):
         results["setup"].update(space="channels", metric=args.metric, thresholds=args.thresholds,
                                 candidates=args.candidates, queries=args.queries, query_batch=args.query_batch,
                                 share_weight=args.share_weight, batch_size=None, precision=None,
-                                min_improvement=args.min_improvement, seeds=args.seeds,
+                                min_improvement=args.min_improvement, seeds=args.seeds, hard=args.hard,
                                 fitness="see each run's fitness_definition", population=args.population)
     for name in columns:
         (run_column_channels if args.space == "channels" else run_column)(name, ds, args, results, save)

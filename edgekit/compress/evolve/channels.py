@@ -142,7 +142,9 @@ class ChannelKnnFitness:
 
     ``P_ref`` (n, positions x C): pooled pre-activations of the reference images (training
     split), ``P_hold``: of the held-out queries. ``queries``: how many reference images serve
-    as leave-one-out fitness queries (seeded; None: all). ``grid``: thresholds in units of each
+    as leave-one-out fitness queries (seeded; None: all); ``hard``: keep only those among whose
+    ``hard`` nearest references (start trunk) one has another label -- the only queries whose
+    vote a moderate change of the metric can flip. ``grid``: thresholds in units of each
     channel's pooled pre-activation std (``scales``: those stds, default from ``P_ref``).
 
     Another split scored the same way (a test curve): build one with ``search={"q_idx": [],
@@ -152,7 +154,7 @@ class ChannelKnnFitness:
 
     def __init__(self, P_ref, y_ref, P_hold, y_hold, n_channels, k=9, candidates=32, queries=10000,
                  batch_size=2000, grid=(-0.5, -0.25, 0.0, 0.25, 0.5), metric="cosine", seed=0,
-                 share_weight=0.1, search=None, scales=None):
+                 share_weight=0.1, search=None, scales=None, hard=None):
         if metric not in METRICS:
             raise EdgekitError("unknown metric {!r}: use one of {}".format(metric, ", ".join(METRICS)))
         grid = sorted(float(t) for t in grid)
@@ -162,7 +164,7 @@ class ChannelKnnFitness:
         if candidates < k or candidates >= n_ref:
             raise EdgekitError("candidates must be >= k ({}) and < the {} references, got {}".format(
                 k, n_ref, candidates))
-        self.k, self.metric, self.seed = int(k), metric, int(seed)
+        self.k, self.metric, self.seed, self.hard = int(k), metric, int(seed), hard
         self.grid = np.asarray(grid, np.float64)
         self.share_weight = float(share_weight)
         self.C = int(n_channels)
@@ -186,6 +188,10 @@ class ChannelKnnFitness:
             self.q_idx = np.asarray(search["q_idx"], np.int64)
             self.cand = np.asarray(search["cand"], np.int64).reshape(len(self.q_idx), -1)[:, :candidates]
             self.cand_hold = np.asarray(search["cand_hold"])[:, :candidates]
+        self.n_searched = int(len(self.q_idx))
+        if hard:   # keep the queries whose `hard` nearest references are not all of their own label
+            keep = np.any(self.y_ref[self.cand[:, :int(hard)]] != self.y_ref[self.q_idx][:, None], axis=1)
+            self.q_idx, self.cand = self.q_idx[keep], self.cand[keep]
         self.batch_size = int(min(batch_size, len(self.q_idx)))
         self.search_s = time.time() - t0
         t0 = time.time()
@@ -197,8 +203,8 @@ class ChannelKnnFitness:
         self.dim = 2 * self.C if len(self.grid) > 1 else self.C
 
     def search(self):
-        """The candidate search (query indices, their candidates): pass as ``search=`` to build
-        another fitness on the same images without searching again."""
+        """The candidate search (query indices, their candidates; after the ``hard`` filter): pass
+        as ``search=`` to build another fitness on the same images without searching again."""
         return {"q_idx": self.q_idx, "cand": self.cand, "cand_hold": self.cand_hold}
 
     # -- tables ---------------------------------------------------------------------------
@@ -218,9 +224,10 @@ class ChannelKnnFitness:
         out = np.empty((len(Pq), cand.shape[1], self.C, len(self.grid)), np.float32)
         for s in range(0, len(Pq), chunk):
             idx = cand[s:s + chunk]
+            Pr = P_ref[idx.ravel()]           # gathered once for every threshold
             for j, t in enumerate(self.grid):
                 Fq = self._relu_t(Pq[s:s + chunk], t)
-                Fr = self._relu_t(P_ref[idx.ravel()], t).reshape(len(idx), idx.shape[1], -1, self.C)
+                Fr = self._relu_t(Pr, t).reshape(len(idx), idx.shape[1], -1, self.C)
                 out[s:s + chunk, :, :, j] = np.einsum("qpc,qjpc->qjc", Fq, Fr)
         return out
 
@@ -296,7 +303,7 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
                     thresholds=(-0.5, -0.25, 0.0, 0.25, 0.5), candidates=32, queries=10000, batch_size=2000,
                     population=None, sigma=0.2, generations=10 ** 6, time_budget=None, seed=0,
                     holdout_every=5, min_improvement=0.0005, patience=None, share_weight=0.1,
-                    candidate_hook=None, pooled=None, search=None, fitness=None):
+                    candidate_hook=None, pooled=None, search=None, fitness=None, hard=None):
     """Evolve the last conv layer's per-filter gain and bias of ``trunk_model`` for k-NN.
 
     ``x_ref``/``y_ref`` (training split): references and the fitness's leave-one-out queries;
@@ -337,7 +344,7 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
         t_pool = time.time() - t0
         fit = ChannelKnnFitness(pooled[0], y_ref, pooled[1], y_val, n_ch, k=k, candidates=candidates,
                                 queries=queries, batch_size=batch_size, grid=thresholds, metric=metric,
-                                seed=seed, share_weight=share_weight, search=search)
+                                seed=seed, share_weight=share_weight, search=search, hard=hard)
     fit.batch_seed = int(seed)
     setup = time.time() - t0
     x0 = np.zeros(fit.dim)
@@ -349,17 +356,21 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     log = {"method": method, "space": "channel gain+bias" if fit.dim > n_ch else "channel gain",
            "layer": spec[conv_i]["name"], "n_search": int(fit.dim), "n_params": int(w0.size),
            "params": {"k": fit.k, "metric": fit.metric, "thresholds": list(fit.grid), "candidates": fit.cand.shape[1],
-                      "queries": int(len(fit.q_idx)), "batch_size": fit.batch_size, "population": int(pop),
+                      "queries": int(len(fit.q_idx)), "queries_searched": fit.n_searched,
+                      "hard": fit.hard,
+                      "batch_size": fit.batch_size, "population": int(pop),
                       "sigma": sigma, "seed": int(seed), "holdout_every": holdout_every,
                       "min_improvement": min_improvement, "patience": patience, "share_weight": fit.share_weight,
                       "holdout_queries": int(len(fit.y_hold)), "references": int(len(fit.y_ref))},
            "fitness_definition": (
-               "mini-batch of {} of {} training images per generation, each a leave-one-out query re-ranking "
-               "its {} nearest training images (start trunk, {}): k-NN (k={}) accuracy + {:g} x mean share of "
-               "same-label neighbours; selection: held-out accuracy of the optimiser's candidate ({} validation "
-               "images, same re-ranking), replacing the best only when better by >= {:g}".format(
-                   fit.batch_size, len(fit.q_idx), fit.cand.shape[1], fit.metric, fit.k, fit.share_weight,
-                   len(fit.y_hold), min_improvement)),
+               "mini-batch of {} of {} training images{} per generation, each a leave-one-out query "
+               "re-ranking its {} nearest training images (start trunk, {}): k-NN (k={}) accuracy + {:g} x mean "
+               "share of same-label neighbours; selection: held-out accuracy of the optimiser's candidate ({} "
+               "validation images, same re-ranking), replacing the best only when better by >= {:g}".format(
+                   fit.batch_size, len(fit.q_idx),
+                   " (the hard ones of {} searched: another label among their {} nearest)".format(
+                       fit.n_searched, fit.hard) if fit.hard else "",
+                   fit.cand.shape[1], fit.metric, fit.k, fit.share_weight, len(fit.y_hold), min_improvement)),
            "setup_s": round(setup, 1), "pool_s": round(t_pool, 1), "search_s": round(fit.search_s, 1),
            "table_s": round(fit.table_s, 1), "generations": [],
            "holdout": [{"gen": 0, "stage": 0, "accuracy": h0[1], "score": h0[0]}],
