@@ -145,7 +145,7 @@ def plot_run(path, title, run, base_test):
     stage2 = [r["gen"] for r in gens if r["stage"] == 1]
     if stage2:
         ax.axvline(stage2[0] - 0.5, color="tab:red", lw=0.6, alpha=0.6)
-    ax.set_xlabel("generation (red line: conv1 -> conv2 stage)")
+    ax.set_xlabel("generation (red line: conv1 -> conv2 stage)" if stage2 else "generation")
     ax.set_ylabel("k-NN accuracy (k=9)")
     ax.set_title(title, fontsize=9)
     h1, l1 = ax.get_legend_handles_labels()

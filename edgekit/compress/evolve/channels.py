@@ -186,7 +186,8 @@ class ChannelKnnFitness:
             del F
         else:   # a search done before (same start trunk, metric and images): see :meth:`search`
             self.q_idx = np.asarray(search["q_idx"], np.int64)
-            self.cand = np.asarray(search["cand"], np.int64).reshape(len(self.q_idx), -1)[:, :candidates]
+            self.cand = np.asarray(search["cand"], np.int64).reshape(len(self.q_idx), -1)[:, :candidates] \
+                if len(self.q_idx) else np.zeros((0, candidates), np.int64)
             self.cand_hold = np.asarray(search["cand_hold"])[:, :candidates]
         self.n_searched = int(len(self.q_idx))
         if hard:   # keep the queries whose `hard` nearest references are not all of their own label
