@@ -142,7 +142,8 @@ class ChannelKnnFitness:
 
     ``P_ref`` (n, positions x C): pooled pre-activations of the reference images (training
     split), ``P_hold``: of the held-out queries. ``queries``: how many reference images serve
-    as leave-one-out fitness queries (seeded; None: all); ``hard``: keep only those among whose
+    as leave-one-out fitness queries (seeded; None: all) -- or, with ``P_query``/``y_query``,
+    how many of those images are the fitness queries (not references); ``hard``: keep only those among whose
     ``hard`` nearest references (start trunk) one has another label -- the only queries whose
     vote a moderate change of the metric can flip. ``grid``: thresholds in units of each
     channel's pooled pre-activation std (``scales``: those stds, default from ``P_ref``).
@@ -154,7 +155,7 @@ class ChannelKnnFitness:
 
     def __init__(self, P_ref, y_ref, P_hold, y_hold, n_channels, k=9, candidates=32, queries=10000,
                  batch_size=2000, grid=(-0.5, -0.25, 0.0, 0.25, 0.5), metric="cosine", seed=0,
-                 share_weight=0.1, search=None, scales=None, hard=None):
+                 share_weight=0.1, search=None, scales=None, hard=None, P_query=None, y_query=None):
         if metric not in METRICS:
             raise EdgekitError("unknown metric {!r}: use one of {}".format(metric, ", ".join(METRICS)))
         grid = sorted(float(t) for t in grid)
@@ -176,12 +177,17 @@ class ChannelKnnFitness:
         self.scales = (np.maximum(P_ref.reshape(-1, self.C).std(axis=0), 1e-6).astype(np.float64)
                        if scales is None else np.asarray(scales, np.float64))
         t0 = time.time()
+        own = P_query is not None      # fitness queries of their own, else leave-one-out references
+        P_q = np.asarray(P_query, np.float32) if own else P_ref
+        y_q = np.asarray(y_query, np.int64) if own else self.y_ref
+        self.loo = not own
         if search is None:
             rng = np.random.default_rng([self.seed, 31])
-            nq = n_ref if queries is None else int(min(queries, n_ref))
-            self.q_idx = np.sort(rng.choice(n_ref, nq, replace=False))
+            nq = len(y_q) if queries is None else int(min(queries, len(y_q)))
+            self.q_idx = np.sort(rng.choice(len(y_q), nq, replace=False))
             F = relu_features(P_ref, metric)
-            self.cand = _nearest(F[self.q_idx], F, candidates, metric, exclude=self.q_idx)
+            self.cand = _nearest(relu_features(P_q[self.q_idx], metric) if own else F[self.q_idx], F, candidates,
+                                 metric, exclude=None if own else self.q_idx)
             self.cand_hold = _nearest(relu_features(P_hold, metric), F, candidates, metric)
             del F
         else:   # a search done before (same start trunk, metric and images): see :meth:`search`
@@ -191,14 +197,16 @@ class ChannelKnnFitness:
             self.cand_hold = np.asarray(search["cand_hold"])[:, :candidates]
         self.n_searched = int(len(self.q_idx))
         if hard:   # keep the queries whose `hard` nearest references are not all of their own label
-            keep = np.any(self.y_ref[self.cand[:, :int(hard)]] != self.y_ref[self.q_idx][:, None], axis=1)
+            keep = np.any(self.y_ref[self.cand[:, :int(hard)]] != y_q[self.q_idx][:, None], axis=1)
             self.q_idx, self.cand = self.q_idx[keep], self.cand[keep]
+        self.y_q = y_q[self.q_idx]
         self.batch_size = int(min(batch_size, len(self.q_idx)))
         self.search_s = time.time() - t0
         t0 = time.time()
         self.N_ref = self._norms(P_ref)
         self.N_hold = self._norms(P_hold)
-        self.D = self._dots(P_ref[self.q_idx], P_ref, self.cand)
+        self.N_q = self._norms(P_q[self.q_idx])
+        self.D = self._dots(P_q[self.q_idx], P_ref, self.cand)
         self.D_hold = self._dots(P_hold, P_ref, self.cand_hold)
         self.table_s = time.time() - t0
         self.dim = 2 * self.C if len(self.grid) > 1 else self.C
@@ -283,8 +291,7 @@ class ChannelKnnFitness:
     def evaluate_full(self, X, batch=0):
         """``(P, 3)``: fitness, k-NN accuracy, same-label share of each row of ``X`` on batch ``batch``."""
         b = self.batch_indices(batch)
-        nq, D, cand = self.N_ref[self.q_idx[b]], self.D[b], self.cand[b]
-        y = self.y_ref[self.q_idx[b]]
+        nq, D, cand, y = self.N_q[b], self.D[b], self.cand[b], self.y_q[b]
         out = np.empty((len(X), 3))
         for i, x in enumerate(np.atleast_2d(X)):
             c, share = self._knn(self._weights(x), nq, D, cand, y)
@@ -300,16 +307,31 @@ class ChannelKnnFitness:
         return acc + 0.5 / len(self.y_hold) * sh, acc, sh
 
 
+def split_half(P, y, seed):
+    """``(P_a, y_a, P_b, y_b)``: a seeded class-stratified half of the validation images as fitness
+    queries, the other half as the held-out split (``fitness_split="validation"``)."""
+    y = np.asarray(y, np.int64)
+    rng = np.random.default_rng([int(seed), 32])
+    a = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        a[rng.permutation(idx)[:len(idx) // 2]] = True
+    return P[a], y[a], P[~a], y[~a]
+
+
 def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, metric="cosine",
                     thresholds=(-0.5, -0.25, 0.0, 0.25, 0.5), candidates=32, queries=10000, batch_size=2000,
                     population=None, sigma=0.2, generations=10 ** 6, time_budget=None, seed=0,
                     holdout_every=5, min_improvement=0.0005, patience=None, share_weight=0.1,
-                    candidate_hook=None, pooled=None, search=None, fitness=None, hard=None):
+                    candidate_hook=None, pooled=None, search=None, fitness=None, hard=None,
+                    fitness_split="train"):
     """Evolve the last conv layer's per-filter gain and bias of ``trunk_model`` for k-NN.
 
     ``x_ref``/``y_ref`` (training split): references and the fitness's leave-one-out queries;
     ``x_val``/``y_val``: the held-out split that picks the returned solution (never the test
-    split). ``time_budget`` (s) counts the optimisation, not the one-off tables
+    split). ``fitness_split="validation"``: the fitness queries are half of the validation
+    images instead (images the CNN was not trained on, like the test images; against the
+    training references), the held-out split the other half. ``time_budget`` (s) counts the optimisation, not the one-off tables
     (``logbook["setup_s"]``). ``pooled``: precomputed ``(P_ref, P_val)`` (must match the trunk);
     ``search``: a candidate search of an earlier run on the same trunk and images
     (:meth:`ChannelKnnFitness.search`); ``fitness``: a :class:`ChannelKnnFitness` built for this
@@ -343,9 +365,15 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
         if pooled is None:
             pooled = (pooled_preactivations(spec, w0, x_ref), pooled_preactivations(spec, w0, x_val))
         t_pool = time.time() - t0
-        fit = ChannelKnnFitness(pooled[0], y_ref, pooled[1], y_val, n_ch, k=k, candidates=candidates,
+        P_hold, y_hold, P_q, y_q = pooled[1], np.asarray(y_val), None, None
+        if fitness_split == "validation":
+            P_q, y_q, P_hold, y_hold = split_half(pooled[1], y_val, seed)
+        elif fitness_split != "train":
+            raise EdgekitError("fitness_split must be train or validation, got {!r}".format(fitness_split))
+        fit = ChannelKnnFitness(pooled[0], y_ref, P_hold, y_hold, n_ch, k=k, candidates=candidates,
                                 queries=queries, batch_size=batch_size, grid=thresholds, metric=metric,
-                                seed=seed, share_weight=share_weight, search=search, hard=hard)
+                                seed=seed, share_weight=share_weight, search=search, hard=hard,
+                                P_query=P_q, y_query=y_q)
     fit.batch_seed = int(seed)
     setup = time.time() - t0
     x0 = np.zeros(fit.dim)
@@ -364,13 +392,14 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
                       "min_improvement": min_improvement, "patience": patience, "share_weight": fit.share_weight,
                       "holdout_queries": int(len(fit.y_hold)), "references": int(len(fit.y_ref))},
            "fitness_definition": (
-               "mini-batch of {} of {} training images{} per generation, each a leave-one-out query "
+               "mini-batch of {} of {} {} images{} per generation, each a {}query "
                "re-ranking its {} nearest training images (start trunk, {}): k-NN (k={}) accuracy + {:g} x mean "
                "share of same-label neighbours; selection: held-out accuracy of the optimiser's candidate ({} "
                "validation images, same re-ranking), replacing the best only when better by >= {:g}".format(
-                   fit.batch_size, len(fit.q_idx),
+                   fit.batch_size, len(fit.q_idx), "training" if fit.loo else "validation",
                    " (the hard ones of {} searched: another label among their {} nearest)".format(
                        fit.n_searched, fit.hard) if fit.hard else "",
+                   "leave-one-out " if fit.loo else "",
                    fit.cand.shape[1], fit.metric, fit.k, fit.share_weight, len(fit.y_hold), min_improvement)),
            "setup_s": round(setup, 1), "pool_s": round(t_pool, 1), "search_s": round(fit.search_s, 1),
            "table_s": round(fit.table_s, 1), "generations": [],
