@@ -250,16 +250,17 @@ def exact_knn_accuracy(P_ref, y_ref, P_q, y_q, fold, k, metric, chunk=1000):
     """k-NN test accuracy over *all* references (float32, exact search) of the trunk whose
     features are ``fold(P)`` (relu(g (p + t)) of the pooled pre-activations: the identity that
     tests/test_evolve.py checks against the Keras trunk)."""
-    from edgekit.compress.evolve.fitness import knn_scores, sq_distances
+    from edgekit.compress.evolve.fitness import RefIndex, knn_scores
     F = np.empty(P_ref.shape, np.float32)
     for s in range(0, len(P_ref), 8192):
         F[s:s + 8192] = fold(P_ref[s:s + 8192], metric)
+    index = RefIndex(F)
+    del F
     correct = 0
     for s in range(0, len(P_q), chunk):
-        c, _ = knn_scores(sq_distances(fold(P_q[s:s + chunk], metric), F), y_q[s:s + chunk], y_ref, k,
+        c, _ = knn_scores(index.sq_distances(fold(P_q[s:s + chunk], metric)), y_q[s:s + chunk], y_ref, k,
                           int(max(y_ref.max(), y_q.max()) + 1), margin=False)
         correct += int(np.sum(c))
-    del F
     return correct / len(P_q)
 
 

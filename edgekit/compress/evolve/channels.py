@@ -117,10 +117,11 @@ def unfold_channels(spec, w0, w, scales):
 
 def _nearest(q, r, k, metric, exclude=None, chunk=512):
     """Indices (Q, k) of each query's k nearest rows of ``r``, nearest first (exact search)."""
-    from edgekit.compress.evolve.fitness import sq_distances
+    from edgekit.compress.evolve.fitness import RefIndex
+    index = RefIndex(r)
     out = np.empty((len(q), k), np.int64)
     for s in range(0, len(q), chunk):
-        d = sq_distances(q[s:s + chunk], r)
+        d = index.sq_distances(q[s:s + chunk])
         if exclude is not None:
             d[np.arange(len(d)), exclude[s:s + chunk]] = np.inf
         part = np.argpartition(d, k - 1, axis=1)[:, :k]
