@@ -352,6 +352,7 @@ def run_column_channels(name, ds, args, results, save):
                            metric=metric, search={"q_idx": [], "cand": np.zeros((0, args.candidates)),
                                                   "cand_hold": test_cand}, scales=fit.scales)
     col["test_curve_setup_s"] = round(time.time() - t2, 1)
+    del P_tr   # (2 GB for the 60k column) the references P_ref hold what the exact test needs
     x0 = np.zeros(fit.dim)
     # the backprop trunk: exact k-NN (the first k of the exact candidate search are its neighbours)
     col["backprop_test_accuracy"] = tt.holdout_full(x0)[1]
@@ -391,6 +392,7 @@ def run_column_channels(name, ds, args, results, save):
         ho = {h["gen"]: h["accuracy"] for h in log["holdout"]}
         te = [c["accuracy"] for c in curve]
         run = {"method": method, "seed": seed, "wall_s": round(wall, 1), "eval_s": col["exact_test_s"],
+               "load_average_after": [round(v, 1) for v in os.getloadavg()],
                "generations": log["generations_run"], "evaluations": log["evaluations"],
                "s_per_generation": round(wall / max(1, log["generations_run"]), 4),
                "stopped": log["stopped"], "selected_generation": log["selected_generation"],
