@@ -145,7 +145,7 @@ def plot_run(path, title, run, base_test):
     stage2 = [r["gen"] for r in gens if r["stage"] == 1]
     if stage2:
         ax.axvline(stage2[0] - 0.5, color="tab:red", lw=0.6, alpha=0.6)
-    ax.set_xlabel("generation (red line: conv1 -> conv2 stage)")
+    ax.set_xlabel("generation (red line: conv1 -> conv2 stage)" if stage2 else "generation")
     ax.set_ylabel("k-NN accuracy (k=9)")
     ax.set_title(title, fontsize=9)
     h1, l1 = ax.get_legend_handles_labels()
@@ -246,6 +246,196 @@ def run_column(name, ds, args, results, save):
         save()
 
 
+def exact_knn_accuracy(P_ref, y_ref, P_q, y_q, fold, k, metric, chunk=1000):
+    """k-NN test accuracy over *all* references (float32, exact search) of the trunk whose
+    features are ``fold(P)`` (relu(g (p + t)) of the pooled pre-activations: the identity that
+    tests/test_evolve.py checks against the Keras trunk)."""
+    from edgekit.compress.evolve.fitness import RefIndex, knn_scores
+    F = np.empty(P_ref.shape, np.float32)
+    for s in range(0, len(P_ref), 8192):
+        F[s:s + 8192] = fold(P_ref[s:s + 8192], metric)
+    index = RefIndex(F)
+    del F
+    correct = 0
+    for s in range(0, len(P_q), chunk):
+        c, _ = knn_scores(index.sq_distances(fold(P_q[s:s + chunk], metric)), y_q[s:s + chunk], y_ref, k,
+                          int(max(y_ref.max(), y_q.max()) + 1), margin=False)
+        correct += int(np.sum(c))
+    return correct / len(P_q)
+
+
+def _folder(u, v, scales):
+    """``fold(P, metric)``: the features relu(exp(u) (p + v s)) of pooled pre-activations (cosine:
+    L2-normalised)."""
+    g = np.exp(np.asarray(u, np.float32))
+    t = (np.asarray(v, np.float64) * scales).astype(np.float32)
+
+    def fold(P, metric):
+        n_ch = len(g)
+        F = np.maximum((P.reshape(len(P), -1, n_ch) + t) * g, 0).reshape(len(P), -1)
+        if metric == "cosine":
+            F /= np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+        return F
+    return fold
+
+
+def choose_metric(P_tr, y_tr, P_val, y_val, k, n_refs, seed):
+    """Validation k-NN accuracy of the backprop trunk per distance (the issue's "our own choice",
+    made on validation, the same for every row): {metric: accuracy}."""
+    from edgekit.compress.evolve.channels import METRICS
+    idx = np.sort(np.random.default_rng(seed + 7).permutation(len(y_tr))[:n_refs])
+    out = {}
+    for metric in METRICS:
+        out[metric] = exact_knn_accuracy(P_tr[idx], y_tr[idx], P_val, y_val, lambda P, m: _relu_norm(P, m), k,
+                                         metric)
+    return out
+
+
+def _relu_norm(P, metric):
+    F = np.maximum(P, 0)
+    if metric == "cosine":
+        F = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+    return F
+
+
+def run_column_channels(name, ds, args, results, save):
+    """The column with the per-filter gain+bias search of conv2 (evolve/channels.py): one-off
+    pooled pre-activations, distance choice and candidate search, then one run per
+    (method, seed); the exact full-protocol test per run, a re-ranked test curve per held-out look."""
+    from edgekit.compress.evolve import slice_trunk
+    from edgekit.compress.evolve.channels import (ChannelKnnFitness, _nearest, channel_layout, evolve_channels,
+                                                  pooled_preactivations, relu_features, unfold_channels)
+    from edgekit.compress.evolve.fitness import trunk_spec
+    from edgekit.models import keras_accuracy
+    cd = column_data(ds, name, args.seed)
+    t = time.time()
+    model = trained_model(cd, args.work_dir, args.seed)
+    trunk = slice_trunk(model, "pool1")
+    spec, w0 = trunk_spec(trunk)
+    n_ch = channel_layout(spec)[2]
+    w_init = trunk.get_weights()
+    P_tr = pooled_preactivations(spec, w0, cd.x_train)
+    P_val = pooled_preactivations(spec, w0, cd.x_val)
+    P_te = pooled_preactivations(spec, w0, cd.x_test)
+    if COLUMNS[name]["train"] is None:   # 60k: references = train + validation splits (the talk's 60,000)
+        P_ref, y_ref = np.concatenate([P_tr, P_val]), np.concatenate([cd.y_train, cd.y_val])
+    else:
+        P_ref, y_ref = P_tr, cd.y_train
+    col = {"column": name, "space": "channels", "cnn_train_images": len(cd.x_train), "epochs": cd.epochs,
+           "test_references": len(y_ref), "test_queries": len(cd.y_test), "holdout_images": len(cd.y_val),
+           "trunk_params": int(w0.size), "talk": TALK[name], "runs": [],
+           "cnn_test_accuracy": keras_accuracy(model, cd.x_test, cd.y_test), "pooled_s": round(time.time() - t, 1)}
+    t = time.time()
+    if args.metric == "auto":
+        col["metric_choice"] = choose_metric(P_tr, cd.y_train, P_val, cd.y_val, args.k, args.metric_refs, args.seed)
+        col["metric_choice_protocol"] = "backprop trunk, {} validation images vs {} training references".format(
+            len(cd.y_val), min(args.metric_refs, len(cd.y_train)))
+        metric = max(col["metric_choice"], key=col["metric_choice"].get)
+    else:
+        metric = args.metric
+    col["metric"] = metric
+    col["metric_s"] = round(time.time() - t, 1)
+    print("[{}] CNN {:.2%}; distance {} {}".format(name, col["cnn_test_accuracy"], metric,
+                                                    col.get("metric_choice", "")), flush=True)
+    t = time.time()
+    grid = [float(v) for v in args.thresholds.split(",")]
+    fit = ChannelKnnFitness(P_tr, cd.y_train, P_val, cd.y_val, n_ch, k=args.k, candidates=args.candidates,
+                            queries=args.queries, batch_size=args.query_batch, grid=grid, metric=metric,
+                            seed=args.seed, share_weight=args.share_weight, hard=args.hard)
+    col["fitness_setup"] = {"search_s": round(fit.search_s, 1), "table_s": round(fit.table_s, 1),
+                            "queries_searched": fit.n_searched, "fitness_queries": int(len(fit.q_idx))}
+    t2 = time.time()
+    F_ref = relu_features(P_ref, metric)
+    test_cand = _nearest(relu_features(P_te, metric), F_ref, args.candidates, metric)
+    del F_ref
+    tt = ChannelKnnFitness(P_ref, y_ref, P_te, cd.y_test, n_ch, k=args.k, candidates=args.candidates, grid=grid,
+                           metric=metric, search={"q_idx": [], "cand": np.zeros((0, args.candidates)),
+                                                  "cand_hold": test_cand}, scales=fit.scales)
+    col["test_curve_setup_s"] = round(time.time() - t2, 1)
+    del P_tr   # (2 GB for the 60k column) the references P_ref hold what the exact test needs
+    x0 = np.zeros(fit.dim)
+    # the backprop trunk: exact k-NN (the first k of the exact candidate search are its neighbours)
+    col["backprop_test_accuracy"] = tt.holdout_full(x0)[1]
+    col["backprop_holdout_accuracy"] = fit.holdout_full(x0)[1]
+    col["setup_s"] = round(time.time() - t, 1)
+    print("[{}] backprop trunk ({} params) k-NN test {:.2%}, held-out {:.2%} ({:.0f}s setup)".format(
+        name, w0.size, col["backprop_test_accuracy"], col["backprop_holdout_accuracy"], col["setup_s"]), flush=True)
+    results["columns"].append(col)
+    save()
+    seeds = [int(v) for v in args.seeds.split(",")]
+    order = [(m, s) for s in seeds for m in args.methods.split(",")] if args.interleave else \
+        [(m, s) for m in args.methods.split(",") for s in seeds]
+    for method, seed in order:
+        if args.stop_at and time.time() + args.budget[name] + col.get("exact_test_s", 0) > args.stop_at:
+            print("[{}] {} seed {}: skipped, it would end after --stop-at".format(name, method, seed), flush=True)
+            continue
+        trunk.set_weights(w_init)
+        cands = {}
+        t = time.time()
+        trunk, log = evolve_channels(trunk, None, None, None, None, method=method, fitness=fit,
+                                     population=args.population, sigma=args.sigma or 0.2,
+                                     time_budget=args.budget[name], seed=seed, holdout_every=args.holdout_every,
+                                     min_improvement=args.min_improvement, patience=args.patience,
+                                     candidate_hook=lambda g, v: cands.__setitem__(g, v))
+        wall = time.time() - t
+        curve = []
+        for g in sorted(cands):
+            x = unfold_channels(spec, w0, cands[g], fit.scales)
+            curve.append({"gen": g, "accuracy": tt.holdout_full(x)[1]})
+        x_sel = unfold_channels(spec, w0, cands[log["selected_generation"]], fit.scales)
+        t = time.time()
+        u, v = fit.decode(x_sel)
+        test = exact_knn_accuracy(P_ref, y_ref, P_te, cd.y_test, _folder(u, v, fit.scales), args.k, metric)
+        col["exact_test_s"] = round(time.time() - t, 1)
+        tag = "{}_{}_s{}_{}".format(name, method, seed, args.tag)
+        png = Path(args.out_dir) / "evolve_table_{}.png".format(tag)
+        ho = {h["gen"]: h["accuracy"] for h in log["holdout"]}
+        te = [c["accuracy"] for c in curve]
+        run = {"method": method, "seed": seed, "wall_s": round(wall, 1), "eval_s": col["exact_test_s"],
+               "load_average_after": [round(v, 1) for v in os.getloadavg()],
+               "generations": log["generations_run"], "evaluations": log["evaluations"],
+               "s_per_generation": round(wall / max(1, log["generations_run"]), 4),
+               "stopped": log["stopped"], "selected_generation": log["selected_generation"],
+               "holdout_before": log["fitness_before"]["accuracy"], "holdout_after": log["fitness_after"]["accuracy"],
+               "test_accuracy": test, "gain_over_backprop": test - col["backprop_test_accuracy"],
+               "test_rerank_selected": tt.holdout_full(x_sel)[1],
+               "talk_test_accuracy": TALK[name].get(method), "space": log["space"], "n_search": log["n_search"],
+               "params": log["params"], "fitness_definition": log["fitness_definition"],
+               "gains": log["gains"], "thresholds": log["thresholds"],
+               "test_curve_protocol": "re-ranked: each test image's {} nearest of the {} references under the "
+                                      "backprop trunk".format(args.candidates, len(y_ref)),
+               "test_curve": curve, "holdout_curve": log["holdout"],
+               "holdout_test_correlation": float(np.corrcoef([ho[c["gen"]] for c in curve], te)[0, 1])
+               if len(te) > 2 and np.std(te) > 0 and np.std([ho[c["gen"]] for c in curve]) > 0 else None,
+               "fitness_curve": [{k: r[k] for k in ("gen", "stage", "mean_accuracy", "best_accuracy", "mean", "best")}
+                                 for r in log["generations"]],
+               "curve_backprop_accuracy": col["backprop_test_accuracy"],
+               "plot_png": os.path.relpath(str(png), str(REPO))}
+        plot_run(png, "{} {} (conv2 gain+bias, seed {}), {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
+            name, method, seed, log["generations_run"], wall, test, col["backprop_test_accuracy"]), run,
+            col["backprop_test_accuracy"])
+        col["runs"].append(run)
+        _summarise(col)
+        print("[{}] {} seed {}: {} gens ({:.3f}s/gen), returned gen {}; held-out {:.2%} -> {:.2%}; test {:.2%} "
+              "(backprop {:.2%}, talk {}) [{:.0f}s + {:.0f}s exact test]".format(
+                  name, method, seed, run["generations"], run["s_per_generation"], run["selected_generation"],
+                  run["holdout_before"], run["holdout_after"], test, col["backprop_test_accuracy"],
+                  TALK[name].get(method), wall, run["eval_s"]), flush=True)
+        save()
+
+
+def _summarise(col):
+    """Per method: mean, sample std and range of the exact test accuracy over seeds."""
+    summ = {}
+    for method in sorted({r["method"] for r in col["runs"]}):
+        acc = [r["test_accuracy"] for r in col["runs"] if r["method"] == method]
+        summ[method] = {"seeds": len(acc), "mean": float(np.mean(acc)),
+                        "std": float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
+                        "min": float(min(acc)), "max": float(max(acc)),
+                        "mean_gain_over_backprop": float(np.mean(acc)) - col["backprop_test_accuracy"]}
+    col["summary"] = summ
+
+
 def _budgets(text, columns):
     out = {}
     for part in text.split(","):
@@ -266,7 +456,8 @@ def main(argv=None):
     ap.add_argument("--columns", default="4k-5ep,60k-5ep,4k-20ep")
     ap.add_argument("--methods", default="cma,pso")
     ap.add_argument("--budget", default="600", help="evolution seconds per run: N or COLUMN=N,...")
-    ap.add_argument("--population", type=int, default=12)
+    ap.add_argument("--population", type=int, default=None,
+                    help="default: 12 (kernels), pycma's 4 + 3 ln(n) = 18 (channels)")
     ap.add_argument("--batch-size", type=int, default=256, help="fitness mini-batch (LOO k-NN) per generation")
     ap.add_argument("--holdout", type=int, default=1000, help="held-out validation queries")
     ap.add_argument("--holdout-refs", type=int, default=2000, help="training references for the held-out score")
@@ -291,6 +482,23 @@ def main(argv=None):
     ap.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--tag", default=time.strftime("%Y%m%d"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--space", default="channels", choices=["channels", "kernels"],
+                    help="channels: conv2's per-filter gain+bias (evolve/channels.py); kernels: all conv weights")
+    ap.add_argument("--seeds", default="0", help="channels: evolution seeds (the CNN stays --seed's)")
+    ap.add_argument("--interleave", action="store_true", help="channels: run methods per seed (cma s0, pso s0, ...)")
+    ap.add_argument("--metric", default="auto", choices=["auto", "euclidean", "cosine"],
+                    help="channels: k-NN distance; auto = the better on validation for the backprop trunk")
+    ap.add_argument("--metric-refs", type=int, default=20000, help="channels: references of the distance choice")
+    ap.add_argument("--thresholds", default="-0.5,-0.25,0,0.25,0.5",
+                    help="channels: bias grid in units of each channel's pooled pre-activation std ('0': gains only)")
+    ap.add_argument("--candidates", type=int, default=32, help="channels: re-ranked neighbours per query")
+    ap.add_argument("--queries", type=int, default=10000, help="channels: training images used as fitness queries")
+    ap.add_argument("--query-batch", type=int, default=2000, help="channels: fitness queries per generation")
+    ap.add_argument("--share-weight", type=float, default=0.1)
+    ap.add_argument("--hard", type=int, default=18,
+                    help="channels: fitness queries = those with another label among their HARD nearest (0: all)")
+    ap.add_argument("--min-improvement", type=float, default=0.0005)
+    ap.add_argument("--stop-at", type=float, default=None, help="unix time: skip runs that would end later")
     ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the PNGs of a results JSON")
     args = ap.parse_args(argv)
     if args.replot:
@@ -300,6 +508,8 @@ def main(argv=None):
     if bad:
         raise SystemExit("error: unknown column {}: use {}".format(", ".join(bad), ", ".join(COLUMNS)))
     args.budget = _budgets(args.budget, columns)
+    if args.space == "kernels" and args.population is None:
+        args.population = 12
     from edgekit.data import load_data
     ds = load_data(args.data, lazy=False)
     json_path = Path(args.json or Path(args.out_dir) / "evolve_table_{}.json".format(args.tag))
@@ -322,8 +532,14 @@ def main(argv=None):
         results["load_average_now"] = [round(v, 1) for v in os.getloadavg()]
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(results, indent=1))
+    if args.space == "channels":
+        results["setup"].update(space="channels", metric=args.metric, thresholds=args.thresholds,
+                                candidates=args.candidates, queries=args.queries, query_batch=args.query_batch,
+                                share_weight=args.share_weight, batch_size=None, precision=None,
+                                min_improvement=args.min_improvement, seeds=args.seeds, hard=args.hard,
+                                fitness="see each run's fitness_definition", population=args.population)
     for name in columns:
-        run_column(name, ds, args, results, save)
+        (run_column_channels if args.space == "channels" else run_column)(name, ds, args, results, save)
     save()
     return results
 

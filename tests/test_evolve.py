@@ -288,3 +288,78 @@ def test_minibatch_bad_input(trunk_and_data, kw, msg):
     trunk, ds = trunk_and_data
     with pytest.raises(EdgekitError, match=msg):
         _run(trunk, ds, **kw)
+
+
+# --------------------------------------------------------------------------- channel gain/bias (issue 31)
+def test_channel_fold_and_tables_are_exact(trunk_and_data):
+    """The folded trunk computes relu(g (maxpool(z) + t)) (the identity the search rests on), and
+    the tabulated distances equal the distances of the folded trunk's own features (grid points)."""
+    from edgekit.compress.evolve.channels import (ChannelKnnFitness, fold_channels, pooled_preactivations,
+                                                  unfold_channels)
+    from edgekit.compress.evolve.fitness import KnnFitness, trunk_spec
+    trunk, ds = trunk_and_data
+    spec, w0 = trunk_spec(trunk)
+    P, Pv = pooled_preactivations(spec, w0, ds.x_train), pooled_preactivations(spec, w0, ds.x_val)
+    n_ch = spec[[i for i, e in enumerate(spec) if e["op"] == "conv"][-1]]["kshape"][-1]
+    rng = np.random.default_rng(0)
+    for metric in ("cosine", "euclidean"):
+        fit = ChannelKnnFitness(P, ds.y_train, Pv, ds.y_val, n_ch, k=5, candidates=12, queries=200,
+                                batch_size=100, grid=(-0.5, 0.0, 0.5), metric=metric)
+        u = rng.uniform(-1, 1, n_ch)
+        v = rng.choice(fit.grid, n_ch)                    # thresholds on grid points: tables exact
+        w = fold_channels(spec, w0, u, v, fit.scales)
+        feats = KnnFitness(spec, ds.x_train[:1], ds.y_train[:1], ds.x_val[:1], ds.y_val[:1]).features
+        F, Fv = feats(w, ds.x_train), feats(w, ds.x_val)
+        np.testing.assert_allclose(F, np.maximum(np.exp(u) * (P.reshape(len(P), -1, n_ch) + v * fit.scales), 0)
+                                   .reshape(len(P), -1), rtol=1e-4, atol=1e-4)
+        x = np.concatenate([u, v])
+        np.testing.assert_allclose(unfold_channels(spec, w0, w, fit.scales), x, atol=1e-4)
+        wt = fit._weights(x)
+        if metric == "cosine":
+            F, Fv = [a / np.linalg.norm(a, axis=1, keepdims=True) for a in (F, Fv)]
+        exact = ((Fv[:, None, :] - F[fit.cand_hold]) ** 2).sum(-1)
+        a, b = fit.N_hold.reshape(len(Fv), -1) @ wt, (fit.N_ref.reshape(len(F), -1) @ wt)[fit.cand_hold]
+        dot = fit.D_hold.reshape(len(Fv), fit.cand_hold.shape[1], -1) @ wt
+        table = 2 - 2 * dot / np.sqrt(a[:, None] * b) if metric == "cosine" else a[:, None] + b - 2 * dot
+        np.testing.assert_allclose(table, exact, rtol=1e-3, atol=1e-3)
+
+
+def test_channel_evolution_returns_the_held_out_best(trunk_and_data):
+    """Gain/bias search: every replacement of the held-out best beat it by min_improvement, the
+    trunk holds the selected candidate, and the held-out queries are never fitness queries."""
+    from edgekit._tf import keras
+    from edgekit.compress.evolve.channels import evolve_channels
+    from edgekit.compress.evolve.fitness import trunk_spec
+    trunk, ds = trunk_and_data
+    for method in ("cma", "pso"):
+        clone = keras().models.clone_model(trunk)
+        clone.set_weights(trunk.get_weights())
+        cands = {}
+        evolved, log = evolve_channels(clone, ds.x_train, ds.y_train, ds.x_val, ds.y_val, method=method, k=5,
+                                       candidates=16, queries=None, batch_size=150, generations=30, sigma=0.8,
+                                       holdout_every=1, min_improvement=0.004, seed=2,
+                                       candidate_hook=lambda g, v: cands.__setitem__(g, v))
+        ho = log["holdout"]
+        assert [h["gen"] for h in ho] == list(range(31)) and log["generations_run"] == 30
+        best, sel = ho[0]["score"], 0
+        for h in ho[1:]:                      # replay the rule: replace only when better by >= 0.004
+            if h["score"] >= best + 0.004:
+                best, sel = h["score"], h["gen"]
+        assert log["selected_generation"] == sel and log["fitness_after"]["fitness"] == best
+        assert max(h["score"] for h in ho) >= best, json.dumps(ho)
+        np.testing.assert_array_equal(trunk_spec(evolved)[1], cands[sel])
+        assert log["n_search"] == 2 * 16 and log["n_params"] == trunk_spec(trunk)[1].size
+        json.dumps(log)
+
+
+def test_channel_evolution_bad_input(trunk_and_data):
+    from edgekit.compress.evolve.channels import channel_layout, evolve_channels
+    trunk, ds = trunk_and_data
+    with pytest.raises(EdgekitError, match="unknown metric"):
+        evolve_channels(trunk, ds.x_train, ds.y_train, ds.x_val, ds.y_val, metric="manhattan", generations=1)
+    with pytest.raises(EdgekitError, match="thresholds must be distinct numbers including 0"):
+        evolve_channels(trunk, ds.x_train, ds.y_train, ds.x_val, ds.y_val, thresholds=(0.5,), generations=1)
+    spec = [{"op": "conv", "name": "c", "activation": "relu", "kshape": [3, 3, 1, 4]},
+            {"op": "avgpool", "name": "p"}]
+    with pytest.raises(EdgekitError, match="last conv -> ReLU -> max pooling"):
+        channel_layout(spec)

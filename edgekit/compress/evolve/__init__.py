@@ -57,8 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.compress.evolve.executor import DASK_TIMEOUT, make_executor, parse_dask_address
-from edgekit.compress.evolve.fitness import (BatchKnnFitness, KnnFitness, conv_slices, filter_groups,
-                                             knn_scores, set_trunk_weights, sq_distances, trunk_spec)
+from edgekit.compress.evolve.fitness import (BatchKnnFitness, KnnFitness, RefIndex, conv_slices, filter_groups,
+                                             knn_scores, set_trunk_weights, trunk_spec)
 from edgekit.errors import EdgekitError
 
 METHODS = ("cma", "pso")
@@ -103,7 +103,9 @@ class CmaOptimizer:
             x0 = np.asarray(x0, float) / scale
             self.scale = scale
         else:
-            self.opts["CMA_diagonal"] = True
+            # "sep": separable CMA-ES (diagonal covariance, for the 18k-dim kernel search);
+            # "full": the full covariance, for small spaces (channels.py's 128 gains and biases)
+            self.opts["CMA_diagonal"] = variant == "sep"
             self.scale = None
         self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), float(sigma), self.opts)
         self._asked = None
@@ -364,13 +366,13 @@ def knn_accuracy(trunk, x_ref, y_ref, x_query, y_query, k=9, chunk=500):
     y_query = np.asarray(y_query, np.int64).ravel()
     fit = KnnFitness(spec, np.asarray(x_ref[:1], np.float32), y_ref[:1], np.asarray(x_query[:1], np.float32),
                      y_query[:1], k=k)
-    ref = np.concatenate([fit.features(w, np.asarray(x_ref[s:s + 4096], np.float32))
-                          for s in range(0, len(x_ref), 4096)])
+    ref = RefIndex(np.concatenate([fit.features(w, np.asarray(x_ref[s:s + 4096], np.float32))
+                                   for s in range(0, len(x_ref), 4096)]))
     n_classes = int(max(y_ref.max(), y_query.max()) + 1)
     correct = 0
     for s in range(0, len(x_query), chunk):
         f = fit.features(w, np.asarray(x_query[s:s + chunk], np.float32))
-        c, _ = knn_scores(sq_distances(f, ref), y_query[s:s + chunk], y_ref, k, n_classes, margin=False)
+        c, _ = knn_scores(ref.sq_distances(f), y_query[s:s + chunk], y_ref, k, n_classes, margin=False)
         correct += int(np.sum(c))
     return correct / len(x_query)
 
