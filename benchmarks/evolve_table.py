@@ -282,20 +282,13 @@ def _folder(u, v, scales):
 def choose_metric(P_tr, y_tr, P_val, y_val, k, n_refs, seed):
     """Validation k-NN accuracy of the backprop trunk per distance (the issue's "our own choice",
     made on validation, the same for every row): {metric: accuracy}."""
-    from edgekit.compress.evolve.channels import METRICS
+    from edgekit.compress.evolve.channels import METRICS, relu_features
     idx = np.sort(np.random.default_rng(seed + 7).permutation(len(y_tr))[:n_refs])
     out = {}
     for metric in METRICS:
-        out[metric] = exact_knn_accuracy(P_tr[idx], y_tr[idx], P_val, y_val, lambda P, m: _relu_norm(P, m), k,
+        out[metric] = exact_knn_accuracy(P_tr[idx], y_tr[idx], P_val, y_val, relu_features, k,
                                          metric)
     return out
-
-
-def _relu_norm(P, metric):
-    F = np.maximum(P, 0)
-    if metric == "cosine":
-        F = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
-    return F
 
 
 def run_column_channels(name, ds, args, results, save):
