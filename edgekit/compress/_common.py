@@ -267,7 +267,8 @@ def split_note(model_path, ds):
     if had is None:
         if abs(now["validation_fraction"] - VAL_FRACTION) < 0.01:
             return None
-        had_text = "its training held out 10% (before the split was sized to the data)"
+        had_text = "its training held out {:.0%} (before the split was sized to the data)".format(
+            VAL_FRACTION)
     elif had.get("validation_images") == now["validation_images"]:
         return None
     else:
