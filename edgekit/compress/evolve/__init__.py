@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.compress.knn.cuts import layer_output
 from edgekit.compress.evolve.executor import DASK_TIMEOUT, make_executor, parse_dask_address
 from edgekit.compress.evolve.fitness import (BatchKnnFitness, KnnFitness, RefIndex, conv_slices, filter_groups,
                                              knn_scores, set_trunk_weights, trunk_spec)
@@ -224,8 +225,9 @@ def evolve_trunk(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", strategy
     ``stage_share``: the serial stages' shares of ``time_budget`` and ``generations`` (one
     number per conv layer, e.g. ``(0.25, 0.75)``; default equal shares).
 
-    The logbook is a JSON-able dict; ``logbook["plot_png"]`` is the *path* (str) of a
-    convergence plot PNG: ``DIR/convergence.png`` with a checkpoint, else a temp file.
+    The logbook is a JSON-able dict. With a checkpoint, ``logbook["plot_png"]`` is the path of
+    its convergence plot ``DIR/convergence.png``; without one nothing is written to disk
+    (:func:`plot_convergence` draws the plot wherever a caller wants it).
     """
     _check_args(method, strategy, generations, population, time_budget, init, k, executor, ref_samples,
                 val_samples, sigma, groups)
@@ -280,8 +282,8 @@ def evolve_trunk(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", strategy
         ex.close()
     set_trunk_weights(trunk_model, spec, state["best_x"])
     logbook = state["logbook"]
-    logbook["plot_png"] = _plot(logbook, checkpoint)
     if checkpoint:
+        logbook["plot_png"] = plot_convergence(logbook, Path(checkpoint) / PLOT_FILE)
         _atomic_write(Path(checkpoint) / LOGBOOK_FILE, json.dumps(logbook, indent=1).encode())
     return trunk_model, logbook
 
@@ -324,12 +326,11 @@ def evolve(model, data, cut="pool1", out=None, method="cma", strategy="serial", 
 
 def _write_out_dir(out, trunk, log, force):
     """``out/{trunk.h5, logbook.json, convergence.png}``, staged in a temp dir then renamed."""
-    import shutil
     from edgekit.util import staged_dir
     with staged_dir(out, force=force) as tmp:
         from edgekit.util import save_keras_h5
         save_keras_h5(trunk, tmp / "trunk.h5")
-        shutil.copyfile(log["plot_png"], str(tmp / PLOT_FILE))
+        plot_convergence(log, tmp / PLOT_FILE)
         (tmp / LOGBOOK_FILE).write_text(json.dumps(dict(log, plot_png=PLOT_FILE), indent=1))
 
 
@@ -346,7 +347,6 @@ def slice_trunk(model, cut):
         layer = model.get_layer(cut)
     else:
         raise EdgekitError("no layer {!r} in the model; layers: {}".format(cut, ", ".join(names)))
-    from edgekit.compress.knn.cuts import layer_output
     return keras().Model(model.inputs, layer_output(model, layer), name="trunk")
 
 
@@ -804,7 +804,9 @@ class _Progress:
             self.p.stop()
 
 
-def _plot(logbook, checkpoint):
+def plot_convergence(logbook, path):
+    """Draw an evolution logbook's convergence plot (fitness, held-out, test per generation) as
+    the PNG ``path`` (written atomically); returns ``str(path)``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -835,13 +837,8 @@ def _plot(logbook, checkpoint):
     ax.set_title("{} / {}".format(logbook["method"], logbook["strategy"]))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    if checkpoint:
-        path = Path(checkpoint) / PLOT_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        fd, name = tempfile.mkstemp(prefix="edgekit-evolve-", suffix=".png")
-        os.close(fd)
-        path = Path(name)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".convergence.", suffix=".png", dir=str(path.parent))
     os.close(fd)
     fig.savefig(tmp)

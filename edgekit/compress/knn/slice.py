@@ -46,6 +46,7 @@ import numpy as np
 
 from edgekit.artifact import describe_file
 from edgekit.compress._common import Job, bytes_on_disk, keras_file_of
+from edgekit.compress.evolve import evolve_trunk, plot_convergence
 from edgekit.compress.knn.cuts import candidate_cuts, flatten_nested, head_start, layer_output
 from edgekit.compress.options import declared
 from edgekit.compress.knn.search import (DEFAULT_K, VAL_SAMPLES, head_options,
@@ -223,7 +224,6 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
         logbook = None
         if evolve:
             from edgekit._tf import keras
-            from edgekit.compress.evolve import evolve_trunk
             c = res["chosen"]
             net = subject.net
             trunk = keras().Model(net.inputs, layer_output(net, c["index"]), name="trunk")
@@ -644,14 +644,12 @@ def _build(res, subject, job, y_ref, say, tmpdir, cut, logbook, setting):
 
 
 def _write_logbook(tmp, files, logbook):
-    png = logbook.get("plot_png") if isinstance(logbook, dict) else None
     book = {kk: v for kk, v in logbook.items() if kk != "plot_png"} if isinstance(logbook, dict) \
         else logbook
     (tmp / "logbook.json").write_text(json.dumps(book, indent=2, default=_jsonable) + "\n")
     files["logbook.json"] = describe_file(tmp / "logbook.json", "json", "fp32", inference=False)
-    if png:
-        data = png if isinstance(png, (bytes, bytearray)) else Path(png).read_bytes()
-        (tmp / "convergence.png").write_bytes(data)
+    if isinstance(book, dict) and book.get("generations"):
+        plot_convergence(book, tmp / "convergence.png")
         files["convergence.png"] = describe_file(tmp / "convergence.png", "png", "fp32",
                                                  inference=False)
 
