@@ -334,7 +334,8 @@ def run_column_channels(name, ds, args, results, save):
     grid = [float(v) for v in args.thresholds.split(",")]
     fit = ChannelKnnFitness(P_tr, cd.y_train, P_val, cd.y_val, n_ch, k=args.k, candidates=args.candidates,
                             queries=args.queries, batch_size=args.query_batch, grid=grid, metric=metric,
-                            seed=args.seed, share_weight=args.share_weight, hard=args.hard)
+                            seed=args.seed, share_weight=args.share_weight, hard=args.hard,
+                            objective=args.objective, temperature=args.temperature)
     col["fitness_setup"] = {"search_s": round(fit.search_s, 1), "table_s": round(fit.table_s, 1),
                             "queries_searched": fit.n_searched, "fitness_queries": int(len(fit.q_idx))}
     t2 = time.time()
@@ -487,7 +488,11 @@ def main(argv=None):
     ap.add_argument("--candidates", type=int, default=32, help="channels: re-ranked neighbours per query")
     ap.add_argument("--queries", type=int, default=10000, help="channels: training images used as fitness queries")
     ap.add_argument("--query-batch", type=int, default=2000, help="channels: fitness queries per generation")
-    ap.add_argument("--share-weight", type=float, default=0.1)
+    ap.add_argument("--share-weight", type=float, default=0.1, help="channels, --objective accuracy: share term")
+    ap.add_argument("--objective", default="nca", choices=["nca", "accuracy"],
+                    help="channels: fitness (NCA soft-neighbour log-likelihood, or k-NN accuracy + share)")
+    ap.add_argument("--temperature", type=float, default=0.3,
+                    help="channels, NCA: T as a fraction of the start's median 1st-to-k-th neighbour gap")
     ap.add_argument("--hard", type=int, default=18,
                     help="channels: fitness queries = those with another label among their HARD nearest (0: all)")
     ap.add_argument("--min-improvement", type=float, default=0.0005)

@@ -324,6 +324,46 @@ def test_channel_fold_and_tables_are_exact(trunk_and_data):
         np.testing.assert_allclose(table, exact, rtol=1e-3, atol=1e-3)
 
 
+def test_channel_nca_fitness_is_the_soft_neighbour_log_likelihood(trunk_and_data):
+    """The NCA fitness of a batch equals log sum_same exp(-d/T) - log sum exp(-d/T), computed here
+    from the folded trunk's own features; Euclidean NCA ignores a common gain (only the metric's
+    shape counts), and accuracy is still reported beside it."""
+    from edgekit.compress.evolve.channels import ChannelKnnFitness, fold_channels, pooled_preactivations
+    from edgekit.compress.evolve.fitness import KnnFitness, trunk_spec
+    trunk, ds = trunk_and_data
+    spec, w0 = trunk_spec(trunk)
+    P = pooled_preactivations(spec, w0, ds.x_train)
+    Pv = pooled_preactivations(spec, w0, ds.x_val)
+    n_ch = spec[[i for i, e in enumerate(spec) if e["op"] == "conv"][-1]]["kshape"][-1]
+    rng = np.random.default_rng(1)
+    feats = KnnFitness(spec, ds.x_train[:1], ds.y_train[:1], ds.x_val[:1], ds.y_val[:1]).features
+    for metric in ("cosine", "euclidean"):
+        fit = ChannelKnnFitness(P, ds.y_train, Pv, ds.y_val, n_ch, k=5, candidates=12, queries=200,
+                                batch_size=100, grid=(0.0,), metric=metric, temperature=0.5)
+        assert fit.T > 0
+        u = rng.uniform(-0.7, 0.7, n_ch)
+        F = feats(fold_channels(spec, w0, u, np.zeros(n_ch), fit.scales), ds.x_train)
+        if metric == "cosine":
+            F = F / np.linalg.norm(F, axis=1, keepdims=True)
+        b = fit.batch_indices(3)
+        q, cand, y = fit.q_idx[b], fit.cand[b], fit.y_q[b]
+        d = ((F[q][:, None, :] - F[cand]) ** 2).sum(-1)
+        d = d / 2 if metric == "cosine" else d * float(fit.w0.sum()) / float(np.exp(2 * u).sum())
+        z = -(d - d.min(axis=1, keepdims=True)) / fit.T
+        same = ds.y_train[cand] == y[:, None]
+        want = np.mean(np.log(np.maximum((np.exp(z) * same).sum(1), 1e-6 * np.exp(z).sum(1))) - np.log(np.exp(z).sum(1)))
+        got = fit.evaluate_full(u[None], batch=3)[0]
+        assert got[0] == pytest.approx(want, rel=1e-3, abs=1e-4)
+        assert 0 <= got[1] <= 1 and got[0] <= 0
+        shifted = fit.evaluate_full((u + 0.5)[None], batch=3)[0]          # every gain x e^0.5 (in the box)
+        assert shifted[0] == pytest.approx(got[0], rel=1e-4, abs=1e-5)
+    with pytest.raises(EdgekitError, match="unknown objective"):
+        ChannelKnnFitness(P, ds.y_train, Pv, ds.y_val, n_ch, candidates=12, objective="margin")
+    for bad in (0, -1.0, float("nan"), "hot"):
+        with pytest.raises(EdgekitError, match="temperature must be a number > 0"):
+            ChannelKnnFitness(P, ds.y_train, Pv, ds.y_val, n_ch, candidates=12, temperature=bad)
+
+
 def test_channel_evolution_returns_the_held_out_best(trunk_and_data):
     """Gain/bias search: every replacement of the held-out best beat it by min_improvement, the
     trunk holds the selected candidate, and the held-out queries are never fitness queries."""
