@@ -408,3 +408,37 @@ def test_pca_groups_under_a_memory_cap_give_the_same_features(tiny_artifact, dig
         assert np.allclose(a.val["pca"], b.val["pca"], atol=1e-5)
         assert a.ref["pca"].shape == (len(x_ref), 32) and a.val["pca"].shape == (len(x_val), 32)
         assert a.ref["raw"].shape == (len(x_ref), a.in_dims)     # narrow: kept un-reduced too
+
+
+# -- --evolve: the trunk evolved for the k-NN before the head is fitted ------------------
+
+def test_cli_evolve_channels_writes_the_held_out_best_trunk(run_cli, tiny_artifact, tmp_path):
+    """`--evolve cma` (default space: the last conv's per-filter gains) runs, the artifact carries
+    the logbook and its plot, and the manifest says which space was searched."""
+    out = tmp_path / "out"
+    code, _, err = run_cli("compress", tiny_artifact.path, "--method", "knn-slice", "--data", "digits",
+                           "-o", out, "--cut", "pool2", "--k", "3", "--max-bytes", "none",
+                           "--evolve", "cma", "--time-budget", "4", "--seed", "1", "--allow-drop")
+    assert code == 0, err
+    assert "per-filter gains" in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["method"]["params"]["evolve"] == "cma"
+    assert m["method"]["params"]["evolve_params"]["evolve_space"] == "channels"
+    log = json.loads((out / "logbook.json").read_text())
+    assert log["space"] == "channel gain" and log["params"]["objective"] == "nca"
+    assert log["selected_generation"] in [h["gen"] for h in log["holdout"]]
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--checkpoint", "ck"], "--checkpoint applies to --evolve-space kernels only"),
+    (["--evolve-space", "genes"], "--evolve-space must be one of channels, kernels"),
+])
+def test_cli_evolve_refusals_are_one_line(run_cli, tiny_artifact, tmp_path, extra, words):
+    out = tmp_path / "out"
+    args = ["compress", tiny_artifact.path, "--method", "knn-slice", "--data", "digits", "-o", out,
+            "--k", "3", "--max-bytes", "none", "--evolve", "cma", "--time-budget", "2"]
+    code, _, err = run_cli(*(args + ["--cut", "pool2"] + extra))
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and words in lines[0], err
+    assert "Traceback" not in err and not out.exists()

@@ -358,8 +358,11 @@ OPTIONS = {
                one_of("edgekit.compress.knn.cuts:CANDIDATE_SETS")),
         option("min_accuracy", FLOAT, None, "knn-slice --cut auto: accuracy floor (0-1).",
                interval(0, 1, "both")),
-        option("evolve", TEXT, None, "knn-slice: cma | pso (evolve the trunk's kernels).",
+        option("evolve", TEXT, None, "knn-slice: cma | pso (evolve the trunk for the k-NN).",
                one_of("edgekit.compress.evolve:METHODS")),
+        option("evolve_space", TEXT, None, "evolution: channels (default: per-filter gains of "
+               "the last conv, NCA fitness) | kernels (every conv weight).",
+               one_of("edgekit.compress.evolve:SPACES")),
         option("strategy", TEXT, None, "evolution: serial | parallel.",
                one_of("edgekit.compress.evolve:STRATEGIES")),
         option("generations", INT, None, "", at_least(1)),
@@ -383,8 +386,10 @@ OPTIONS = {
     ),
 }
 # knn-slice options that go on to edgekit.compress.evolve.evolve_trunk when given
-EVOLVE_PARAMS = ("strategy", "generations", "population", "time_budget", "init", "seed",
-                 "checkpoint", "executor")
+EVOLVE_PARAMS = ("evolve_space", "strategy", "generations", "population", "time_budget", "init",
+                 "seed", "checkpoint", "executor")
+# ... of which these apply to --evolve-space kernels only (evolve_trunk)
+KERNEL_ONLY_PARAMS = ("strategy", "init", "checkpoint", "executor")
 
 
 def table(method):

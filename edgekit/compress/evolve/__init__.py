@@ -63,6 +63,7 @@ from edgekit.compress.evolve.fitness import (BatchKnnFitness, KnnFitness, RefInd
 from edgekit.errors import EdgekitError
 
 METHODS = ("cma", "pso")
+SPACES = ("channels", "kernels")      # evolve_channels (channels.py) | evolve_trunk (this module)
 STRATEGIES = ("serial", "parallel")
 INITS = ("backprop", "random")
 CMA_VARIANTS = ("sep", "vd")
@@ -834,7 +835,7 @@ def plot_convergence(logbook, path):
         ax.axhline(logbook["fitness_before"]["fitness"], color="gray", ls="--", label="start")
         ax.set_ylabel("fitness (val k-NN acc)")
     ax.set_xlabel("generation")
-    ax.set_title("{} / {}".format(logbook["method"], logbook["strategy"]))
+    ax.set_title("{} / {}".format(logbook["method"], logbook.get("strategy") or logbook.get("space")))
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

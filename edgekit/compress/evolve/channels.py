@@ -50,6 +50,8 @@ import time
 
 import numpy as np
 
+from edgekit.compress.evolve import OPTIMIZERS
+from edgekit.compress.evolve.fitness import KnnFitness, RefIndex, set_trunk_weights, trunk_spec
 from edgekit.errors import EdgekitError
 
 METRICS = ("euclidean", "cosine")
@@ -84,7 +86,6 @@ def channel_layout(spec):
 
 def pooled_preactivations(spec, w, x, chunk=2048):
     """``maxpool(z)`` of the last conv (before its ReLU) for images ``x``: (n, positions x C) float32."""
-    from edgekit.compress.evolve.fitness import KnnFitness
     _, pre, _ = channel_layout(spec)
     fit = KnnFitness(pre, np.asarray(x[:1], np.float32), np.zeros(1, np.int64),
                      np.asarray(x[:1], np.float32), np.zeros(1, np.int64), k=1)
@@ -124,7 +125,6 @@ def unfold_channels(spec, w0, w, scales):
 
 def _nearest(q, r, k, metric, exclude=None, chunk=512):
     """Indices (Q, k) of each query's k nearest rows of ``r``, nearest first (exact search)."""
-    from edgekit.compress.evolve.fitness import RefIndex
     index = RefIndex(r)
     out = np.empty((len(q), k), np.int64)
     for s in range(0, len(q), chunk):
@@ -377,8 +377,6 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     Returns ``(trunk_model, logbook)``; the trunk holds the held-out best, folded into plain
     conv kernels and biases. See the module docstring for the search space and the fitness.
     """
-    from edgekit.compress.evolve import OPTIMIZERS
-    from edgekit.compress.evolve.fitness import set_trunk_weights, trunk_spec
     if method not in OPTIMIZERS:
         raise EdgekitError("unknown optimiser {!r}: use one of {}".format(method, ", ".join(OPTIMIZERS)))
     for name, val, lo in (("holdout_every", holdout_every, 1), ("batch_size", batch_size, 2),

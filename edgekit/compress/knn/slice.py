@@ -47,8 +47,10 @@ import numpy as np
 from edgekit.artifact import describe_file
 from edgekit.compress._common import Job, bytes_on_disk, keras_file_of
 from edgekit.compress.evolve import evolve_trunk, plot_convergence
+from edgekit.compress.evolve.channels import channel_layout, evolve_channels
+from edgekit.compress.evolve.fitness import trunk_spec
 from edgekit.compress.knn.cuts import candidate_cuts, flatten_nested, head_start, layer_output
-from edgekit.compress.options import declared
+from edgekit.compress.options import KERNEL_ONLY_PARAMS, declared
 from edgekit.compress.knn.search import (DEFAULT_K, VAL_SAMPLES, head_options,
                                          pick, search_cut)
 from edgekit.errors import EdgekitError
@@ -109,6 +111,29 @@ def _check_args(prototypes, reduction):
         raise EdgekitError("--prototypes needs reduction 'kmeans' (got {!r})".format(reduction))
 
 
+def _evolve(trunk, space, method, params, x_ref, y_ref, ds, k, progress, say):
+    """The trunk evolved for the k-NN in ``space`` (``channels``: the last conv's per-filter
+    gains, NCA fitness, :func:`~edgekit.compress.evolve.channels.evolve_channels`; ``kernels``:
+    every conv weight, :func:`~edgekit.compress.evolve.evolve_trunk`) and the logbook."""
+    if space == "kernels":
+        params = dict(params)
+        strategy = params.pop("strategy", "serial")
+        return evolve_trunk(trunk, x_ref, y_ref, ds.x_val, ds.y_val, method, strategy,
+                            progress=progress, k=k, **params)
+    try:
+        channel_layout(trunk_spec(trunk)[0])
+    except EdgekitError as e:
+        raise EdgekitError("{} -- --evolve-space channels needs that cut: choose one with --cut, "
+                           "or use --evolve-space kernels".format(e))
+    say("evolving the last conv's per-filter gains ({}, NCA fitness, held-out selection on {:,} "
+        "validation images)".format(method, len(ds.y_val)))
+    # Euclidean: the distance of the k-NN head this trunk feeds (KnnHead)
+    return evolve_channels(trunk, x_ref, y_ref, ds.x_val, ds.y_val, method=method, k=k,
+                           metric="euclidean", thresholds=(0.0,), patience=12,
+                           **{n: params[n] for n in ("generations", "population", "time_budget",
+                                                     "seed") if n in params})
+
+
 def _budget(max_bytes, job):
     """(bytes or None, where it came from)."""
     if isinstance(max_bytes, str):
@@ -139,9 +164,11 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
     ``avgN`` / ``maxN`` pooling before flattening. ``int8_weights``: trunk kernels and PCA
     stored as int8. ``ref_samples``: cap on the training vectors used as references (seeded).
     ``val_samples``: validation images scoring the search (seeded, stratified). ``evolve``:
-    ``cma``/``pso`` to evolve the trunk weights after the cut is chosen (Keras models;
-    ``edgekit.compress.evolve.evolve_trunk``; the evolution options given,
-    :data:`edgekit.compress.options.EVOLVE_PARAMS`, are passed on).
+    ``cma``/``pso`` to evolve the trunk after the cut is chosen (Keras models), in
+    ``evolve_space`` ``channels`` (default; the last conv's per-filter gains for the k-NN,
+    ``edgekit.compress.evolve.channels.evolve_channels``) or ``kernels`` (every conv weight,
+    ``edgekit.compress.evolve.evolve_trunk``); the evolution options given,
+    :data:`edgekit.compress.options.EVOLVE_PARAMS`, are passed on.
     The accuracy guard: the chosen configuration's validation accuracy may be at most
     ``max_drop`` points (default 1.0) below the input model's, else nothing is written
     (:class:`~edgekit.compress.guard.GuardFailed`) unless ``allow_drop``.
@@ -155,6 +182,12 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
 
     _check_args(prototypes, reduction)
     evolve_params = {n: v for n, v in evolve_params.items() if v is not None}
+    space = evolve_params.pop("evolve_space", None) or "channels"
+    if evolve and space == "channels":
+        extra = [n for n in KERNEL_ONLY_PARAMS if n in evolve_params]
+        if extra:
+            raise EdgekitError("--{} applies to --evolve-space kernels only (the default space, "
+                               "channels, runs in this process)".format(extra[0].replace("_", "-")))
     val_samples = VAL_SAMPLES if val_samples is None else val_samples
     src = None if hasattr(model, "layers") else onnx_source(model)
     if src is not None and evolve:
@@ -227,10 +260,8 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
             c = res["chosen"]
             net = subject.net
             trunk = keras().Model(net.inputs, layer_output(net, c["index"]), name="trunk")
-            strategy = evolve_params.pop("strategy", "serial")
-            trunk, logbook = evolve_trunk(trunk, x_ref, y_ref, ds.x_val, ds.y_val, evolve,
-                                          strategy, progress=progress, k=k or DEFAULT_K,
-                                          **evolve_params)
+            trunk, logbook = _evolve(trunk, space, evolve, evolve_params, x_ref, y_ref, ds,
+                                     k or DEFAULT_K, progress, say)
             say("re-scoring the evolved trunk")
             last = len(trunk.layers) - 1
             res = _search(KerasCuts(trunk, [last], int8_weights, tmpdir, say,
@@ -239,7 +270,8 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
         art = _build(res, subject, job, y_ref, say, tmpdir, cut, logbook,
                      dict(setting, budget_source=budget_source, k=k, prototypes=prototypes,
                           dims=dims, int8=int8, reduction=reduction, evolve=evolve,
-                          evolve_params=evolve_params, cut_candidates=cut_candidates,
+                          evolve_params=dict(evolve_params, evolve_space=space) if evolve
+                          else evolve_params, cut_candidates=cut_candidates,
                           val_samples=len(vi), seconds=time.time() - t0))
     finally:
         blas.restore_original_limits()
