@@ -130,8 +130,10 @@ def plot_run(path, title, run, base_test):
     gens = run["fitness_curve"]
     fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
     ax2 = ax.twinx()
-    ax2.plot([r["gen"] for r in gens], [r["mean_accuracy"] for r in gens], lw=0.7, alpha=0.45,
-             color="tab:blue", label="fitness: batch LOO k-NN acc, population mean (right axis)")
+    nca = (run.get("params") or {}).get("objective") == "nca"
+    ax2.plot([r["gen"] for r in gens], [r["mean" if nca else "mean_accuracy"] for r in gens], lw=0.7, alpha=0.45,
+             color="tab:blue", label="fitness: batch LOO {}, population mean (right axis)".format(
+                 "NCA log-likelihood" if nca else "k-NN acc"))
     ax2.set_ylabel("fitness (fresh batch each generation)", color="tab:blue", fontsize=8)
     ho = run["holdout_curve"]
     ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, color="tab:orange",
@@ -156,6 +158,15 @@ def plot_run(path, title, run, base_test):
     plt.close(fig)
 
 
+def run_title(col, run):
+    """A run plot's title: column, method, search space, seed, length, test vs backprop."""
+    space = "conv2 " + run["space"].replace("channel ", "") if run.get("space", "").startswith("channel") \
+        else "serial"
+    return "{} {} ({}, seed {}), {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
+        col["column"], run["method"], space, run.get("seed", 0), run["generations"], run["wall_s"],
+        run["test_accuracy"], col["backprop_test_accuracy"])
+
+
 def replot(json_path):
     """Redraw every run's PNG of a results JSON (``--replot``)."""
     res = json.loads(Path(json_path).read_text())
@@ -163,9 +174,7 @@ def replot(json_path):
         for run in col["runs"]:
             first = run["test_curve"][0]   # generation 0 is the backprop trunk, on the curve protocol
             base = run.get("curve_backprop_accuracy", first["accuracy"] if first["gen"] == 0 else None)
-            plot_run(REPO / run["plot_png"], "{} {} serial, {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
-                col["column"], run["method"], run["generations"], run["wall_s"], run["test_accuracy"],
-                col["backprop_test_accuracy"]), run, base)
+            plot_run(REPO / run["plot_png"], run_title(col, run), run, base)
 
 
 def run_column(name, ds, args, results, save):
@@ -405,9 +414,7 @@ def run_column_channels(name, ds, args, results, save):
                                  for r in log["generations"]],
                "curve_backprop_accuracy": col["backprop_test_accuracy"],
                "plot_png": os.path.relpath(str(png), str(REPO))}
-        plot_run(png, "{} {} (conv2 gain+bias, seed {}), {} gens, {:.0f}s: test {:.2%} (backprop {:.2%})".format(
-            name, method, seed, log["generations_run"], wall, test, col["backprop_test_accuracy"]), run,
-            col["backprop_test_accuracy"])
+        plot_run(png, run_title(col, run), run, col["backprop_test_accuracy"])
         col["runs"].append(run)
         _summarise(col)
         print("[{}] {} seed {}: {} gens ({:.3f}s/gen), returned gen {}; held-out {:.2%} -> {:.2%}; test {:.2%} "
@@ -416,6 +423,26 @@ def run_column_channels(name, ds, args, results, save):
                   run["holdout_before"], run["holdout_after"], test, col["backprop_test_accuracy"],
                   TALK[name].get(method), wall, run["eval_s"]), flush=True)
         save()
+
+
+def channel_setup(args):
+    """The JSON's ``setup`` for ``--space channels`` (each run also records its fitness_definition)."""
+    return {"trunk": "seed-mnist-cnn conv1 -> conv2 -> ReLU -> max-pool (pool1), 18,816 weights",
+            "searched": "conv2's per-filter log-gain{} (folded into conv2's kernels and biases)".format(
+                "" if args.thresholds.strip() == "0" else " and threshold (grid {})".format(args.thresholds)),
+            "k": args.k, "distance": "chosen on validation per column (its 'metric', 'metric_choice'); the same "
+                                     "for the backprop and evolved rows",
+            "vote": "majority, ties to the nearer neighbours",
+            "fitness": "{} on a seeded mini-batch of {} of {} training images per generation (leave-one-out, "
+                       "{} re-ranked candidates){}".format(
+                           "NCA soft-neighbour log-likelihood" if args.objective == "nca" else
+                           "k-NN accuracy + {} x same-label share".format(args.share_weight),
+                           args.query_batch, args.queries, args.candidates,
+                           ", T = {} x the start's 1st-to-k-th gap".format(args.temperature)
+                           if args.objective == "nca" else ""),
+            "selection": "held-out: the column's validation images, every {} generations; a candidate must "
+                         "beat the held-out best by {}; patience {}".format(
+                             args.holdout_every, args.min_improvement, args.patience)}
 
 
 def _summarise(col):
@@ -512,9 +539,10 @@ def main(argv=None):
     ds = load_data(args.data, lazy=False)
     json_path = Path(args.json or Path(args.out_dir) / "evolve_table_{}.json".format(args.tag))
     results = {"command": " ".join(["PYTHONPATH=. python", os.path.relpath(sys.argv[0], str(REPO))] + sys.argv[1:]),
-               "machine": "{} cores ({}), CPU only, shared with other jobs; load average at start {}".format(
+               "machine": "{} cores ({}), CPU only; load average at start (1 per busy core) {}".format(
                    os.cpu_count(), platform.machine(), " ".join("{:.1f}".format(v) for v in os.getloadavg())),
-               "setup": {"trunk": "seed-mnist-cnn conv1 -> conv2 -> pool1 (serial: conv1 stage, then conv2)",
+               "setup": channel_setup(args) if args.space == "channels" else {
+                         "trunk": "seed-mnist-cnn conv1 -> conv2 -> pool1 (serial: conv1 stage, then conv2)",
                          "k": args.k, "distance": "squared Euclidean, raw ReLU/max-pooled features, no normalisation",
                          "vote": "majority, ties to the nearer neighbours",
                          "fitness": "leave-one-out k-NN on a fresh seeded batch of {} training images per "
