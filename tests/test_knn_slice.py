@@ -442,3 +442,18 @@ def test_cli_evolve_refusals_are_one_line(run_cli, tiny_artifact, tmp_path, extr
     lines = [l for l in err.splitlines() if l.startswith("error:")]
     assert code == 1 and len(lines) == 1 and words in lines[0], err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_cli_evolve_kernels_space_still_runs_evolve_trunk(run_cli, tiny_artifact, tmp_path):
+    """`--evolve-space kernels` goes to evolve_trunk (every conv weight), with its own options."""
+    out = tmp_path / "out"
+    code, _, err = run_cli("compress", tiny_artifact.path, "--method", "knn-slice", "--data", "digits",
+                           "-o", out, "--cut", "pool2", "--k", "3", "--max-bytes", "none",
+                           "--evolve", "pso", "--evolve-space", "kernels", "--generations", "2",
+                           "--population", "4", "--strategy", "serial", "--allow-drop")
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["method"]["params"]["evolve_params"]["evolve_space"] == "kernels"
+    log = json.loads((out / "logbook.json").read_text())
+    assert log["method"] == "pso" and log["strategy"] == "serial" and log["generations"]
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
