@@ -426,6 +426,7 @@ def test_cli_evolve_channels_writes_the_held_out_best_trunk(run_cli, tiny_artifa
     assert m["method"]["params"]["evolve_params"]["evolve_space"] == "channels"
     log = json.loads((out / "logbook.json").read_text())
     assert log["space"] == "channel gain" and log["params"]["objective"] == "nca"
+    assert log["params"]["metric"] == "cosine"          # the head L2-normalises its features
     assert log["selected_generation"] in [h["gen"] for h in log["holdout"]]
     assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -127,9 +127,10 @@ def _evolve(trunk, space, method, params, x_ref, y_ref, ds, k, progress, say):
                            "or use --evolve-space kernels".format(e))
     say("evolving the last conv's per-filter gains ({}, NCA fitness, held-out selection on {:,} "
         "validation images)".format(method, len(ds.y_val)))
-    # Euclidean: the distance of the k-NN head this trunk feeds (KnnHead)
+    # cosine: the head L2-normalises the (pooled, PCA-reduced) features, so its Euclidean
+    # distances rank neighbours as cosine distances do
     return evolve_channels(trunk, x_ref, y_ref, ds.x_val, ds.y_val, method=method, k=k,
-                           metric="euclidean", thresholds=(0.0,), patience=12,
+                           metric="cosine", thresholds=(0.0,), patience=12,
                            **{n: params[n] for n in ("generations", "population", "time_budget",
                                                      "seed") if n in params})
 
