@@ -458,3 +458,23 @@ def test_cli_evolve_kernels_space_still_runs_evolve_trunk(run_cli, tiny_artifact
     log = json.loads((out / "logbook.json").read_text())
     assert log["method"] == "pso" and log["strategy"] == "serial" and log["generations"]
     assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_evolve_channels_refuses_a_cut_after_batch_norm_in_one_line(run_cli, tmp_path):
+    """A Keras 3 Sequential saved with model.save (tests/zoo.py): its block conv -> ReLU ->
+    BatchNorm -> max-pool does not commute with per-filter gains, so --evolve-space channels is
+    refused at that cut in one line, naming the way out, and nothing is written."""
+    from edgekit.data import load_data
+    from tests.zoo import build, save_keras3, train_plain
+    ds = load_data("digits")
+    m = build("sequential", ds.x_train.shape[1:], 10, keras3=True)
+    train_plain(m, ds.x_train, ds.y_train, epochs=3)
+    path = save_keras3(m, tmp_path / "seq", formats=("keras3",))["keras3"]
+    out = tmp_path / "out"
+    code, _, err = run_cli("compress", path, "--method", "knn-slice", "--data", "digits", "-o", out,
+                           "--cut", "p1", "--k", "3", "--max-bytes", "none", "--evolve", "cma",
+                           "--time-budget", "2", "--allow-drop")
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert code == 1 and len(lines) == 1, err
+    assert "last conv -> ReLU -> max pooling" in lines[0] and "--evolve-space kernels" in lines[0]
+    assert "Traceback" not in err and not out.exists()

@@ -360,8 +360,8 @@ OPTIONS = {
                interval(0, 1, "both")),
         option("evolve", TEXT, None, "knn-slice: cma | pso (evolve the trunk for the k-NN).",
                one_of("edgekit.compress.evolve:METHODS")),
-        option("evolve_space", TEXT, None, "evolution: channels (default: per-filter gains of "
-               "the last conv, NCA fitness) | kernels (every conv weight).",
+        option("evolve_space", TEXT, "channels", "evolution: channels (per-filter gains of the "
+               "last conv, NCA fitness) | kernels (every conv weight).",
                one_of("edgekit.compress.evolve:SPACES")),
         option("strategy", TEXT, None, "evolution: serial | parallel.",
                one_of("edgekit.compress.evolve:STRATEGIES")),
@@ -385,7 +385,7 @@ OPTIONS = {
                "edgekit.compress.knn.search.VAL_SAMPLES)", at_least(1), cli=False),
     ),
 }
-# knn-slice options that go on to edgekit.compress.evolve.evolve_trunk when given
+# knn-slice options that go on to the evolution (evolve_channels or evolve_trunk) when given
 EVOLVE_PARAMS = ("evolve_space", "strategy", "generations", "population", "time_budget", "init",
                  "seed", "checkpoint", "executor")
 # ... of which these apply to --evolve-space kernels only (evolve_trunk)

@@ -123,8 +123,8 @@ def _evolve(trunk, space, method, params, x_ref, y_ref, ds, k, progress, say):
     try:
         channel_layout(trunk_spec(trunk)[0])
     except EdgekitError as e:
-        raise EdgekitError("{} -- --evolve-space channels needs that cut: choose one with --cut, "
-                           "or use --evolve-space kernels".format(e))
+        raise EdgekitError("{}: choose a --cut right after such a block, or use "
+                           "--evolve-space kernels".format(e))
     say("evolving the last conv's per-filter gains ({}, NCA fitness, held-out selection on {:,} "
         "validation images)".format(method, len(ds.y_val)))
     # cosine: the head L2-normalises the (pooled, PCA-reduced) features, so its Euclidean
@@ -183,7 +183,7 @@ def knn_slice(model, data, out, *, cut, k, prototypes, dims, pool, int8, int8_we
 
     _check_args(prototypes, reduction)
     evolve_params = {n: v for n, v in evolve_params.items() if v is not None}
-    space = evolve_params.pop("evolve_space", None) or "channels"
+    space = evolve_params.pop("evolve_space")
     if evolve and space == "channels":
         extra = [n for n in KERNEL_ONLY_PARAMS if n in evolve_params]
         if extra:
