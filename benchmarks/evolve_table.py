@@ -120,39 +120,55 @@ def _curve_points(gens, n):
 
 
 def plot_run(path, title, run, base_test):
-    """fitness (batch LOO, right axis), held-out and test accuracy per generation, as a PNG.
+    """fitness (batch LOO, right axis), held-out and test accuracy per generation, as a PNG;
+    runs that record the NCA log-likelihood on the held-out and test images (``nca`` in their
+    curves) get a second panel with the held-out and test NCA on one axis (the batch fitness
+    stays in the first: its batch-to-batch noise would hide their trend).
 
     ``run`` is a run record of the results JSON (``fitness_curve``, ``holdout_curve``,
     ``test_curve``, ``selected_generation``), so a plot can be redrawn from the JSON."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    gens = run["fitness_curve"]
-    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
+    gens, ho, curve = run["fitness_curve"], run["holdout_curve"], run["test_curve"]
+    two = all("nca" in h for h in ho) and all("nca" in c for c in curve)
+    fig, axes = plt.subplots(2 if two else 1, 1, figsize=(7.5, 7 if two else 4), dpi=110, sharex=True,
+                             squeeze=False)
+    ax = axes[0, 0]
     ax2 = ax.twinx()
     nca = (run.get("params") or {}).get("objective") == "nca"
     ax2.plot([r["gen"] for r in gens], [r["mean" if nca else "mean_accuracy"] for r in gens], lw=0.7, alpha=0.45,
              color="tab:blue", label="fitness: batch LOO {}, population mean (right axis)".format(
                  "NCA log-likelihood" if nca else "k-NN acc"))
     ax2.set_ylabel("fitness (fresh batch each generation)", color="tab:blue", fontsize=8)
-    ho = run["holdout_curve"]
     ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, color="tab:orange",
             label="held-out acc (candidate)")
-    curve = run["test_curve"]
     ax.plot([c["gen"] for c in curve], [c["accuracy"] for c in curve], "s-", ms=4, color="tab:green",
             label="test acc (candidate, {})".format(run.get("test_curve_protocol", "")))
     if base_test is not None:
         ax.axhline(base_test, color="gray", ls="--", lw=0.8, label="backprop trunk, test (curve protocol)")
-    ax.axvline(run["selected_generation"], color="k", ls=":", lw=0.8, label="returned (held-out best)")
+    for a in axes[:, 0]:
+        a.axvline(run["selected_generation"], color="k", ls=":", lw=0.8, label="returned (held-out best)")
     stage2 = [r["gen"] for r in gens if r["stage"] == 1]
     if stage2:
         ax.axvline(stage2[0] - 0.5, color="tab:red", lw=0.6, alpha=0.6)
-    ax.set_xlabel("generation (red line: conv1 -> conv2 stage)" if stage2 else "generation")
+    axes[-1, 0].set_xlabel("generation (red line: conv1 -> conv2 stage)" if stage2 else "generation")
     ax.set_ylabel("k-NN accuracy (k=9)")
     ax.set_title(title, fontsize=9)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=6.5, loc="lower right")
+    if two:
+        bx = axes[1, 0]
+        bx.plot([h["gen"] for h in ho], [h["nca"] for h in ho], "o-", ms=3, color="tab:orange",
+                label="held-out (candidate)")
+        bx.plot([c["gen"] for c in curve], [c["nca"] for c in curve], "s-", ms=4, color="tab:green",
+                label="test (candidate, re-ranked)")
+        r = run.get("holdout_test_nca_correlation")
+        bx.set_ylabel("NCA log-likelihood (higher is better)")
+        bx.set_title("the fitness's measure on unseen images{}".format(
+            "" if r is None else ": held-out vs test r = {:.2f}".format(r)), fontsize=9)
+        bx.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     fig.savefig(str(path))
     plt.close(fig)
@@ -354,6 +370,7 @@ def run_column_channels(name, ds, args, results, save):
     tt = ChannelKnnFitness(P_ref, y_ref, P_te, cd.y_test, n_ch, k=args.k, candidates=args.candidates, grid=grid,
                            metric=metric, search={"q_idx": [], "cand": np.zeros((0, args.candidates)),
                                                   "cand_hold": test_cand}, scales=fit.scales)
+    tt.T = fit.T     # the test curve's NCA in the fitness's temperature
     col["test_curve_setup_s"] = round(time.time() - t2, 1)
     del P_tr   # (2 GB for the 60k column) the references P_ref hold what the exact test needs
     x0 = np.zeros(fit.dim)
@@ -379,12 +396,13 @@ def run_column_channels(name, ds, args, results, save):
                                      population=args.population, sigma=args.sigma or 0.2,
                                      time_budget=args.budget[name], seed=seed, holdout_every=args.holdout_every,
                                      min_improvement=args.min_improvement, patience=args.patience,
+                                     select=args.select,
                                      candidate_hook=lambda g, v: cands.__setitem__(g, v))
         wall = time.time() - t
         curve = []
         for g in sorted(cands):
             x = unfold_channels(spec, w0, cands[g], fit.scales)
-            curve.append({"gen": g, "accuracy": tt.holdout_full(x)[1]})
+            curve.append({"gen": g, "accuracy": tt.holdout_full(x)[1], "nca": tt.holdout_nca(x)})
         x_sel = unfold_channels(spec, w0, cands[log["selected_generation"]], fit.scales)
         t = time.time()
         u, v = fit.decode(x_sel)
@@ -393,6 +411,7 @@ def run_column_channels(name, ds, args, results, save):
         tag = "{}_{}_s{}_{}".format(name, method, seed, args.tag)
         png = Path(args.out_dir) / "evolve_table_{}.png".format(tag)
         ho = {h["gen"]: h["accuracy"] for h in log["holdout"]}
+        hn = {h["gen"]: h["nca"] for h in log["holdout"]}
         te = [c["accuracy"] for c in curve]
         run = {"method": method, "seed": seed, "wall_s": round(wall, 1), "eval_s": col["exact_test_s"],
                "load_average_after": [round(v, 1) for v in os.getloadavg()],
@@ -408,8 +427,9 @@ def run_column_channels(name, ds, args, results, save):
                "test_curve_protocol": "re-ranked: each test image's {} nearest of the {} references under the "
                                       "backprop trunk".format(args.candidates, len(y_ref)),
                "test_curve": curve, "holdout_curve": log["holdout"],
-               "holdout_test_correlation": float(np.corrcoef([ho[c["gen"]] for c in curve], te)[0, 1])
-               if len(te) > 2 and np.std(te) > 0 and np.std([ho[c["gen"]] for c in curve]) > 0 else None,
+               "holdout_test_correlation": _correlation([ho[c["gen"]] for c in curve], te),
+               "holdout_test_nca_correlation": _correlation(
+                   [hn[c["gen"]] for c in curve], [c["nca"] for c in curve]),
                "fitness_curve": [{k: r[k] for k in ("gen", "stage", "mean_accuracy", "best_accuracy", "mean", "best")}
                                  for r in log["generations"]],
                "curve_backprop_accuracy": col["backprop_test_accuracy"],
@@ -425,8 +445,16 @@ def run_column_channels(name, ds, args, results, save):
         save()
 
 
+def _correlation(a, b):
+    """Pearson correlation of two curves over the held-out looks (None when either is flat)."""
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def channel_setup(args):
     """The JSON's ``setup`` for ``--space channels`` (each run also records its fitness_definition)."""
+    from edgekit.compress.evolve.channels import SELECTIONS
     return {"trunk": "seed-mnist-cnn conv1 -> conv2 -> ReLU -> max-pool (pool1), 18,816 weights",
             "searched": "conv2's per-filter log-gain{} (folded into conv2's kernels and biases)".format(
                 "" if args.thresholds.strip() == "0" else " and threshold (grid {})".format(args.thresholds)),
@@ -440,9 +468,11 @@ def channel_setup(args):
                            args.query_batch, args.queries, args.candidates,
                            ", T = {} x the start's 1st-to-k-th gap".format(args.temperature)
                            if args.objective == "nca" else ""),
-            "selection": "held-out: the column's validation images, every {} generations; a candidate must "
+            "selection": "held-out {}: the column's validation images, every {} generations; a candidate must "
                          "beat the held-out best by {}; patience {}".format(
-                             args.holdout_every, args.min_improvement, args.patience)}
+                             "NCA log-likelihood" if args.select == "nca" else "k-NN accuracy",
+                             args.holdout_every, SELECTIONS[args.select] if args.min_improvement is None
+                             else args.min_improvement, args.patience)}
 
 
 def _summarise(col):
@@ -522,7 +552,11 @@ def main(argv=None):
                     help="channels, NCA: T as a fraction of the start's median 1st-to-k-th neighbour gap")
     ap.add_argument("--hard", type=int, default=18,
                     help="channels: fitness queries = those with another label among their HARD nearest (0: all)")
-    ap.add_argument("--min-improvement", type=float, default=0.0005)
+    ap.add_argument("--select", default="nca", choices=["nca", "accuracy"],
+                    help="channels: held-out score that picks the returned candidate")
+    ap.add_argument("--min-improvement", type=float, default=None,
+                    help="channels: a held-out replacement must win by this (default: per --select, see "
+                         "edgekit.compress.evolve.channels.SELECTIONS)")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time: skip runs that would end later")
     ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the PNGs of a results JSON")
     args = ap.parse_args(argv)

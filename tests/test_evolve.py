@@ -371,15 +371,21 @@ def test_channel_evolution_returns_the_held_out_best(trunk_and_data):
     from edgekit.compress.evolve.channels import evolve_channels
     from edgekit.compress.evolve.fitness import trunk_spec
     trunk, ds = trunk_and_data
-    for method in ("cma", "pso"):
+    for method, select in (("cma", "nca"), ("pso", "nca"), ("cma", "accuracy")):
         clone = keras().models.clone_model(trunk)
         clone.set_weights(trunk.get_weights())
         cands = {}
         evolved, log = evolve_channels(clone, ds.x_train, ds.y_train, ds.x_val, ds.y_val, method=method, k=5,
                                        candidates=16, queries=None, batch_size=150, generations=30, sigma=0.8,
-                                       holdout_every=1, min_improvement=0.004, seed=2,
+                                       holdout_every=1, min_improvement=0.004, seed=2, select=select,
                                        candidate_hook=lambda g, v: cands.__setitem__(g, v))
         ho = log["holdout"]
+        # the selection score is the chosen held-out measure (accuracy: plus a sub-image tie-breaker)
+        for h in ho:
+            if select == "nca":
+                assert h["score"] == h["nca"] and h["nca"] <= 0
+            else:
+                assert 0 <= h["score"] - h["accuracy"] < 1.0 / len(ds.y_val)
         assert [h["gen"] for h in ho] == list(range(31)) and log["generations_run"] == 30
         best, sel = ho[0]["score"], 0
         for h in ho[1:]:                      # replay the rule: replace only when better by >= 0.004
@@ -399,6 +405,8 @@ def test_channel_evolution_bad_input(trunk_and_data):
         evolve_channels(trunk, ds.x_train, ds.y_train, ds.x_val, ds.y_val, metric="manhattan", generations=1)
     with pytest.raises(EdgekitError, match="thresholds must be distinct numbers including 0"):
         evolve_channels(trunk, ds.x_train, ds.y_train, ds.x_val, ds.y_val, thresholds=(0.5,), generations=1)
+    with pytest.raises(EdgekitError, match="unknown selection 'test'"):
+        evolve_channels(trunk, ds.x_train, ds.y_train, ds.x_val, ds.y_val, select="test", generations=1)
     spec = [{"op": "conv", "name": "c", "activation": "relu", "kshape": [3, 3, 1, 4]},
             {"op": "avgpool", "name": "p"}]
     with pytest.raises(EdgekitError, match="last conv -> ReLU -> max pooling"):

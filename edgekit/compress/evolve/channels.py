@@ -36,10 +36,15 @@ images (measured in docs/evolve.md: k-NN accuracy as fitness rose on its queries
 the held-out ones). ``objective="accuracy"``: k-NN accuracy + ``share_weight`` x the mean
 share of same-class labels among the k neighbours (the earlier fitness). Selection: every ``holdout_every``
 generations the optimiser's candidate (CMA-ES: its mean; PSO: its global best) is scored on a
-held-out split (the validation images, never in a fitness batch) the same way against the
-training references; it replaces the held-out best only when it beats it by at least
-``min_improvement`` (a guard against the winner's curse of many held-out looks); the start
-is the first held-out best. ``patience`` stops after that many held-out scores without a
+held-out split (the validation images, never in a fitness batch) against the training
+references: ``select="nca"`` (the default) by the fitness's own NCA log-likelihood,
+``select="accuracy"`` by k-NN accuracy. It replaces the held-out best only when it beats it
+by at least ``min_improvement`` (default per score in ``SELECTIONS``: accuracy moves in whole
+images, so 3 of 6,000 guard against the winner's curse of many held-out looks; NCA is smooth).
+The start is the first held-out best. Every look records both scores. Why NCA: on 6,000 held-out
+images the candidates' accuracies differ by a few images, so an accuracy-selected point is
+mostly noise; the NCA selection returned a point with a better NCA on images it did not see
+(docs/evolve.md, fourth round). ``patience`` stops after that many held-out scores without a
 replacement.
 
 Optimisers: pycma's full-covariance CMA-ES (128 dimensions need no diagonal restriction) or
@@ -56,6 +61,9 @@ from edgekit.errors import EdgekitError
 
 METRICS = ("euclidean", "cosine")
 OBJECTIVES = ("nca", "accuracy")
+# held-out selection score -> its default min_improvement: accuracy (+ a tie-breaker) moves in
+# whole images (0.0005 = 3 of 6,000), the NCA log-likelihood is smooth
+SELECTIONS = {"nca": 0.0, "accuracy": 0.0005}
 GAIN_BOUND = 1.5          # |log-gain| <= 1.5: gains in [0.22, 4.5]
 
 
@@ -336,6 +344,12 @@ class ChannelKnnFitness:
             out[i] = (fit, acc, sh)
         return out
 
+    def holdout_nca(self, x):
+        """The NCA log-likelihood (see ``objective``) on the held-out queries: the fitness's own
+        measure on images it never sees, smooth where held-out accuracy moves in whole images."""
+        d = self._distances(self._weights(x), self.N_hold, self.D_hold, self.cand_hold)
+        return float(np.mean(self._nca(d, self.cand_hold, self.y_hold)))
+
     def holdout_full(self, x):
         """``(score, accuracy, share)`` on the held-out queries (score = accuracy + a tie-breaker
         smaller than one held-out image)."""
@@ -359,9 +373,9 @@ def split_half(P, y, seed):
 def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, metric="cosine",
                     thresholds=(-0.5, -0.25, 0.0, 0.25, 0.5), candidates=32, queries=10000, batch_size=2000,
                     population=None, sigma=0.2, generations=10 ** 6, time_budget=None, seed=0,
-                    holdout_every=5, min_improvement=0.0005, patience=None, share_weight=0.1,
+                    holdout_every=5, min_improvement=None, patience=None, share_weight=0.1,
                     candidate_hook=None, pooled=None, search=None, fitness=None, hard=None,
-                    fitness_split="train", objective="nca", temperature=0.3):
+                    fitness_split="train", objective="nca", temperature=0.3, select="nca"):
     """Evolve the last conv layer's per-filter gain and bias of ``trunk_model`` for k-NN.
 
     ``x_ref``/``y_ref`` (training split): references and the fitness's leave-one-out queries;
@@ -377,6 +391,10 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     Returns ``(trunk_model, logbook)``; the trunk holds the held-out best, folded into plain
     conv kernels and biases. See the module docstring for the search space and the fitness.
     """
+    if select not in SELECTIONS:
+        raise EdgekitError("unknown selection {!r}: use one of {}".format(select, ", ".join(SELECTIONS)))
+    if min_improvement is None:
+        min_improvement = SELECTIONS[select]
     if method not in OPTIMIZERS:
         raise EdgekitError("unknown optimiser {!r}: use one of {}".format(method, ", ".join(OPTIMIZERS)))
     for name, val, lo in (("holdout_every", holdout_every, 1), ("batch_size", batch_size, 2),
@@ -415,7 +433,11 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     pop = population or 4 + int(3 * math.log(fit.dim))
     opt = OPTIMIZERS[method](x0, np.ones(fit.dim), sigma, pop, 1 + 1000 * int(seed),
                              variant="full", noisy=True)
-    h0 = fit.holdout_full(x0)
+    def look(x):   # (selection score, held-out accuracy, share, held-out NCA)
+        h, n = fit.holdout_full(x), fit.holdout_nca(x)
+        return (n if select == "nca" else h[0], h[1], h[2], n)
+
+    h0 = look(x0)
     best_x, best, best_gen, since = x0.copy(), h0, 0, 0
     log = {"method": method, "space": "channel gain+bias" if fit.dim > n_ch else "channel gain",
            "layer": spec[conv_i]["name"], "n_search": int(fit.dim), "n_params": int(w0.size),
@@ -424,13 +446,14 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
                       "hard": fit.hard,
                       "batch_size": fit.batch_size, "population": int(pop),
                       "sigma": sigma, "seed": int(seed), "holdout_every": holdout_every,
-                      "min_improvement": min_improvement, "patience": patience, "share_weight": fit.share_weight,
+                      "select": select, "min_improvement": min_improvement, "patience": patience,
+                      "share_weight": fit.share_weight,
                       "objective": fit.objective, "temperature": fit.temperature, "temperature_abs": fit.T,
                       "holdout_queries": int(len(fit.y_hold)), "references": int(len(fit.y_ref))},
            "fitness_definition": (
                "mini-batch of {} of {} {} images{} per generation, each a {}query "
-               "re-ranking its {} nearest training images (start trunk, {}): {}; selection: held-out k-NN (k={}) "
-               "accuracy of the optimiser's candidate ({} validation images, same re-ranking), replacing the best "
+               "re-ranking its {} nearest training images (start trunk, {}): {}; selection: held-out {} "
+               "of the optimiser's candidate ({} validation images, same re-ranking), replacing the best "
                "only when better by >= {:g}".format(
                    fit.batch_size, len(fit.q_idx), "training" if fit.loo else "validation",
                    " (the hard ones of {} searched: another label among their {} nearest)".format(
@@ -441,11 +464,12 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
                    "start's median gap between the 1st and {}-th candidate".format(fit.temperature, fit.k)
                    if fit.objective == "nca" else
                    "k-NN (k={}) accuracy + {:g} x mean share of same-label neighbours".format(fit.k, fit.share_weight),
-                   fit.k, len(fit.y_hold), min_improvement)),
+                   "NCA log-likelihood (same T)" if select == "nca" else "k-NN (k={}) accuracy".format(fit.k),
+                   len(fit.y_hold), min_improvement)),
            "setup_s": round(setup, 1), "pool_s": round(t_pool, 1), "search_s": round(fit.search_s, 1),
            "table_s": round(fit.table_s, 1), "generations": [],
-           "holdout": [{"gen": 0, "stage": 0, "accuracy": h0[1], "score": h0[0]}],
-           "fitness_before": {"fitness": h0[0], "accuracy": h0[1], "margin": h0[2]}}
+           "holdout": [{"gen": 0, "stage": 0, "accuracy": h0[1], "score": h0[0], "nca": h0[3]}],
+           "fitness_before": {"fitness": h0[0], "accuracy": h0[1], "margin": h0[2], "nca": h0[3]}}
     if candidate_hook is not None:
         candidate_hook(0, fold_channels(spec, w0, *fit.decode(x0), fit.scales))
     t_start, gen, last, evals, stopped = time.time(), 0, 0.0, 1, "generations"
@@ -466,8 +490,8 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
                "best_accuracy": float(F[:, 1].max()), "mean_accuracy": float(F[:, 1].mean())}
         if gen % holdout_every == 0:
             cand = np.asarray(opt.candidate(), np.float64)
-            h = fit.holdout_full(cand)
-            log["holdout"].append({"gen": gen, "stage": 0, "accuracy": h[1], "score": h[0]})
+            h = look(cand)
+            log["holdout"].append({"gen": gen, "stage": 0, "accuracy": h[1], "score": h[0], "nca": h[3]})
             if h[0] >= best[0] + min_improvement:
                 best_x, best, best_gen, since = cand.copy(), h, gen, 0
             else:
@@ -482,7 +506,7 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     set_trunk_weights(trunk_model, spec, fold_channels(spec, w0, u, v, fit.scales))
     log.update(selected_generation=best_gen, generations_run=gen, evaluations=evals, stopped=stopped,
                wall_time_s=round(time.time() - t_start, 3),
-               fitness_after={"fitness": best[0], "accuracy": best[1], "margin": best[2]},
+               fitness_after={"fitness": best[0], "accuracy": best[1], "margin": best[2], "nca": best[3]},
                gains=[round(float(g), 5) for g in np.exp(u)],
                thresholds=[round(float(t), 5) for t in v * fit.scales])
     log["params"]["optimizer"] = ({"library": "pycma", "covariance": "full", "returned": "held-out best mean"}
