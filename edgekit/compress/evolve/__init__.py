@@ -806,8 +806,9 @@ class _Progress:
 
 
 def plot_convergence(logbook, path):
-    """Draw an evolution logbook's convergence plot (fitness, held-out, test per generation) as
-    the PNG ``path`` (written atomically); returns ``str(path)``."""
+    """Draw an evolution logbook's convergence plot (fitness, held-out, test per generation; a
+    channel search's held-out NCA on a right axis) as the PNG ``path`` (written atomically);
+    returns ``str(path)``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -826,6 +827,12 @@ def plot_convergence(logbook, path):
         if sel is not None:
             ax.axvline(sel, color="gray", ls=":", label="returned (held-out best)")
         ax.set_ylabel("k-NN accuracy")
+        if ho and all("nca" in h for h in ho):    # channel search: the fitness's measure, held out
+            ax2 = ax.twinx()
+            ax2.plot([h["gen"] for h in ho], [h["nca"] for h in ho], "^--", ms=3, color="tab:purple",
+                     label="held-out NCA log-likelihood (right axis)")
+            ax2.set_ylabel("held-out NCA", color="tab:purple")
+            ax2.legend(fontsize=8, loc="lower right")
     elif gens:
         g = [r["gen"] for r in gens]
         ax.plot(g, [r["mean"] for r in gens], label="population mean", alpha=0.7)
