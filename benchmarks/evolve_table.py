@@ -183,14 +183,33 @@ def run_title(col, run):
         run["test_accuracy"], col["backprop_test_accuracy"])
 
 
+def curve_correlations(run):
+    """Per-run correlations over the held-out looks that have a test point, from the stored
+    curves: held-out vs test accuracy, held-out vs test NCA, held-out NCA vs test accuracy
+    (the last two only when the curves carry NCA)."""
+    ho = {h["gen"]: h for h in run["holdout_curve"]}
+    curve = [c for c in run["test_curve"] if c["gen"] in ho]
+    out = {"holdout_test_correlation": _correlation([ho[c["gen"]]["accuracy"] for c in curve],
+                                                    [c["accuracy"] for c in curve])}
+    if curve and all("nca" in ho[c["gen"]] and "nca" in c for c in curve):
+        hn = [ho[c["gen"]]["nca"] for c in curve]
+        out["holdout_test_nca_correlation"] = _correlation(hn, [c["nca"] for c in curve])
+        out["holdout_nca_test_accuracy_correlation"] = _correlation(hn, [c["accuracy"] for c in curve])
+    return out
+
+
 def replot(json_path):
-    """Redraw every run's PNG of a results JSON (``--replot``)."""
+    """Redraw every run's PNG of a results JSON (``--replot``), and fill in the curves'
+    correlations (:func:`curve_correlations`, derived from the stored curves)."""
     res = json.loads(Path(json_path).read_text())
     for col in res["columns"]:
         for run in col["runs"]:
             first = run["test_curve"][0]   # generation 0 is the backprop trunk, on the curve protocol
             base = run.get("curve_backprop_accuracy", first["accuracy"] if first["gen"] == 0 else None)
+            if run.get("space", "").startswith("channel"):
+                run.update(curve_correlations(run))
             plot_run(REPO / run["plot_png"], run_title(col, run), run, base)
+    Path(json_path).write_text(json.dumps(res, indent=1))
 
 
 def run_column(name, ds, args, results, save):
@@ -410,9 +429,6 @@ def run_column_channels(name, ds, args, results, save):
         col["exact_test_s"] = round(time.time() - t, 1)
         tag = "{}_{}_s{}_{}".format(name, method, seed, args.tag)
         png = Path(args.out_dir) / "evolve_table_{}.png".format(tag)
-        ho = {h["gen"]: h["accuracy"] for h in log["holdout"]}
-        hn = {h["gen"]: h["nca"] for h in log["holdout"]}
-        te = [c["accuracy"] for c in curve]
         run = {"method": method, "seed": seed, "wall_s": round(wall, 1), "eval_s": col["exact_test_s"],
                "load_average_after": [round(v, 1) for v in os.getloadavg()],
                "generations": log["generations_run"], "evaluations": log["evaluations"],
@@ -427,13 +443,11 @@ def run_column_channels(name, ds, args, results, save):
                "test_curve_protocol": "re-ranked: each test image's {} nearest of the {} references under the "
                                       "backprop trunk".format(args.candidates, len(y_ref)),
                "test_curve": curve, "holdout_curve": log["holdout"],
-               "holdout_test_correlation": _correlation([ho[c["gen"]] for c in curve], te),
-               "holdout_test_nca_correlation": _correlation(
-                   [hn[c["gen"]] for c in curve], [c["nca"] for c in curve]),
                "fitness_curve": [{k: r[k] for k in ("gen", "stage", "mean_accuracy", "best_accuracy", "mean", "best")}
                                  for r in log["generations"]],
                "curve_backprop_accuracy": col["backprop_test_accuracy"],
                "plot_png": os.path.relpath(str(png), str(REPO))}
+        run.update(curve_correlations(run))
         plot_run(png, run_title(col, run), run, col["backprop_test_accuracy"])
         col["runs"].append(run)
         _summarise(col)
