@@ -813,13 +813,14 @@ def plot_convergence(logbook, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     gens = logbook["generations"]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
+    twin = None
     if gens and "holdout" in logbook:
         g = [r["gen"] for r in gens]
         ax.plot(g, [r["mean_accuracy"] for r in gens], label="fitness: batch LOO acc (mean)", alpha=0.5)
         ax.plot(g, [r["best_accuracy"] for r in gens], label="fitness: batch LOO acc (best)", alpha=0.5)
         ho = logbook["holdout"]
-        ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, label="held-out (candidate)")
+        ax.plot([h["gen"] for h in ho], [h["accuracy"] for h in ho], "o-", ms=3, label="held-out acc (candidate)")
         curve = logbook.get("test_curve")
         if curve:
             ax.plot([c["gen"] for c in curve], [c["accuracy"] for c in curve], "s-", ms=3, label="test (candidate)")
@@ -832,7 +833,7 @@ def plot_convergence(logbook, path):
             ax2.plot([h["gen"] for h in ho], [h["nca"] for h in ho], "^--", ms=3, color="tab:purple",
                      label="held-out NCA log-likelihood (right axis)")
             ax2.set_ylabel("held-out NCA", color="tab:purple")
-            ax2.legend(fontsize=8, loc="lower right")
+            twin = ax2
     elif gens:
         g = [r["gen"] for r in gens]
         ax.plot(g, [r["mean"] for r in gens], label="population mean", alpha=0.7)
@@ -843,7 +844,12 @@ def plot_convergence(logbook, path):
         ax.set_ylabel("fitness (val k-NN acc)")
     ax.set_xlabel("generation")
     ax.set_title("{} / {}".format(logbook["method"], logbook.get("strategy") or logbook.get("space")))
-    ax.legend(fontsize=8)
+    if twin is None:
+        ax.legend(fontsize=8)
+    else:   # one legend for both axes, below the plot (inside it would cover the curves)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = twin.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
