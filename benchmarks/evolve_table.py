@@ -272,9 +272,8 @@ def run_column(name, ds, args, results, save):
                "optimizer": log["params"]["optimizer"], "fitness_definition": log["fitness_definition"],
                "test_curve_protocol": "{} refs x {} test images".format(len(c_ref[1]), len(c_te[1])),
                "test_curve": curve, "holdout_curve": log["holdout"],
-               "holdout_test_correlation": float(np.corrcoef([h["accuracy"] for h in log["holdout"]
-                                                              if h["gen"] in pts], te)[0, 1])
-               if len(te) > 2 and np.std(te) > 0 else None,
+               "holdout_test_correlation": _correlation([h["accuracy"] for h in log["holdout"]
+                                                         if h["gen"] in pts], te),
                "fitness_curve": [{k: r[k] for k in ("gen", "stage", "mean_accuracy", "best_accuracy", "mean", "best")}
                                  for r in log["generations"]],
                "curve_backprop_accuracy": curve_base,
@@ -421,7 +420,8 @@ def run_column_channels(name, ds, args, results, save):
         curve = []
         for g in sorted(cands):
             x = unfold_channels(spec, w0, cands[g], fit.scales)
-            curve.append({"gen": g, "accuracy": tt.holdout_full(x)[1], "nca": tt.holdout_nca(x)})
+            _, acc, _, nca = tt.holdout_scores(x)
+            curve.append({"gen": g, "accuracy": acc, "nca": nca})
         x_sel = unfold_channels(spec, w0, cands[log["selected_generation"]], fit.scales)
         t = time.time()
         u, v = fit.decode(x_sel)

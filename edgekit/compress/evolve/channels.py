@@ -344,18 +344,21 @@ class ChannelKnnFitness:
             out[i] = (fit, acc, sh)
         return out
 
-    def holdout_nca(self, x):
-        """The NCA log-likelihood (see ``objective``) on the held-out queries: the fitness's own
-        measure on images it never sees, smooth where held-out accuracy moves in whole images."""
-        d = self._distances(self._weights(x), self.N_hold, self.D_hold, self.cand_hold)
-        return float(np.mean(self._nca(d, self.cand_hold, self.y_hold)))
+    def holdout_scores(self, x):
+        """``(score, accuracy, share, nca)`` on the held-out queries from one distance table:
+        :meth:`holdout_full`'s three and the NCA log-likelihood (see ``objective``), the
+        fitness's own measure on images it never sees, smooth where accuracy moves in whole images."""
+        w = self._weights(x)
+        d = self._distances(w, self.N_hold, self.D_hold, self.cand_hold)
+        c, share = self._knn(w, self.N_hold, self.D_hold, self.cand_hold, self.y_hold, d=d)
+        acc, sh = float(np.mean(c)), float(np.mean(share))
+        nca = float(np.mean(self._nca(d, self.cand_hold, self.y_hold)))
+        return acc + 0.5 / len(self.y_hold) * sh, acc, sh, nca
 
     def holdout_full(self, x):
         """``(score, accuracy, share)`` on the held-out queries (score = accuracy + a tie-breaker
         smaller than one held-out image)."""
-        c, share = self._knn(self._weights(x), self.N_hold, self.D_hold, self.cand_hold, self.y_hold)
-        acc, sh = float(np.mean(c)), float(np.mean(share))
-        return acc + 0.5 / len(self.y_hold) * sh, acc, sh
+        return self.holdout_scores(x)[:3]
 
 
 def split_half(P, y, seed):
@@ -434,8 +437,8 @@ def evolve_channels(trunk_model, x_ref, y_ref, x_val, y_val, method="cma", k=9, 
     opt = OPTIMIZERS[method](x0, np.ones(fit.dim), sigma, pop, 1 + 1000 * int(seed),
                              variant="full", noisy=True)
     def look(x):   # (selection score, held-out accuracy, share, held-out NCA)
-        h, n = fit.holdout_full(x), fit.holdout_nca(x)
-        return (n if select == "nca" else h[0], h[1], h[2], n)
+        h = fit.holdout_scores(x)
+        return (h[3] if select == "nca" else h[0],) + h[1:]
 
     h0 = look(x0)
     best_x, best, best_gen, since = x0.copy(), h0, 0, 0
